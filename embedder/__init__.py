@@ -1,0 +1,1 @@
+"""The network and how it sees an image: decoding, preprocessing, backbones, checkpoints, embedding."""
