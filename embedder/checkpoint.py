@@ -30,7 +30,7 @@ def model_fingerprint(backbone_spec: dict, backbone_state: dict, preprocessing: 
     digest = hashlib.sha256(json.dumps([backbone_spec, preprocessing], sort_keys=True).encode())
     for name in sorted(backbone_state):
         digest.update(name.encode())
-        digest.update(backbone_state[name].detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(backbone_state[name].detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
 
 

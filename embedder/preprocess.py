@@ -37,7 +37,11 @@ class Preprocessing:
 
     def normalise(self, batch_uint8: torch.Tensor) -> torch.Tensor:
         """uint8 B x C x H x W -> float, normalised like training."""
+        return self.standardise(batch_uint8.float() / 255.0)
+
+    def standardise(self, batch: torch.Tensor) -> torch.Tensor:
+        """float B x C x H x W in [0, 1] -> (x - mean) / std."""
         c = self.channels
-        mean = torch.tensor(self.mean[:c], device=batch_uint8.device).view(1, c, 1, 1)
-        std = torch.tensor(self.std[:c], device=batch_uint8.device).view(1, c, 1, 1)
-        return (batch_uint8.float() / 255.0 - mean) / std
+        mean = torch.tensor(self.mean[:c], device=batch.device).view(1, c, 1, 1)
+        std = torch.tensor(self.std[:c], device=batch.device).view(1, c, 1, 1)
+        return (batch - mean) / std

@@ -1,0 +1,81 @@
+"""Each objective of the paper against values computed by hand on tiny tensors."""
+import math
+
+import pytest
+import torch
+
+from training import objectives
+
+
+def _ce(logits, target):
+    """-log softmax(logits)[target], by hand."""
+    return -logits[target] + math.log(sum(math.exp(v) for v in logits))
+
+
+def test_coarse_loss_is_cross_entropy_over_categories():
+    logits = torch.tensor([[2.0, 0.0, -1.0]])
+    assert objectives.coarse_loss(logits, torch.tensor([0])).item() == pytest.approx(_ce([2.0, 0.0, -1.0], 0), abs=1e-6)
+
+
+def test_instance_loss_treats_every_image_as_its_own_class():
+    h = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    w = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    loss = objectives.instance_loss(h, w, rows=torch.tensor([0, 2]), scale=2.0)
+    # image 0 -> logits 2*(1, 0, 0.6); image 1 -> logits 2*(0, 1, 0.8), its own row is 2
+    expected = (_ce([2.0, 0.0, 1.2], 0) + _ce([0.0, 2.0, 1.6], 2)) / 2
+    assert loss.item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_instance_loss_within_category_softmax_runs_only_over_the_same_category():
+    h = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    # rows 0-1 belong to category 0, rows 2-3 to category 1
+    w = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [0.8, 0.6]])
+    start = torch.tensor([0, 2, 4])
+    loss = objectives.instance_loss_within_category(h, w, rows=torch.tensor([1, 3]), categories=torch.tensor([0, 1]),
+                                                    category_start=start, scale=1.0)
+    expected = (_ce([1.0, 0.0], 1) + _ce([0.8, 0.6], 1)) / 2
+    assert loss.item() == pytest.approx(expected, abs=1e-5)
+
+
+def test_instance_loss_within_category_never_reads_other_categories_weights():
+    # A mask over all n would still multiply by the other rows: NaN there would leak into the loss.
+    h = torch.randn(4, 3)
+    w = torch.randn(6, 3)
+    w[3:] = float("nan")
+    loss = objectives.instance_loss_within_category(h, w, rows=torch.tensor([0, 1, 2, 1]),
+                                                    categories=torch.zeros(4, dtype=torch.long),
+                                                    category_start=torch.tensor([0, 3, 6]), scale=1.0)
+    assert torch.isfinite(loss)
+
+
+def test_proxy_loss_classifies_into_the_assigned_proxy():
+    h = torch.tensor([[1.0, 0.0]])
+    proxies = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    loss = objectives.proxy_loss(h, proxies, torch.tensor([1]), scale=10.0)
+    assert loss.item() == pytest.approx(_ce([0.0, 10.0], 1), abs=1e-5)
+
+
+def test_fine_loss_is_cross_entropy_over_fine_labels():
+    logits = torch.tensor([[0.5, 1.5]])
+    assert objectives.fine_loss(logits, torch.tensor([1])).item() == pytest.approx(_ce([0.5, 1.5], 1), abs=1e-6)
+
+
+@pytest.mark.parametrize("normalise", [False, True])
+def test_proxies_are_cluster_means_of_instance_weights_within_each_category(normalise):
+    torch.manual_seed(0)
+    # category 0: two tight groups; category 1: one group
+    w = torch.cat([torch.randn(10, 4) * 0.01 + torch.tensor([5.0, 0, 0, 0]),
+                   torch.randn(10, 4) * 0.01 + torch.tensor([0, 5.0, 0, 0]),
+                   torch.randn(10, 4) * 0.01 + torch.tensor([0, 0, 5.0, 0])])
+    start = torch.tensor([0, 20, 30])
+    proxies, assignment = objectives.cluster_instance_weights(w, start, num_proxies=3, normalise=normalise)
+    assert proxies.shape == (3, 4) and assignment.shape == (30,)
+    # proxies never mix categories: category 0 rows use proxies that no category 1 row uses
+    assert set(assignment[:20].tolist()).isdisjoint(set(assignment[20:].tolist()))
+    assert len(set(assignment[:20].tolist())) == 2  # category 0 (2/3 of the rows) gets 2 of the 3 proxies
+    for p in range(3):
+        mean = w[assignment == p].mean(0)
+        expected = mean / mean.norm() if normalise else mean
+        assert torch.allclose(proxies[p], expected, atol=1e-5)
+    # the two groups of category 0 are separated
+    assert len(set(assignment[:10].tolist())) == 1 and assignment[0] != assignment[10]

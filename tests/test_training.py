@@ -1,0 +1,106 @@
+"""Training: every preset runs, resume reproduces an uninterrupted run, checkpoints load safely."""
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from embedder.backbones import build_backbone
+from embedder.checkpoint import load_checkpoint
+from embedder.embed import Embedder
+from embedder.preprocess import Preprocessing
+from training.__main__ import main as training_main
+from training.data import TrainingSet, load_training_set
+from training.model import CoInsModel
+from training.presets import PRESETS
+from training.train import TrainConfig, train
+
+PRE = Preprocessing(28, 1, (0.3,), (0.3,))
+
+
+def tiny_set(n=96, seed=0) -> TrainingSet:
+    g = torch.Generator().manual_seed(seed)
+    products = torch.arange(n) % 4
+    categories = products // 2  # products 0,1 -> category 0; 2,3 -> category 1
+    base = torch.rand(4, 1, 28, 28, generator=g)
+    images = ((base[products] + 0.2 * torch.rand(n, 1, 28, 28, generator=g)).clamp(0, 1) * 255).to(torch.uint8)
+    return TrainingSet(images, categories, ["bags", "shoes"], products, ["a", "b", "c", "d"])
+
+
+def config(tmp_path, preset="coinsp", epochs=2, **kw) -> TrainConfig:
+    objective = dataclasses.replace(PRESETS[preset], num_proxies=8)
+    return TrainConfig(train_manifest="-", out_dir=str(tmp_path / preset), preset=preset, objective=objective,
+                       backbone_kwargs={"in_channels": 1, "grid": 2, "width": 8}, preprocessing=PRE.to_dict(),
+                       epochs=epochs, batch_size=32, proxy_start=1, **kw)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_trains_and_reports_its_loss_parts(tmp_path, preset):
+    data = tiny_set()
+    result = train(config(tmp_path, preset), sets=(data, data), log=lambda s: None)
+    last = result["history"][-1]
+    expected = {"cos": {"coarse"}, "ins": {"instance"}, "coins": {"coarse", "instance"},
+                "coins_imp": {"coarse", "instance"}, "coins_cos": {"coarse", "instance"},
+                "coins_mlp": {"coarse", "instance"}, "coinsp": {"coarse", "instance", "proxy"}, "opt": {"fine"}}[preset]
+    assert {k[len("loss_"):] for k in last if k.startswith("loss_")} == expected
+    assert 0.0 <= last["R@1"] <= 1.0 and all(np.isfinite(v) for k, v in last.items() if k.startswith("loss_"))
+
+
+def test_resume_after_a_kill_gives_the_same_model_as_an_uninterrupted_run(tmp_path):
+    data = tiny_set()
+    whole = train(config(tmp_path / "whole", epochs=3), sets=(data, data), log=lambda s: None)
+    cfg = config(tmp_path / "killed", epochs=3)
+    stopped = train(cfg, sets=(data, data), stop_after_epoch=2, log=lambda s: None)
+    assert stopped["stopped"] and not (tmp_path / "killed" / "coinsp" / "model.pt").exists()
+    resumed = train(cfg, sets=(data, data), resume=True, log=lambda s: None)
+    a = load_checkpoint(whole["model"])["backbone_state"]
+    b = load_checkpoint(resumed["model"])["backbone_state"]
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert whole["fingerprint"] == resumed["fingerprint"]
+    assert [h["R@1"] for h in whole["history"]] == [h["R@1"] for h in resumed["history"]]
+
+
+def test_memory_instance_weights_follow_the_features_of_their_images(tmp_path):
+    data = tiny_set()
+    cfg = config(tmp_path, "coins_mlp")
+    model = CoInsModel(build_backbone("smallcnn", in_channels=1, width=8), cfg.objective, data.categories, 2)
+    rows = torch.tensor([0, 5])
+    h = torch.nn.functional.normalize(torch.randn(2, model.instance_weights.shape[1]), dim=1)
+    before = model.instance_weights[rows].clone()
+    model._update_memory(rows, h)
+    expected = torch.nn.functional.normalize(0.5 * before + 0.5 * h, dim=1)
+    assert torch.allclose(model.instance_weights[rows], expected)
+
+
+def test_cli_trains_from_a_manifest_and_writes_a_checkpoint_the_embedder_loads(tmp_path):
+    data = tiny_set(n=64)
+    folder = tmp_path / "catalog"
+    folder.mkdir()
+    rows = []
+    for i, image in enumerate(data.images):
+        Image.fromarray(image[0].numpy()).save(folder / f"{i}.png")
+        rows.append({"path": f"{i}.png", "category": data.category_names[data.categories[i]],
+                     "product_id": data.product_names[data.products[i]]})
+    pd.DataFrame(rows).to_csv(folder / "manifest.csv", index=False)
+    code = training_main(["--train-manifest", str(folder / "manifest.csv"), "--val-manifest", str(folder / "manifest.csv"),
+                          "--preset", "coins_imp", "--epochs", "1", "--batch-size", "16", "--grid", "1",
+                          "--out", str(tmp_path / "run")])
+    assert code == 0
+    payload = load_checkpoint(tmp_path / "run" / "model.pt")
+    assert payload["categories"] == ["bags", "shoes"] and "training_state" not in payload
+    embedder = Embedder.from_checkpoint(tmp_path / "run" / "model.pt")
+    vectors = embedder.embed_files([str(folder / "0.png"), str(folder / "1.png")]).embeddings
+    assert vectors.shape == (2, payload["feature_dim"])
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)
+
+
+def test_training_set_skips_unreadable_images_and_reads_only_category_as_label(tmp_path):
+    Image.new("L", (28, 28), 200).save(tmp_path / "good.png")
+    (tmp_path / "bad.png").write_text("not an image")
+    pd.DataFrame([{"path": "good.png", "category": "bags"}, {"path": "bad.png", "category": "shoes"}]).to_csv(
+        tmp_path / "m.csv", index=False)
+    data = load_training_set(tmp_path / "m.csv", PRE, cache_dir=tmp_path / "cache")
+    assert len(data) == 1 and data.category_names == ["bags"] and data.products is None

@@ -1,0 +1,1 @@
+"""Learning fine-grained product embeddings from category labels (CoIns / CoInsP and baselines)."""

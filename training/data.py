@@ -1,0 +1,75 @@
+"""Training data: a catalog manifest decoded once (through the product's one decoding path)
+into a uint8 tensor at the model's input size, cached on disk for the next run.
+
+Only `category` is a training label. `product_id` is read for validation Recall@k and
+for the Opt reference, never by the CoIns objectives.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from embedder.images import ImageError, decode_image
+from embedder.preprocess import Preprocessing
+from index.manifest import CATEGORY_COLUMN, PRODUCT_COLUMN, read_manifest, resolve_image_paths
+
+
+@dataclass
+class TrainingSet:
+    images: torch.Tensor  # uint8 N x C x H x W
+    categories: torch.Tensor  # int64 N, index into category_names
+    category_names: list[str]
+    products: torch.Tensor | None  # int64 N, index into product_names (evaluation / Opt only)
+    product_names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def _codes(values, vocabulary: list[str] | None = None) -> tuple[torch.Tensor, list[str]]:
+    values = [str(v) for v in values]
+    vocabulary = vocabulary or sorted(set(values))
+    lookup = {v: i for i, v in enumerate(vocabulary)}
+    missing = sorted(set(values) - set(lookup))
+    if missing:
+        raise ValueError(f"labels not in the model's vocabulary: {missing[:5]}")
+    return torch.tensor([lookup[v] for v in values], dtype=torch.long), vocabulary
+
+
+def load_training_set(manifest: str | Path, preprocessing: Preprocessing, *, cache_dir: str | Path = ".cache",
+                      category_names: list[str] | None = None) -> TrainingSet:
+    """Decode every image of the manifest; unreadable images are reported and left out."""
+    manifest = Path(manifest)
+    table = read_manifest(manifest)
+    paths = resolve_image_paths(table, manifest.parent)
+    key = hashlib.sha256(json.dumps([str(manifest.resolve()), manifest.stat().st_mtime_ns,
+                                     preprocessing.to_dict()]).encode()).hexdigest()[:16]
+    cache = Path(cache_dir) / f"images-{key}.npz"
+    if cache.is_file():
+        stored = np.load(cache)
+        images, keep = stored["images"], stored["keep"]
+    else:
+        arrays, keep = [], []
+        for i, path in enumerate(tqdm(paths, desc=f"decoding {manifest.name}", unit="img", mininterval=1.0)):
+            try:
+                arrays.append(preprocessing.to_uint8(decode_image(path)))
+                keep.append(i)
+            except ImageError as exc:
+                print(f"skipped {path}: {exc}")
+        images, keep = np.stack(arrays), np.array(keep)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp.npz")
+        np.savez(tmp, images=images, keep=keep)
+        tmp.replace(cache)
+    table = table.iloc[keep]
+    categories, category_names = _codes(table[CATEGORY_COLUMN], category_names)
+    products, product_names = (None, [])
+    if PRODUCT_COLUMN in table:
+        products, product_names = _codes(table[PRODUCT_COLUMN])
+    return TrainingSet(torch.from_numpy(images), categories, category_names, products, product_names)

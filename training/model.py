@@ -1,0 +1,138 @@
+"""The CoIns / CoInsP model: backbone f, optional MLP head g, and the heads of every objective.
+
+One class, in the spirit of MoCo's builder: `forward` returns the weighted total loss and
+its named parts. Which parts are active is the config (see training/presets.py):
+Cos = coarse only, Ins = instance only, CoIns = both (Eq. 3), CoIns_imp = instance softmax
+within the category (Eq. 4), `*` = cosine softmax, `**` = plus MLP head, CoInsP = plus
+the instance proxy loss (Eq. 9), Opt = fine labels only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training import objectives
+
+
+@dataclass
+class ObjectiveConfig:
+    coarse_weight: float = 1.0  # Eq. 2 term
+    instance_weight: float = 0.0  # lambda_I
+    instance_within_category: bool = False  # Eq. 4 instead of Eq. 3
+    instance_weights: str = "memory"  # "memory": W^I is a momentum memory of features; "parametric": learned
+    memory_momentum: float = 0.5
+    proxy_weight: float = 0.0  # lambda_P; active from epoch `proxy_start`
+    num_proxies: int = 12000
+    fine_weight: float = 0.0  # Opt reference only
+    cosine: bool = False  # `*`: normalised features and weights, logits scaled by 1/temperature
+    temperature: float = 0.1
+    mlp_head: bool = False  # `**`
+    head_dim: int = 128
+
+
+class Classifier(nn.Module):
+    def __init__(self, dim: int, classes: int, cosine: bool):
+        super().__init__()
+        self.cosine = cosine
+        self.weight = nn.Parameter(torch.randn(classes, dim) * 0.01)
+        self.bias = None if cosine else nn.Parameter(torch.zeros(classes))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        if self.cosine:
+            return h @ F.normalize(self.weight, dim=1).t()  # h is normalised by the model
+        return F.linear(h, self.weight, self.bias)
+
+
+class CoInsModel(nn.Module):
+    def __init__(self, backbone: nn.Module, cfg: ObjectiveConfig, image_categories: torch.Tensor,
+                 num_categories: int, num_fine: int = 0):
+        super().__init__()
+        self.backbone, self.cfg = backbone, cfg
+        d = backbone.feature_dim
+        if cfg.mlp_head:
+            self.head = nn.Sequential(nn.Linear(d, d), nn.BatchNorm1d(d), nn.ReLU(inplace=True), nn.Linear(d, cfg.head_dim))
+            d = cfg.head_dim
+        else:
+            self.head = nn.Identity()
+        self.scale = 1.0 / cfg.temperature if cfg.cosine else 1.0
+        self.coarse = Classifier(d, num_categories, cfg.cosine)
+        self.fine = Classifier(d, num_fine, cfg.cosine) if cfg.fine_weight > 0 else None
+
+        # Rows of W^I are grouped by category so Eq. 4 can take one contiguous slice per category.
+        order = torch.argsort(image_categories, stable=True)
+        row_of_image = torch.empty_like(order)
+        row_of_image[order] = torch.arange(len(order))
+        counts = torch.bincount(image_categories, minlength=num_categories)
+        self.register_buffer("row_of_image", row_of_image, persistent=True)
+        self.register_buffer("category_start", torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)]))
+        self.uses_instances = cfg.instance_weight > 0 or cfg.proxy_weight > 0
+        n = len(image_categories) if self.uses_instances else 0
+        initial = F.normalize(torch.randn(n, d), dim=1)
+        if cfg.instance_weights == "parametric":
+            self.instance_weights = nn.Parameter(initial * (1.0 if cfg.cosine else 0.01))
+        else:
+            self.register_buffer("instance_weights", initial)
+        self.register_buffer("proxies", torch.zeros(0, d))
+        self.register_buffer("proxy_of_row", torch.zeros(0, dtype=torch.long))
+
+    @property
+    def proxies_active(self) -> bool:
+        return self.cfg.proxy_weight > 0 and len(self.proxies) > 0
+
+    def embed_heads(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.head(self.backbone(x))
+        return F.normalize(h.float(), dim=1) if self.cfg.cosine or self.cfg.instance_weights == "memory" else h.float()
+
+    def _instance_matrix(self) -> torch.Tensor:
+        w = self.instance_weights
+        return F.normalize(w, dim=1) if self.cfg.cosine else w
+
+    def forward(self, x, images, categories, fine_labels=None) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg = self.cfg
+        h = self.embed_heads(x)
+        parts: dict[str, torch.Tensor] = {}
+        if cfg.coarse_weight > 0:
+            parts["coarse"] = cfg.coarse_weight * objectives.coarse_loss(self.coarse(h), categories)
+        rows = self.row_of_image[images]
+        if cfg.instance_weight > 0:
+            scale = 1.0 / cfg.temperature if (cfg.cosine or cfg.instance_weights == "memory") else 1.0
+            w = self._instance_matrix()
+            if cfg.instance_within_category:
+                loss = objectives.instance_loss_within_category(h, w, rows, categories, self.category_start, scale)
+            else:
+                loss = objectives.instance_loss(h, w, rows, scale)
+            parts["instance"] = cfg.instance_weight * loss
+        if self.proxies_active:
+            scale = 1.0 / cfg.temperature
+            parts["proxy"] = cfg.proxy_weight * objectives.proxy_loss(h, self.proxies, self.proxy_of_row[rows], scale)
+        if self.fine is not None:
+            parts["fine"] = cfg.fine_weight * objectives.fine_loss(self.fine(h), fine_labels)
+        if self.uses_instances and cfg.instance_weights == "memory":
+            self._update_memory(rows, h.detach())
+        total = sum(parts.values())
+        return total, {k: float(v.detach()) for k, v in parts.items()}
+
+    @torch.no_grad()
+    def _update_memory(self, rows: torch.Tensor, h: torch.Tensor) -> None:
+        """Non-parametric W^I: w_i <- normalise(m * w_i + (1 - m) * h_i) after each visit."""
+        m = self.cfg.memory_momentum
+        self.instance_weights[rows] = F.normalize(m * self.instance_weights[rows] + (1 - m) * h, dim=1)
+
+    def load_state_dict(self, state: dict, strict: bool = True):
+        # The proxies' count is set by re-clustering, so take the stored shape first.
+        self.proxies = torch.empty_like(state["proxies"])
+        self.proxy_of_row = torch.empty_like(state["proxy_of_row"])
+        return super().load_state_dict(state, strict)
+
+    @torch.no_grad()
+    def recluster(self, seed: int) -> None:
+        """Algorithm 1: re-cluster W^I into proxies W^P (Eq. 8) with the current weights."""
+        w = self._instance_matrix().detach()
+        normalise = self.cfg.cosine or self.cfg.instance_weights == "memory"
+        proxies, assignment = objectives.cluster_instance_weights(w, self.category_start, self.cfg.num_proxies,
+                                                                  normalise=normalise, seed=seed)
+        self.proxies = proxies.to(w.device)
+        self.proxy_of_row = assignment.to(w.device)

@@ -1,0 +1,90 @@
+"""The paper's objectives, each next to its equation. All take the head input h = g(f(x))
+(g = identity, or the MLP head of the `**` variants) and return a scalar loss.
+
+Notation: n instances, C coarse categories, W^I the instance weights (one row per
+catalog image, rows of a category stored contiguously), W^P the instance proxies.
+`scale` is 1/temperature of the cosine softmax (the `*` variants); with plain heads
+rows are not normalised and scale is 1.
+"""
+from __future__ import annotations
+
+import faiss
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def coarse_loss(coarse_logits: torch.Tensor, categories: torch.Tensor) -> torch.Tensor:
+    """Eq. 2 (Cos): cross-entropy on the coarse category labels."""
+    return F.cross_entropy(coarse_logits, categories)
+
+
+def fine_loss(fine_logits: torch.Tensor, fine_labels: torch.Tensor) -> torch.Tensor:
+    """Opt: cross-entropy on the fine labels (reference upper bound only)."""
+    return F.cross_entropy(fine_logits, fine_labels)
+
+
+def instance_loss(h: torch.Tensor, instance_weights: torch.Tensor, rows: torch.Tensor, scale: float) -> torch.Tensor:
+    """Eq. 1 (Ins): every image is its own class; softmax over all n instance weights.
+    `rows` are the images' rows in `instance_weights`. Cost O(B * n * d)."""
+    return F.cross_entropy(scale * h @ instance_weights.t(), rows)
+
+
+def instance_loss_within_category(h: torch.Tensor, instance_weights: torch.Tensor, rows: torch.Tensor,
+                                  categories: torch.Tensor, category_start: torch.Tensor, scale: float) -> torch.Tensor:
+    """Eq. 4 (CoIns_imp): the instance softmax runs only over images of the same category.
+
+    Category k owns rows category_start[k] : category_start[k+1] of W^I, so each group of
+    the batch multiplies by its own slice: cost sum_k B_k * n_k * d, never a mask over n.
+    """
+    total = h.new_zeros(())
+    for k in torch.unique(categories).tolist():
+        in_k = categories == k
+        start, end = int(category_start[k]), int(category_start[k + 1])
+        logits = scale * h[in_k] @ instance_weights[start:end].t()
+        total = total + F.cross_entropy(logits, rows[in_k] - start, reduction="sum")
+    return total / h.shape[0]
+
+
+def proxy_loss(h: torch.Tensor, proxies: torch.Tensor, assignment: torch.Tensor, scale: float) -> torch.Tensor:
+    """Eq. 7: classify each image into its instance-proxy cluster, softmax over all P proxies."""
+    return F.cross_entropy(scale * h @ proxies.t(), assignment)
+
+
+def cluster_instance_weights(instance_weights: torch.Tensor, category_start: torch.Tensor, num_proxies: int,
+                             *, normalise: bool, seed: int = 0, iterations: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 5 and 8: k-means of W^I within each category into P proxies in total.
+
+    Each category gets a share of P proportional to its size (at least one). Returns
+    (proxies P x d: the cluster means of W^I, assignment: the proxy of every row of W^I).
+    """
+    weights = instance_weights.detach().float().cpu().numpy()
+    n = weights.shape[0]
+    starts = category_start.tolist()
+    proxies, assignment, offset = [], np.empty(n, dtype=np.int64), 0
+    for k in range(len(starts) - 1):
+        block = np.ascontiguousarray(weights[starts[k]:starts[k + 1]])
+        if len(block) == 0:
+            continue
+        p = max(1, min(len(block), round(num_proxies * len(block) / n)))
+        if p == len(block):
+            labels = np.arange(p)
+        else:
+            kmeans = faiss.Kmeans(block.shape[1], p, niter=iterations, seed=seed + k, spherical=normalise,
+                                  min_points_per_centroid=1, max_points_per_centroid=1_000_000)
+            kmeans.train(block)
+            labels = kmeans.index.search(block, 1)[1][:, 0]
+        # The proxy is the exact mean of its members (Eq. 5), not faiss's last centroid.
+        sums = np.zeros((p, block.shape[1]), np.float64)
+        np.add.at(sums, labels, block)
+        counts = np.bincount(labels, minlength=p)
+        means = sums / np.maximum(counts, 1)[:, None]
+        empty = counts == 0
+        means[empty] = block[np.random.default_rng(seed + k).choice(len(block), int(empty.sum()))]
+        proxies.append(means.astype(np.float32))
+        assignment[starts[k]:starts[k + 1]] = labels + offset
+        offset += p
+    proxies = torch.from_numpy(np.concatenate(proxies))
+    if normalise:
+        proxies = F.normalize(proxies, dim=1)
+    return proxies, torch.from_numpy(assignment)

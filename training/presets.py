@@ -1,0 +1,24 @@
+"""The paper's variants as named presets (Table 2 of the paper). Each is an ObjectiveConfig.
+
+`*` = cosine softmax, `**` = cosine softmax + MLP head (retrieval still uses f(x)).
+"""
+from __future__ import annotations
+
+from training.model import ObjectiveConfig
+
+_INSTANCE = dict(instance_weight=1.0, temperature=0.1)
+
+PRESETS: dict[str, ObjectiveConfig] = {
+    "cos": ObjectiveConfig(coarse_weight=1.0),
+    "ins": ObjectiveConfig(coarse_weight=0.0, **_INSTANCE),
+    "coins": ObjectiveConfig(**_INSTANCE),
+    "coins_imp": ObjectiveConfig(instance_within_category=True, **_INSTANCE),
+    "coins_cos": ObjectiveConfig(cosine=True, **_INSTANCE),
+    "coins_mlp": ObjectiveConfig(cosine=True, mlp_head=True, **_INSTANCE),
+    "coinsp": ObjectiveConfig(cosine=True, mlp_head=True, instance_within_category=True, proxy_weight=1.0,
+                              **_INSTANCE),
+    "opt": ObjectiveConfig(coarse_weight=0.0, fine_weight=1.0),
+}
+
+LABELS = {"cos": "Cos", "ins": "Ins", "coins": "CoIns", "coins_imp": "CoIns_imp", "coins_cos": "CoIns*",
+          "coins_mlp": "CoIns**", "coinsp": "CoInsP**", "opt": "Opt"}
