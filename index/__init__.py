@@ -1,0 +1,1 @@
+"""Catalogs: the manifest format, importers that produce manifests, search indexes and evaluation."""

@@ -1,0 +1,202 @@
+"""The one Recall@k of the product: training, the CLI, the benchmark and the app all use it.
+
+Recall@k is the standard metric-learning definition: the fraction of queries that have at
+least one gallery item with the same label among their k nearest neighbours. A query whose
+label has no other item in the gallery can never be found and counts as a miss; the report
+says how many such queries there were.
+
+Vectors are float32 and L2-normalised, so cosine similarity is the inner product. Search is
+exact (faiss.IndexFlatIP) and runs in blocks of queries, so memory stays bounded: no N x N
+matrix is ever built. Among neighbours with equal scores FAISS's order decides the ranking.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import faiss
+import numpy as np
+import pandas as pd
+
+DEFAULT_KS = (1, 2, 4, 8, 10, 100)
+DEFAULT_BLOCK_SIZE = 4096
+
+
+def _as_vectors(x, name: str) -> np.ndarray:
+    vectors = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+    if vectors.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (n, d), got shape {vectors.shape}")
+    return vectors
+
+
+def _visible_gallery_size(queries: np.ndarray, gallery: np.ndarray, exclude_self: bool) -> int:
+    """How many gallery items one query can retrieve; checks that the two sets fit together."""
+    if queries.shape[1] != gallery.shape[1]:
+        raise ValueError(f"queries have {queries.shape[1]} dimensions, gallery {gallery.shape[1]}")
+    if exclude_self and len(queries) != len(gallery):
+        raise ValueError("exclude_self needs the query set as the gallery (same rows)")
+    visible = len(gallery) - int(exclude_self)
+    if visible < 1:
+        raise ValueError("the gallery has no item a query could retrieve")
+    return visible
+
+
+def _search_blocks(queries: np.ndarray, gallery: np.ndarray, k: int, exclude_self: bool,
+                   block_size: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Yield (first query row, scores, ids) per block; k must already fit the gallery."""
+    index = faiss.IndexFlatIP(gallery.shape[1])
+    index.add(gallery)
+    for start in range(0, len(queries), block_size):
+        block = queries[start:start + block_size]
+        if not exclude_self:
+            yield start, *index.search(block, k)
+            continue
+        # Ask for one extra neighbour and drop the query itself by index, not by score, so an
+        # exact duplicate elsewhere in the gallery still counts as a neighbour.
+        scores, ids = index.search(block, k + 1)
+        is_self = ids == np.arange(start, start + len(block))[:, None]
+        # Self may rank below k+1 items that tie with it; then the extra (last) one goes.
+        is_self[~is_self.any(axis=1), -1] = True
+        keep = ~is_self
+        yield start, scores[keep].reshape(len(block), k), ids[keep].reshape(len(block), k)
+
+
+def nearest_neighbours(queries, gallery, k: int, exclude_self: bool = False,
+                       block_size: int = DEFAULT_BLOCK_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k by inner product: (scores float32 (n, k'), gallery ids int64 (n, k')).
+
+    With exclude_self, `gallery` is the query set itself and row i never returns item i.
+    k' is k clamped to the number of gallery items a query can see.
+    """
+    if k < 1:
+        raise ValueError(f"k must be positive, got {k}")
+    queries, gallery = _as_vectors(queries, "queries"), _as_vectors(gallery, "gallery")
+    k = min(k, _visible_gallery_size(queries, gallery, exclude_self))
+    scores = np.empty((len(queries), k), dtype=np.float32)
+    ids = np.empty((len(queries), k), dtype=np.int64)
+    for start, block_scores, block_ids in _search_blocks(queries, gallery, k, exclude_self, block_size):
+        scores[start:start + len(block_ids)] = block_scores
+        ids[start:start + len(block_ids)] = block_ids
+    return scores, ids
+
+
+@dataclass
+class RecallReport:
+    overall: dict[int, float]  # requested k -> Recall@k
+    per_category: pd.DataFrame  # index: category; columns R@k..., queries (empty without categories)
+    num_queries: int
+    num_gallery: int
+    clamped_ks: dict[int, int] = field(default_factory=dict)  # requested k -> k used (gallery too small)
+    queries_without_match: int = 0  # queries whose label has no other gallery item
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per category after an `all` row; columns R@k... and queries."""
+        overall = pd.DataFrame([{**{f"R@{k}": v for k, v in self.overall.items()}, "queries": self.num_queries}],
+                               index=pd.Index(["all"], name="category"))
+        if self.per_category.empty:
+            return overall
+        return pd.concat([overall, self.per_category])
+
+    def to_markdown(self) -> str:
+        frame = self.to_frame()
+        header = ["category", *frame.columns]
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * len(frame.columns)) + "|"]
+        for category, row in frame.iterrows():
+            cells = [f"{row[c]:.4f}" if c.startswith("R@") else f"{int(row[c])}" for c in frame.columns]
+            lines.append("| " + " | ".join([str(category), *cells]) + " |")
+        notes = [f"{self.num_queries} queries, {self.num_gallery} gallery items."]
+        if self.clamped_ks:
+            used = ", ".join(f"R@{k} uses k={used}" for k, used in self.clamped_ks.items())
+            notes.append(f"The gallery is smaller than the largest k: {used}.")
+        if self.queries_without_match:
+            notes.append(f"{self.queries_without_match} queries have no same-label gallery item "
+                         "and count as misses.")
+        return "\n".join(lines) + "\n\n" + " ".join(notes) + "\n"
+
+    def to_dict(self) -> dict:
+        """JSON-ready: plain str keys, floats and ints."""
+        return {
+            "recall": {f"R@{k}": float(v) for k, v in self.overall.items()},
+            "per_category": {
+                str(category): {column: (int(v) if column == "queries" else float(v)) for column, v in row.items()}
+                for category, row in self.per_category.iterrows()
+            },
+            "num_queries": int(self.num_queries),
+            "num_gallery": int(self.num_gallery),
+            "clamped_ks": {str(k): int(used) for k, used in self.clamped_ks.items()},
+            "queries_without_match": int(self.queries_without_match),
+        }
+
+
+def _label_codes(query_labels, gallery_labels) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes shared by both label sets (labels may be ints or strings)."""
+    query_labels, gallery_labels = np.asarray(query_labels), np.asarray(gallery_labels)
+    codes, _ = pd.factorize(np.concatenate([query_labels.astype(object), gallery_labels.astype(object)]))
+    if (codes < 0).any():
+        raise ValueError("labels must not be missing (NaN/None)")
+    return codes[:len(query_labels)], codes[len(query_labels):]
+
+
+def recall_at_k(queries, query_labels, gallery=None, gallery_labels=None, ks: Sequence[int] = DEFAULT_KS,
+                query_categories=None, block_size: int = DEFAULT_BLOCK_SIZE) -> RecallReport:
+    """Recall@k of `queries` against `gallery`; without a gallery, leave-one-out on the queries."""
+    exclude_self = gallery is None
+    if exclude_self:
+        gallery, gallery_labels = queries, query_labels
+    elif gallery_labels is None:
+        raise ValueError("a gallery needs gallery_labels")
+    queries, gallery = _as_vectors(queries, "queries"), _as_vectors(gallery, "gallery")
+    query_codes, gallery_codes = _label_codes(query_labels, gallery_labels)
+    if len(query_codes) != len(queries) or len(gallery_codes) != len(gallery):
+        raise ValueError("every vector needs exactly one label")
+    ks = sorted({int(k) for k in ks})
+    if not ks or ks[0] < 1:
+        raise ValueError(f"ks must be positive integers, got {ks}")
+
+    visible = _visible_gallery_size(queries, gallery, exclude_self)
+    used_ks = {k: min(k, visible) for k in ks}
+    depth = used_ks[ks[-1]]
+    # Rank of the first same-label neighbour per query (depth = not found); one int per query.
+    first_hit = np.full(len(queries), depth, dtype=np.int64)
+    # Neighbours are turned into a first-hit rank block by block and then dropped.
+    for start, _, block_ids in _search_blocks(queries, gallery, depth, exclude_self, block_size):
+        hits = gallery_codes[block_ids] == query_codes[start:start + len(block_ids), None]
+        first_hit[start:start + len(block_ids)] = np.where(hits.any(axis=1), hits.argmax(axis=1), depth)
+
+    found = {k: first_hit < used for k, used in used_ks.items()}
+    overall = {k: float(hit.mean()) for k, hit in found.items()}
+    per_category = pd.DataFrame(columns=[*(f"R@{k}" for k in ks), "queries"])
+    if query_categories is not None:
+        categories = pd.Series(np.asarray(query_categories, dtype=object), name="category")
+        if len(categories) != len(queries):
+            raise ValueError("query_categories needs one category per query")
+        per_category = pd.DataFrame({f"R@{k}": hit for k, hit in found.items()}).groupby(categories.astype(str)).mean()
+        per_category["queries"] = categories.astype(str).value_counts().reindex(per_category.index).astype(int)
+
+    gallery_counts = np.bincount(gallery_codes, minlength=query_codes.max() + 1)
+    others = gallery_counts[query_codes] - (1 if exclude_self else 0)
+    return RecallReport(
+        overall=overall,
+        per_category=per_category,
+        num_queries=len(queries),
+        num_gallery=len(gallery),
+        clamped_ks={k: used for k, used in used_ks.items() if used < k},
+        queries_without_match=int((others <= 0).sum()),
+    )
+
+
+def classification_accuracy(logits, labels, topk: Sequence[int] = (1, 5)) -> dict[int, float]:
+    """Top-k accuracy per requested k; k is clamped to the number of classes."""
+    logits, labels = np.asarray(logits, dtype=np.float32), np.asarray(labels, dtype=np.int64)
+    if logits.ndim != 2 or len(logits) != len(labels):
+        raise ValueError(f"logits must be (n, classes) with one label per row; got {logits.shape} and {labels.shape}")
+    num_classes = logits.shape[1]
+    result = {}
+    for k in topk:
+        if k < 1:
+            raise ValueError(f"top-k must be positive, got {k}")
+        used = min(int(k), num_classes)
+        # argpartition finds the top `used` classes without sorting all of them.
+        top = np.argpartition(-logits, used - 1, axis=1)[:, :used]
+        result[int(k)] = float((top == labels[:, None]).any(axis=1).mean())
+    return result

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# One command for each promise of the README:
+#   ./run.sh        set up (first time) and open the search UI on the default catalog
+#   ./run.sh test   set up (first time) and run the test suite
+# Environment: PORT (8501), ADDRESS (127.0.0.1), PYTHON (python3), VENV (.venv).
+set -euo pipefail
+cd "$(dirname "$0")"
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+PORT=${PORT:-8501}
+ADDRESS=${ADDRESS:-127.0.0.1}
+DATA_SOURCE=/usr/share/datasets/fashion-mnist
+MODEL=models/coinsp-fmnist.pt
+CATALOG=catalogs/fashion-mnist-test
+
+step() { printf '\n==> %s\n' "$*"; }
+
+install_python_packages() {
+  local requirements=$1 stamp="$VENV/.installed-$(sha256sum "$requirements" requirements.txt | sha256sum | cut -c1-16)"
+  [ -f "$stamp" ] && return 0
+  step "Installing Python packages into $VENV (first run only; torch is large, this takes a few minutes)"
+  [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/pip" install --progress-bar on -r "$requirements"
+  touch "$stamp"
+}
+
+apt_install() {  # apt_install PACKAGE... (only where we are root and the package is missing)
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    step "Installing system packages: ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+  else
+    echo "note: missing system packages ${missing[*]}; install them with: sudo apt-get install ${missing[*]}" >&2
+  fi
+}
+
+fashion_mnist() {
+  [ -f "$DATA_SOURCE/t10k-images-idx3-ubyte.gz" ] || apt_install dataset-fashion-mnist
+  if [ ! -f "$DATA_SOURCE/t10k-images-idx3-ubyte.gz" ]; then
+    echo "Fashion-MNIST is not on this machine. Install the Debian package 'dataset-fashion-mnist'," >&2
+    echo "or put the four .gz IDX files in a folder and set FASHION_MNIST_SOURCE to it." >&2
+    [ -n "${FASHION_MNIST_SOURCE:-}" ] || exit 1
+  fi
+}
+
+case "${1:-app}" in
+  app)
+    install_python_packages requirements.txt
+    fashion_mnist
+    step "Preparing the default catalog (Fashion-MNIST test photos, model $MODEL)"
+    "$VENV/bin/python" -m index import-fashion-mnist --out data/fashion-mnist --split test \
+      ${FASHION_MNIST_SOURCE:+--source "$FASHION_MNIST_SOURCE"}
+    "$VENV/bin/python" -m index ensure --manifest data/fashion-mnist/test/manifest_store.csv --model "$MODEL" --out "$CATALOG"
+    step "Starting the search UI on http://$ADDRESS:$PORT (Ctrl-C stops it)"
+    exec "$VENV/bin/streamlit" run app/main.py --server.address "$ADDRESS" --server.port "$PORT" --server.headless true
+    ;;
+  test)
+    install_python_packages requirements-dev.txt
+    apt_install dataset-fashion-mnist chromium chromium-driver
+    shift
+    exec "$VENV/bin/python" -m pytest -q "$@"
+    ;;
+  *)
+    echo "usage: ./run.sh [app|test [pytest args]]" >&2; exit 2 ;;
+esac
