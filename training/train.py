@@ -121,6 +121,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after_epoch: int | Non
     lr = cfg.lr * cfg.batch_size / 256
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
+    if model.uses_instances and cfg.objective.instance_init == "pixels":
+        model.initialise_instance_weights(train_set.images, seed=cfg.seed)
     proxy_start = cfg.proxy_start if cfg.proxy_start is not None else cfg.epochs // 2
     history, first_epoch = [], 0
 
