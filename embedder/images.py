@@ -77,8 +77,10 @@ def decode_image(source: ImageSource, max_pixels: int = MAX_PIXELS, max_bytes: i
             image.load()
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"not a readable image: {exc}") from None
+    except UnidentifiedImageError:
+        raise ImageError("not a readable image: unknown or unsupported format (use JPEG, PNG or WebP)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"image too large: {exc}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"corrupt or truncated image: {exc}") from None
     image = ImageOps.exif_transpose(image)

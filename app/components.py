@@ -1,0 +1,231 @@
+"""Pieces the pages share: cached loaders, the attention overlay, image thumbnails, the result grid.
+
+Caches are keyed on the catalog's build time ("stamp"), so after a rebuild the next run loads
+the new catalog while every run before it keeps using the old one.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+from PIL import Image, ImageOps
+from tqdm import tqdm
+
+from app.settings import Settings, load_settings
+from embedder.images import ImageError, decode_image
+from index.catalog import INFO_FILE, INTERNAL_COLUMNS, Catalog
+from index.search import SearchService
+
+THUMB_SIDE = 224  # pixels: thumbnails are scaled to this longest side
+PICKER_MAX_ITEMS = 2_000  # bigger catalogs are picked by id: a list of every item would be sent on each run
+SAME_COLOUR, OTHER_COLOUR = (46, 160, 67), (218, 54, 51)  # frames in the galleries: same / another product
+
+
+def settings() -> Settings:
+    """Read on every run (cheap), so the environment of each session/test is honoured."""
+    return load_settings()
+
+
+def catalog_stamp(folder: str | Path) -> str | None:
+    """A cheap version tag of a catalog folder (its build time), or None if there is no catalog."""
+    info_file = Path(folder) / INFO_FILE
+    try:
+        info = json.loads(info_file.read_text())
+        return f"{info['version']}|{info.get('built_at', '')}|{info_file.stat().st_mtime_ns}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def list_catalogs(catalogs_dir: str | Path) -> list[Path]:
+    folder = Path(catalogs_dir)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if (p / INFO_FILE).is_file())
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the model and the catalog…")
+def _service(catalog: str, model: str, device: str, stamp: str) -> SearchService:
+    return SearchService(catalog, model, device=device)
+
+
+def search_service(cfg: Settings | None = None) -> SearchService:
+    """The search service of the configured catalog; raises if it cannot be opened."""
+    cfg = cfg or settings()
+    stamp = catalog_stamp(cfg.catalog)
+    if stamp is None:
+        raise FileNotFoundError(f"no catalog at {cfg.catalog}")
+    return _service(str(cfg.catalog), str(cfg.model), cfg.device, stamp)
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading the catalog…")
+def _catalog(folder: str, stamp: str) -> Catalog:
+    return Catalog.load(folder)
+
+
+def load_catalog(folder: str | Path) -> Catalog | None:
+    stamp = catalog_stamp(folder)
+    return None if stamp is None else _catalog(str(Path(folder).absolute()), stamp)
+
+
+def catalog_items(catalog: Catalog) -> pd.DataFrame:
+    """The catalog's rows as shown to people: id, metadata, image_path (no bookkeeping columns)."""
+    return catalog.metadata.drop(columns=[c for c in INTERNAL_COLUMNS if c in catalog.metadata])
+
+
+# ---------------------------------------------------------------- images and overlays
+
+def thumbnail(image: Image.Image, side: int = THUMB_SIDE) -> Image.Image:
+    """Scale to `side` on the longest edge; tiny images (28 px) are enlarged with crisp pixels."""
+    scale = side / max(image.size)
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    if scale >= 1:
+        method = Image.Resampling.NEAREST if max(image.size) <= 64 else Image.Resampling.BICUBIC
+    else:
+        method = Image.Resampling.LANCZOS
+    return image.resize(size, method)
+
+
+# A perceptual blue -> cyan -> yellow -> red ramp (like "turbo"), as control points in [0, 1].
+_RAMP_AT = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
+_RAMP_RGB = np.array([[48, 18, 59], [40, 150, 230], [60, 220, 120], [250, 190, 40], [200, 20, 10]], dtype=np.float64)
+
+
+def heat_colours(heat: np.ndarray) -> np.ndarray:
+    """HxW values in [0, 1] -> HxWx3 float RGB (0-255)."""
+    heat = np.clip(heat, 0.0, 1.0)
+    return np.stack([np.interp(heat, _RAMP_AT, _RAMP_RGB[:, c]) for c in range(3)], axis=-1)
+
+
+def overlay(image: Image.Image, heat: np.ndarray, strength: float = 0.6) -> Image.Image:
+    """Blend an attention map (any size, values in [0, 1]) over an RGB image of any size.
+
+    The map covers the whole image (the model sees the whole image squashed to a square), so it
+    is stretched back to the image's own size. Hot areas are tinted strongly, cold ones lightly.
+    """
+    base = np.asarray(image.convert("RGB"), dtype=np.float64)
+    heat_img = Image.fromarray((np.clip(heat, 0, 1) * 255).astype(np.uint8), mode="L")
+    heat_img = heat_img.resize(image.size, Image.Resampling.BILINEAR)
+    h = np.asarray(heat_img, dtype=np.float64) / 255.0
+    weight = (strength * (0.3 + 0.7 * h))[..., None]
+    blended = (1 - weight) * base + weight * heat_colours(h)
+    return Image.fromarray(np.clip(blended, 0, 255).astype(np.uint8), mode="RGB")
+
+
+def show_image(image: Image.Image, heat: Callable[[Image.Image], np.ndarray] | None = None) -> None:
+    """Show a thumbnail, with the attention overlay when `heat` is given."""
+    shown = thumbnail(image)
+    if heat is not None:  # the model sees the whole image; the map is laid over the thumbnail
+        shown = overlay(shown, heat(image))
+    st.image(shown, width="stretch")
+
+
+# ---------------------------------------------------------------- results
+
+_STANDARD_COLUMNS = {"rank", "score", "id", "path", "category", "product_id", "image_path", *INTERNAL_COLUMNS}
+
+
+def result_caption(row: pd.Series) -> str:
+    """Markdown caption of one match: rank, score, category, product, id, file and extra metadata."""
+    lines = [f"**#{int(row['rank'])}** · score **{float(row['score']):.3f}**"]
+    what = [str(row["category"])] if "category" in row and pd.notna(row["category"]) else []
+    if "product_id" in row and pd.notna(row["product_id"]):
+        what.append(f"product {row['product_id']}")
+    if what:
+        lines.append(" · ".join(what))
+    extra = [f"{k}: {v}" for k, v in row.items() if k not in _STANDARD_COLUMNS and pd.notna(v) and str(v) != ""]
+    if extra:
+        lines.append(" · ".join(extra[:4]))
+    lines.append(f"id `{row['id']}` · `{Path(str(row.get('path', row.get('image_path', '')))).name}`")
+    return "  \n".join(lines)
+
+
+def result_grid(results: pd.DataFrame, *, columns: int = 5,
+                heat: Callable[[Image.Image], np.ndarray] | None = None) -> None:
+    """The matches as a grid of images (with attention overlays when `heat` is given) and captions."""
+    rows = list(results.iterrows())
+    for start in range(0, len(rows), columns):
+        for column, (_, row) in zip(st.columns(columns), rows[start:start + columns]):
+            with column.container(border=True):
+                try:
+                    show_image(decode_image(row["image_path"]), heat)
+                except ImageError as exc:
+                    st.warning(f"image unavailable: {exc}")
+                st.caption(result_caption(row))
+
+
+def result_strip(results: pd.DataFrame, same: Callable[[pd.Series], bool] | None = None, side: int = 104) -> None:
+    """A compact row of thumbnails (galleries) with rank, score and category under each.
+
+    With `same(row)`, each thumbnail is framed green (same product as the query, ✓) or red (✗).
+    """
+    images, captions = [], []
+    for _, row in results.iterrows():
+        try:
+            image = thumbnail(decode_image(row["image_path"]), side)
+        except ImageError:
+            image = Image.new("RGB", (side, side), (235, 235, 235))
+        prefix = ""
+        if same is not None:
+            hit = bool(same(row))
+            image = ImageOps.expand(image, border=5, fill=SAME_COLOUR if hit else OTHER_COLOUR)
+            prefix = "✓ " if hit else "✗ "
+        images.append(image)
+        category = f" · {row['category']}" if "category" in row else ""
+        captions.append(f"{prefix}#{int(row['rank'])} {float(row['score']):.2f}{category}")
+    if images:
+        st.image(images, caption=captions, width=side + 10)
+
+
+# ---------------------------------------------------------------- progress of catalog operations
+
+_progress_route = threading.local()
+
+
+class _RoutedTqdm(tqdm):
+    """index.catalog reports progress through tqdm bars. In a Streamlit run that asked for it
+    (see `catalog_progress`), a bar moves the run's st.progress instead of printing; in any
+    other thread (the CLI, other sessions) it is the ordinary tqdm."""
+
+    def __init__(self, *args, **kwargs):
+        self._report = getattr(_progress_route, "report", None)
+        if self._report is not None:
+            self._label, self._total, self._done = kwargs.get("desc") or "", kwargs.get("total") or 0, 0
+            kwargs["disable"] = True
+        super().__init__(*args, **kwargs)
+        if self._report is not None and self._total:
+            self._report(self._label, 0, self._total)
+
+    def update(self, n=1):
+        if self._report is None:
+            return super().update(n)
+        self._done += n or 0
+        self.n = self._done
+        if self._total:
+            self._report(self._label, self._done, self._total)
+        return None
+
+
+@contextlib.contextmanager
+def catalog_progress(label: str):
+    """Show an st.progress bar that follows the catalog operation run inside the block."""
+    import index.catalog as catalog_module
+
+    bar = st.progress(0.0, text=f"{label}…")
+
+    def report(step: str, done: int, total: int) -> None:
+        bar.progress(min(done / total, 1.0), text=f"{label}: {step} {done:,} / {total:,}")
+
+    if catalog_module.__dict__.get("tqdm") is tqdm:  # route the module's bars (once, for all threads)
+        catalog_module.tqdm = _RoutedTqdm
+    _progress_route.report = report
+    try:
+        yield bar
+    finally:
+        _progress_route.report = None
+    bar.progress(1.0, text=f"{label}: done")

@@ -1,0 +1,41 @@
+"""Visual search: the Streamlit entry point.
+
+    streamlit run app/main.py [-- --catalog catalogs/fashion-mnist-test --model models/coinsp-fmnist.pt]
+
+Pages: Search (shoppers), Catalog (catalog managers), Quality (merchandisers).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `streamlit run app/main.py` only puts app/ on the path
+    sys.path.insert(0, str(ROOT))
+
+import streamlit as st  # noqa: E402
+
+from app.components import catalog_stamp, settings  # noqa: E402
+
+st.set_page_config(page_title="Visual search", page_icon=":material/image_search:", layout="wide")
+
+PAGES = Path(__file__).parent / "pages"
+navigation = st.navigation([
+    st.Page(PAGES / "search.py", title="Search", icon=":material/image_search:", default=True),
+    st.Page(PAGES / "catalog.py", title="Catalog", icon=":material/inventory_2:"),
+    st.Page(PAGES / "quality.py", title="Quality", icon=":material/insights:"),
+])
+
+# Streamlit forgets a widget's value once a run does not draw it; re-storing the search options
+# keeps them while the user visits the other pages (an uploaded file can't be kept this way).
+for key in ("search_k", "search_category", "search_hide_duplicates", "search_dup_threshold", "search_why",
+            "search_mode", "search_item"):
+    if key in st.session_state:
+        st.session_state[key] = st.session_state[key]
+
+cfg = settings()
+with st.sidebar:
+    ready = catalog_stamp(cfg.catalog) is not None
+    st.caption(f"{':green[●]' if ready else ':red[●] no'} Catalog `{cfg.catalog.name}`  \nModel `{cfg.model.name}`")
+
+navigation.run()

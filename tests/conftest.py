@@ -1,0 +1,144 @@
+"""Shared test fixtures.
+
+App fixtures (prefix `tiny_shop`): a tiny product catalog made of generated photos, embedded
+with random-init models, so the app can be tested end to end in seconds without any data set.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from embedder.backbones import build_backbone  # noqa: E402
+from embedder.checkpoint import save_checkpoint  # noqa: E402
+from embedder.preprocess import Preprocessing  # noqa: E402
+
+# ---------------------------------------------------------------- tiny shop (app tests)
+
+TINY_SHOP_CATEGORIES = ["bags", "hats", "shoes", "tops"]
+TINY_SHOP_PRODUCTS_PER_CATEGORY = 3
+TINY_SHOP_VIEWS = 2  # images per product: Recall@k needs at least two
+
+
+@dataclass(frozen=True)
+class TinyShop:
+    root: Path
+    manifest: Path  # manifest.csv beside images/ (one row is a corrupt file the build must skip)
+    items: pd.DataFrame  # the manifest rows that are real images
+    model: Path  # random-init model A
+    model_b: Path  # random-init model B (another seed), for comparing models
+    catalogs_dir: Path
+    catalog: Path  # catalogs/tiny-a, built with `model`
+    catalog_b: Path  # catalogs/tiny-b, built with `model_b` from the same manifest
+    corrupt_image: Path  # bytes that are not an image, named .jpg
+
+    def image_bytes(self, row: int = 0) -> bytes:
+        return (self.manifest.parent / self.items.iloc[row]["path"]).read_bytes()
+
+
+def _tiny_shop_photo(category: int, product: int, view: int, rng: np.random.Generator) -> Image.Image:
+    """A product shot: a category shape in a product colour with a product pattern, on white."""
+    size = 64
+    image = Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(image)
+    colour = tuple(int(c) for c in np.random.default_rng(100 + 10 * category + product).integers(20, 230, 3))
+    shift = 3 * view
+    box = (10 + shift, 10 + shift, 50 + shift, 52 + shift)
+    if category == 0:
+        draw.rectangle(box, fill=colour)
+    elif category == 1:
+        draw.ellipse(box, fill=colour)
+    elif category == 2:
+        draw.polygon([(box[0], box[3]), (box[2], box[3]), ((box[0] + box[2]) // 2, box[1])], fill=colour)
+    else:
+        draw.rectangle((box[0], box[1] + 12, box[2], box[1] + 28), fill=colour)
+        draw.rectangle((box[0] + 12, box[1], box[0] + 28, box[3]), fill=colour)
+    for stripe in range(product + 1):  # the product's pattern
+        y = 16 + 9 * stripe + shift
+        draw.line((box[0] + 4, y, box[2] - 4, y), fill=(250, 250, 250), width=2)
+    noise = rng.integers(-12, 13, (size, size, 3))
+    return Image.fromarray(np.clip(np.asarray(image, np.int16) + noise, 0, 255).astype(np.uint8))
+
+
+def _tiny_shop_save(image: Image.Image, path: Path, i: int) -> None:
+    """Mixed formats and colour modes, as a real catalog has them."""
+    kind = i % 6
+    if kind == 0:
+        image.save(path.with_suffix(".jpg"), quality=92)
+    elif kind == 1:
+        image.convert("RGBA").save(path.with_suffix(".png"))
+    elif kind == 2:
+        image.save(path.with_suffix(".webp"), lossless=True)
+    elif kind == 3:
+        image.convert("P", palette=Image.Palette.ADAPTIVE).save(path.with_suffix(".png"))
+    else:
+        image.save(path.with_suffix(".png"))
+
+
+def _tiny_shop_model(path: Path, seed: int, categories: list[str]) -> Path:
+    torch.manual_seed(seed)
+    spec = {"name": "smallcnn", "kwargs": {"in_channels": 3, "width": 8, "grid": 2}}
+    backbone = build_backbone(spec["name"], **spec["kwargs"])
+    save_checkpoint(path, backbone_spec=spec, backbone=backbone, preprocessing=Preprocessing(size=32, channels=3),
+                    categories=categories, config={"test": "random init", "seed": seed})
+    return path
+
+
+def tiny_shop_make(root: Path) -> TinyShop:
+    """Images, manifest, two models and their two catalogs under `root`."""
+    from index import catalog as catalog_module
+
+    images = root / "shop" / "images"
+    images.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    rows, i = [], 0
+    for c, category in enumerate(TINY_SHOP_CATEGORIES):
+        for p in range(TINY_SHOP_PRODUCTS_PER_CATEGORY):
+            for v in range(TINY_SHOP_VIEWS):
+                stem = images / f"{category}-{p}-{v}"
+                _tiny_shop_save(_tiny_shop_photo(c, p, v, rng), stem, i)
+                name = next(images.glob(stem.name + ".*")).name
+                rows.append({"path": f"images/{name}", "category": category, "product_id": f"{category}-{p}",
+                             "title": f"{category.rstrip('s').title()} no. {p + 1}", "view": v})
+                i += 1
+    items = pd.DataFrame(rows)
+    corrupt = images / "broken.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG" + bytes(200))
+    manifest = root / "shop" / "manifest.csv"
+    pd.concat([items, pd.DataFrame([{"path": "images/broken.jpg", "category": "tops", "product_id": "tops-0",
+                                     "title": "Broken", "view": 9}])]).to_csv(manifest, index=False)
+    models = root / "models"
+    models.mkdir()
+    model = _tiny_shop_model(models / "tiny-a.pt", 0, TINY_SHOP_CATEGORIES)
+    model_b = _tiny_shop_model(models / "tiny-b.pt", 1, TINY_SHOP_CATEGORIES)
+    catalogs = root / "catalogs"
+    catalog_a, catalog_b = catalogs / "tiny-a", catalogs / "tiny-b"
+    catalog_module.build_catalog(manifest, model, catalog_a, progress=False)
+    catalog_module.build_catalog(manifest, model_b, catalog_b, progress=False)
+    return TinyShop(root=root, manifest=manifest, items=items, model=model, model_b=model_b,
+                    catalogs_dir=catalogs, catalog=catalog_a, catalog_b=catalog_b, corrupt_image=corrupt)
+
+
+@pytest.fixture(scope="session")
+def tiny_shop(tmp_path_factory) -> TinyShop:
+    """A tiny shop built once per test session (read-only: copy it to change it)."""
+    return tiny_shop_make(tmp_path_factory.mktemp("tiny-shop"))
+
+
+@pytest.fixture
+def tiny_shop_env(tiny_shop, monkeypatch) -> TinyShop:
+    """Point the app's settings (app/settings.py) at the tiny shop."""
+    monkeypatch.setenv("COINSP_CATALOG", str(tiny_shop.catalog))
+    monkeypatch.setenv("COINSP_MODEL", str(tiny_shop.model))
+    monkeypatch.setenv("COINSP_CATALOGS_DIR", str(tiny_shop.catalogs_dir))
+    return tiny_shop

@@ -1,0 +1,367 @@
+"""The Streamlit app, page by page, with Streamlit's AppTest (no browser) on the tiny shop."""
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from index.catalog import Catalog, build_catalog
+from index.evaluation import recall_at_k
+
+APP = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
+TIMEOUT = 60
+
+
+def start(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert not at.exception, at.exception
+    if page:
+        at.switch_page(f"pages/{page}.py").run()
+        assert not at.exception, at.exception
+    return at
+
+
+def result_captions(at: AppTest) -> list[str]:
+    return [c.value for c in at.caption if c.value.startswith("**#")]
+
+
+def caption_id(caption: str) -> int:
+    return int(re.search(r"id `(\d+)`", caption).group(1))
+
+
+def catalog_id_of(shop, row: int) -> int:
+    meta = Catalog.load(shop.catalog).metadata
+    return int(meta.loc[meta["path"] == shop.items.iloc[row]["path"], "id"].iloc[0])
+
+
+# ---------------------------------------------------------------- Search
+
+def test_search_by_upload_finds_the_same_item_first(tiny_shop_env):
+    shop = tiny_shop_env
+    at = start()
+    assert at.title[0].value == "Find similar products"
+    for row in (0, 1, 2, 3):  # JPEG, RGBA PNG, WebP, palette PNG
+        name = Path(shop.items.iloc[row]["path"]).name
+        at.file_uploader(key="search_upload").set_value((name, shop.image_bytes(row), "image/png")).run()
+        assert not at.exception and not at.error, (at.exception, at.error)
+        captions = result_captions(at)
+        assert len(captions) == 10
+        assert caption_id(captions[0]) == catalog_id_of(shop, row)
+        assert "score **1.000**" in captions[0] and name in captions[0]
+    assert any("Search took" in c.value for c in at.caption)
+
+
+def test_search_by_catalog_item_category_filter_and_options(tiny_shop_env):
+    shop = tiny_shop_env
+    at = start()
+    at.radio(key="search_mode").set_value("Pick a catalog item").run()
+    item = catalog_id_of(shop, 4)
+    at.selectbox(key="search_item").set_value(item).run()
+    captions = result_captions(at)
+    assert len(captions) == 10 and item not in [caption_id(c) for c in captions]  # never the item itself
+
+    at.selectbox(key="search_category").set_value("shoes").run()
+    captions = result_captions(at)
+    assert 1 <= len(captions) <= 6 and all("\nshoes" in c or " shoes" in c for c in captions)
+    assert at.subheader[0].value.endswith("in shoes")
+
+    at.slider(key="search_k").set_value(3).run()
+    at.toggle(key="search_hide_duplicates").set_value(True).run()
+    at.toggle(key="search_why").set_value(True).run()
+    assert not at.exception
+    captions = result_captions(at)
+    assert 1 <= len(captions) <= 3
+    assert len(at.image) == 1 + len(captions)  # the query and its matches, with overlays
+
+
+def test_big_catalogs_pick_items_by_id(tiny_shop_env, monkeypatch):
+    import app.components
+
+    monkeypatch.setattr(app.components, "PICKER_MAX_ITEMS", 5)  # the tiny shop counts as big
+    at = start()
+    at.radio(key="search_mode").set_value("Pick a catalog item").run()
+    at.number_input(key="search_item").set_value(7).run()
+    assert not at.exception and len(result_captions(at)) == 10
+    assert any(c.value == "Catalog item 7" for c in at.caption)
+    at.switch_page("pages/catalog.py").run()
+    assert not at.exception and len(at.multiselect) == 0 and at.text_area(key="remove_lines")
+
+
+@pytest.mark.parametrize("name, data, words", [
+    ("broken.jpg", None, "corrupt"),
+    ("notes.png", b"just some text, not a picture", "not a readable image"),
+    ("empty.webp", b"", "empty"),
+])
+def test_bad_upload_shows_a_message_and_the_app_keeps_working(tiny_shop_env, name, data, words):
+    shop = tiny_shop_env
+    at = start()
+    at.slider(key="search_k").set_value(5).run()
+    data = shop.corrupt_image.read_bytes() if data is None else data
+    at.file_uploader(key="search_upload").set_value((name, data, "image/jpeg")).run()
+    assert not at.exception
+    assert len(at.error) == 1 and name in at.error[0].value and words in at.error[0].value
+    assert result_captions(at) == []
+    # The app is still up and keeps its state: the next photo is searched with k = 5.
+    at.file_uploader(key="search_upload").set_value(("ok.png", shop.image_bytes(5), "image/png")).run()
+    assert not at.error and len(result_captions(at)) == 5
+    assert caption_id(result_captions(at)[0]) == catalog_id_of(shop, 5)
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A PNG header that claims a huge image (a decompression bomb), without its pixels."""
+    import struct
+    import zlib
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + header + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def _encoded(image: Image.Image, fmt: str) -> bytes:
+    import io
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def test_search_accepts_any_size_and_colour_mode(tiny_shop_env):
+    shop = tiny_shop_env
+    photo = Image.open(shop.manifest.parent / shop.items.iloc[9]["path"]).convert("RGB")
+    uploads = {
+        "big.jpg": _encoded(photo.resize((2400, 1600)).convert("CMYK"), "JPEG"),
+        "grey16.png": _encoded(Image.fromarray((np.asarray(photo.convert("L"), np.uint16) * 257)), "PNG"),
+        "alpha.webp": _encoded(photo.convert("RGBA"), "WEBP"),
+        "tiny.png": _encoded(photo.resize((8, 8)), "PNG"),
+    }
+    at = start()
+    at.toggle(key="search_why").set_value(True).run()
+    for name, data in uploads.items():
+        at.file_uploader(key="search_upload").set_value((name, data, "image/png")).run()
+        assert not at.exception and not at.error, (name, at.error)
+        assert len(result_captions(at)) == 10
+    at.file_uploader(key="search_upload").set_value(("bomb.png", _png_claiming(9_000, 6_000), "image/png")).run()
+    assert "image too large" in at.error[0].value
+
+
+def test_search_explains_a_missing_catalog(tmp_path, monkeypatch, tiny_shop):
+    monkeypatch.setenv("COINSP_CATALOG", str(tmp_path / "nothing-here"))
+    monkeypatch.setenv("COINSP_MODEL", str(tiny_shop.model))
+    at = start()
+    assert "Search is not available" in at.error[0].value and "Catalog" in at.info[0].value
+
+
+def test_search_refuses_a_model_that_does_not_fit(tiny_shop, monkeypatch):
+    monkeypatch.setenv("COINSP_CATALOG", str(tiny_shop.catalog))
+    monkeypatch.setenv("COINSP_MODEL", str(tiny_shop.model_b))  # catalog A was built with model A
+    at = start()
+    assert "not the model this catalog was built with" in at.error[0].value
+
+
+# ---------------------------------------------------------------- Catalog
+
+def test_catalog_status(tiny_shop_env):
+    at = start("catalog")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics == {"Items": "24", "Categories": "4", "Index": "Flat", "Skipped files": "1"}
+    assert "matches this catalog" in at.success[0].value
+    assert any("images/broken.jpg" in str(df.value) for df in at.dataframe)
+
+
+@pytest.fixture
+def tiny_shop_own_catalog(tiny_shop, tmp_path, monkeypatch):
+    """A private copy of the shop's images with its own catalog, which a test may change."""
+    shop_dir = tmp_path / "shop"
+    shutil.copytree(tiny_shop.manifest.parent, shop_dir)
+    catalog = tmp_path / "catalogs" / "mine"
+    build_catalog(shop_dir / "manifest.csv", tiny_shop.model, catalog, progress=False)
+    monkeypatch.setenv("COINSP_CATALOG", str(catalog))
+    monkeypatch.setenv("COINSP_MODEL", str(tiny_shop.model))
+    return shop_dir, catalog
+
+
+def submit(at: AppTest, key: str) -> AppTest:
+    at.button(key=key).click().run()
+    assert not at.exception and not at.error, (at.exception, at.error)
+    return at
+
+
+def items_metric(at: AppTest) -> str:
+    return {m.label: m.value for m in at.metric}["Items"]
+
+
+def test_catalog_remove_add_and_rebuild(tiny_shop_own_catalog):
+    shop_dir, catalog = tiny_shop_own_catalog
+    at = start("catalog")
+    at.multiselect(key="remove_ids").set_value([0])
+    at.text_area(key="remove_lines").set_value("images/bags-0-1.png\n")  # item 1, by path
+    submit(at, "remove_submit")
+    assert "2 removed" in at.success[0].value
+    assert items_metric(at) == "22" and len(Catalog.load(catalog)) == 22
+
+    new = shop_dir / "new" / "scarves" / "scarf-1"  # an image folder: category/product/images
+    new.mkdir(parents=True)
+    for i in range(2):
+        pixels = np.full((40, 40, 3), 60 + 90 * i, np.uint8)
+        pixels[10:30, 5:35] = (200, 30 * i, 90)
+        Image.fromarray(pixels).save(new / f"view-{i}.png")
+    (new / "broken.png").write_bytes(b"not a png")
+    at.text_input(key="add_source").set_value(str(shop_dir / "new"))
+    submit(at, "add_submit")
+    assert "2 added" in at.success[0].value and "1 skipped" in at.success[0].value
+    assert any("broken.png" in str(df.value) for df in at.dataframe)  # the skipped file, with its reason
+    assert items_metric(at) == "24"
+
+    submit(at, "rebuild_submit")
+    assert at.success[0].value.startswith("Rebuild: 24 items")
+
+
+def test_catalog_rebuild_with_another_model_re_embeds_and_search_works_again(tiny_shop_own_catalog, tiny_shop,
+                                                                            monkeypatch):
+    shop_dir, catalog = tiny_shop_own_catalog
+    monkeypatch.setenv("COINSP_MODEL", str(tiny_shop.model_b))  # not the model the catalog was built with
+    at = start()
+    assert "not the model this catalog was built with" in at.error[0].value
+    at.switch_page("pages/catalog.py").run()
+    assert "searches are refused" in at.warning[0].value
+    assert at.checkbox(key="rebuild_reembed").value is True  # re-embedding is what fixes it
+    submit(at, "rebuild_submit")
+    assert "matches this catalog" in at.success[1].value
+    at.switch_page("pages/search.py").run()
+    assert not at.error
+    at.file_uploader(key="search_upload").set_value(("a.png", tiny_shop.image_bytes(7), "image/png")).run()
+    assert caption_id(result_captions(at)[0]) == catalog_id_of(tiny_shop, 7)
+
+
+def test_catalog_built_from_a_manifest_when_there_is_none(tiny_shop, tmp_path, monkeypatch):
+    monkeypatch.setenv("COINSP_CATALOG", str(tmp_path / "catalogs" / "new"))
+    monkeypatch.setenv("COINSP_MODEL", str(tiny_shop.model))
+    at = start("catalog")
+    assert "no catalog at" in at.info[0].value
+    at.text_input(key="build_manifest").set_value(str(tmp_path / "missing.csv"))
+    at.button(key="build_submit").click().run()
+    assert not at.exception and "Building failed: manifest not found" in at.error[0].value
+    at.text_input(key="build_manifest").set_value(str(tiny_shop.manifest))
+    submit(at, "build_submit")
+    assert at.success[0].value.startswith("Build: 24 items") and "1 skipped" in at.success[0].value
+    assert items_metric(at) == "24"
+
+
+def test_catalog_bars_move_the_app_progress(tiny_shop, tmp_path, monkeypatch):
+    """index.catalog reports progress through tqdm; the app routes those bars to st.progress."""
+    import index.catalog as catalog_module
+    from app import components as ui
+
+    seen = []
+    monkeypatch.setattr(catalog_module, "tqdm", ui._RoutedTqdm)
+    ui._progress_route.report = lambda step, done, total: seen.append((step, done, total))
+    try:
+        build_catalog(tiny_shop.manifest, tiny_shop.model, tmp_path / "c", progress=True)
+    finally:
+        ui._progress_route.report = None
+    assert ("embedding", 0, 25) in seen and ("embedding", 25, 25) in seen
+
+
+# ---------------------------------------------------------------- Quality
+
+def test_quality_report_equals_the_shared_recall_at_k(tiny_shop_env):
+    shop = tiny_shop_env
+    at = start("quality")
+    catalog = Catalog.load(shop.catalog)
+    meta = catalog.metadata
+    expected = recall_at_k(catalog.embeddings, meta["product_id"].to_numpy(), ks=(1, 2, 4, 8, 10, 100),
+                           query_categories=meta["category"].to_numpy())
+    table = at.dataframe[0].value.set_index("category")
+    for k, value in expected.overall.items():
+        assert table.loc["all", f"R@{k}"] == pytest.approx(value)
+    for category, row in expected.per_category.iterrows():
+        assert table.loc[category, "R@1"] == pytest.approx(row["R@1"])
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Recall@1"] == f"{expected.overall[1]:.1%}"
+    labels = [b.proto.label for b in at.get("download_button")]
+    assert labels[:2] == ["Download CSV", "Download Markdown"]  # the report; the comparison follows
+
+
+def shop_recall(folder: Path):
+    catalog = Catalog.load(folder)
+    return recall_at_k(catalog.embeddings, catalog.metadata["product_id"].to_numpy(), ks=(1, 2, 4, 8, 10, 100))
+
+
+def test_quality_failure_gallery(tiny_shop_env):
+    at = start("quality")
+    summary = next(c.value for c in at.caption if "have another product as their best match" in c.value)
+    failed = int(summary.split(" of ")[0])
+    expected = round((1 - shop_recall(tiny_shop_env.catalog).overall[1]) * 24)
+    assert failed == expected  # every product has two images, so failures = R@1 misses
+    gallery = at.tabs[1]
+    assert gallery.label == "Failure gallery"
+    queries = [c.value for c in gallery.caption if c.value.startswith("**Query**")]
+    assert len(queries) == min(failed, 12)
+    at.selectbox(key="failures_category").set_value("hats").run()
+    assert not at.exception
+    queries = [c.value for c in at.tabs[1].caption if c.value.startswith("**Query**")]
+    assert queries and all("hats" in q for q in queries)
+
+
+def test_quality_compares_two_models_side_by_side(tiny_shop_env):
+    shop = tiny_shop_env
+    at = start("quality")
+    assert at.selectbox(key="quality_catalog").value.name == "tiny-a"
+    assert at.selectbox(key="compare_other").value.name == "tiny-b"
+    table = next(df.value for df in at.dataframe if "tiny-b" in df.value.columns).set_index("k")
+    rep_a, rep_b = shop_recall(shop.catalog), shop_recall(shop.catalog_b)
+    for k in (1, 2, 4, 8, 10, 100):
+        assert table.loc[f"R@{k}", "tiny-a"] == pytest.approx(rep_a.overall[k])
+        assert table.loc[f"R@{k}", "tiny-b"] == pytest.approx(rep_b.overall[k])
+    at.selectbox(key="compare_queries").set_value("All queries").run()
+    assert not at.exception
+    headings = [c.value for c in at.caption if c.value in ("**tiny-a**", "**tiny-b**")]
+    assert headings[:4] == ["**tiny-a**", "**tiny-b**"] * 2  # each query: model A's results next to model B's
+
+
+def test_quality_without_product_ids(tiny_shop, tmp_path, monkeypatch):
+    manifest = tmp_path / "manifest.csv"
+    table = tiny_shop.items.drop(columns="product_id")
+    shutil.copytree(tiny_shop.manifest.parent / "images", tmp_path / "images")
+    table.to_csv(manifest, index=False)
+    build_catalog(manifest, tiny_shop.model, tmp_path / "catalogs" / "no-products", progress=False)
+    monkeypatch.setenv("COINSP_CATALOG", str(tmp_path / "catalogs" / "no-products"))
+    monkeypatch.setenv("COINSP_MODEL", str(tiny_shop.model))
+    at = start("quality")
+    assert "no `product_id` column" in at.info[0].value
+
+
+# ---------------------------------------------------------------- settings and overlays
+
+def test_settings_come_from_arguments_then_environment_then_defaults(tmp_path):
+    from app.settings import load_settings
+
+    defaults = load_settings([], {})
+    assert defaults.catalog == Path("catalogs/fashion-mnist-test").absolute()
+    assert defaults.model == Path("models/coinsp-fmnist.pt").absolute()
+    assert defaults.catalogs_dir == Path("catalogs").absolute() and defaults.device == "cpu"
+    env = {"COINSP_CATALOG": str(tmp_path / "shop" / "a"), "COINSP_MODEL": "m.pt"}
+    from_env = load_settings(["-k", "whatever"], env)  # other programs' arguments are ignored
+    assert from_env.catalog == tmp_path / "shop" / "a" and from_env.catalogs_dir == tmp_path / "shop"
+    from_cli = load_settings(["--catalog", "x/b", "--catalogs-dir", "y", "--model", "n.pt"], env)
+    assert (from_cli.catalog, from_cli.catalogs_dir, from_cli.model) == (
+        Path("x/b").absolute(), Path("y").absolute(), Path("n.pt").absolute())
+
+
+def test_attention_overlay_tints_hot_areas():
+    from app.components import overlay, thumbnail
+
+    image = Image.new("RGB", (60, 40), (128, 128, 128))
+    heat = np.zeros((8, 8))
+    heat[:, 4:] = 1.0  # the right half is where the model looks
+    out = np.asarray(overlay(image, heat), np.int16)
+    assert out.shape == (40, 60, 3)
+    left, right = out[:, :20], out[:, 40:]
+    assert (right[..., 0] - right[..., 2]).mean() > 60  # hot: red
+    assert abs(left - 128).mean() < abs(right - 128).mean()  # cold areas keep more of the photo
+    assert thumbnail(Image.new("RGB", (28, 28))).size == (224, 224)
+    assert thumbnail(Image.new("RGB", (4000, 1000))).size == (224, 56)

@@ -1,0 +1,169 @@
+"""End to end: `streamlit run app/main.py` as a real server, driven by a real Chromium (Playwright).
+
+Needs Debian's chromium at /usr/bin/chromium (./run.sh test installs it); skipped without it.
+Screenshots go to test-artifacts/.
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from index.catalog import Catalog
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = ROOT / "test-artifacts"
+WAIT_S = 60  # every wait is bounded by this
+WAIT_MS = WAIT_S * 1000
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tiny_shop, tmp_path_factory):
+    """The app served by `streamlit run` on a free port, pointed at the tiny shop; always stopped."""
+    port = _free_port()
+    env = {**os.environ, "COINSP_CATALOG": str(tiny_shop.catalog), "COINSP_MODEL": str(tiny_shop.model),
+           "COINSP_CATALOGS_DIR": str(tiny_shop.catalogs_dir)}
+    log_path = tmp_path_factory.mktemp("server") / "streamlit.log"
+    with open(log_path, "wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--server.headless", "true"],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"streamlit exited with {server.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"streamlit not healthy after {WAIT_S} s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=WAIT_MS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser, app_url):
+    ARTIFACTS.mkdir(exist_ok=True)
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    page.goto(app_url, timeout=WAIT_MS)
+    page.get_by_role("heading", name="Find similar products").wait_for()
+    yield page
+    context.close()
+
+
+def _upload(page, path: Path) -> None:
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(path))
+
+
+def _top_result(page, expected_file: str) -> str:
+    """Wait until the first result's caption names `expected_file`; return that caption."""
+    first = page.locator('[data-testid="stCaptionContainer"]', has_text=re.compile(r"^#1 ·")).first
+    first.filter(has_text=expected_file).wait_for()
+    return first.inner_text()
+
+
+def _wait_for_images(page, count: int) -> None:
+    """Streamlit draws images after the text: wait until `count` of them have loaded."""
+    page.wait_for_function(
+        """n => { const imgs = [...document.querySelectorAll('[data-testid="stMain"] img')];
+                  return imgs.length >= n && imgs.every(i => i.complete && i.naturalWidth > 0); }""",
+        arg=count, timeout=WAIT_MS)
+
+
+def test_upload_finds_the_same_catalog_item_first_then_survives_a_corrupt_file(page, tiny_shop):
+    metadata = Catalog.load(tiny_shop.catalog).metadata
+    ids = dict(zip(metadata["path"], metadata["id"]))
+    photos = [tiny_shop.manifest.parent / p for p in tiny_shop.items["path"]]
+
+    # A catalog photo: the same item is the top result, with a perfect score.
+    photo = photos[12]  # shoes-0-0.jpg
+    _upload(page, photo)
+    caption = _top_result(page, photo.name)
+    assert f"id {ids[f'images/{photo.name}']}" in caption and "score 1.000" in caption
+    page.get_by_text("Search took").wait_for()
+    _wait_for_images(page, 11)  # the photo and its 10 matches
+    page.screenshot(path=str(ARTIFACTS / "search-results.png"), full_page=True)
+
+    # A corrupt file: a clear message, no results, and the app is still up.
+    _upload(page, tiny_shop.corrupt_image)
+    error = page.locator('[data-testid="stAlertContentError"]')
+    error.wait_for()
+    assert "broken.jpg can't be used as a search photo" in error.inner_text()
+    assert "corrupt" in error.inner_text()
+    assert page.get_by_text("Search took").count() == 0
+    page.screenshot(path=str(ARTIFACTS / "search-bad-upload.png"), full_page=True)
+
+    # The next valid upload works.
+    photo = photos[19]  # tops-0-1.png
+    _upload(page, photo)
+    caption = _top_result(page, photo.name)
+    assert f"id {ids[f'images/{photo.name}']}" in caption
+    assert page.locator('[data-testid="stAlertContentError"]').count() == 0
+
+
+def test_every_page_renders_and_search_options_survive_a_visit(page, app_url):
+    k = page.locator('[data-testid="stSlider"] input[type="range"]').first
+    k.focus()
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function("() => document.querySelector('[data-testid=\"stSlider\"] input').value === '12'")
+
+    page.get_by_role("link", name="Catalog").click()
+    page.get_by_role("heading", name="Catalog", exact=True).wait_for()
+    page.get_by_text("matches this catalog").wait_for()
+    page.get_by_role("link", name="Quality").click()
+    page.get_by_role("heading", name="Retrieval quality").wait_for()
+    page.get_by_text("Recall@10").first.wait_for()
+    page.locator('[data-testid="stVegaLiteChart"]').first.wait_for()
+    time.sleep(1)  # let the charts draw
+    page.screenshot(path=str(ARTIFACTS / "quality-report.png"), full_page=True)
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+    page.get_by_role("link", name="Search").click()
+    page.get_by_role("heading", name="Find similar products").wait_for()
+    assert page.locator('[data-testid="stSlider"] input[type="range"]').first.get_attribute("value") == "12"
