@@ -86,7 +86,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.benchmark", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", nargs="+", default=METHODS, choices=sorted(PRESETS))
-    p.add_argument("--epochs", type=int, default=8, help="the one budget every method gets")
+    p.add_argument("--epochs", type=int, default=5, help="the one budget every method gets")
     p.add_argument("--grid", type=int, default=4)
     p.add_argument("--augmentation", default="weak", choices=["none", "weak", "strong"])
     p.add_argument("--device", default="cpu")

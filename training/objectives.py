@@ -52,7 +52,7 @@ def proxy_loss(h: torch.Tensor, proxies: torch.Tensor, assignment: torch.Tensor,
 
 
 def cluster_instance_weights(instance_weights: torch.Tensor, category_start: torch.Tensor, num_proxies: int,
-                             *, normalise: bool, seed: int = 0, iterations: int = 20) -> tuple[torch.Tensor, torch.Tensor]:
+                             *, normalise: bool, seed: int = 0, iterations: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 5 and 8: k-means of W^I within each category into P proxies in total.
 
     Each category gets a share of P proportional to its size (at least one). Returns

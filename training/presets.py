@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from training.model import ObjectiveConfig
 
-_INSTANCE = dict(instance_weight=1.0, temperature=0.1)
+# Every instance-task variant keeps W^I as a momentum memory of features, warm-started from a
+# random projection of the pixels (measured: random rows give R@1 0.72 after 2 epochs on
+# Fashion-MNIST, because each row is refreshed once an epoch; the warm start 0.80).
+_INSTANCE = dict(instance_weight=1.0, temperature=0.1, instance_weights="memory", instance_init="pixels")
 
 PRESETS: dict[str, ObjectiveConfig] = {
     "cos": ObjectiveConfig(coarse_weight=1.0),
