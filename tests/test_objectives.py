@@ -79,3 +79,13 @@ def test_proxies_are_cluster_means_of_instance_weights_within_each_category(norm
         assert torch.allclose(proxies[p], expected, atol=1e-5)
     # the two groups of category 0 are separated
     assert len(set(assignment[:10].tolist())) == 1 and assignment[0] != assignment[10]
+
+
+def test_cosine_softmax_scores_are_scaled_cosines():
+    from training.model import Classifier
+
+    head = Classifier(dim=2, classes=2, scale=10.0)
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[3.0, 0.0], [0.0, 0.5]]))
+    h = torch.tensor([[0.6, 0.8]])
+    assert torch.allclose(head(h), torch.tensor([[6.0, 8.0]]))

@@ -82,6 +82,20 @@ def write_report(rows: list[dict], extra: dict, out: Path) -> None:
     print(text, flush=True)
 
 
+def merge_reports(folders: list[Path], out: Path) -> int:
+    """One table from several runs at the same budget (e.g. methods re-run after a fix)."""
+    rows: dict[str, dict] = {}
+    extra: dict = {}
+    for folder in folders:
+        report = json.loads((folder / "benchmark.json").read_text())
+        for row in report.pop("rows"):
+            row.pop("gap_closed", None)
+            rows[row["method"]] = {**row, "run": str(folder)}
+        extra.update({f"{k} ({folder})": v for k, v in report.items()})
+    write_report(list(rows.values()), extra, out)
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.benchmark", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -93,7 +107,11 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default="data/fashion-mnist")
     p.add_argument("--out", default="reports/benchmark")
+    p.add_argument("--merge", nargs="+", metavar="REPORT_DIR",
+                   help="only combine the rows of earlier runs' benchmark.json (later runs win) into --out")
     a = p.parse_args(argv)
+    if a.merge:
+        return merge_reports([Path(d) for d in a.merge], Path(a.out))
 
     started_all = time.perf_counter()
     train_manifest = import_fashion_mnist(a.data_dir, split="train")

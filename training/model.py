@@ -38,15 +38,18 @@ class ObjectiveConfig:
 
 
 class Classifier(nn.Module):
-    def __init__(self, dim: int, classes: int, cosine: bool):
+    """Linear classifier, or with `scale` set the cosine softmax of the `*` variants:
+    scale * cos(h, w_c), since unscaled cosines in [-1, 1] cannot make a confident softmax."""
+
+    def __init__(self, dim: int, classes: int, scale: float | None = None):
         super().__init__()
-        self.cosine = cosine
+        self.scale = scale
         self.weight = nn.Parameter(torch.randn(classes, dim) * 0.01)
-        self.bias = None if cosine else nn.Parameter(torch.zeros(classes))
+        self.bias = None if scale else nn.Parameter(torch.zeros(classes))
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        if self.cosine:
-            return h @ F.normalize(self.weight, dim=1).t()  # h is normalised by the model
+        if self.scale:
+            return self.scale * h @ F.normalize(self.weight, dim=1).t()  # h is normalised by the model
         return F.linear(h, self.weight, self.bias)
 
 
@@ -61,9 +64,9 @@ class CoInsModel(nn.Module):
             d = cfg.head_dim
         else:
             self.head = nn.Identity()
-        self.scale = 1.0 / cfg.temperature if cfg.cosine else 1.0
-        self.coarse = Classifier(d, num_categories, cfg.cosine)
-        self.fine = Classifier(d, num_fine, cfg.cosine) if cfg.fine_weight > 0 else None
+        cosine_scale = 1.0 / cfg.temperature if cfg.cosine else None
+        self.coarse = Classifier(d, num_categories, cosine_scale)
+        self.fine = Classifier(d, num_fine, cosine_scale) if cfg.fine_weight > 0 else None
 
         # Rows of W^I are grouped by category so Eq. 4 can take one contiguous slice per category.
         order = torch.argsort(image_categories, stable=True)
