@@ -1,0 +1,324 @@
+"""Command line for catalogs: python -m index <command> ... (python -m index <command> -h for help).
+
+    build    --manifest M --model CKPT --out DIR [--index FACTORY] [--memory-budget 2GB] [--precision bf16|fp32]
+    add      --catalog DIR (--manifest M | --images FOLDER) [--model CKPT]
+    remove   --catalog DIR (--ids N ... | --paths P ...)
+    rebuild  --catalog DIR [--model CKPT] [--index FACTORY] [--memory-budget 2GB] [--reembed]
+    ensure   --manifest M --model CKPT --out DIR   (build, or bring up to date: model, new images)
+    search   --catalog DIR --model CKPT (--image FILE | --id N) [--k 10] [--category C] [--hide-duplicates 0.98]
+    evaluate --catalog DIR [--out PREFIX] [--label product_id] [--max-queries N]
+    info     --catalog DIR [--json]
+    import-fashion-mnist --out DIR [--split test]
+
+User errors (missing files, bad manifests, a model that does not fit the catalog, a catalog
+locked by another process) print one line `error: ...` and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from embedder.images import ImageError
+from index.catalog import (INFO_FILE, Catalog, CatalogError, add_to_catalog, build_catalog, read_info,
+                           rebuild_catalog, remove_from_catalog)
+from index.choose import IndexChoiceError, format_size, parse_size
+from index.manifest import ManifestError
+
+EXIT_USER_ERROR = 2
+EVALUATE_FULL_UP_TO = 100_000  # items; beyond this `evaluate` samples 10,000 queries by default
+EVALUATE_SAMPLE = 10_000
+
+
+class UsageError(ValueError):
+    pass
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m index", description="Build, change, search and evaluate "
+                                     "visual-search catalogs.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def wait_option(p):
+        p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                       help="wait this long for another process changing the catalog (default: refuse at once)")
+
+    p = sub.add_parser("build", help="embed a manifest's images into a new catalog")
+    p.add_argument("--manifest", required=True, type=Path, help="manifest .csv/.parquet (path, category[, product_id])")
+    p.add_argument("--model", required=True, type=Path, help="model checkpoint (.pt)")
+    p.add_argument("--out", required=True, type=Path, help="catalog folder to create")
+    p.add_argument("--index", help="FAISS factory string (e.g. Flat, HNSW32, IVF1024,Flat); default: chosen by size")
+    p.add_argument("--memory-budget", type=_size, default=None, help="memory the index may use (default 4GB)")
+    p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing catalog in --out")
+    wait_option(p)
+
+    p = sub.add_parser("add", help="add the images a catalog does not hold yet")
+    p.add_argument("--catalog", required=True, type=Path)
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--manifest", type=Path)
+    group.add_argument("--images", type=Path, help="folder of <category>/[<product>/]<image> (below the catalog's image folder)")
+    p.add_argument("--model", type=Path, help="checkpoint (default: the one the catalog was built with)")
+    wait_option(p)
+
+    p = sub.add_parser("remove", help="remove items by id or path")
+    p.add_argument("--catalog", required=True, type=Path)
+    p.add_argument("--ids", type=int, nargs="+", default=[])
+    p.add_argument("--paths", nargs="+", default=[], help="image paths as in the metadata (or absolute)")
+    wait_option(p)
+
+    p = sub.add_parser("rebuild", help="re-index from stored embeddings (re-embeds when the model changed)")
+    p.add_argument("--catalog", required=True, type=Path)
+    p.add_argument("--model", type=Path, help="a new model: every image is embedded again")
+    p.add_argument("--index", help="FAISS factory string; default: chosen again for the current size")
+    p.add_argument("--memory-budget", type=_size, default=None)
+    p.add_argument("--precision", choices=("bf16", "fp32"), default=None)
+    p.add_argument("--reembed", action="store_true", help="embed every image again even with the same model")
+    wait_option(p)
+
+    p = sub.add_parser("ensure", help="build the catalog if missing, else bring it up to date with the model "
+                                      "and the manifest's new images")
+    p.add_argument("--manifest", required=True, type=Path)
+    p.add_argument("--model", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--index")
+    p.add_argument("--memory-budget", type=_size, default=None)
+    p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
+    wait_option(p)
+
+    p = sub.add_parser("search", help="most similar catalog items to a photo or an item")
+    p.add_argument("--catalog", required=True, type=Path)
+    p.add_argument("--model", required=True, type=Path)
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--image", type=Path)
+    group.add_argument("--id", type=int)
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--category")
+    p.add_argument("--hide-duplicates", type=float, default=None, metavar="COSINE",
+                   help="hide results more similar than this to a better-ranked result (e.g. 0.98)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON records")
+
+    p = sub.add_parser("evaluate", help="Recall@k of the catalog (leave-one-out, labels = product_id)")
+    p.add_argument("--catalog", required=True, type=Path)
+    p.add_argument("--out", type=Path, help="report prefix: writes PREFIX.csv, .json, .md "
+                                            "(default reports/<catalog>-recall)")
+    p.add_argument("--label", default="product_id", help="column that says which items are the same product")
+    p.add_argument("--max-queries", type=int, default=None,
+                   help=f"sample this many queries (default: all up to {EVALUATE_FULL_UP_TO:,} items, "
+                        f"else {EVALUATE_SAMPLE:,})")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("info", help="what a catalog holds")
+    p.add_argument("--catalog", required=True, type=Path)
+    p.add_argument("--json", action="store_true", help="print catalog.json")
+
+    p = sub.add_parser("import-fashion-mnist", help="Fashion-MNIST as PNGs and a manifest")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--split", choices=("train", "test"), default="test")
+    p.add_argument("--source", type=Path, default=None, help="folder of the four .gz IDX files")
+    p.add_argument("--grouping", default="store", help="coarse categories: store (3) or five")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images")
+    p.add_argument("--allow-download", action="store_true")
+    return parser
+
+
+# ----------------------------------------------------------------------------- commands
+
+def _print_report(report) -> None:
+    print(report.summary())
+    if report.skipped:
+        print(f"skipped {len(report.skipped):,} file(s):")
+        for path, reason in report.skipped[:10]:
+            print(f"  {path}: {reason}")
+        if len(report.skipped) > 10:
+            print(f"  … and {len(report.skipped) - 10:,} more (all listed in {INFO_FILE})")
+    if report.index and report.operation in ("build", "rebuild"):
+        print(f"index: {report.index.get('factory')} — {report.index.get('reason')}")
+        if report.index.get("params"):
+            print(f"search parameters: {report.index['params']}")
+
+
+def cmd_build(args) -> int:
+    report = build_catalog(args.manifest, args.model, args.out, index=args.index, memory_budget=args.memory_budget,
+                           precision=args.precision, overwrite=args.overwrite, progress=not args.quiet,
+                           lock_timeout=args.wait)
+    _print_report(report)
+    return 0
+
+
+def cmd_add(args) -> int:
+    report = add_to_catalog(args.catalog, args.manifest, images=args.images, model=args.model,
+                            progress=not args.quiet, lock_timeout=args.wait)
+    _print_report(report)
+    return 0
+
+
+def cmd_remove(args) -> int:
+    if not args.ids and not args.paths:
+        raise UsageError("give --ids or --paths of the items to remove")
+    _print_report(remove_from_catalog(args.catalog, ids=args.ids, paths=args.paths, progress=not args.quiet,
+                                      lock_timeout=args.wait))
+    return 0
+
+
+def cmd_rebuild(args) -> int:
+    _print_report(rebuild_catalog(args.catalog, model=args.model, index=args.index, memory_budget=args.memory_budget,
+                                  precision=args.precision, reembed=args.reembed, progress=not args.quiet,
+                                  lock_timeout=args.wait))
+    return 0
+
+
+def cmd_ensure(args) -> int:
+    from embedder.checkpoint import load_checkpoint
+
+    if not (args.out / INFO_FILE).exists():
+        return cmd_build(argparse.Namespace(**vars(args), overwrite=False))
+    info = read_info(args.out)
+    fingerprint = load_checkpoint(args.model)["fingerprint"]
+    if fingerprint != info["model_fingerprint"]:
+        print(f"the model changed ({info['model_fingerprint']} -> {fingerprint}): re-embedding the catalog")
+        _print_report(rebuild_catalog(args.out, model=args.model, index=args.index, memory_budget=args.memory_budget,
+                                      precision=args.precision, progress=not args.quiet, lock_timeout=args.wait))
+    report = add_to_catalog(args.out, args.manifest, model=args.model, progress=not args.quiet, lock_timeout=args.wait)
+    if report.wrote or report.skipped:
+        _print_report(report)
+    else:
+        print(f"catalog {args.out} is up to date ({report.items:,} items)")
+    return 0
+
+
+def cmd_search(args) -> int:
+    from index.search import SearchService
+
+    if args.k < 1:
+        raise UsageError("--k must be at least 1")
+    service = SearchService(args.catalog, args.model)
+    options = {"k": args.k, "category": args.category, "hide_duplicates_above": args.hide_duplicates}
+    if args.image is not None:
+        try:
+            results = service.search_image(args.image, **options)
+        except ImageError as exc:
+            raise UsageError(f"{args.image}: {exc}") from None
+    else:
+        results = service.search_id(args.id, **options)
+    timing = service.last_timing.as_dict()
+    if args.json:
+        print(json.dumps({"results": json.loads(results.to_json(orient="records")), "timing_ms": timing}, indent=2))
+        return 0
+    shown = [c for c in ("rank", "score", "id", "category", "product_id", "path") if c in results.columns]
+    print(results[shown].to_string(index=False, formatters={"score": "{:.4f}".format}))
+    print(f"{len(results)} results over {len(service.catalog):,} items; decode+embed "
+          f"{timing['decode_embed_ms']:.1f} ms, search {timing['search_ms']:.1f} ms")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    catalog = Catalog.load(args.catalog)
+    n = len(catalog)
+    max_queries = args.max_queries
+    if max_queries is None and n > EVALUATE_FULL_UP_TO:
+        max_queries = EVALUATE_SAMPLE
+    if max_queries is not None and max_queries < 1:
+        raise UsageError("--max-queries must be at least 1")
+    started = time.perf_counter()
+    report, how = catalog.evaluate(args.label, max_queries=max_queries, seed=args.seed)
+    how["seconds"] = round(time.perf_counter() - started, 2)
+    prefix = args.out or Path("reports") / f"{args.catalog.absolute().name}-recall"
+    from embedder.storage import atomic_path
+
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    markdown = (f"# Recall@k of catalog {args.catalog}\n\n{how['mode']}, labels = {args.label}, "
+                f"model {catalog.fingerprint}, {how['seconds']} s.\n\n" + report.to_markdown())
+    with atomic_path(prefix.with_name(prefix.name + ".csv")) as tmp:
+        report.to_frame().to_csv(tmp)
+    with atomic_path(prefix.with_name(prefix.name + ".json")) as tmp:
+        tmp.write_text(json.dumps({**report.to_dict(), "evaluation": how, "catalog": str(args.catalog),
+                                   "model_fingerprint": catalog.fingerprint}, indent=2) + "\n")
+    with atomic_path(prefix.with_name(prefix.name + ".md")) as tmp:
+        tmp.write_text(markdown)
+    print(markdown)
+    print(f"wrote {prefix}.csv, {prefix}.json, {prefix}.md")
+    return 0
+
+
+def cmd_info(args) -> int:
+    info = read_info(args.catalog)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    index = info["index"]
+    counts = info.get("counts", {})
+    lines = [
+        f"catalog      {args.catalog} (version {info['version']}, built {info.get('built_at')})",
+        f"items        {counts.get('items', 0):,}" + (f" — " + ", ".join(f"{k} {v:,}" for k, v in
+                                                     counts.get("categories", {}).items()) if counts.get("categories") else ""),
+        f"skipped      {counts.get('skipped', 0):,} file(s)",
+        f"model        {info.get('model_path')} (fingerprint {info['model_fingerprint']}, {info['feature_dim']}-d, "
+        f"{info.get('precision')})",
+        f"index        {index['factory']} {index.get('params') or ''}; recall@10 vs exact "
+        f"{index.get('recall_at_10', float('nan')):.3f}",
+        f"             {index.get('reason', '')}",
+        f"images       {info.get('root')}",
+        f"next id      {info.get('next_id')}",
+        f"memory       budget {format_size(info.get('memory_budget_bytes', 0))}",
+    ]
+    print("\n".join(lines))
+    for entry in info.get("skipped", [])[:10]:
+        print(f"  skipped {entry['path']}: {entry['reason']}")
+    return 0
+
+
+def cmd_import_fashion_mnist(args) -> int:
+    from index.importers import FASHION_MNIST_DIR, import_fashion_mnist
+
+    try:
+        manifest = import_fashion_mnist(args.out, args.split, source_dir=args.source or FASHION_MNIST_DIR,
+                                        grouping=args.grouping, allow_download=args.allow_download, limit=args.limit)
+    except (ValueError, RuntimeError, OSError) as exc:  # no data here, no network, bad grouping
+        raise UsageError(str(exc)) from None
+    print(manifest)
+    return 0
+
+
+COMMANDS = {"build": cmd_build, "add": cmd_add, "remove": cmd_remove, "rebuild": cmd_rebuild, "ensure": cmd_ensure,
+            "search": cmd_search, "evaluate": cmd_evaluate, "info": cmd_info,
+            "import-fashion-mnist": cmd_import_fashion_mnist}
+
+USER_ERRORS = (CatalogError, ManifestError, ImageError, IndexChoiceError, UsageError, FileNotFoundError,
+               NotADirectoryError, PermissionError)
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    # embedder.checkpoint imports torch; `info` and `evaluate` never load it, so look it up only
+    # if it was loaded (otherwise its error cannot have been raised).
+    checkpoint = sys.modules.get("embedder.checkpoint")
+    return isinstance(exc, USER_ERRORS) or (checkpoint is not None and isinstance(exc, checkpoint.CheckpointError))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except Exception as exc:
+        if not _is_user_error(exc):
+            raise
+        message = str(exc).strip() or type(exc).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted: the catalog is unchanged (an unfinished version is cleaned up next time)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

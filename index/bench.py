@@ -1,0 +1,472 @@
+"""Benchmarks of the catalog side: python -m index.bench <name> [options]. Not timed tests.
+
+    embed-speed       Embedder.embed_files vs a plain eager fp32 torchvision loop; R@1 of both
+    query-latency     decode + embed + search, p50/p95, catalogs of 10^4, 10^5, 10^6 vectors
+    add-vs-rebuild    adding 1% new images vs re-embedding the whole catalog
+    evaluate-memory   `python -m index evaluate` over 10^6 vectors: peak RSS and time
+
+Each prints a short table and appends a JSON record to reports/bench_index.json. Defaults:
+the Fashion-MNIST test manifest (imported into data/fashion-mnist on first use) and a
+random-initialised small CNN with a 4x4 grid feature (2048-d), saved in .cache/bench/.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import hashlib
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from embedder.backbones import build_backbone
+from embedder.checkpoint import backbone_from_checkpoint, load_checkpoint, save_checkpoint
+from embedder.embed import Embedder
+from embedder.preprocess import Preprocessing
+from embedder.storage import atomic_path
+from index.catalog import (ID_COLUMN, Catalog, _build_index, _commit, _exact_top, add_to_catalog, build_catalog,
+                           rebuild_catalog)
+from index.choose import DEFAULT_MEMORY_BUDGET, choose_index, format_size, parse_size
+from index.evaluation import recall_at_k
+from index.manifest import CATEGORY_COLUMN, PATH_COLUMN, PRODUCT_COLUMN, read_manifest, resolve_image_paths
+from index.search import SearchService
+
+ROOT = Path(__file__).resolve().parents[1]
+REPORT = ROOT / "reports" / "bench_index.json"
+CACHE = ROOT / ".cache" / "bench"
+DATA = ROOT / "data" / "fashion-mnist"
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def default_model(grid: int = 4) -> Path:
+    """A random-initialised SmallCNN for 28 px grey images (grid=4: 2048-d), seeded, cached."""
+    path = CACHE / f"smallcnn-grid{grid}-random.pt"
+    if not path.exists():
+        torch.manual_seed(0)
+        spec = {"name": "smallcnn", "kwargs": {"in_channels": 1, "grid": grid}}
+        save_checkpoint(path, backbone_spec=spec, backbone=build_backbone(spec["name"], **spec["kwargs"]),
+                        preprocessing=Preprocessing(size=28, channels=1, mean=(0.286,), std=(0.353,)),
+                        categories=["apparel", "bags", "footwear"], config={"benchmark": "random init, seed 0"})
+    return path
+
+
+def default_manifest() -> Path:
+    from index.importers import import_fashion_mnist
+
+    return import_fashion_mnist(DATA, "test")
+
+
+def machine() -> dict:
+    return {"cpus": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2),
+            "torch_threads": torch.get_num_threads()}
+
+
+def append_report(record: dict) -> None:
+    records = []
+    if REPORT.exists():
+        try:
+            records = json.loads(REPORT.read_text())
+        except ValueError:
+            records = []
+    records.append(record)
+    with atomic_path(REPORT) as tmp:
+        tmp.write_text(json.dumps(records, indent=2, default=str) + "\n")
+    print(f"appended to {REPORT.relative_to(ROOT) if REPORT.is_relative_to(ROOT) else REPORT}")
+
+
+def print_table(rows: list[dict]) -> None:
+    frame = pd.DataFrame(rows)
+    print(frame.to_string(index=False))
+
+
+def record(name: str, params: dict, results) -> dict:
+    return {"bench": name, "at": _dt.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
+            "params": params, "results": results}
+
+
+def manifest_rows(manifest: Path, limit: int | None):
+    table = read_manifest(manifest)
+    if limit:
+        table = table.iloc[:limit]
+    return table, resolve_image_paths(table, manifest.parent)
+
+
+def base_embeddings(embedder: Embedder, manifest: Path, limit: int | None) -> tuple[np.ndarray, pd.DataFrame]:
+    """The model's embeddings of the manifest's images (cached per model and manifest)."""
+    table, paths = manifest_rows(manifest, limit)
+    key = hashlib.sha256(f"{embedder.fingerprint}|{manifest.absolute()}|{len(table)}".encode()).hexdigest()[:16]
+    cache = CACHE / f"base-{key}.npz"
+    if cache.exists():
+        saved = np.load(cache, allow_pickle=False)
+        return saved["vectors"], table.iloc[saved["rows"]].reset_index(drop=True)
+    result = embedder.embed_files([str(p) for p in paths])
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(cache) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, vectors=result.embeddings, rows=result.embedded)
+    return result.embeddings, table.iloc[result.embedded].reset_index(drop=True)
+
+
+def synthetic_catalog(base: np.ndarray, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """n vectors of the real dimension: the real ones, then noisy copies of them (normalised).
+
+    The noise is half the median nearest-neighbour distance of the real vectors, so each real
+    item gets a cloud of close variants (like colour/size variants of a product) without
+    erasing the structure between items. Returns (vectors, source row of each vector).
+    """
+    nb, d = base.shape
+    source = np.arange(n) % nb
+    if n <= nb:
+        return np.ascontiguousarray(base[:n]), source
+    probe = np.random.default_rng(seed).choice(nb, size=min(nb, 1000), replace=False)
+    nearest = _exact_top(np.ascontiguousarray(base[probe]), base, 2)[:, 1]
+    distance = float(np.median(np.linalg.norm(base[probe] - base[nearest], axis=1)))
+    sigma = 0.5 * distance / np.sqrt(d)
+    out = np.empty((n, d), np.float32)
+    out[:nb] = base
+    rng = np.random.default_rng(seed)
+    for start in range(nb, n, 65_536):
+        stop = min(start + 65_536, n)
+        block = base[source[start:stop]] + rng.standard_normal((stop - start, d), dtype=np.float32) * np.float32(sigma)
+        block /= np.linalg.norm(block, axis=1, keepdims=True)
+        out[start:stop] = block
+    return out, source
+
+
+def percentile_ms(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values) * 1000, q))
+
+
+# ----------------------------------------------------------------------------- embed-speed
+
+def plain_loop(model_path: Path, paths: list[Path], batch_size: int | None) -> np.ndarray:
+    """The torchvision-style reference: PIL open -> transforms -> eager fp32 model (no_grad),
+    contiguous memory, no DataLoader workers, no channels_last, no bf16."""
+    from PIL import Image, ImageOps
+    from torchvision import transforms as T
+
+    backbone, pre = backbone_from_checkpoint(load_checkpoint(model_path))
+    backbone = backbone.float().eval()
+    steps = [T.Grayscale(num_output_channels=1)] if pre.channels == 1 else []
+    if pre.invert:
+        steps.append(T.Lambda(ImageOps.invert))
+    steps += [T.Resize((pre.size, pre.size)), T.ToTensor(),
+              T.Normalize(pre.mean[:pre.channels], pre.std[:pre.channels])]
+    transform = T.Compose(steps)
+    out = []
+    step = batch_size or 1
+    with torch.no_grad():
+        for start in range(0, len(paths), step):
+            batch = []
+            for path in paths[start:start + step]:
+                with Image.open(path) as image:
+                    batch.append(transform(image.convert("RGB")))
+            out.append(F.normalize(backbone(torch.stack(batch)), dim=1).numpy())
+    return np.concatenate(out)
+
+
+def bench_embed_speed(args) -> None:
+    model = Path(args.model) if args.model else default_model(4)
+    manifest = Path(args.manifest) if args.manifest else default_manifest()
+    table, paths = manifest_rows(manifest, args.limit)
+    labels = table[PRODUCT_COLUMN].astype(str).to_numpy()
+    embedder = Embedder.from_checkpoint(model, precision="bf16")
+    print(f"model {model} ({embedder.feature_dim}-d), {len(paths):,} images of {manifest}, "
+          f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
+    embedder.embed_files([str(p) for p in paths[:512]])  # warm-up (both sides get one)
+    plain_loop(model, paths[:512], 256)
+
+    rows, fast_times, plain_times = [], [], []
+    fast = plain = None
+    for _ in range(args.repeats):
+        started = time.perf_counter()
+        fast = embedder.embed_files([str(p) for p in paths])
+        fast_times.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        plain = plain_loop(model, paths, 256)
+        plain_times.append(time.perf_counter() - started)
+    single_n = min(len(paths), args.single)
+    started = time.perf_counter()
+    plain_loop(model, paths[:single_n], None)
+    single_time = time.perf_counter() - started
+
+    fast_ips, plain_ips = len(paths) / min(fast_times), len(paths) / min(plain_times)
+    single_ips = single_n / single_time
+    assert len(fast.embedded) == len(paths), "the benchmark images should all be readable"
+    r1_fast = recall_at_k(fast.embeddings, labels[fast.embedded], ks=(1,)).overall[1]
+    r1_plain = recall_at_k(plain, labels, ks=(1,)).overall[1]
+    cos = float(np.mean(np.sum(fast.embeddings * plain[fast.embedded], axis=1)))
+    rows = [
+        {"path": "Embedder.embed_files (workers, channels_last, bf16, inference_mode)", "images/s": round(fast_ips),
+         "speed-up": "1.00x", "R@1": f"{100 * r1_fast:.2f}"},
+        {"path": "plain fp32 loop, batches of 256", "images/s": round(plain_ips),
+         "speed-up": f"{fast_ips / plain_ips:.2f}x", "R@1": f"{100 * r1_plain:.2f}"},
+        {"path": f"plain fp32 loop, one image at a time ({single_n:,} images)", "images/s": round(single_ips),
+         "speed-up": f"{fast_ips / single_ips:.2f}x", "R@1": "-"},
+    ]
+    print_table(rows)
+    delta = 100 * (r1_fast - r1_plain)
+    print(f"speed-up vs plain batches {fast_ips / plain_ips:.2f}x (goal >= 2x: "
+          f"{'met' if fast_ips / plain_ips >= 2 else 'NOT met'}); R@1 difference {delta:+.2f} points "
+          f"(goal within 0.2: {'met' if abs(delta) <= 0.2 + 1e-9 else 'NOT met'}); mean cosine between the two "
+          f"embeddings {cos:.5f}; best of {args.repeats} runs")
+    append_report(record("embed-speed", {"model": str(model), "manifest": str(manifest), "images": len(paths),
+                                         "repeats": args.repeats},
+                         {"fast_images_per_s": fast_ips, "plain_batched_images_per_s": plain_ips,
+                          "plain_single_images_per_s": single_ips, "speedup_vs_batched": fast_ips / plain_ips,
+                          "speedup_vs_single": fast_ips / single_ips, "r1_fast": r1_fast, "r1_plain": r1_plain,
+                          "r1_difference_points": delta, "mean_cosine_fast_vs_plain": cos,
+                          "fast_seconds": fast_times, "plain_seconds": plain_times}))
+
+
+# ----------------------------------------------------------------------------- query-latency
+
+def _catalog_in_memory(vectors: np.ndarray, source: np.ndarray, base_meta: pd.DataFrame, embedder: Embedder,
+                       root: Path, budget: int, index: str | None) -> tuple[Catalog, dict, float]:
+    n, d = vectors.shape
+    metadata = pd.DataFrame({ID_COLUMN: np.arange(n, dtype=np.int64)})
+    for column in (PATH_COLUMN, CATEGORY_COLUMN, PRODUCT_COLUMN):
+        metadata[column] = base_meta[column].to_numpy(object)[source]
+    info = {"format": "coinsp-catalog/1", "model_fingerprint": embedder.fingerprint, "feature_dim": d,
+            "root": str(root), "precision": embedder.precision, "next_id": n}
+    from index.choose import choice_from_factory
+
+    choice = choice_from_factory(index, d) if index else choose_index(n, d, budget)
+    started = time.perf_counter()
+    faiss_index, index_record = _build_index(choice, vectors, metadata, info, progress=True)
+    seconds = time.perf_counter() - started
+    return Catalog(None, {**info, "index": index_record}, vectors, metadata, faiss_index), index_record, seconds
+
+
+def _time_queries(service: SearchService, query_bytes: list[bytes], truth: np.ndarray) -> tuple[dict, dict]:
+    for data in query_bytes[:10]:  # warm-up
+        service.search_image(data, k=10)
+    latencies, embed_s, search_s, found = [], [], [], []
+    for data in query_bytes:
+        started = time.perf_counter()
+        frame = service.search_image(data, k=10)
+        latencies.append(time.perf_counter() - started)
+        embed_s.append(service.last_timing.decode_embed_s)
+        search_s.append(service.last_timing.search_s)
+        found.append(frame["id"].to_numpy())
+    recall = float(np.mean([len(set(f.tolist()) & set(t.tolist())) / 10 for f, t in zip(found, truth)]))
+    row = {"recall@10": round(recall, 3), "p50 ms": round(percentile_ms(latencies, 50), 2),
+           "p95 ms": round(percentile_ms(latencies, 95), 2), "embed p50": round(percentile_ms(embed_s, 50), 2),
+           "search p50": round(percentile_ms(search_s, 50), 2)}
+    result = {"recall_at_10_queries": recall, "p50_ms": percentile_ms(latencies, 50),
+              "p95_ms": percentile_ms(latencies, 95), "decode_embed_p50_ms": percentile_ms(embed_s, 50),
+              "search_p50_ms": percentile_ms(search_s, 50), "search_p95_ms": percentile_ms(search_s, 95),
+              "queries": len(query_bytes)}
+    return row, result
+
+
+def bench_query_latency(args) -> None:
+    model = Path(args.model) if args.model else default_model(4)
+    manifest = Path(args.manifest) if args.manifest else default_manifest()
+    embedder = Embedder.from_checkpoint(model, precision="bf16")
+    base, base_meta = base_embeddings(embedder, manifest, None)
+    sizes = [int(float(s)) for s in args.sizes.split(",")]
+    budget = parse_size(args.memory_budget)
+    table, paths = manifest_rows(manifest, None)
+    rng = np.random.default_rng(1)
+    query_files = [paths[i] for i in rng.choice(len(paths), size=min(args.queries, len(paths)), replace=False)]
+    query_bytes = [p.read_bytes() for p in query_files]
+    print(f"model {model} ({base.shape[1]}-d), {len(query_bytes)} query photos from {manifest}; "
+          f"index memory budget {format_size(budget)}; {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}")
+    rows, results = [], []
+    for n in sizes:
+        print(f"\n-- {n:,} vectors: generating and indexing…", flush=True)
+        vectors, source = synthetic_catalog(base, n)
+        catalog, index_record, build_s = _catalog_in_memory(vectors, source, base_meta, embedder, manifest.parent,
+                                                            budget, args.index)
+        service = SearchService.from_parts(catalog, embedder)
+        # Recall@10 of the timed queries against exact search over the same vectors.
+        truth = _exact_top(np.stack([service.embed(data) for data in query_bytes]), vectors, 10)
+        knob = index_record.get("tuned")
+        tuned_value = catalog.choice.params.get(knob) if knob else None
+        while True:
+            row, result = _time_queries(service, query_bytes, truth)
+            params = ",".join(f"{k}={v}" for k, v in catalog.choice.params.items()) or "-"
+            row = {"vectors": f"{n:,}", "index": index_record["factory"],
+                   "params": params + (" (tuned)" if knob and catalog.choice.params[knob] == tuned_value else ""),
+                   "build s": round(build_s, 1), **row}
+            rows.append(row)
+            print_table([row])
+            results.append({"vectors": n, "dim": int(vectors.shape[1]), "index": index_record,
+                            "params_used": dict(catalog.choice.params), "build_seconds": build_s, **result})
+            # Below the goal: show what a larger search parameter costs and gives.
+            if not knob or result["recall_at_10_queries"] >= 0.95 or catalog.choice.params[knob] >= 4096:
+                break
+            catalog.choice.params[knob] *= 2
+        del service, catalog, vectors
+    print("\nend to end = decode + embed + search + result table; recall@10 of the timed queries vs exact search")
+    print_table(rows)
+    append_report(record("query-latency", {"model": str(model), "manifest": str(manifest), "sizes": sizes,
+                                           "queries": len(query_bytes), "memory_budget": budget,
+                                           "index": args.index,
+                                           "data": "real embeddings of the manifest, then noisy copies of them"},
+                         results))
+
+
+# ----------------------------------------------------------------------------- add-vs-rebuild
+
+def bench_add_vs_rebuild(args) -> None:
+    model = Path(args.model) if args.model else default_model(4)
+    manifest = Path(args.manifest) if args.manifest else default_manifest()
+    table = read_manifest(manifest)
+    rng = np.random.default_rng(0)
+    new = np.zeros(len(table), bool)
+    new[rng.choice(len(table), size=max(1, round(len(table) * args.fraction)), replace=False)] = True
+    work = Path(tempfile.mkdtemp(prefix="add-vs-rebuild-", dir=CACHE if CACHE.exists() else None))
+    partial = manifest.parent / f".bench-partial-{os.getpid()}{manifest.suffix}"
+    try:
+        table[~new].to_csv(partial, index=False) if manifest.suffix == ".csv" else table[~new].to_parquet(partial)
+        print(f"{len(table):,} images; catalog of {int((~new).sum()):,}, then add {int(new.sum()):,} "
+              f"({100 * args.fraction:g}%) vs re-embed all; model {model}; load {os.getloadavg()[0]:.1f}")
+        first = work / "catalog"
+        started = time.perf_counter()
+        build_catalog(partial, model, first, progress=False)
+        build_s = time.perf_counter() - started
+        add_times = []
+        for attempt in range(args.repeats):
+            copy = work / f"copy{attempt}"
+            shutil.copytree(first, copy)
+            started = time.perf_counter()
+            report = add_to_catalog(copy, manifest, progress=False)
+            add_times.append(time.perf_counter() - started)
+            assert report.added == int(new.sum()), report.summary()
+        rebuild_times = []
+        for attempt in range(max(1, args.repeats // 2)):
+            started = time.perf_counter()
+            rebuild_catalog(work / "copy0", reembed=True, progress=False)
+            rebuild_times.append(time.perf_counter() - started)
+    finally:
+        partial.unlink(missing_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
+    add_s, rebuild_s = float(np.median(add_times)), float(np.median(rebuild_times))
+    rows = [{"operation": f"build ({int((~new).sum()):,} images)", "seconds": round(build_s, 2), "share": "-"},
+            {"operation": f"add {int(new.sum()):,} new images (median of {len(add_times)})", "seconds": round(add_s, 3),
+             "share": f"{100 * add_s / rebuild_s:.1f}%"},
+            {"operation": f"rebuild, re-embedding {len(table):,} (median of {len(rebuild_times)})",
+             "seconds": round(rebuild_s, 2), "share": "100%"}]
+    print_table(rows)
+    print(f"add takes {100 * add_s / rebuild_s:.1f}% of a full rebuild (goal <= 5%: "
+          f"{'met' if add_s <= 0.05 * rebuild_s else 'NOT met'})")
+    append_report(record("add-vs-rebuild", {"model": str(model), "manifest": str(manifest), "images": len(table),
+                                            "added": int(new.sum()), "repeats": args.repeats},
+                         {"build_seconds": build_s, "add_seconds": add_times, "rebuild_seconds": rebuild_times,
+                          "add_share_of_rebuild": add_s / rebuild_s}))
+
+
+# ----------------------------------------------------------------------------- evaluate-memory
+
+def bench_evaluate_memory(args) -> None:
+    model = Path(args.model) if args.model else default_model(args.grid)
+    manifest = Path(args.manifest) if args.manifest else default_manifest()
+    embedder = Embedder.from_checkpoint(model, precision="bf16")
+    base, base_meta = base_embeddings(embedder, manifest, None)
+    n, d = args.vectors, base.shape[1]
+    folder = CACHE / f"evaluate-{n}x{d}-{embedder.fingerprint}"
+    if not (folder / "catalog.json").exists():
+        print(f"writing a {n:,} x {d} catalog to {folder} (real embeddings, then noisy copies)…", flush=True)
+        vectors, source = synthetic_catalog(base, n)
+        metadata = pd.DataFrame({ID_COLUMN: np.arange(n, dtype=np.int64)})
+        for column in (PATH_COLUMN, CATEGORY_COLUMN, PRODUCT_COLUMN):
+            metadata[column] = base_meta[column].to_numpy(object)[source]
+        info = {"format": "coinsp-catalog/1", "model_fingerprint": embedder.fingerprint, "feature_dim": d,
+                "root": str(manifest.parent), "precision": "bf16", "next_id": n, "model_path": str(model),
+                "memory_budget_bytes": DEFAULT_MEMORY_BUDGET, "skipped": [], "counts": {"items": n}}
+        from index.choose import IndexChoice
+
+        # The index plays no part in evaluation (exact search over embeddings.npy): a flat one is quickest to write.
+        index, index_record = _build_index(IndexChoice("Flat", reason="benchmark: evaluation only"), vectors,
+                                           metadata, info, progress=False)
+        _commit(folder, [vectors], metadata, index, {**info, "index": index_record}, None)
+        del vectors, index
+    command = [sys.executable, "-m", "index", "-q", "evaluate", "--catalog", str(folder),
+               "--out", str(CACHE / f"evaluate-{n}x{d}-report")]
+    if args.max_queries:
+        command += ["--max-queries", str(args.max_queries)]
+    print(f"running: {' '.join(command[1:])}", flush=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    if done.returncode != 0:
+        print(done.stdout[-2000:], done.stderr[-2000:])
+        raise SystemExit(f"evaluate failed with status {done.returncode}")
+    peak = peak_kb * 1024
+    saved = json.loads((CACHE / f"evaluate-{n}x{d}-report.json").read_text())
+    row = {"vectors": f"{n:,}", "dim": d, "mode": saved["evaluation"]["mode"], "seconds": round(seconds, 1),
+           "peak RSS": format_size(peak), "R@1": round(saved["recall"]["R@1"], 4)}
+    print_table([row])
+    note = "" if peak_kb > before else " (a child before this one had a larger peak: figure is an upper bound)"
+    print(f"peak RSS {format_size(peak)} (goal < 4 GB: {'met' if peak < 4 * 1024**3 else 'NOT met'}){note}; "
+          f"{d}-d vectors take {format_size(n * d * 4)} per copy")
+    append_report(record("evaluate-memory", {"model": str(model), "vectors": n, "dim": d,
+                                             "max_queries": args.max_queries},
+                         {"seconds": seconds, "peak_rss_bytes": peak, "mode": saved["evaluation"]["mode"],
+                          "recall": saved["recall"]}))
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m index.bench", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="name", required=True)
+
+    def common(p, grid_note="4x4-grid SmallCNN, random init (2048-d)"):
+        p.add_argument("--model", help=f"checkpoint (default: {grid_note})")
+        p.add_argument("--manifest", help="manifest (default: Fashion-MNIST test, imported into data/)")
+        p.add_argument("--threads", type=int, default=None,
+                       help="torch intra-op threads for everything measured (default: torch's own, "
+                            "= the number of cores)")
+
+    p = sub.add_parser("embed-speed")
+    common(p)
+    p.add_argument("--limit", type=int, default=None, help="only the first N images")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--single", type=int, default=1000, help="images for the one-at-a-time loop")
+
+    p = sub.add_parser("query-latency")
+    common(p)
+    p.add_argument("--sizes", default="1e4,1e5,1e6")
+    p.add_argument("--queries", type=int, default=200)
+    p.add_argument("--memory-budget", default="4GB")
+    p.add_argument("--index", default=None, help="FAISS factory for every size (default: chosen per size)")
+
+    p = sub.add_parser("add-vs-rebuild")
+    common(p)
+    p.add_argument("--fraction", type=float, default=0.01)
+    p.add_argument("--repeats", type=int, default=3)
+
+    p = sub.add_parser("evaluate-memory")
+    common(p, "SmallCNN of --grid, random init")
+    p.add_argument("--grid", type=int, default=1, help="grid of the default model (1: 128-d)")
+    p.add_argument("--vectors", type=int, default=1_000_000)
+    p.add_argument("--max-queries", type=int, default=None, help="passed to evaluate (default: its own rule)")
+
+    args = parser.parse_args(argv)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch threads: {torch.get_num_threads()}")
+    {"embed-speed": bench_embed_speed, "query-latency": bench_query_latency, "add-vs-rebuild": bench_add_vs_rebuild,
+     "evaluate-memory": bench_evaluate_memory}[args.name](args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""The search API: photos and items in, ranked catalog items out; filters, dedupe, model checks."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from embedder.backbones import build_backbone
+from embedder.checkpoint import save_checkpoint
+from embedder.images import ImageError
+from embedder.preprocess import Preprocessing
+from index.catalog import Catalog, CatalogError, build_catalog, rebuild_catalog
+from index.search import ModelMismatchError, SearchService
+
+CATEGORIES = ["tops", "shoes", "bags"]
+PER_CATEGORY = 8
+
+
+def make_model(path, seed):
+    torch.manual_seed(seed)
+    spec = {"name": "smallcnn", "kwargs": {"in_channels": 1, "width": 8, "grid": 2}}
+    save_checkpoint(path, backbone_spec=spec, backbone=build_backbone(spec["name"], **spec["kwargs"]),
+                    preprocessing=Preprocessing(size=28, channels=1, mean=(0.286,), std=(0.353,)),
+                    categories=CATEGORIES, config={})
+    return path
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """24 distinct images plus two exact copies (near-duplicates), a catalog, two models."""
+    root = tmp_path_factory.mktemp("search")
+    images = root / "shop" / "images"
+    images.mkdir(parents=True)
+    rows = []
+    for c, category in enumerate(CATEGORIES):
+        for p in range(PER_CATEGORY):
+            rng = np.random.default_rng(10 * c + p)
+            pixels = rng.integers(0, 255, (28, 28)).astype(np.uint8)
+            pixels[:, : 5 + 8 * c] = 0
+            Image.fromarray(pixels, mode="L").save(images / f"{category}-{p}.png")
+            rows.append({"path": f"images/{category}-{p}.png", "category": category, "product_id": f"{category}-{p}"})
+    for name in ("tops-0", "shoes-0"):
+        shutil.copy(images / f"{name}.png", images / f"{name}-copy.png")
+        rows.append({"path": f"images/{name}-copy.png", "category": name.split("-")[0], "product_id": name})
+    manifest = root / "shop" / "manifest.csv"
+    pd.DataFrame(rows).to_csv(manifest, index=False)
+    model_a, model_b = make_model(root / "a.pt", 0), make_model(root / "b.pt", 1)
+    folder = root / "catalog"
+    build_catalog(manifest, model_a, folder, progress=False)
+    return {"root": root, "manifest": manifest, "folder": folder, "model": model_a, "model_b": model_b,
+            "images": images}
+
+
+@pytest.fixture(scope="module")
+def service(setup):
+    return SearchService(setup["folder"], setup["model"])
+
+
+def test_a_photo_finds_itself_whatever_the_input_type(service, setup):
+    path = setup["images"] / "bags-3.png"
+    by_path = service.search_image(path, k=5)
+    assert list(by_path.columns[:3]) == ["rank", "score", "id"] and by_path.columns[-1] == "image_path"
+    assert {"path", "category", "product_id"} <= set(by_path.columns)
+    assert "content_hash" not in by_path.columns
+    assert by_path["path"].iloc[0] == "images/bags-3.png" and by_path["score"].iloc[0] == pytest.approx(1, abs=1e-4)
+    assert by_path["rank"].tolist() == [1, 2, 3, 4, 5] and by_path["score"].is_monotonic_decreasing
+    assert all(Path(p).is_absolute() and Path(p).is_file() for p in by_path["image_path"])
+    with Image.open(path) as image:
+        by_image = service.search_image(image.copy(), k=5)
+    by_bytes = service.search_image(path.read_bytes(), k=5)
+    with open(path, "rb") as f:
+        by_file = service.search_image(f, k=5)
+    for other in (by_image, by_bytes, by_file):
+        assert other["id"].tolist() == by_path["id"].tolist()
+    timing = service.last_timing.as_dict()
+    assert set(timing) == {"decode_embed_ms", "search_ms", "total_ms"} and timing["decode_embed_ms"] > 0
+
+
+def test_search_by_id_leaves_the_item_out(service):
+    results = service.search_id(5, k=10)
+    assert len(results) == 10 and 5 not in results["id"].tolist()
+    assert service.last_timing.decode_embed_s == 0
+    with pytest.raises(CatalogError, match="no item with id 999"):
+        service.search_id(999)
+
+
+def test_category_filter_still_returns_k(service):
+    for category in CATEGORIES:
+        results = service.search_id(0, k=PER_CATEGORY, category=category)
+        assert len(results) == PER_CATEGORY and set(results["category"]) == {category}
+        assert 0 not in results["id"].tolist()
+    with pytest.raises(CatalogError, match="no items in category 'hats'"):
+        service.search_id(0, category="hats")
+
+
+@pytest.mark.parametrize("factory, knob", [("HNSW8", {"efSearch": 1}), ("IVF8,Flat", {"nprobe": 1}),
+                                           ("IVF4,PQ4x4", {"nprobe": 1})])
+def test_category_filter_on_approximate_indexes(setup, tmp_path, factory, knob, monkeypatch):
+    folder = tmp_path / "catalog"
+    shutil.copytree(setup["folder"], folder)
+    rebuild_catalog(folder, index=factory, progress=False)
+    catalog = Catalog.load(folder)
+    catalog.choice.params.update(knob)  # the weakest search: filters must still fill k
+    monkeypatch.setattr("index.catalog.EXACT_POOL_FLOATS", 0)  # force the index path, not the exact pool
+    exact = Catalog.load(setup["folder"])
+    for category in CATEGORIES:
+        got = catalog.search_frame(catalog.vectors_of([1])[0], 6, category=category)
+        want = exact.search_frame(exact.vectors_of([1])[0], 6, category=category)
+        assert len(got) == 6 and set(got["category"]) == {category}
+        np.testing.assert_allclose(got["score"], np.sort(got["score"])[::-1])
+        assert len(set(got["id"]) & set(want["id"])) >= 4
+
+
+def test_near_duplicates_are_hidden(service):
+    plain = service.search_id(0, k=5)  # tops-0: its exact copy ranks first
+    copy_id = int(plain["id"].iloc[0])
+    assert plain["path"].iloc[0] == "images/tops-0-copy.png" and plain["score"].iloc[0] == pytest.approx(1, abs=1e-4)
+    query = service.catalog.vectors_of([copy_id])[0]
+    full = service.catalog.search_frame(query, k=5)
+    assert {"images/tops-0.png", "images/tops-0-copy.png"} <= set(full["path"])
+    deduped = service.catalog.search_frame(query, k=5, hide_duplicates_above=0.999)
+    assert len(deduped) == 5
+    assert len({"images/tops-0.png", "images/tops-0-copy.png"} & set(deduped["path"])) == 1
+    vectors = service.catalog.vectors_of(deduped["id"])
+    similarity = vectors @ vectors.T
+    assert (similarity[np.triu_indices(5, 1)] <= 0.999).all()
+
+
+def test_a_catalog_built_with_another_model_is_refused(setup):
+    with pytest.raises(ModelMismatchError) as caught:
+        SearchService(setup["folder"], setup["model_b"])
+    message = str(caught.value)
+    assert "Rebuild the catalog with this model" in message and "load the model it was built with" in message
+
+
+def test_bad_query_photos_raise_image_errors(service, setup):
+    with pytest.raises(ImageError):
+        service.search_image(b"not an image at all")
+    with pytest.raises(ImageError, match="not found"):
+        service.search_image(setup["images"] / "nope.png")
+
+
+def test_catalog_search_needs_no_model(setup):
+    catalog = Catalog.load(setup["folder"])
+    hits = catalog.search_vectors(np.asarray(catalog.embeddings[:4]), 3, exclude_ids=[[i] for i in catalog.ids[:4]])
+    scores, ids = hits.padded(3)
+    assert ids.shape == (4, 3)
+    assert (ids != catalog.ids[:4, None]).all()
+    padded_scores, padded_ids = catalog.search_vectors(np.asarray(catalog.embeddings[:1]), 100,
+                                                       category="bags").padded(100)
+    assert (padded_ids[0] >= 0).sum() == PER_CATEGORY and np.isnan(padded_scores[0, PER_CATEGORY:]).all()
