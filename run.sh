@@ -16,7 +16,8 @@ CATALOG=catalogs/fashion-mnist-test
 step() { printf '\n==> %s\n' "$*"; }
 
 install_python_packages() {
-  local requirements=$1 stamp="$VENV/.installed-$(sha256sum "$requirements" requirements.txt | sha256sum | cut -c1-16)"
+  local requirements=$1
+  local stamp="$VENV/.installed-$(cat "$requirements" requirements*.txt | sha256sum | cut -c1-16)"
   [ -f "$stamp" ] && return 0
   step "Installing Python packages into $VENV (first run only; torch is large, this takes a few minutes)"
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
