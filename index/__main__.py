@@ -260,7 +260,7 @@ def cmd_info(args) -> int:
     counts = info.get("counts", {})
     lines = [
         f"catalog      {args.catalog} (version {info['version']}, built {info.get('built_at')})",
-        f"items        {counts.get('items', 0):,}" + (f" — " + ", ".join(f"{k} {v:,}" for k, v in
+        f"items        {counts.get('items', 0):,}" + (" — " + ", ".join(f"{k} {v:,}" for k, v in
                                                      counts.get("categories", {}).items()) if counts.get("categories") else ""),
         f"skipped      {counts.get('skipped', 0):,} file(s)",
         f"model        {info.get('model_path')} (fingerprint {info['model_fingerprint']}, {info['feature_dim']}-d, "

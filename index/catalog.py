@@ -45,10 +45,9 @@ import pandas as pd
 from tqdm import tqdm
 
 from embedder.storage import _fsync_dir, atomic_path
-from index.choose import (DEFAULT_MEMORY_BUDGET, IndexChoice, choice_from_factory, choose_index, format_size,
-                          index_kind, quantised)
+from index.choose import (DEFAULT_MEMORY_BUDGET, IndexChoice, choice_from_factory, choose_index, index_kind, quantised)
 from index.evaluation import RecallReport, nearest_neighbours, recall_at_k
-from index.manifest import (CATEGORY_COLUMN, PATH_COLUMN, PRODUCT_COLUMN, ManifestError, read_manifest,
+from index.manifest import (CATEGORY_COLUMN, PATH_COLUMN, PRODUCT_COLUMN, read_manifest,
                             resolve_image_paths)
 
 FORMAT = "coinsp-catalog/1"

@@ -19,7 +19,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from embedder.preprocess import Preprocessing
 from index.evaluation import recall_at_k
 from index.importers import import_fashion_mnist
 from training import objectives

@@ -12,7 +12,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -134,6 +133,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after_epoch: int | Non
         history, first_epoch = state["history"], state["epoch"] + 1
         log(f"resumed from {out / 'last.pt'} after epoch {first_epoch}")
 
+    spec = {"name": cfg.backbone, "kwargs": cfg.backbone_kwargs}
     fine_labels = train_set.products.to(device) if train_set.products is not None else None
     categories = train_set.categories.to(device)
     images_all = train_set.images  # stays on CPU; batches move to the device
@@ -180,12 +180,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after_epoch: int | Non
         log(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}))
         training_state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                           "schedule": schedule.state_dict(), "epoch": epoch, "history": history}
-        spec = {"name": cfg.backbone, "kwargs": cfg.backbone_kwargs}
         save_checkpoint(out / "last.pt", backbone_spec=spec, backbone=model.backbone, preprocessing=pre,
                         categories=train_set.category_names, config=cfg.to_dict(), training_state=training_state)
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
             return {"history": history, "stopped": True}
-    spec = {"name": cfg.backbone, "kwargs": cfg.backbone_kwargs}
     fingerprint = save_checkpoint(out / "model.pt", backbone_spec=spec, backbone=model.backbone, preprocessing=pre,
                                   categories=train_set.category_names, config={**cfg.to_dict(), "history": history})
     (out / "history.json").write_text(json.dumps(history, indent=1))
