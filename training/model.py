@@ -89,9 +89,15 @@ class CoInsModel(nn.Module):
     def proxies_active(self) -> bool:
         return self.cfg.proxy_weight > 0 and len(self.proxies) > 0
 
-    def embed_heads(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.head(self.backbone(x))
-        return F.normalize(h.float(), dim=1) if self.cfg.cosine or self.cfg.instance_weights == "memory" else h.float()
+    @property
+    def normalised(self) -> bool:
+        """Heads see unit vectors with 1/temperature logits: the `*` variants, and always with a memory W^I."""
+        return self.cfg.cosine or self.cfg.instance_weights == "memory"
+
+    def head_input(self, features: torch.Tensor) -> torch.Tensor:
+        """h = g(f(x)) from backbone features f(x)."""
+        h = self.head(features).float()
+        return F.normalize(h, dim=1) if self.normalised else h
 
     def _instance_matrix(self) -> torch.Tensor:
         w = self.instance_weights
@@ -99,13 +105,13 @@ class CoInsModel(nn.Module):
 
     def forward(self, x, images, categories, fine_labels=None) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.cfg
-        h = self.embed_heads(x)
+        h = self.head_input(self.backbone(x))
         parts: dict[str, torch.Tensor] = {}
         if cfg.coarse_weight > 0:
             parts["coarse"] = cfg.coarse_weight * objectives.coarse_loss(self.coarse(h), categories)
         rows = self.row_of_image[images]
         if cfg.instance_weight > 0:
-            scale = 1.0 / cfg.temperature if (cfg.cosine or cfg.instance_weights == "memory") else 1.0
+            scale = 1.0 / cfg.temperature if self.normalised else 1.0
             w = self._instance_matrix()
             if cfg.instance_within_category:
                 loss = objectives.instance_loss_within_category(h, w, rows, categories, self.category_start, scale)
@@ -147,8 +153,7 @@ class CoInsModel(nn.Module):
     def recluster(self, seed: int) -> None:
         """Algorithm 1: re-cluster W^I into proxies W^P (Eq. 8) with the current weights."""
         w = self._instance_matrix().detach()
-        normalise = self.cfg.cosine or self.cfg.instance_weights == "memory"
         proxies, assignment = objectives.cluster_instance_weights(w, self.category_start, self.cfg.num_proxies,
-                                                                  normalise=normalise, seed=seed)
+                                                                  normalise=self.normalised, seed=seed)
         self.proxies = proxies.to(w.device)
         self.proxy_of_row = assignment.to(w.device)

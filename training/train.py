@@ -51,13 +51,6 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        d = dict(d)
-        d["objective"] = ObjectiveConfig(**d["objective"])
-        d["ks"] = tuple(d["ks"])
-        return cls(**d)
-
 
 def _generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
@@ -76,7 +69,7 @@ def evaluate(model: CoInsModel, data: TrainingSet, pre: Preprocessing, device: t
         x = pre.normalise(data.images[start:start + 1024].to(device)).contiguous(memory_format=torch.channels_last)
         with _autocast(device):
             f = model.backbone(x)
-            coarse_logits.append(model.coarse(model.embed_heads(x)).float().cpu())
+            coarse_logits.append(model.coarse(model.head_input(f)).float().cpu())
         features.append(F.normalize(f.float(), dim=1).cpu())
     model.train()
     result = {"coarse_top1": classification_accuracy(torch.cat(coarse_logits), data.categories, topk=(1,))[1]}
