@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -72,10 +74,22 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for unsafe or corrupt files
-        raise CheckpointError(f"{path} is not a safe, readable model checkpoint: {exc}") from None
+        raise CheckpointError(f"{path} is not a safe, readable model checkpoint: {_load_failure(exc)}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a model checkpoint of this product (format {FORMAT})")
     return payload
+
+
+def _load_failure(exc: BaseException) -> str:
+    """One line for torch's multi-line load errors (which also suggest weights_only=False: never here)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    refused = re.search(r"Unsupported global: GLOBAL (\S+?) was not", text)
+    if refused:  # a pickled reference to code: loading it unsafely would run it
+        return f"it refers to code ({refused.group(1)}), not only to weights; it was not loaded"
+    if isinstance(exc, pickle.UnpicklingError):
+        return "not a torch checkpoint (unreadable or unsafe pickle data); it was not loaded"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    return f"not a torch checkpoint, or a damaged one ({type(exc).__name__}: {first.split('. ')[0]})"
 
 
 def backbone_from_checkpoint(payload: dict) -> tuple[nn.Module, Preprocessing]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import BinaryIO, Union
@@ -80,7 +81,10 @@ def decode_image(source: ImageSource, max_pixels: int = MAX_PIXELS, max_bytes: i
     except UnidentifiedImageError:
         raise ImageError("not a readable image: unknown or unsupported format (use JPEG, PNG or WebP)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageError(f"image too large: {exc}") from None
+        # PIL refused at the header, before allocating pixels; say it in this module's words.
+        claimed = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(claimed.group(1)):,} pixels" if claimed else "too many pixels"
+        raise ImageError(f"image too large: {size} (limit {max_pixels:,} pixels)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageError(f"corrupt or truncated image: {exc}") from None
     image = ImageOps.exif_transpose(image)
