@@ -1,0 +1,359 @@
+"""JSON HTTP search API over the same SearchService the Streamlit app uses.
+
+    python -m app.api --catalog catalogs/fashion-mnist-test --model models/coinsp-fmnist.pt [--port 8000] [--workers 2]
+
+    POST /search    multipart or url-encoded form: image=<file> or id=<catalog id>; k, category,
+                    hide_duplicates_above  ->  {"results": [{rank, id, score, category, path, metadata}], "timing_ms": ...}
+    GET  /health    catalog version, item count, model fingerprint
+    GET  /catalog   what the catalog is: index type and why, counts, categories
+
+FastAPI and uvicorn are an optional extra (`pip install -r requirements-distributed.txt`).
+Several processes may serve one catalog folder: they only read it and never take its writer lock.
+When `python -m index add/rebuild/remove` commits a new version (catalog.json replaced), each
+process loads the new version in the background and then swaps it in; requests keep being
+answered by the old version meanwhile (its files stay on disk one version longer by design, and
+a loaded version no longer needs them: metadata and index are in memory, embeddings mapped).
+"""
+# No `from __future__ import annotations`: FastAPI reads the endpoint signatures at definition
+# time, and the endpoints are defined inside create_app (fastapi is imported lazily).
+import argparse
+import ipaddress
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+from app.settings import DEFAULT_CATALOG, DEFAULT_DEVICE, DEFAULT_MODEL, ENV
+from embedder.images import ImageError
+from index.catalog import INFO_FILE, CatalogError, read_info
+from index.choose import format_size, parse_size
+from index.search import SearchService, to_rgb
+
+log = logging.getLogger("app.api")
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024  # bytes of one uploaded photo (the app's cap as well)
+FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the other fields, on top of the photo
+MAX_K = 1000
+MAX_ID = 2**63 - 1  # catalog ids are int64
+DEFAULT_RELOAD_INTERVAL = 0.5  # seconds between looks at catalog.json (a stat, no read)
+ENV_MAX_UPLOAD = "COINSP_API_MAX_UPLOAD"
+ENV_RELOAD_INTERVAL = "COINSP_API_RELOAD_INTERVAL"
+INSTALL_HINT = "pip install -r requirements-distributed.txt"
+
+
+def _require_fastapi():
+    try:
+        import fastapi
+    except ImportError:
+        raise RuntimeError(f"the HTTP API needs FastAPI and uvicorn: {INSTALL_HINT}") from None
+    return fastapi
+
+
+def _info_stamp(folder: Path) -> tuple | None:
+    """Changes whenever catalog.json is replaced (os.replace gives it a new inode)."""
+    try:
+        stat = (folder / INFO_FILE).stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
+
+
+class LiveCatalog:
+    """The SearchService of a catalog folder's current version, swapped when a new one is committed.
+
+    The model is loaded once; each new catalog version is loaded completely (index read, result
+    columns built) in a background thread before the reference is swapped, so no request waits
+    for a load or sees a half-loaded catalog. A version that cannot be served (another model,
+    damaged) is reported in `reload_error` and the last good version keeps serving.
+    """
+
+    def __init__(self, catalog_folder: str | os.PathLike, model: str | os.PathLike, device: str = DEFAULT_DEVICE,
+                 reload_interval: float = DEFAULT_RELOAD_INTERVAL):
+        self.folder = Path(catalog_folder)
+        self.model_path = Path(model)
+        self.reload_interval = reload_interval
+        stamp = _info_stamp(self.folder)
+        service = SearchService(self.folder, self.model_path, device=device)  # ModelMismatchError, CatalogError
+        self._warm(service)
+        self._service, self._stamp, self._tried_stamp = service, stamp, stamp
+        self.loaded_at = time.time()
+        self.reload_error: str | None = None
+        self._checked = time.monotonic()
+        self._loading = threading.Lock()
+        self._loader: threading.Thread | None = None
+
+    @staticmethod
+    def _warm(service: SearchService) -> None:
+        catalog = service.catalog
+        catalog.index  # read on first use otherwise: do it before any request depends on it
+        if len(catalog):
+            catalog.search_frame(catalog.vectors_of(catalog.ids[:1])[0], 1)  # builds the result columns
+
+    @property
+    def service(self) -> SearchService:
+        """The current version's service; starts loading a newer version if catalog.json changed."""
+        now = time.monotonic()
+        if now - self._checked >= self.reload_interval:
+            self._checked = now
+            stamp = _info_stamp(self.folder)
+            if stamp is not None and stamp != self._tried_stamp and self._loading.acquire(blocking=False):
+                self._loader = threading.Thread(target=self._reload, args=(stamp,), daemon=True,
+                                                name="catalog-reload")
+                self._loader.start()
+        return self._service
+
+    def wait_for_reload(self, timeout: float | None = None) -> None:
+        """Block until a background load in progress has finished (tests, shutdown)."""
+        loader = self._loader
+        if loader is not None:
+            loader.join(timeout)
+
+    def _reload(self, stamp: tuple) -> None:
+        try:
+            current = self._service
+            if read_info(self.folder)["version"] == current.catalog.info["version"]:
+                self._stamp = stamp  # rewritten without a new version (e.g. skipped files listed)
+                return
+            from index.catalog import Catalog
+
+            fresh = SearchService.from_parts(Catalog.load(self.folder), current.embedder)
+            self._warm(fresh)
+            self._service, self._stamp = fresh, stamp  # the swap: one reference assignment
+            self.loaded_at, self.reload_error = time.time(), None
+            log.info("serving catalog version %s (%d items)", fresh.catalog.info["version"], len(fresh.catalog))
+        except Exception as exc:  # keep serving the last good version; say why in /health
+            self.reload_error = f"{type(exc).__name__}: {exc}"
+            log.warning("catalog %s: new version not loaded, still serving %s: %s", self.folder,
+                        self._service.catalog.info["version"], self.reload_error)
+        finally:
+            self._tried_stamp = stamp  # a failed version is not retried until catalog.json changes again
+            self._loading.release()
+
+
+def _record(row: dict) -> dict:
+    core = ("rank", "id", "score", "category", "path")
+    return {**{name: row.get(name) for name in core},
+            "metadata": {name: value for name, value in row.items() if name not in core}}
+
+
+def _results(frame) -> list[dict]:
+    """JSON-ready result rows; the server's absolute image paths are not sent."""
+    frame = frame.drop(columns=["image_path"], errors="ignore")
+    return [_record(row) for row in json.loads(frame.to_json(orient="records"))]
+
+
+def _catalog_summary(info: dict, categories: list[str]) -> dict:
+    index = info.get("index", {})
+    return {
+        "version": info.get("version"),
+        "built_at": info.get("built_at"),
+        "created_at": info.get("created_at"),
+        "model_fingerprint": info.get("model_fingerprint"),
+        "feature_dim": info.get("feature_dim"),
+        "precision": info.get("precision"),
+        "counts": info.get("counts", {}),
+        "categories": categories,
+        "index": {key: index.get(key) for key in ("factory", "reason", "params", "recall_at_10",
+                                                  "recall_at_10_lower95", "recall_queries", "user_given")
+                  if key in index},
+        "last_operation": info.get("last_operation"),
+    }
+
+
+class _BodyLimit:
+    """Refuses request bodies over `max_bytes` with 413 before reading them: at once when
+    Content-Length says so, otherwise as soon as the bytes received pass the limit."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    def _too_large(self) -> str:
+        return f"upload too large: the limit is {format_size(self.max_bytes - FORM_OVERHEAD)} per photo"
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        from fastapi import HTTPException
+        from fastapi.responses import JSONResponse
+
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None:
+            try:
+                too_large = int(declared) > self.max_bytes
+            except ValueError:
+                return await JSONResponse({"detail": "invalid Content-Length header"}, 400)(scope, receive, send)
+            if too_large:
+                return await JSONResponse({"detail": self._too_large()}, 413)(scope, receive, send)
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:  # FastAPI passes HTTPException through body parsing
+                    raise HTTPException(413, self._too_large())
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def create_app(catalog: str | os.PathLike, model: str | os.PathLike, *, device: str = DEFAULT_DEVICE,
+               max_upload_bytes: int = DEFAULT_MAX_UPLOAD, reload_interval: float = DEFAULT_RELOAD_INTERVAL):
+    """The FastAPI app serving one catalog folder with its model (raises ModelMismatchError, CatalogError)."""
+    fastapi = _require_fastapi()
+    from fastapi import File, Form, HTTPException, UploadFile
+    from fastapi.responses import JSONResponse
+
+    live = LiveCatalog(catalog, model, device=device, reload_interval=reload_interval)
+    # One search at a time per process: SearchService keeps last_timing and sets torch's thread
+    # count per query; parallelism comes from more processes (--workers), one core each.
+    searching = threading.Lock()
+    api = fastapi.FastAPI(title="Visual search", version="1",
+                          description="Search a product catalog by photo or by catalog item.")
+    api.state.live = live
+    api.add_middleware(_BodyLimit, max_bytes=max_upload_bytes + FORM_OVERHEAD)
+
+    @api.exception_handler(Exception)
+    async def unexpected(request, exc):  # a JSON 500, logged with its traceback
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the server log"}, 500)
+
+    @api.get("/health")
+    def health() -> dict:
+        service = live.service
+        return {"status": "ok" if live.reload_error is None else "stale",
+                "catalog_version": service.catalog.info["version"], "items": len(service.catalog),
+                "model_fingerprint": service.embedder.fingerprint, "loaded_at": live.loaded_at,
+                "reload_error": live.reload_error, "pid": os.getpid()}
+
+    @api.get("/catalog")
+    def catalog_info() -> dict:
+        service = live.service
+        return _catalog_summary(service.catalog.info, service.catalog.categories())
+
+    @api.post("/search")
+    def search(image: UploadFile | None = File(None, description="the query photo (JPEG, PNG, WebP, ...)"),
+               id: int | None = Form(None, ge=0, le=MAX_ID, description="search by this catalog item instead "
+                                                                      "(itself left out)"),
+               k: int = Form(10, ge=1, le=MAX_K),
+               category: str | None = Form(None, description="only items of this category"),
+               hide_duplicates_above: float | None = Form(
+                   None, ge=-1.0, le=1.0, description="drop results more similar than this cosine to a better one"),
+               ) -> dict:
+        started = time.perf_counter()
+        if (image is None) == (id is None):
+            raise HTTPException(422, "give exactly one of `image` (a file) or `id` (a catalog item)")
+        category = category or None
+        options = {"k": k, "category": category, "hide_duplicates_above": hide_duplicates_above}
+        decode_s, query = 0.0, {"id": id} if id is not None else {"image": image.filename}
+        if image is not None:
+            data = image.file.read(max_upload_bytes + 1)
+            if len(data) > max_upload_bytes:
+                raise HTTPException(413, f"upload too large: the limit is {format_size(max_upload_bytes)} per photo")
+            try:
+                photo = to_rgb(data)  # outside the lock: decoding does not touch the service
+            except ImageError as exc:
+                raise HTTPException(422, f"{image.filename or 'upload'}: {exc}") from None
+            decode_s = time.perf_counter() - started
+            query["bytes"] = len(data)
+        service = live.service
+        waited = time.perf_counter()
+        with searching:
+            locked = time.perf_counter()
+            if id is not None:
+                try:
+                    service.catalog.rows_of([id])
+                except CatalogError as exc:
+                    raise HTTPException(404, str(exc)) from None
+            try:
+                frame = service.search_id(id, **options) if id is not None else service.search_image(photo, **options)
+            except CatalogError as exc:  # e.g. an unknown category
+                raise HTTPException(422, str(exc)) from None
+            timing = service.last_timing
+        return {"query": {**query, **options}, "catalog_version": service.catalog.info["version"],
+                "results": _results(frame),
+                "timing_ms": {"decode_ms": 1000 * decode_s, "embed_ms": 1000 * timing.decode_embed_s,
+                              "search_ms": 1000 * timing.search_s, "queue_ms": 1000 * (locked - waited),
+                              "total_ms": 1000 * (time.perf_counter() - started)}}
+
+    return api
+
+
+def create_app_from_env():
+    """App factory for uvicorn workers: settings from the environment (see app/settings.py)."""
+    return create_app(os.environ.get(ENV["catalog"], DEFAULT_CATALOG), os.environ.get(ENV["model"], DEFAULT_MODEL),
+                      device=os.environ.get(ENV["device"], DEFAULT_DEVICE),
+                      max_upload_bytes=int(os.environ.get(ENV_MAX_UPLOAD, DEFAULT_MAX_UPLOAD)),
+                      reload_interval=float(os.environ.get(ENV_RELOAD_INTERVAL, DEFAULT_RELOAD_INTERVAL)))
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_can_serve(catalog: Path, model: Path) -> None:
+    """Fail before starting any worker if the catalog or the model cannot be served (cheap checks)."""
+    from embedder.checkpoint import load_checkpoint
+    from index.catalog import check_model
+
+    info = read_info(catalog)
+    check_model(info, load_checkpoint(model)["fingerprint"], str(model))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m app.api", description="Serve a catalog's search as JSON over HTTP.")
+    parser.add_argument("--catalog", type=Path, default=Path(DEFAULT_CATALOG))
+    parser.add_argument("--model", type=Path, default=Path(DEFAULT_MODEL))
+    parser.add_argument("--host", default=DEFAULT_HOST,
+                        help="address to listen on (default 127.0.0.1; another one exposes the API to the network)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT)
+    parser.add_argument("--workers", type=int, default=1, help="server processes sharing the port (each loads the catalog)")
+    parser.add_argument("--device", default=DEFAULT_DEVICE)
+    parser.add_argument("--max-upload", default=format_size(DEFAULT_MAX_UPLOAD), help="largest photo accepted (default 20MB)")
+    parser.add_argument("--reload-interval", type=float, default=DEFAULT_RELOAD_INTERVAL,
+                        help="seconds between checks for a new catalog version")
+    parser.add_argument("--no-access-log", action="store_true", help="do not log every request")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        _require_fastapi()
+        import uvicorn
+    except (RuntimeError, ImportError):
+        print(f"error: the HTTP API needs FastAPI and uvicorn: {INSTALL_HINT}", file=sys.stderr)
+        return 2
+    try:
+        max_upload = parse_size(args.max_upload)
+        if args.workers < 1:
+            raise ValueError("--workers must be at least 1")
+        check_can_serve(args.catalog, args.model)
+    except Exception as exc:  # a missing catalog or model, a model of another catalog, a bad size
+        print(f"error: {str(exc).strip() or type(exc).__name__}", file=sys.stderr)
+        return 2
+    if not is_loopback(args.host):
+        print(f"warning: listening on {args.host}: the API is reachable from other machines", file=sys.stderr)
+    # The workers build the app from the environment (uvicorn starts them as fresh processes).
+    os.environ.update({ENV["catalog"]: str(args.catalog.absolute()), ENV["model"]: str(args.model.absolute()),
+                       ENV["device"]: args.device, ENV_MAX_UPLOAD: str(max_upload),
+                       ENV_RELOAD_INTERVAL: str(args.reload_interval)})
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
+    uvicorn.run("app.api:create_app_from_env", factory=True, host=args.host, port=args.port, workers=args.workers,
+                access_log=not args.no_access_log, log_level="info")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
