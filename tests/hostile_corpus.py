@@ -47,6 +47,8 @@ from PIL import Image
 
 BOMB_SIDE = 20_000
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
+HOSTILE_IMAGE_NAMES = ("plain.jpg", "truncated.jpg", "zero-bytes.jpg", "text.png", "grey16.png", "cmyk.jpg",
+                       "palette-alpha.png", "exif-rotated.jpg", "bomb.png", "animated.gif")
 
 
 @dataclass(frozen=True)
