@@ -8,6 +8,7 @@
     search   --catalog DIR --model CKPT (--image FILE | --id N) [--k 10] [--category C] [--hide-duplicates 0.98]
     evaluate --catalog DIR [--out PREFIX] [--label product_id] [--max-queries N]
     info     --catalog DIR [--json]
+    export   --catalog DIR [--parquet OUT.parquet] [--qdrant-path DIR | --qdrant-url URL [--api-key KEY]] [--collection NAME]
     import-fashion-mnist --out DIR [--split test]
 
 User errors (missing files, bad manifests, a model that does not fit the catalog, a catalog
@@ -117,6 +118,17 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"sample this many queries (default: all up to {EVALUATE_FULL_UP_TO:,} items, "
                         f"else {EVALUATE_SAMPLE:,})")
     p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("export", help="ids, vectors and metadata to a Parquet file and/or a Qdrant collection")
+    p.add_argument("--catalog", required=True, type=Path)
+    p.add_argument("--parquet", type=Path, metavar="OUT.parquet", help="write one Parquet file")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--qdrant-path", metavar="DIR", help="embedded Qdrant stored in this local folder")
+    group.add_argument("--qdrant-url", metavar="URL", help="a Qdrant server or cluster, e.g. http://host:6333")
+    p.add_argument("--api-key", default=None, help="Qdrant API key (default: the QDRANT_API_KEY environment variable)")
+    p.add_argument("--collection", help="Qdrant collection (default: the catalog folder's name)")
+    p.add_argument("--recreate", action="store_true", help="drop the Qdrant collection first")
+    p.add_argument("--batch-size", type=int, default=None, help="points per Qdrant upsert (default 256)")
 
     p = sub.add_parser("info", help="what a catalog holds")
     p.add_argument("--catalog", required=True, type=Path)
@@ -278,6 +290,28 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    import os
+
+    from index import export
+
+    if args.parquet is None and args.qdrant_path is None and args.qdrant_url is None:
+        raise UsageError("give --parquet OUT.parquet and/or --qdrant-path DIR / --qdrant-url URL")
+    if args.parquet is not None:
+        print(export.export_parquet(args.catalog, args.parquet, progress=not args.quiet).summary())
+    if args.qdrant_path is not None or args.qdrant_url is not None:
+        client = export.qdrant_client(path=args.qdrant_path, url=args.qdrant_url,
+                                      api_key=args.api_key or os.environ.get("QDRANT_API_KEY"))
+        try:
+            report = export.export_qdrant(args.catalog, client, args.collection or args.catalog.absolute().name,
+                                          batch_size=args.batch_size or export.QDRANT_BATCH, recreate=args.recreate,
+                                          progress=not args.quiet)
+        finally:
+            client.close()
+        print(report.summary())
+    return 0
+
+
 def cmd_import_fashion_mnist(args) -> int:
     from index.importers import FASHION_MNIST_DIR, import_fashion_mnist
 
@@ -292,7 +326,7 @@ def cmd_import_fashion_mnist(args) -> int:
 
 COMMANDS = {"build": cmd_build, "add": cmd_add, "remove": cmd_remove, "rebuild": cmd_rebuild, "ensure": cmd_ensure,
             "search": cmd_search, "evaluate": cmd_evaluate, "info": cmd_info,
-            "import-fashion-mnist": cmd_import_fashion_mnist}
+            "import-fashion-mnist": cmd_import_fashion_mnist, "export": cmd_export}
 
 USER_ERRORS = (CatalogError, ManifestError, ImageError, IndexChoiceError, UsageError, FileNotFoundError,
                NotADirectoryError, PermissionError)
