@@ -46,7 +46,7 @@ from tqdm import tqdm
 
 from embedder.storage import _fsync_dir, atomic_path
 from index.choose import (DEFAULT_MEMORY_BUDGET, IndexChoice, choice_from_factory, choose_index, index_kind, quantised)
-from index.evaluation import RecallReport, nearest_neighbours, recall_at_k
+from index.evaluation import NpyRows, RecallReport, nearest_neighbours, recall_at_k
 from index.manifest import (CATEGORY_COLUMN, PATH_COLUMN, PRODUCT_COLUMN, read_manifest,
                             resolve_image_paths)
 
@@ -505,8 +505,9 @@ class Catalog:
         """Recall@k of the catalog over its own embeddings (shared recall_at_k, exact search).
 
         Leave-one-out: every item queries all the others. With max_queries < n, a seeded random
-        sample of items queries the rest of the catalog (the other sampled items are left out of
-        the gallery too), which bounds the time on big catalogs. Returns (report, how it was run).
+        sample of items queries all the others, which bounds the time on big catalogs and
+        estimates the same figure. The embeddings are read from disk a block at a time, so
+        memory stays bounded whatever the catalog's size. Returns (report, how it was run).
         """
         if label_column not in self.metadata:
             raise CatalogError(f"the catalog has no {label_column!r} column: recall needs the product label "
@@ -515,18 +516,18 @@ class Catalog:
         categories = (self.metadata[CATEGORY_COLUMN].astype(str).to_numpy()
                       if CATEGORY_COLUMN in self.metadata else None)
         n = len(self.ids)
+        stored = getattr(self.embeddings, "filename", None)  # a memory map: read it by blocks instead
+        vectors = NpyRows(stored) if stored else self.embeddings
         if max_queries is None or max_queries >= n:
-            report = recall_at_k(self.embeddings, labels, ks=ks, query_categories=categories)
+            report = recall_at_k(vectors, labels, ks=ks, query_categories=categories)
             how = {"mode": "leave-one-out", "queries": n, "gallery": n - 1}
         else:
             sample = np.sort(np.random.default_rng(seed).choice(n, size=max_queries, replace=False))
-            rest = np.ones(n, bool)
-            rest[sample] = False
-            report = recall_at_k(np.asarray(self.embeddings[sample]), labels[sample],
-                                 gallery=np.asarray(self.embeddings[rest]), gallery_labels=labels[rest], ks=ks,
+            report = recall_at_k(np.asarray(self.embeddings[sample]), labels[sample], gallery=vectors,
+                                 gallery_labels=labels, ks=ks, query_gallery_rows=sample,
                                  query_categories=None if categories is None else categories[sample])
-            how = {"mode": f"sampled: {max_queries:,} random items (seed {seed}) against the other items",
-                   "queries": int(max_queries), "gallery": int(n - max_queries)}
+            how = {"mode": f"sampled: {max_queries:,} random items (seed {seed}), each against all other items",
+                   "queries": int(max_queries), "gallery": int(n - 1)}
         how.update(label=label_column, items=n)
         return report, how
 
@@ -805,7 +806,10 @@ def read_info_or_none(folder: Path, key: str):
 
 
 def _collect_garbage(folder: Path, keep: set) -> None:
-    """Remove unfinished staging folders and versions older than the previous one."""
+    """Remove unfinished staging folders, versions older than the previous one, and the temporary
+    catalog.json of a writer that was killed (writers hold the lock, so none is being written)."""
+    for stale in folder.glob(f".{INFO_FILE}.*.tmp"):
+        stale.unlink(missing_ok=True)
     versions = folder / VERSIONS_DIR
     if not versions.is_dir():
         return

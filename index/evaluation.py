@@ -20,41 +20,105 @@ import pandas as pd
 
 DEFAULT_KS = (1, 2, 4, 8, 10, 100)
 DEFAULT_BLOCK_SIZE = 4096
+DEFAULT_GALLERY_BLOCK = 131_072  # rows of the gallery in RAM at once (1 GB at 2048-d)
+STREAMED_QUERY_BLOCK = 32_768  # queries per pass over a streamed gallery
 
 
-def _as_vectors(x, name: str) -> np.ndarray:
-    vectors = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
-    if vectors.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D array (n, d), got shape {vectors.shape}")
+def _as_vectors(x, name: str):
+    """Arrays pass as they are (a memory map stays on disk); anything else becomes float32."""
+    vectors = x if hasattr(x, "shape") and hasattr(x, "__getitem__") else np.asarray(x, dtype=np.float32)
+    if len(vectors.shape) != 2:
+        raise ValueError(f"{name} must be a 2-D array (n, d), got shape {tuple(vectors.shape)}")
     return vectors
 
 
-def _visible_gallery_size(queries: np.ndarray, gallery: np.ndarray, exclude_self: bool) -> int:
+def _rows(vectors, start: int, stop: int) -> np.ndarray:
+    """Rows start:stop as a contiguous float32 block in RAM (the only copy ever made)."""
+    return np.ascontiguousarray(vectors[start:stop], dtype=np.float32)
+
+
+class NpyRows:
+    """Rows of a float32 .npy file read with plain file reads, for galleries larger than RAM.
+
+    A memory map would do, but every page it touches counts in the process's resident memory
+    until the map is dropped; reading block by block keeps the process at one block.
+    """
+
+    def __init__(self, path):
+        self.path = str(path)
+        with open(self.path, "rb") as f:
+            major, _ = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(f)
+            self.offset = f.tell()
+        if len(shape) != 2 or fortran or dtype != np.float32:
+            raise ValueError(f"{self.path}: expected a C-ordered float32 (n, d) array, got {dtype} {shape}")
+        self.shape = tuple(shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        start, stop, step = rows.indices(self.shape[0])
+        if step != 1:
+            raise IndexError("NpyRows reads contiguous row ranges only")
+        d = self.shape[1]
+        return np.fromfile(self.path, dtype=np.float32, count=max(0, stop - start) * d,
+                           offset=self.offset + start * d * 4).reshape(-1, d)
+
+
+def _visible_gallery_size(queries, gallery, query_rows: np.ndarray | None) -> int:
     """How many gallery items one query can retrieve; checks that the two sets fit together."""
     if queries.shape[1] != gallery.shape[1]:
         raise ValueError(f"queries have {queries.shape[1]} dimensions, gallery {gallery.shape[1]}")
-    if exclude_self and len(queries) != len(gallery):
-        raise ValueError("exclude_self needs the query set as the gallery (same rows)")
-    visible = len(gallery) - int(exclude_self)
+    if query_rows is not None:
+        if len(query_rows) != len(queries):
+            raise ValueError("query_gallery_rows needs one gallery row per query")
+        if len(query_rows) and (query_rows.min() < 0 or query_rows.max() >= len(gallery)):
+            raise ValueError("query_gallery_rows must be rows of the gallery")
+    visible = len(gallery) - int(query_rows is not None)
     if visible < 1:
         raise ValueError("the gallery has no item a query could retrieve")
     return visible
 
 
-def _search_blocks(queries: np.ndarray, gallery: np.ndarray, k: int, exclude_self: bool,
-                   block_size: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """Yield (first query row, scores, ids) per block; k must already fit the gallery."""
-    index = faiss.IndexFlatIP(gallery.shape[1])
-    index.add(gallery)
+def _top_k(queries: np.ndarray, gallery, k: int, gallery_block: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k of a block of queries over the gallery, read gallery_block rows at a time."""
+    if len(gallery) <= gallery_block:
+        index = faiss.IndexFlatIP(gallery.shape[1])
+        index.add(_rows(gallery, 0, len(gallery)))
+        return index.search(queries, k)
+    heap = faiss.ResultHeap(len(queries), k, keep_max=True)
+    for start in range(0, len(gallery), gallery_block):
+        block = _rows(gallery, start, start + gallery_block)
+        scores, ids = faiss.knn(queries, block, min(k, len(block)), metric=faiss.METRIC_INNER_PRODUCT)
+        if scores.shape[1] < k:  # a short last block: pad with results the heap never keeps
+            pad = k - scores.shape[1]
+            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+            ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1 - start)
+        heap.add_result(np.ascontiguousarray(scores, dtype=np.float32), np.ascontiguousarray(ids + start))
+    heap.finalize()
+    return heap.D, heap.I
+
+
+def _search_blocks(queries, gallery, k: int, query_rows: np.ndarray | None, block_size: int,
+                   gallery_block: int) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Yield (first query row, scores, ids) per block of queries; k must already fit the gallery.
+
+    Memory is one block of queries, one block of the gallery (or the whole gallery when it is
+    small) and their top-k lists. A gallery larger than one block is read once per block of
+    queries, so those blocks are made large."""
+    if len(gallery) > gallery_block:
+        block_size = max(block_size, STREAMED_QUERY_BLOCK)
     for start in range(0, len(queries), block_size):
-        block = queries[start:start + block_size]
-        if not exclude_self:
-            yield start, *index.search(block, k)
+        block = _rows(queries, start, start + block_size)
+        if query_rows is None:
+            yield start, *_top_k(block, gallery, k, gallery_block)
             continue
-        # Ask for one extra neighbour and drop the query itself by index, not by score, so an
-        # exact duplicate elsewhere in the gallery still counts as a neighbour.
-        scores, ids = index.search(block, k + 1)
-        is_self = ids == np.arange(start, start + len(block))[:, None]
+        # Ask for one extra neighbour and drop the query's own gallery row by index, not by
+        # score, so an exact duplicate elsewhere in the gallery still counts as a neighbour.
+        scores, ids = _top_k(block, gallery, k + 1, gallery_block)
+        is_self = ids == query_rows[start:start + len(block), None]
         # Self may rank below k+1 items that tie with it; then the extra (last) one goes.
         is_self[~is_self.any(axis=1), -1] = True
         keep = ~is_self
@@ -62,7 +126,8 @@ def _search_blocks(queries: np.ndarray, gallery: np.ndarray, k: int, exclude_sel
 
 
 def nearest_neighbours(queries, gallery, k: int, exclude_self: bool = False,
-                       block_size: int = DEFAULT_BLOCK_SIZE) -> tuple[np.ndarray, np.ndarray]:
+                       block_size: int = DEFAULT_BLOCK_SIZE,
+                       gallery_block: int = DEFAULT_GALLERY_BLOCK) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k by inner product: (scores float32 (n, k'), gallery ids int64 (n, k')).
 
     With exclude_self, `gallery` is the query set itself and row i never returns item i.
@@ -71,10 +136,13 @@ def nearest_neighbours(queries, gallery, k: int, exclude_self: bool = False,
     if k < 1:
         raise ValueError(f"k must be positive, got {k}")
     queries, gallery = _as_vectors(queries, "queries"), _as_vectors(gallery, "gallery")
-    k = min(k, _visible_gallery_size(queries, gallery, exclude_self))
+    if exclude_self and len(queries) != len(gallery):
+        raise ValueError("exclude_self needs the query set as the gallery (same rows)")
+    query_rows = np.arange(len(queries)) if exclude_self else None
+    k = min(k, _visible_gallery_size(queries, gallery, query_rows))
     scores = np.empty((len(queries), k), dtype=np.float32)
     ids = np.empty((len(queries), k), dtype=np.int64)
-    for start, block_scores, block_ids in _search_blocks(queries, gallery, k, exclude_self, block_size):
+    for start, block_scores, block_ids in _search_blocks(queries, gallery, k, query_rows, block_size, gallery_block):
         scores[start:start + len(block_ids)] = block_scores
         ids[start:start + len(block_ids)] = block_ids
     return scores, ids
@@ -138,11 +206,20 @@ def _label_codes(query_labels, gallery_labels) -> tuple[np.ndarray, np.ndarray]:
 
 
 def recall_at_k(queries, query_labels, gallery=None, gallery_labels=None, ks: Sequence[int] = DEFAULT_KS,
-                query_categories=None, block_size: int = DEFAULT_BLOCK_SIZE) -> RecallReport:
-    """Recall@k of `queries` against `gallery`; without a gallery, leave-one-out on the queries."""
-    exclude_self = gallery is None
-    if exclude_self:
+                query_categories=None, block_size: int = DEFAULT_BLOCK_SIZE, *, query_gallery_rows=None,
+                gallery_block: int = DEFAULT_GALLERY_BLOCK) -> RecallReport:
+    """Recall@k of `queries` against `gallery`; without a gallery, leave-one-out on the queries.
+
+    `query_gallery_rows` gives each query's own row in the gallery, never counted as its
+    neighbour: leave-one-out for a sample of the gallery's items. Queries and gallery may be
+    arrays, memory maps or NpyRows; a gallery larger than `gallery_block` rows is streamed.
+    """
+    query_rows = None if query_gallery_rows is None else np.asarray(query_gallery_rows, dtype=np.int64)
+    if gallery is None:
+        if query_rows is not None:
+            raise ValueError("query_gallery_rows needs a gallery")
         gallery, gallery_labels = queries, query_labels
+        query_rows = np.arange(len(queries))
     elif gallery_labels is None:
         raise ValueError("a gallery needs gallery_labels")
     queries, gallery = _as_vectors(queries, "queries"), _as_vectors(gallery, "gallery")
@@ -153,13 +230,13 @@ def recall_at_k(queries, query_labels, gallery=None, gallery_labels=None, ks: Se
     if not ks or ks[0] < 1:
         raise ValueError(f"ks must be positive integers, got {ks}")
 
-    visible = _visible_gallery_size(queries, gallery, exclude_self)
+    visible = _visible_gallery_size(queries, gallery, query_rows)
     used_ks = {k: min(k, visible) for k in ks}
     depth = used_ks[ks[-1]]
     # Rank of the first same-label neighbour per query (depth = not found); one int per query.
     first_hit = np.full(len(queries), depth, dtype=np.int64)
     # Neighbours are turned into a first-hit rank block by block and then dropped.
-    for start, _, block_ids in _search_blocks(queries, gallery, depth, exclude_self, block_size):
+    for start, _, block_ids in _search_blocks(queries, gallery, depth, query_rows, block_size, gallery_block):
         hits = gallery_codes[block_ids] == query_codes[start:start + len(block_ids), None]
         first_hit[start:start + len(block_ids)] = np.where(hits.any(axis=1), hits.argmax(axis=1), depth)
 
@@ -174,7 +251,7 @@ def recall_at_k(queries, query_labels, gallery=None, gallery_labels=None, ks: Se
         per_category["queries"] = categories.astype(str).value_counts().reindex(per_category.index).astype(int)
 
     gallery_counts = np.bincount(gallery_codes, minlength=query_codes.max() + 1)
-    others = gallery_counts[query_codes] - (1 if exclude_self else 0)
+    others = gallery_counts[query_codes] - (0 if query_rows is None else 1)
     return RecallReport(
         overall=overall,
         per_category=per_category,

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from index.evaluation import classification_accuracy, nearest_neighbours, recall_at_k
+from index.evaluation import NpyRows, classification_accuracy, nearest_neighbours, recall_at_k
 
 
 def unit_vectors(rng, n, d=16):
@@ -79,6 +79,40 @@ def test_smaller_blocks_give_identical_results():
         blocked_scores, blocked_ids = nearest_neighbours(vectors, vectors, 9, exclude_self=exclude_self, block_size=7)
         np.testing.assert_array_equal(blocked_ids, ids)
         np.testing.assert_array_equal(blocked_scores, scores)
+
+
+def test_a_gallery_larger_than_memory_streams_in_blocks_with_the_same_neighbours(tmp_path):
+    rng = np.random.default_rng(4)
+    vectors, labels = unit_vectors(rng, 250), rng.integers(0, 20, 250)
+    np.save(tmp_path / "embeddings.npy", vectors)
+    on_disk = NpyRows(tmp_path / "embeddings.npy")
+    assert on_disk.shape == vectors.shape
+    np.testing.assert_array_equal(on_disk[40:77], vectors[40:77])
+    whole = recall_at_k(vectors, labels, ks=(1, 4, 16), query_categories=labels % 3)
+    for gallery_block in (64, 249, 37):  # several blocks, one short last block of one row, uneven
+        streamed = recall_at_k(on_disk, labels, ks=(1, 4, 16), query_categories=labels % 3, gallery_block=gallery_block)
+        assert streamed.overall == whole.overall
+        assert streamed.per_category.equals(whole.per_category)
+        for exclude_self in (True, False):
+            scores, ids = nearest_neighbours(vectors, vectors, 9, exclude_self=exclude_self)
+            s_scores, s_ids = nearest_neighbours(vectors, on_disk, 9, exclude_self=exclude_self, gallery_block=gallery_block)
+            np.testing.assert_allclose(s_scores, scores, atol=1e-6)
+            np.testing.assert_array_equal(s_ids, ids)
+
+
+def test_leave_one_out_on_a_sample_of_queries_equals_the_full_run_restricted_to_them():
+    rng = np.random.default_rng(5)
+    vectors, labels = unit_vectors(rng, 200), rng.integers(0, 25, 200)
+    sample = np.sort(rng.choice(200, size=30, replace=False))
+    sampled = recall_at_k(vectors[sample], labels[sample], vectors, labels, ks=(1, 2, 8), query_gallery_rows=sample)
+    similarity = vectors[sample].astype(np.float64) @ vectors.T.astype(np.float64)
+    similarity[np.arange(30), sample] = -np.inf
+    order = np.argsort(-similarity, axis=1, kind="stable")
+    expected = {k: float((labels[order[:, :k]] == labels[sample, None]).any(axis=1).mean()) for k in (1, 2, 8)}
+    assert sampled.overall == pytest.approx(expected)
+    assert sampled.num_queries == 30 and sampled.num_gallery == 200
+    with pytest.raises(ValueError, match="rows of the gallery"):
+        recall_at_k(vectors[:2], labels[:2], vectors, labels, ks=(1,), query_gallery_rows=[0, 200])
 
 
 def test_a_query_never_retrieves_itself_but_does_retrieve_its_exact_duplicate():
