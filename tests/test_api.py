@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("fastapi", reason="optional extra: pip install -r requirements-distributed.txt")
 with warnings.catch_warnings():  # Starlette suggests httpx2 for its TestClient; httpx is what is installed
-    warnings.simplefilter("ignore", DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*httpx2")
     from fastapi.testclient import TestClient  # noqa: E402
 
 from app import api  # noqa: E402
