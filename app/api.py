@@ -80,12 +80,11 @@ class LiveCatalog:
         stamp = _info_stamp(self.folder)
         service = SearchService(self.folder, self.model_path, device=device)  # ModelMismatchError, CatalogError
         self._warm(service)
-        self._service, self._stamp, self._tried_stamp = service, stamp, stamp
+        self._service, self._seen_stamp = service, stamp
         self.loaded_at = time.time()
         self.reload_error: str | None = None
         self._checked = time.monotonic()
         self._loading = threading.Lock()
-        self._loader: threading.Thread | None = None
 
     @staticmethod
     def _warm(service: SearchService) -> None:
@@ -101,29 +100,20 @@ class LiveCatalog:
         if now - self._checked >= self.reload_interval:
             self._checked = now
             stamp = _info_stamp(self.folder)
-            if stamp is not None and stamp != self._tried_stamp and self._loading.acquire(blocking=False):
-                self._loader = threading.Thread(target=self._reload, args=(stamp,), daemon=True,
-                                                name="catalog-reload")
-                self._loader.start()
+            if stamp is not None and stamp != self._seen_stamp and self._loading.acquire(blocking=False):
+                threading.Thread(target=self._reload, args=(stamp,), daemon=True, name="catalog-reload").start()
         return self._service
-
-    def wait_for_reload(self, timeout: float | None = None) -> None:
-        """Block until a background load in progress has finished (tests, shutdown)."""
-        loader = self._loader
-        if loader is not None:
-            loader.join(timeout)
 
     def _reload(self, stamp: tuple) -> None:
         try:
             current = self._service
             if read_info(self.folder)["version"] == current.catalog.info["version"]:
-                self._stamp = stamp  # rewritten without a new version (e.g. skipped files listed)
-                return
+                return  # rewritten without a new version (e.g. skipped files listed)
             from index.catalog import Catalog
 
             fresh = SearchService.from_parts(Catalog.load(self.folder), current.embedder)
             self._warm(fresh)
-            self._service, self._stamp = fresh, stamp  # the swap: one reference assignment
+            self._service = fresh  # the swap: one reference assignment
             self.loaded_at, self.reload_error = time.time(), None
             log.info("serving catalog version %s (%d items)", fresh.catalog.info["version"], len(fresh.catalog))
         except Exception as exc:  # keep serving the last good version; say why in /health
@@ -131,7 +121,7 @@ class LiveCatalog:
             log.warning("catalog %s: new version not loaded, still serving %s: %s", self.folder,
                         self._service.catalog.info["version"], self.reload_error)
         finally:
-            self._tried_stamp = stamp  # a failed version is not retried until catalog.json changes again
+            self._seen_stamp = stamp  # a failed version is not retried until catalog.json changes again
             self._loading.release()
 
 
@@ -287,6 +277,7 @@ def create_app(catalog: str | os.PathLike, model: str | os.PathLike, *, device: 
 
 def create_app_from_env():
     """App factory for uvicorn workers: settings from the environment (see app/settings.py)."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
     return create_app(os.environ.get(ENV["catalog"], DEFAULT_CATALOG), os.environ.get(ENV["model"], DEFAULT_MODEL),
                       device=os.environ.get(ENV["device"], DEFAULT_DEVICE),
                       max_upload_bytes=int(os.environ.get(ENV_MAX_UPLOAD, DEFAULT_MAX_UPLOAD)),
@@ -349,7 +340,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update({ENV["catalog"]: str(args.catalog.absolute()), ENV["model"]: str(args.model.absolute()),
                        ENV["device"]: args.device, ENV_MAX_UPLOAD: str(max_upload),
                        ENV_RELOAD_INTERVAL: str(args.reload_interval)})
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
     uvicorn.run("app.api:create_app_from_env", factory=True, host=args.host, port=args.port, workers=args.workers,
                 access_log=not args.no_access_log, log_level="info")
     return 0

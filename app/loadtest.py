@@ -265,7 +265,7 @@ def markdown(report: dict) -> str:
     goals = ", ".join(f"{name}: {'met' if ok else 'NOT met'}" for name, ok in r["goals"].items())
     lines += ["", f"Server-side timing, p50 (ms): {server}.",
               f"Photo searches whose first result is the uploaded item: "
-              f"{'n/a' if first is None else f'{first:.1%}'} (Fashion-MNIST holds some identical images).",
+              f"{'n/a' if first is None else f'{first:.1%}'} (less only where the catalog holds identical images).",
               f"Errors: {r['errors_by_kind'] or 'none'}.", f"Goals: {goals}.", ""]
     return "\n".join(lines)
 
