@@ -17,7 +17,10 @@ locked by another process) print one line `error: ...` and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -339,11 +342,36 @@ def _is_user_error(exc: BaseException) -> bool:
     return isinstance(exc, USER_ERRORS) or (checkpoint is not None and isinstance(exc, checkpoint.CheckpointError))
 
 
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+_DISK_FULL_WORDS = ("No space left on device", "Disk quota exceeded", "File too large")
+
+
+def _disk_full(exc: BaseException) -> bool:
+    # FAISS and Arrow report a failed write in their own exception text, without an errno.
+    return (isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS) or any(w in str(exc) for w in _DISK_FULL_WORDS)
+
+
+def _disk_full_message(args, exc: BaseException) -> str:
+    folder = Path(getattr(args, "catalog", None) or getattr(args, "out", None) or ".")
+    reason = getattr(exc, "strerror", None) or next((w for w in _DISK_FULL_WORDS if w in str(exc)), "write failed")
+    free = ""
+    with contextlib.suppress(OSError):
+        free = f"; {format_size(shutil.disk_usage(folder if folder.exists() else folder.parent).free)} free now"
+    if reason == "File too large":  # a file-size limit (ulimit -f, the file system's maximum), not a full disk
+        return (f"a file in {folder} reached the size limit for one file ({reason}{free}): the write was abandoned "
+                "and the catalog is as it was before; raise the limit (ulimit -f) and run the command again")
+    return (f"the disk holding {folder} is full ({reason}{free}): the write was abandoned and the catalog is as "
+            "it was before; free some space (or move the catalog to a bigger disk) and run the command again")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except Exception as exc:
+        if _disk_full(exc):
+            print(f"error: {_disk_full_message(args, exc)}", file=sys.stderr)
+            return EXIT_USER_ERROR
         if not _is_user_error(exc):
             raise
         message = str(exc).strip() or type(exc).__name__

@@ -1,0 +1,346 @@
+"""Faults, for real, in separate processes: kill -9 during training and during catalog writes, a
+full disk under the catalog, and two rebuilds at once. The promise each test checks: the previous
+state is intact and usable (same search results), the next run succeeds, and no failure shows a
+traceback."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from index.catalog import Catalog, add_to_catalog, build_catalog, read_info, rebuild_catalog
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}  # one thread: same floats in every run
+HELD_OUT = 6  # manifest rows left out of the first build, for `add`
+WAIT_S = 120  # the longest any child may take to reach the point where it is killed
+
+# A child that runs `python -m index ...` but stops at one write step (before or after it) and
+# says so in a file, so that the parent kills it exactly there.
+PAUSING_CLI = """
+import sys, time
+from index import catalog
+from index.__main__ import main
+step, when, reached, argv = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+original = getattr(catalog, step)
+def paused(*args, **kwargs):
+    result = original(*args, **kwargs) if when == "after" else None
+    open(reached, "w").close()
+    time.sleep(WAIT)
+    return result if when == "after" else original(*args, **kwargs)
+setattr(catalog, step, paused)
+sys.exit(main(argv))
+""".replace("WAIT", str(WAIT_S))
+
+
+# ---------------------------------------------------------------- helpers
+
+@pytest.fixture
+def shop(tiny_shop, tmp_path):
+    """A copy of the tiny shop's images; a catalog of all but the last HELD_OUT items."""
+    root = tmp_path / "shop"
+    shutil.copytree(tiny_shop.manifest.parent, root)
+    tiny_shop.items.to_csv(root / "manifest.csv", index=False)  # the readable images only
+    tiny_shop.items.iloc[:-HELD_OUT].to_csv(root / "first.csv", index=False)
+    catalog = tmp_path / "catalog"
+    build_catalog(root / "first.csv", tiny_shop.model, catalog, progress=False)
+    return {"root": root, "manifest": root / "manifest.csv", "catalog": catalog, "model": tiny_shop.model}
+
+
+def consistent_snapshot(folder: Path) -> dict:
+    """Load the catalog, check it is one consistent version, and record what searching it gives."""
+    catalog = Catalog.load(folder)
+    ids = catalog.ids
+    assert len(catalog.metadata) == catalog.embeddings.shape[0] == catalog.index.ntotal
+    assert len(np.unique(ids)) == len(ids)
+    hits = catalog.search_vectors(np.asarray(catalog.embeddings), 3)
+    scores, found = hits.padded(3)
+    return {"version": catalog.info["version"], "ids": ids.tolist(), "found": found.tolist(),
+            "scores": np.round(scores, 5).tolist(), "paths": catalog.metadata["path"].tolist()}
+
+
+def same_results(a: dict, b: dict) -> bool:
+    return all(a[key] == b[key] for key in ("ids", "found", "scores", "paths"))
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Unfinished writes: staging folders, orphaned versions, temporary files."""
+    info = read_info(folder)
+    kept = {info["version"], info.get("previous_version")}
+    names = [p.name for p in (folder / "versions").iterdir() if p.name not in kept]
+    return names + [p.name for p in folder.glob(".*.tmp")]
+
+
+def wait_for(path_or_check, seconds: float = WAIT_S, process: subprocess.Popen | None = None) -> None:
+    check = path_or_check if callable(path_or_check) else Path(path_or_check).exists
+    deadline = time.monotonic() + seconds
+    while not check():
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"the child ended (status {process.returncode}) before the kill point: "
+                                 f"{process.stderr.read() if process.stderr else ''}")
+        assert time.monotonic() < deadline, "the kill point was never reached"
+        time.sleep(0.01)
+
+
+def kill_hard(process: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+def index_cli(*argv, **popen) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "index", "-q", *map(str, argv)], cwd=ROOT, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+# ---------------------------------------------------------------- kill -9 during training
+
+def write_training_manifest(folder: Path, n: int = 96) -> Path:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (4, 28, 28))
+    rows = []
+    for i in range(n):
+        product = i % 4
+        pixels = np.clip(base[product] + rng.integers(-30, 31, (28, 28)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels, "L").save(folder / f"{i}.png")
+        rows.append({"path": f"{i}.png", "category": "ab"[product // 2], "product_id": str(product)})
+    pd.DataFrame(rows).to_csv(folder / "manifest.csv", index=False)
+    return folder / "manifest.csv"
+
+
+def training_cli(manifest: Path, out: Path, *extra) -> list[str]:
+    return [sys.executable, "-m", "training", "--train-manifest", str(manifest), "--preset", "coins", "--epochs", "4",
+            "--batch-size", "16", "--grid", "1", "--out", str(out), *extra]
+
+
+def test_kill_9_during_training_then_resume_gives_the_uninterrupted_model(tmp_path):
+    import torch
+
+    from embedder.checkpoint import load_checkpoint
+
+    manifest = write_training_manifest(tmp_path / "data")
+    run = lambda *argv: subprocess.run(list(argv), cwd=tmp_path, env=ENV, capture_output=True, text=True,  # noqa: E731
+                                       timeout=WAIT_S)
+    whole = run(*training_cli(manifest, tmp_path / "whole"))
+    assert whole.returncode == 0, whole.stderr
+
+    killed = subprocess.Popen(training_cli(manifest, tmp_path / "killed"), cwd=tmp_path, env=ENV,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for(tmp_path / "killed" / "last.pt", process=killed)
+    kill_hard(killed)
+    assert killed.returncode == -signal.SIGKILL
+    assert not (tmp_path / "killed" / "model.pt").exists(), "the run ended before the kill: nothing was tested"
+    assert load_checkpoint(tmp_path / "killed" / "last.pt")["training_state"]["epoch"] < 3
+
+    resumed = run(*training_cli(manifest, tmp_path / "killed", "--resume"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from" in resumed.stdout + resumed.stderr
+    a = load_checkpoint(tmp_path / "whole" / "model.pt")
+    b = load_checkpoint(tmp_path / "killed" / "model.pt")
+    for name, tensor in a["backbone_state"].items():
+        assert torch.equal(tensor, b["backbone_state"][name]), name
+    assert a["fingerprint"] == b["fingerprint"]
+
+
+# ---------------------------------------------------------------- kill -9 during add and rebuild
+
+ADD_STEPS = [("_embed_files", "before"), ("_write_embeddings", "after"), ("_write_info", "before")]
+REBUILD_STEPS = [("_build_index", "after"), ("_write_metadata", "after"), ("_write_info", "before")]
+
+
+@pytest.mark.parametrize("operation, step, when", [("add", *s) for s in ADD_STEPS] + [("rebuild", *s) for s in REBUILD_STEPS])
+def test_kill_9_during_a_catalog_write_leaves_the_previous_catalog(shop, tmp_path, operation, step, when):
+    before = consistent_snapshot(shop["catalog"])
+    argv = (["add", "--catalog", shop["catalog"], "--manifest", shop["manifest"]] if operation == "add" else
+            ["rebuild", "--catalog", shop["catalog"], "--index", "HNSW32"])
+    reached = tmp_path / "reached"
+    child = subprocess.Popen([sys.executable, "-c", PAUSING_CLI, step, when, str(reached), "-q", *map(str, argv)],
+                             cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(reached, process=child)
+    kill_hard(child)
+
+    after = consistent_snapshot(shop["catalog"])
+    assert after["version"] == before["version"] and same_results(after, before)
+    assert read_info(shop["catalog"])["index"]["factory"] == "Flat"
+    # The OS released the dead writer's lock: the next write goes through at once, and tidies up.
+    if operation == "add":
+        report = add_to_catalog(shop["catalog"], shop["manifest"], progress=False, lock_timeout=0)
+        assert report.added == HELD_OUT
+    else:
+        rebuild_catalog(shop["catalog"], index="HNSW32", progress=False, lock_timeout=0)
+        assert read_info(shop["catalog"])["index"]["factory"] == "HNSW32"
+    assert consistent_snapshot(shop["catalog"])["version"] != before["version"]
+    assert leftovers(shop["catalog"]) == []
+
+
+def test_kill_9_at_random_moments_of_a_rebuild_never_leaves_a_mixed_catalog(shop):
+    before = consistent_snapshot(shop["catalog"])
+    rng = random.Random(7)
+    for attempt in range(3):
+        child = index_cli("rebuild", "--catalog", shop["catalog"], "--index", "Flat" if attempt % 2 else "HNSW32")
+        staging = shop["catalog"] / "versions"
+        wait_for(lambda: child.poll() is not None or any(p.name.startswith(".tmp-") for p in staging.iterdir()))
+        time.sleep(rng.uniform(0, 0.02))
+        kill_hard(child)
+        now = consistent_snapshot(shop["catalog"])  # the old version or the new one, whole
+        assert same_results(now, before)
+    rebuild_catalog(shop["catalog"], progress=False, lock_timeout=0)
+    assert same_results(consistent_snapshot(shop["catalog"]), before) and leftovers(shop["catalog"]) == []
+
+
+# ---------------------------------------------------------------- a full disk
+
+# Ways to put the catalog on a small file system of its own, in the order tried. Each runs the
+# scenario below inside a private mount namespace, so the mount goes away with the process.
+SMALL_DISK_METHODS = {
+    "tmpfs": ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+              'mount -t tmpfs -o size="$SIZE" tmpfs "$DISK" && exec "$@"', "sh"],
+    "user-namespace tmpfs": ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+                             'mount -t tmpfs -o size="$SIZE" tmpfs "$DISK" && exec "$@"', "sh"],
+    "loop-mounted ext4 image": ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                                'truncate -s "$SIZE" "$DISK.img" && mkfs.ext4 -q -F "$DISK.img" && '
+                                'mount -o loop "$DISK.img" "$DISK" && exec "$@"', "sh"],
+}
+DISK_SIZE = "2M"
+
+# Runs on the small disk: copy the catalog there, fill the disk, run `add` (or, in mode
+# file-size-limit, cap the size of any file the child writes instead), report as JSON. It imports
+# this module for consistent_snapshot: torch is imported only inside the training test.
+FULL_DISK_SCENARIO = """
+import json, os, resource, shutil, signal, subprocess, sys
+catalog_src, disk, manifest, mode = sys.argv[1:5]
+catalog = os.path.join(disk, "catalog")
+shutil.copytree(catalog_src, catalog)
+sys.path.insert(0, os.path.join(os.getcwd(), "tests"))
+from test_faults import consistent_snapshot
+before = consistent_snapshot(catalog)
+limit = None
+if mode == "fill":
+    with open(os.path.join(disk, "filler"), "wb", buffering=0) as filler:  # unbuffered: the error comes here
+        try:
+            while True:
+                filler.write(bytes(4096))
+        except OSError:
+            pass
+else:  # no small disk: every file the child writes is capped at the current embeddings' size
+    limit = os.path.getsize(os.path.join(catalog, "versions", before["version"], "embeddings.npy")) - 1
+def cap():
+    if limit:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the cap fails (EFBIG) instead of killing
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+add = [sys.executable, "-m", "index", "-q", "add", "--catalog", catalog, "--manifest", manifest]
+rebuild = [sys.executable, "-m", "index", "-q", "rebuild", "--catalog", catalog, "--index", "HNSW32"]
+full = subprocess.run(add, capture_output=True, text=True, preexec_fn=cap)
+after = consistent_snapshot(catalog)
+rebuild_full = subprocess.run(rebuild, capture_output=True, text=True, preexec_fn=cap)
+after_rebuild = consistent_snapshot(catalog)
+if mode == "fill":
+    os.remove(os.path.join(disk, "filler"))
+again = subprocess.run(add, capture_output=True, text=True)
+print(json.dumps({"rc": full.returncode, "stderr": full.stderr, "stdout": full.stdout, "before": before,
+                  "after": after, "rebuild_rc": rebuild_full.returncode, "rebuild_stderr": rebuild_full.stderr,
+                  "after_rebuild": after_rebuild, "again_rc": again.returncode, "again_stderr": again.stderr,
+                  "final": consistent_snapshot(catalog)}))
+"""
+
+
+def run_full_disk_scenario(shop, tmp_path) -> tuple[str, Path, dict]:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    scenario = [sys.executable, "-c", FULL_DISK_SCENARIO, str(shop["catalog"]), str(disk), str(shop["manifest"])]
+    env = {**ENV, "SIZE": DISK_SIZE, "DISK": str(disk)}
+    tried = []
+    for method, wrapper in SMALL_DISK_METHODS.items():
+        if shutil.which(wrapper[0]) is None:
+            tried.append(f"{method}: no {wrapper[0]}")
+            continue
+        done = subprocess.run(wrapper + scenario + ["fill"], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=WAIT_S)
+        if done.returncode == 0 and done.stdout.strip():
+            return method, disk, json.loads(done.stdout.strip().splitlines()[-1])
+        tried.append(f"{method}: {(done.stderr.strip().splitlines() or ['failed'])[-1]}")
+    done = subprocess.run(scenario[:4] + [str(disk), str(shop["manifest"]), "file-size-limit"], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=WAIT_S)
+    if done.returncode != 0:
+        pytest.skip("no way to make a write fail: " + "; ".join(tried + [done.stderr.strip()[-300:]]))
+    return "RLIMIT_FSIZE (simulates the failing write, not a full disk)", disk, json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_full_disk_fails_the_write_with_a_clear_message_and_keeps_the_catalog(shop, tmp_path):
+    method, disk, result = run_full_disk_scenario(shop, tmp_path)
+    err = result["stderr"]
+    assert result["rc"] == 2, (method, result)
+    if method.startswith("RLIMIT_FSIZE"):
+        assert err.startswith(f"error: a file in {disk / 'catalog'} reached the size limit"), err
+    else:
+        assert err.startswith(f"error: the disk holding {disk / 'catalog'} is full (No space left on device"), err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err + result["stdout"], (method, err)
+    assert result["after"]["version"] == result["before"]["version"] and same_results(result["after"], result["before"])
+    # A rebuild on the full disk: the same clear refusal, the same catalog.
+    assert result["rebuild_rc"] == 2 and result["rebuild_stderr"].startswith(err[:err.index("(")]), result
+    assert result["after_rebuild"]["version"] == result["before"]["version"]
+    # Space freed (or no cap): the same command now succeeds and adds the held-out items.
+    assert result["again_rc"] == 0, (method, result["again_stderr"])
+    assert len(result["final"]["ids"]) == len(result["before"]["ids"]) + HELD_OUT
+
+
+# ---------------------------------------------------------------- two rebuilds at once
+
+# Holds the lock a second inside the rebuild, so that two started together really overlap.
+SLOW_REBUILD = """
+import sys, time
+from index import catalog
+from index.__main__ import main
+original = catalog._build_index
+def slow(*args, **kwargs):
+    time.sleep(1.0)
+    return original(*args, **kwargs)
+catalog._build_index = slow
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def slow_rebuild(folder: Path, *extra) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", SLOW_REBUILD, "-q", "rebuild", "--catalog", str(folder), *extra],
+                            cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_two_rebuilds_at_once_one_is_refused_with_the_documented_message(shop):
+    before = consistent_snapshot(shop["catalog"])
+    first, second = slow_rebuild(shop["catalog"], "--index", "HNSW32"), slow_rebuild(shop["catalog"])
+    results = [(p.wait(timeout=WAIT_S), *p.communicate()) for p in (first, second)]
+    codes = sorted(code for code, _, _ in results)
+    assert codes == [0, 2], results
+    refused = next(err for code, _, err in results if code == 2)
+    assert refused.startswith("error: catalog ") and "is being changed by another process (pid " in refused
+    assert "rebuild since" in refused and "wait for it to finish and try again" in refused
+    assert "Traceback" not in refused
+    after = consistent_snapshot(shop["catalog"])
+    assert after["version"] != before["version"] and same_results(after, before)
+
+
+def test_two_rebuilds_with_wait_run_one_after_the_other(shop):
+    before = consistent_snapshot(shop["catalog"])
+    first, second = (slow_rebuild(shop["catalog"], "--index", "HNSW32", "--wait", "60"),
+                     slow_rebuild(shop["catalog"], "--index", "Flat", "--wait", "60"))
+    results = [(p.wait(timeout=WAIT_S), *p.communicate()) for p in (first, second)]
+    assert [code for code, _, _ in results] == [0, 0], results
+    info = read_info(shop["catalog"])
+    after = consistent_snapshot(shop["catalog"])
+    assert same_results(after, before)
+    # Two versions were written, each on top of the other: the last one names the first as previous.
+    assert info["previous_version"] not in (None, before["version"])
+    assert info["index"]["factory"] in ("HNSW32", "Flat") and leftovers(shop["catalog"]) == []
