@@ -132,8 +132,9 @@ def test_kill_9_during_training_then_resume_gives_the_uninterrupted_model(tmp_pa
     from embedder.checkpoint import load_checkpoint
 
     manifest = write_training_manifest(tmp_path / "data")
-    run = lambda *argv: subprocess.run(list(argv), cwd=tmp_path, env=ENV, capture_output=True, text=True,  # noqa: E731
-                                       timeout=WAIT_S)
+    def run(*argv):
+        return subprocess.run(list(argv), cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=WAIT_S)
+
     whole = run(*training_cli(manifest, tmp_path / "whole"))
     assert whole.returncode == 0, whole.stderr
 
@@ -161,7 +162,8 @@ ADD_STEPS = [("_embed_files", "before"), ("_write_embeddings", "after"), ("_writ
 REBUILD_STEPS = [("_build_index", "after"), ("_write_metadata", "after"), ("_write_info", "before")]
 
 
-@pytest.mark.parametrize("operation, step, when", [("add", *s) for s in ADD_STEPS] + [("rebuild", *s) for s in REBUILD_STEPS])
+@pytest.mark.parametrize("operation, step, when",
+                         [("add", *s) for s in ADD_STEPS] + [("rebuild", *s) for s in REBUILD_STEPS])
 def test_kill_9_during_a_catalog_write_leaves_the_previous_catalog(shop, tmp_path, operation, step, when):
     before = consistent_snapshot(shop["catalog"])
     argv = (["add", "--catalog", shop["catalog"], "--manifest", shop["manifest"]] if operation == "add" else
@@ -189,10 +191,11 @@ def test_kill_9_during_a_catalog_write_leaves_the_previous_catalog(shop, tmp_pat
 def test_kill_9_at_random_moments_of_a_rebuild_never_leaves_a_mixed_catalog(shop):
     before = consistent_snapshot(shop["catalog"])
     rng = random.Random(7)
+    versions = shop["catalog"] / "versions"
     for attempt in range(3):
         child = index_cli("rebuild", "--catalog", shop["catalog"], "--index", "Flat" if attempt % 2 else "HNSW32")
-        staging = shop["catalog"] / "versions"
-        wait_for(lambda: child.poll() is not None or any(p.name.startswith(".tmp-") for p in staging.iterdir()))
+        wait_for(lambda child=child: child.poll() is not None
+                 or any(p.name.startswith(".tmp-") for p in versions.iterdir()))
         time.sleep(rng.uniform(0, 0.02))
         kill_hard(child)
         now = consistent_snapshot(shop["catalog"])  # the old version or the new one, whole
@@ -276,7 +279,8 @@ def run_full_disk_scenario(shop, tmp_path) -> tuple[str, Path, dict]:
                           capture_output=True, text=True, timeout=WAIT_S)
     if done.returncode != 0:
         pytest.skip("no way to make a write fail: " + "; ".join(tried + [done.stderr.strip()[-300:]]))
-    return "RLIMIT_FSIZE (simulates the failing write, not a full disk)", disk, json.loads(done.stdout.strip().splitlines()[-1])
+    method = "RLIMIT_FSIZE (simulates the failing write, not a full disk)"
+    return method, disk, json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_a_full_disk_fails_the_write_with_a_clear_message_and_keeps_the_catalog(shop, tmp_path):
