@@ -41,6 +41,10 @@ FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the other fields, on top o
 MAX_K = 1000
 MAX_ID = 2**63 - 1  # catalog ids are int64
 DEFAULT_RELOAD_INTERVAL = 0.5  # seconds between looks at catalog.json (a stat, no read)
+# uvicorn kills a worker that does not answer its supervisor's ping within this many seconds; a
+# worker answers only once torch, FAISS and pandas are imported, which took over 5 s (uvicorn's
+# default) on a busy 2-core machine, so workers were killed and restarted for ever.
+WORKER_HEALTHCHECK_S = 60
 ENV_MAX_UPLOAD = "COINSP_API_MAX_UPLOAD"
 ENV_RELOAD_INTERVAL = "COINSP_API_RELOAD_INTERVAL"
 INSTALL_HINT = "pip install -r requirements-distributed.txt"
@@ -341,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
                        ENV["device"]: args.device, ENV_MAX_UPLOAD: str(max_upload),
                        ENV_RELOAD_INTERVAL: str(args.reload_interval)})
     uvicorn.run("app.api:create_app_from_env", factory=True, host=args.host, port=args.port, workers=args.workers,
-                access_log=not args.no_access_log, log_level="info")
+                access_log=not args.no_access_log, log_level="info", timeout_worker_healthcheck=WORKER_HEALTHCHECK_S)
     return 0
 
 

@@ -226,13 +226,13 @@ def _raw_request(url: str, head: bytes) -> bytes:
         return sock.recv(4096)
 
 
-def test_two_server_processes_serve_one_catalog_folder(shop):
-    with serve(shop["folder"], shop["model"]) as (url_a, process_a), \
+def test_server_processes_on_two_ports_and_uvicorn_workers_serve_one_catalog_folder(shop):
+    with serve(shop["folder"], shop["model"], workers=2) as (url_a, process_a), \
             serve(shop["folder"], shop["model"]) as (url_b, process_b):
-        health = [wait_until_up(url, process, timeout=120) for url, process in ((url_a, process_a),
-                                                                                (url_b, process_b))]
-        assert health[0]["pid"] != health[1]["pid"]
-        assert health[0]["catalog_version"] == health[1]["catalog_version"] == read_info(shop["folder"])["version"]
+        health_a = wait_until_up(url_a, process_a, timeout=180, workers=2)
+        health_b = wait_until_up(url_b, process_b, timeout=180)
+        assert len(set(health_a["worker_pids"]) | {health_b["pid"]}) == 3
+        assert health_a["catalog_version"] == health_b["catalog_version"] == read_info(shop["folder"])["version"]
         queries = load_queries(shop["folder"], photos=8)
         for url in (url_a, url_b):
             result = run_load(url, queries, clients=2, seconds=10, max_requests=6)
