@@ -39,6 +39,9 @@ DEFAULT_PORT = 8000
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024  # bytes of one uploaded photo (the app's cap as well)
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the other fields, on top of the photo
 MAX_K = 1000
+# Photos decoded at once per process: a photo at the decoder's pixel limit (50 Mpx) takes about
+# 150 MB decoded, and the server runs up to 40 requests at a time in its thread pool.
+DECODE_SLOTS = 2
 MAX_ID = 2**63 - 1  # catalog ids are int64
 DEFAULT_RELOAD_INTERVAL = 0.5  # seconds between looks at catalog.json (a stat, no read)
 # uvicorn kills a worker that does not answer its supervisor's ping within this many seconds; a
@@ -208,6 +211,7 @@ def create_app(catalog: str | os.PathLike, model: str | os.PathLike, *, device: 
     # One search at a time per process: SearchService keeps last_timing and sets torch's thread
     # count per query; parallelism comes from more processes (--workers), one core each.
     searching = threading.Lock()
+    decoding = threading.BoundedSemaphore(DECODE_SLOTS)
     api = fastapi.FastAPI(title="Visual search", version="1",
                           description="Search a product catalog by photo or by catalog item.")
     api.state.live = live
@@ -242,7 +246,8 @@ def create_app(catalog: str | os.PathLike, model: str | os.PathLike, *, device: 
                ) -> dict:
         started = time.perf_counter()
         if (image is None) == (id is None):
-            raise HTTPException(422, "give exactly one of `image` (a file) or `id` (a catalog item)")
+            raise HTTPException(422, "give exactly one of `image` (a file) or `id` (a catalog item), as form fields "
+                                     "(multipart/form-data or application/x-www-form-urlencoded)")
         category = category or None
         options = {"k": k, "category": category, "hide_duplicates_above": hide_duplicates_above}
         decode_s, query = 0.0, {"id": id} if id is not None else {"image": image.filename}
@@ -251,7 +256,8 @@ def create_app(catalog: str | os.PathLike, model: str | os.PathLike, *, device: 
             if len(data) > max_upload_bytes:
                 raise HTTPException(413, f"upload too large: the limit is {format_size(max_upload_bytes)} per photo")
             try:
-                photo = to_rgb(data)  # outside the lock: decoding does not touch the service
+                with decoding:  # not under the search lock: decoding does not touch the service
+                    photo = to_rgb(data)
             except ImageError as exc:
                 raise HTTPException(422, f"{image.filename or 'upload'}: {exc}") from None
             decode_s = time.perf_counter() - started
