@@ -25,10 +25,11 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Annotated
 
 from app.settings import DEFAULT_CATALOG, DEFAULT_DEVICE, DEFAULT_MODEL, ENV
 from embedder.images import ImageError
-from index.catalog import INFO_FILE, CatalogError, read_info
+from index.catalog import INFO_FILE, Catalog, CatalogError, read_info
 from index.choose import format_size, parse_size
 from index.search import SearchService, to_rgb
 
@@ -96,7 +97,7 @@ class LiveCatalog:
     @staticmethod
     def _warm(service: SearchService) -> None:
         catalog = service.catalog
-        catalog.index  # read on first use otherwise: do it before any request depends on it
+        _ = catalog.index  # read on first use otherwise: do it before any request depends on it
         if len(catalog):
             catalog.search_frame(catalog.vectors_of(catalog.ids[:1])[0], 1)  # builds the result columns
 
@@ -116,8 +117,6 @@ class LiveCatalog:
             current = self._service
             if read_info(self.folder)["version"] == current.catalog.info["version"]:
                 return  # rewritten without a new version (e.g. skipped files listed)
-            from index.catalog import Catalog
-
             fresh = SearchService.from_parts(Catalog.load(self.folder), current.embedder)
             self._warm(fresh)
             self._service = fresh  # the swap: one reference assignment
@@ -236,14 +235,14 @@ def create_app(catalog: str | os.PathLike, model: str | os.PathLike, *, device: 
         return _catalog_summary(service.catalog.info, service.catalog.categories())
 
     @api.post("/search")
-    def search(image: UploadFile | None = File(None, description="the query photo (JPEG, PNG, WebP, ...)"),
-               id: int | None = Form(None, ge=0, le=MAX_ID, description="search by this catalog item instead "
-                                                                      "(itself left out)"),
-               k: int = Form(10, ge=1, le=MAX_K),
-               category: str | None = Form(None, description="only items of this category"),
-               hide_duplicates_above: float | None = Form(
-                   None, ge=-1.0, le=1.0, description="drop results more similar than this cosine to a better one"),
-               ) -> dict:
+    def search(
+        image: Annotated[UploadFile | None, File(description="the query photo (JPEG, PNG, WebP, ...)")] = None,
+        id: Annotated[int | None, Form(ge=0, le=MAX_ID, description="a catalog item's id instead (itself left out)")] = None,
+        k: Annotated[int, Form(ge=1, le=MAX_K)] = 10,
+        category: Annotated[str | None, Form(description="only items of this category")] = None,
+        hide_duplicates_above: Annotated[float | None, Form(
+            ge=-1.0, le=1.0, description="drop a result more similar than this cosine to a better one")] = None,
+    ) -> dict:
         started = time.perf_counter()
         if (image is None) == (id is None):
             raise HTTPException(422, "give exactly one of `image` (a file) or `id` (a catalog item), as form fields "

@@ -7,7 +7,6 @@ import socket
 import threading
 import time
 import warnings
-from pathlib import Path
 
 import pandas as pd
 import pytest
