@@ -61,7 +61,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     t.add_argument("--lr", type=float, default=0.1)
     t.add_argument("--augmentation", choices=["none", "weak", "strong"], default="weak")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="cpu", help="cpu or cuda")
+    t.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: cuda:LOCAL_RANK)")
+    t.add_argument("--precision", choices=["bf16", "fp32"], default="bf16", help="bf16 autocast, or plain fp32")
     t.add_argument("--out", required=True, help="run folder: last.pt (resumable), model.pt, history.json")
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     return p.parse_args(argv)
@@ -83,7 +84,8 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
     return TrainConfig(train_manifest=a.train_manifest, val_manifest=a.val_manifest, out_dir=a.out, preset=a.preset,
                        objective=objective, backbone=a.backbone, backbone_kwargs=kwargs, pretrained=a.pretrained,
                        preprocessing=pre.to_dict(), augmentation=a.augmentation, epochs=a.epochs,
-                       batch_size=a.batch_size, lr=a.lr, proxy_start=a.proxy_start, seed=a.seed, device=a.device)
+                       batch_size=a.batch_size, lr=a.lr, proxy_start=a.proxy_start, seed=a.seed, device=a.device,
+                       precision=a.precision)
 
 
 def main(argv=None) -> int:

@@ -12,10 +12,14 @@ import torch.nn.functional as F
 
 
 def random_crop_flip(x: torch.Tensor, generator: torch.Generator, *, scale: tuple[float, float] = (1.0, 1.0),
-                     max_shift: float = 2 / 28, flip: bool = True) -> torch.Tensor:
-    """x: float B x C x H x W. Returns a warped copy (bilinear; edges repeat, so a white or black background stays one)."""
+                     max_shift: float = 2 / 28, flip: bool = True, part: tuple[int, int] = (0, 1)) -> torch.Tensor:
+    """x: float B x C x H x W. Returns a warped copy (bilinear; edges repeat, so a white or black background stays one).
+
+    part = (i, parts): x holds rows i::parts of a batch `parts` times larger (one rank's share under
+    DDP); the random draws are made for the whole batch, so each row is warped as in one process."""
     b = x.shape[0]
-    rand = lambda: torch.rand(b, generator=generator).to(x.device)  # noqa: E731
+    index, parts = part
+    rand = lambda: torch.rand(b * parts, generator=generator)[index::parts].to(x.device)  # noqa: E731
     area = scale[0] + (scale[1] - scale[0]) * rand()
     log_ratio = (2 * rand() - 1) * math.log(4 / 3)
     sx = (area * torch.exp(log_ratio)).sqrt().clamp(max=1.0)
@@ -38,6 +42,6 @@ AUGMENTATIONS = {
 }
 
 
-def augment(x: torch.Tensor, name: str, generator: torch.Generator) -> torch.Tensor:
+def augment(x: torch.Tensor, name: str, generator: torch.Generator, part: tuple[int, int] = (0, 1)) -> torch.Tensor:
     params = AUGMENTATIONS[name]
-    return x if params is None else random_crop_flip(x, generator, **params)
+    return x if params is None else random_crop_flip(x, generator, part=part, **params)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training import objectives
+from training.sharded_instances import InstanceShard, gather_batch, gather_rows_to_first_rank, sharded_instance_loss
 
 
 @dataclass
@@ -55,7 +56,8 @@ class Classifier(nn.Module):
 
 class CoInsModel(nn.Module):
     def __init__(self, backbone: nn.Module, cfg: ObjectiveConfig, image_categories: torch.Tensor,
-                 num_categories: int, num_fine: int = 0):
+                 num_categories: int, num_fine: int = 0, *, rank: int = 0, world_size: int = 1):
+        """With world_size > 1 (torchrun), this rank keeps only its shard of W^I (training/sharded_instances.py)."""
         super().__init__()
         self.backbone, self.cfg = backbone, cfg
         d = backbone.feature_dim
@@ -76,8 +78,13 @@ class CoInsModel(nn.Module):
         self.register_buffer("row_of_image", row_of_image, persistent=True)
         self.register_buffer("category_start", torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)]))
         self.uses_instances = cfg.instance_weight > 0 or cfg.proxy_weight > 0
-        n = len(image_categories) if self.uses_instances else 0
-        initial = F.normalize(torch.randn(n, d), dim=1)
+        self.num_instances = len(image_categories) if self.uses_instances else 0
+        self.shard = InstanceShard.split(self.category_start, rank, world_size) if world_size > 1 else None
+        if self.shard is None:
+            initial = F.normalize(torch.randn(self.num_instances, d), dim=1)
+        else:  # each rank draws only its own rows (a one-process run's random rows are not reproduced)
+            generator = torch.Generator().manual_seed(torch.initial_seed() + 1_000_003 * rank)
+            initial = F.normalize(torch.randn(len(self.shard.rows) if self.uses_instances else 0, d, generator=generator), dim=1)
         if cfg.instance_weights == "parametric":
             self.instance_weights = nn.Parameter(initial * (1.0 if cfg.cosine else 0.01))
         else:
@@ -101,7 +108,11 @@ class CoInsModel(nn.Module):
 
     def _instance_matrix(self) -> torch.Tensor:
         w = self.instance_weights
-        return F.normalize(w, dim=1) if self.cfg.cosine else w
+        if self.cfg.cosine:
+            return F.normalize(w, dim=1)
+        # A memory W^I is updated in place after the loss has read it, and without autocast's bf16 copy
+        # the backward would see the new rows; the copy costs 1/B of the B x n x d product.
+        return w if isinstance(w, nn.Parameter) else w.clone()
 
     def forward(self, x, images, categories, fine_labels=None) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.cfg
@@ -110,10 +121,13 @@ class CoInsModel(nn.Module):
         if cfg.coarse_weight > 0:
             parts["coarse"] = cfg.coarse_weight * objectives.coarse_loss(self.coarse(h), categories)
         rows = self.row_of_image[images]
+        batch = gather_batch(h, rows, categories, self.shard) if self.shard is not None and self.uses_instances else None
         if cfg.instance_weight > 0:
             scale = 1.0 / cfg.temperature if self.normalised else 1.0
             w = self._instance_matrix()
-            if cfg.instance_within_category:
+            if batch is not None:
+                loss = sharded_instance_loss(batch, w, self.shard, scale, within_category=cfg.instance_within_category)
+            elif cfg.instance_within_category:
                 loss = objectives.instance_loss_within_category(h, w, rows, categories, self.category_start, scale)
             else:
                 loss = objectives.instance_loss(h, w, rows, scale)
@@ -124,7 +138,10 @@ class CoInsModel(nn.Module):
         if self.fine is not None:
             parts["fine"] = cfg.fine_weight * objectives.fine_loss(self.fine(h), fine_labels)
         if self.uses_instances and cfg.instance_weights == "memory":
-            self._update_memory(rows, h.detach())
+            if batch is None:
+                self._update_memory(rows, h.detach())
+            else:  # the rank that owns a row updates it
+                self._update_memory(batch.local[batch.owned], batch.h.detach()[batch.owned])
         total = sum(parts.values())
         return total, {k: float(v.detach()) for k, v in parts.items()}
 
@@ -132,10 +149,14 @@ class CoInsModel(nn.Module):
     def initialise_instance_weights(self, images: torch.Tensor, seed: int) -> None:
         """W^I from a random projection of the images' (standardised) pixels, row per image."""
         x = images.flatten(1).float()
-        x = x - x.mean(0)
+        mean = x.mean(0)
         projection = torch.randn(x.shape[1], self.instance_weights.shape[1], generator=torch.Generator().manual_seed(seed))
-        w = F.normalize(x @ projection, dim=1)
-        self.instance_weights.data[self.row_of_image] = w.to(self.instance_weights.device)
+        if self.shard is None:
+            self.instance_weights.data[self.row_of_image] = F.normalize((x - mean) @ projection, dim=1).to(self.instance_weights.device)
+        else:
+            image_of_row = torch.argsort(self.row_of_image.cpu())
+            w = F.normalize((x[image_of_row[self.shard.rows]] - mean) @ projection, dim=1)
+            self.instance_weights.data.copy_(w.to(self.instance_weights.device))
 
     @torch.no_grad()
     def _update_memory(self, rows: torch.Tensor, h: torch.Tensor) -> None:
@@ -151,9 +172,30 @@ class CoInsModel(nn.Module):
 
     @torch.no_grad()
     def recluster(self, seed: int) -> None:
-        """Algorithm 1: re-cluster W^I into proxies W^P (Eq. 8) with the current weights."""
+        """Algorithm 1: re-cluster W^I into proxies W^P (Eq. 8) with the current weights.
+
+        Sharded: rank 0 gathers all of W^I, runs the same k-means and broadcasts the proxies and
+        every row's assignment (docs/training-distributed.md says why)."""
         w = self._instance_matrix().detach()
-        proxies, assignment = objectives.cluster_instance_weights(w, self.category_start, self.cfg.num_proxies,
-                                                                  normalise=self.normalised, seed=seed)
-        self.proxies = proxies.to(w.device)
-        self.proxy_of_row = assignment.to(w.device)
+        if self.shard is None:
+            proxies, assignment = objectives.cluster_instance_weights(w, self.category_start, self.cfg.num_proxies,
+                                                                      normalise=self.normalised, seed=seed)
+            self.proxies = proxies.to(w.device)
+            self.proxy_of_row = assignment.to(w.device)
+            return
+        full = gather_rows_to_first_rank(w, self.shard, self.num_instances)
+        count = torch.zeros(1, dtype=torch.long, device=w.device)
+        if full is not None:
+            proxies, assignment = objectives.cluster_instance_weights(full, self.category_start, self.cfg.num_proxies,
+                                                                      normalise=self.normalised, seed=seed)
+            count[0] = len(proxies)
+        else:
+            proxies = assignment = None
+        del full
+        torch.distributed.broadcast(count, src=0)
+        if proxies is None:
+            proxies = torch.empty(int(count), w.shape[1])
+            assignment = torch.empty(self.num_instances, dtype=torch.long)
+        self.proxies, self.proxy_of_row = proxies.to(w.device), assignment.to(w.device)
+        torch.distributed.broadcast(self.proxies, src=0)
+        torch.distributed.broadcast(self.proxy_of_row, src=0)

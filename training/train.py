@@ -3,6 +3,9 @@
 Reproducible: the model is seeded once, and each epoch's order, augmentation and k-means
 are seeded from (seed, epoch), so --resume from the end of any epoch gives the same model
 as an uninterrupted run.
+
+Under torchrun (docs/training-distributed.md) every rank draws the same global batch and
+trains on its stride of it with DistributedDataParallel; W^I is sharded by instance.
 """
 from __future__ import annotations
 
@@ -20,8 +23,10 @@ from embedder.backbones import build_backbone, load_imagenet_weights
 from embedder.checkpoint import load_checkpoint, save_checkpoint
 from embedder.preprocess import Preprocessing
 from index.evaluation import classification_accuracy, recall_at_k
+from training import instance_checkpoint
 from training.augment import augment
 from training.data import TrainingSet, load_training_set
+from training.distributed import Ranks, wrap
 from training.model import CoInsModel, ObjectiveConfig
 
 
@@ -47,6 +52,7 @@ class TrainConfig:
     device: str = "cpu"
     ks: tuple = (1, 2, 4, 8)
     cache_dir: str = ".cache"
+    precision: str = "bf16"  # "bf16": autocast (fast on CPU and GPU); "fp32": exact comparisons between runs
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))
@@ -56,18 +62,20 @@ def _generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
 
 
-def _autocast(device: torch.device):
-    return torch.autocast(device.type, dtype=torch.bfloat16)
+def _autocast(device: torch.device, precision: str = "bf16"):
+    if precision not in ("bf16", "fp32"):
+        raise ValueError(f"precision must be bf16 or fp32, not {precision!r}")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 @torch.inference_mode()
-def evaluate(model: CoInsModel, data: TrainingSet, pre: Preprocessing, device: torch.device, ks) -> dict:
+def evaluate(model: CoInsModel, data: TrainingSet, pre: Preprocessing, device: torch.device, ks, precision: str = "bf16") -> dict:
     """Fine-class Recall@k of the backbone feature f(x) (leave-one-out) and coarse accuracy."""
     model.eval()
     features, coarse_logits = [], []
     for start in range(0, len(data), 1024):
         x = pre.normalise(data.images[start:start + 1024].to(device)).contiguous(memory_format=torch.channels_last)
-        with _autocast(device):
+        with _autocast(device, precision):
             f = model.backbone(x)
             coarse_logits.append(model.coarse(model.head_input(f)).float().cpu())
         features.append(F.normalize(f.float(), dim=1).cpu())
@@ -79,7 +87,7 @@ def evaluate(model: CoInsModel, data: TrainingSet, pre: Preprocessing, device: t
     return result
 
 
-def build_model(cfg: TrainConfig, train: TrainingSet) -> CoInsModel:
+def build_model(cfg: TrainConfig, train: TrainingSet, ranks: Ranks = Ranks()) -> CoInsModel:
     torch.manual_seed(cfg.seed)
     backbone = build_backbone(cfg.backbone, **cfg.backbone_kwargs)
     if cfg.pretrained:
@@ -87,7 +95,8 @@ def build_model(cfg: TrainConfig, train: TrainingSet) -> CoInsModel:
     num_fine = len(train.product_names) if cfg.objective.fine_weight > 0 else 0
     if num_fine and train.products is None:
         raise ValueError("the Opt reference needs product_id in the training manifest")
-    return CoInsModel(backbone, cfg.objective, train.categories, len(train.category_names), num_fine)
+    return CoInsModel(backbone, cfg.objective, train.categories, len(train.category_names), num_fine,
+                      rank=ranks.rank, world_size=ranks.world_size)
 
 
 def load_sets(cfg: TrainConfig) -> tuple[TrainingSet, TrainingSet | None]:
@@ -101,13 +110,34 @@ def load_sets(cfg: TrainConfig) -> tuple[TrainingSet, TrainingSet | None]:
 def train(cfg: TrainConfig, *, resume: bool = False, stop_after_epoch: int | None = None, log=print,
           sets: tuple[TrainingSet, TrainingSet | None] | None = None) -> dict:
     """Train and return the history; writes out_dir/last.pt (resumable) and out_dir/model.pt.
-    `sets` passes already decoded (train, validation) sets, e.g. one load for several runs."""
-    device = torch.device(cfg.device)
+    `sets` passes already decoded (train, validation) sets, e.g. one load for several runs.
+    Under torchrun, call it on every rank: rank 0 logs, validates and writes (its result is the run's)."""
+    ranks = Ranks.from_environment(cfg.device)
+    try:
+        return _train(cfg, ranks, resume=resume, stop_after_epoch=stop_after_epoch, log=log if ranks.main else _quiet,
+                      sets=sets)
+    finally:
+        ranks.close()
+
+
+def _quiet(message: str) -> None:
+    pass
+
+
+def _train(cfg: TrainConfig, ranks: Ranks, *, resume: bool, stop_after_epoch: int | None, log,
+           sets: tuple[TrainingSet, TrainingSet | None] | None) -> dict:
+    device = ranks.device
+    if cfg.batch_size % ranks.world_size:
+        raise ValueError(f"the batch of {cfg.batch_size} images does not split evenly over {ranks.world_size} processes")
     pre = Preprocessing.from_dict(cfg.preprocessing)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train_set, val_set = sets if sets is not None else load_sets(cfg)
-    model = build_model(cfg, train_set).to(device, memory_format=torch.channels_last)
+    model = build_model(cfg, train_set, ranks).to(device, memory_format=torch.channels_last)
+    network = model
+    if ranks.distributed:
+        network = wrap(model, ranks, unused_parameters=cfg.objective.coarse_weight == 0,  # Ins and Opt skip the coarse head
+                       sharded_state=["instance_weights", "proxies", "proxy_of_row"])
     steps_per_epoch = len(train_set) // cfg.batch_size  # the last partial batch is dropped (BatchNorm)
     total_steps = steps_per_epoch * cfg.epochs
     lr = cfg.lr * cfg.batch_size / 256
@@ -118,8 +148,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after_epoch: int | Non
     proxy_start = cfg.proxy_start if cfg.proxy_start is not None else cfg.epochs // 2
     history, first_epoch = [], 0
 
+    instance_index = instance_checkpoint.instance_parameter_index(optimizer, model.instance_weights)
     if resume and (out / "last.pt").is_file():
         state = load_checkpoint(out / "last.pt")["training_state"]
+        if model.uses_instances and ("instance_shards" in state or ranks.distributed):
+            rows = model.shard.rows if model.shard is not None else torch.arange(model.num_instances)
+            instance_checkpoint.restore_rows(out, state, rows, instance_index)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -141,16 +175,17 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after_epoch: int | Non
         order = torch.randperm(len(train_set), generator=generator)
         sums: dict[str, float] = {}
         train_time, seen = 0.0, 0
-        bar = tqdm(range(steps_per_epoch), desc=f"{cfg.preset} epoch {epoch + 1}/{cfg.epochs}", mininterval=2.0, leave=False)
+        bar = tqdm(range(steps_per_epoch), desc=f"{cfg.preset} epoch {epoch + 1}/{cfg.epochs}", mininterval=2.0, leave=False,
+                   disable=not ranks.main)
         for step in bar:
             started = time.perf_counter()
-            idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            idx = ranks.batch_part(order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
             x = images_all[idx].to(device, non_blocking=True).float() / 255.0
-            x = augment(x, cfg.augmentation, generator)
+            x = augment(x, cfg.augmentation, generator, part=(ranks.rank, ranks.world_size))
             x = pre.standardise(x).contiguous(memory_format=torch.channels_last)
             idx = idx.to(device)
-            with _autocast(device):
-                loss, parts = model(x, idx, categories[idx], fine_labels[idx] if fine_labels is not None else None)
+            with _autocast(device, cfg.precision):
+                loss, parts = network(x, idx, categories[idx], fine_labels[idx] if fine_labels is not None else None)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -158,26 +193,46 @@ def train(cfg: TrainConfig, *, resume: bool = False, stop_after_epoch: int | Non
             if device.type == "cuda":
                 torch.cuda.synchronize()
             train_time += time.perf_counter() - started
-            seen += len(idx)
+            seen += len(idx) * ranks.world_size
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v
             if step % 20 == 0:
                 bar.set_postfix({**{k: f"{v:.3f}" for k, v in parts.items()}, "img/s": f"{seen / train_time:.0f}"})
         bar.close()
+        # Each rank's losses are means over its part of the batch; the record holds global-batch means.
+        loss_sums = dict(zip(sums, ranks.sum(list(sums.values()))))
         # Throughput counts the epoch's k-means too: it is part of what CoInsP costs.
         record = {"epoch": epoch + 1, "images_per_s": seen / (train_time + cluster_time), "train_s": train_time + cluster_time,
-                  **{f"loss_{k}": v / steps_per_epoch for k, v in sums.items()}}
-        if val_set is not None:
-            record.update(evaluate(model, val_set, pre, device, cfg.ks))
+                  **{f"loss_{k}": v / (steps_per_epoch * ranks.world_size) for k, v in loss_sums.items()}}
+        if val_set is not None and ranks.main:
+            record.update(evaluate(model, val_set, pre, device, cfg.ks, cfg.precision))
         history.append(record)
         log(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}))
-        training_state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                          "schedule": schedule.state_dict(), "epoch": epoch, "history": history}
-        save_checkpoint(out / "last.pt", backbone_spec=spec, backbone=model.backbone, preprocessing=pre,
-                        categories=train_set.category_names, config=cfg.to_dict(), training_state=training_state)
+        _save_training_state(out, model, optimizer, schedule, epoch, history, ranks, instance_index,
+                             backbone_spec=spec, preprocessing=pre, categories=train_set.category_names, config=cfg.to_dict())
         if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
             return {"history": history, "stopped": True}
-    fingerprint = save_checkpoint(out / "model.pt", backbone_spec=spec, backbone=model.backbone, preprocessing=pre,
-                                  categories=train_set.category_names, config={**cfg.to_dict(), "history": history})
-    (out / "history.json").write_text(json.dumps(history, indent=1))
-    return {"history": history, "fingerprint": fingerprint, "model": str(out / "model.pt")}
+    result = {"history": history, "model": str(out / "model.pt")}
+    if ranks.main:
+        result["fingerprint"] = save_checkpoint(out / "model.pt", backbone_spec=spec, backbone=model.backbone, preprocessing=pre,
+                                                categories=train_set.category_names, config={**cfg.to_dict(), "history": history})
+        (out / "history.json").write_text(json.dumps(history, indent=1))
+    ranks.barrier()  # model.pt exists for every rank once train() returns
+    return result
+
+
+def _save_training_state(out: Path, model: CoInsModel, optimizer, schedule, epoch: int, history: list, ranks: Ranks,
+                         instance_index: int | None, **checkpoint) -> None:
+    """last.pt (resumable), written atomically by rank 0; when W^I is sharded, each rank's rows go beside it first."""
+    training_state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                      "schedule": schedule.state_dict(), "epoch": epoch, "history": history}
+    if model.shard is not None and model.uses_instances:
+        instances = instance_checkpoint.split_off_instances(training_state, instance_index)
+        folder = instance_checkpoint.save_shard(out, epoch, ranks.rank, ranks.world_size, model.shard.rows, instances)
+        training_state["instance_shards"] = {"folder": folder, "world_size": ranks.world_size}
+        ranks.barrier()  # every shard is on disk before last.pt names them
+    if ranks.main:
+        save_checkpoint(out / "last.pt", backbone=model.backbone, training_state=training_state, **checkpoint)
+        if "instance_shards" in training_state:
+            instance_checkpoint.remove_other_shards(out, training_state["instance_shards"]["folder"])
+    ranks.barrier()
