@@ -8,6 +8,8 @@
     search   --catalog DIR --model CKPT (--image FILE | --id N) [--k 10] [--category C] [--hide-duplicates 0.98]
     evaluate --catalog DIR [--out PREFIX] [--label product_id] [--max-queries N]
     info     --catalog DIR [--json]
+    embed-ray         --manifest M --model CKPT --out SHARDS [--address ADDR] [--num-cpus N] [--actors N] [--batch-size B]
+    build-from-shards --shards SHARDS --model CKPT --out DIR [--index IVF65536,PQ64np]   (on-disk catalog)
     export   --catalog DIR [--parquet OUT.parquet] [--qdrant-path DIR | --qdrant-url URL [--api-key KEY]] [--collection NAME]
     import-fashion-mnist --out DIR [--split test]
 
@@ -30,6 +32,8 @@ from index.catalog import (INFO_FILE, Catalog, CatalogError, add_to_catalog, bui
                            rebuild_catalog, remove_from_catalog)
 from index.choose import IndexChoiceError, format_size, parse_size
 from index.manifest import ManifestError
+from index.ray_embed import RayMissingError
+from index.shards import ShardsError
 
 EXIT_USER_ERROR = 2
 EVALUATE_FULL_UP_TO = 100_000  # items; beyond this `evaluate` samples 10,000 queries by default
@@ -133,6 +137,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--recreate", action="store_true", help="drop the Qdrant collection first")
     p.add_argument("--batch-size", type=int, default=None, help="points per Qdrant upsert (default 256)")
 
+    p = sub.add_parser("embed-ray", help="embed a manifest with Ray Data into Parquet shards (for build-from-shards)")
+    p.add_argument("--manifest", required=True, type=Path)
+    p.add_argument("--model", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="shards folder to create")
+    p.add_argument("--address", help="an existing Ray cluster (default: start a local Ray for this command)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
+    p.add_argument("--actors", type=int, default=None,
+                   help="embedding actors (default: one per GPU, else half the CPUs)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
+    p.add_argument("--vector-dtype", choices=("float32", "float16"), default="float32",
+                   help="how the shards store vectors (float16 halves the disk)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing shards folder")
+
+    p = sub.add_parser("build-from-shards", help="an on-disk IVF-PQ catalog from embedding shards (catalogs "
+                                                 "larger than memory)")
+    p.add_argument("--shards", required=True, type=Path)
+    p.add_argument("--model", required=True, type=Path, help="the checkpoint the shards were embedded with")
+    p.add_argument("--out", required=True, type=Path, help="catalog folder")
+    p.add_argument("--index", help="FAISS IVF factory string (e.g. IVF65536_HNSW32,PQ64np); default: chosen by size")
+    p.add_argument("--memory-budget", type=_size, default=None, help="memory for the centroids (default 4GB)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing catalog in --out")
+    wait_option(p)
+
     p = sub.add_parser("info", help="what a catalog holds")
     p.add_argument("--catalog", required=True, type=Path)
     p.add_argument("--json", action="store_true", help="print catalog.json")
@@ -157,7 +185,7 @@ def _print_report(report) -> None:
             print(f"  {path}: {reason}")
         if len(report.skipped) > 10:
             print(f"  … and {len(report.skipped) - 10:,} more (all listed in {INFO_FILE})")
-    if report.index and report.operation in ("build", "rebuild"):
+    if report.index and report.operation in ("build", "rebuild", "build-from-shards"):
         print(f"index: {report.index.get('factory')} — {report.index.get('reason')}")
         if report.index.get("params"):
             print(f"search parameters: {report.index['params']}")
@@ -315,6 +343,32 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_embed_ray(args) -> int:
+    from index.ray_embed import embed_manifest
+
+    try:
+        report = embed_manifest(args.manifest, args.model, args.out, address=args.address, num_cpus=args.num_cpus,
+                                actors=args.actors, batch_size=args.batch_size, precision=args.precision,
+                                vector_dtype=args.vector_dtype, overwrite=args.overwrite, progress=not args.quiet)
+    except ValueError as exc:  # bad options, a non-empty --out
+        raise UsageError(str(exc)) from None
+    print(report.summary())
+    for path, reason in report.skipped[:10]:
+        print(f"  skipped {path}: {reason}")
+    if len(report.skipped) > 10:
+        print(f"  … and {len(report.skipped) - 10:,} more (all listed in {args.out}/skipped.csv)")
+    return 0
+
+
+def cmd_build_from_shards(args) -> int:
+    from index.ondisk import build_from_shards
+
+    _print_report(build_from_shards(args.shards, args.model, args.out, index=args.index,
+                                    memory_budget=args.memory_budget, overwrite=args.overwrite,
+                                    progress=not args.quiet, lock_timeout=args.wait))
+    return 0
+
+
 def cmd_import_fashion_mnist(args) -> int:
     from index.importers import FASHION_MNIST_DIR, import_fashion_mnist
 
@@ -329,10 +383,11 @@ def cmd_import_fashion_mnist(args) -> int:
 
 COMMANDS = {"build": cmd_build, "add": cmd_add, "remove": cmd_remove, "rebuild": cmd_rebuild, "ensure": cmd_ensure,
             "search": cmd_search, "evaluate": cmd_evaluate, "info": cmd_info,
-            "import-fashion-mnist": cmd_import_fashion_mnist, "export": cmd_export}
+            "import-fashion-mnist": cmd_import_fashion_mnist, "export": cmd_export, "embed-ray": cmd_embed_ray,
+            "build-from-shards": cmd_build_from_shards}
 
-USER_ERRORS = (CatalogError, ManifestError, ImageError, IndexChoiceError, UsageError, FileNotFoundError,
-               NotADirectoryError, PermissionError)
+USER_ERRORS = (CatalogError, ManifestError, ImageError, IndexChoiceError, UsageError, ShardsError, RayMissingError,
+               FileNotFoundError, NotADirectoryError, PermissionError)
 
 
 def _is_user_error(exc: BaseException) -> bool:

@@ -34,6 +34,7 @@ import posixpath
 import secrets
 import shutil
 import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ from index.choose import (DEFAULT_MEMORY_BUDGET, IndexChoice, choice_from_factor
 from index.evaluation import NpyRows, RecallReport, nearest_neighbours, recall_at_k
 from index.manifest import (CATEGORY_COLUMN, PATH_COLUMN, PRODUCT_COLUMN, read_manifest,
                             resolve_image_paths)
+from index.shards import ShardVectors
 
 FORMAT = "coinsp-catalog/1"
 INFO_FILE = "catalog.json"
@@ -57,6 +59,10 @@ VERSIONS_DIR = "versions"
 INDEX_FILE = "index.faiss"
 EMBEDDINGS_FILE = "embeddings.npy"
 METADATA_FILE = "metadata.parquet"
+# On-disk catalogs (index.ondisk): the inverted lists beside index.faiss, memory-mapped, and where
+# each item's full vector lies in the embedding shards (there is no embeddings.npy).
+IVFDATA_FILE = "index.ivfdata"
+VECTOR_LOCATIONS_FILE = "vector_locations.npy"
 
 ID_COLUMN = "id"
 HASH_COLUMN = "content_hash"
@@ -169,6 +175,58 @@ def faiss_threads(n: int | None) -> Iterator[None]:
         faiss.omp_set_num_threads(before)
 
 
+@contextlib.contextmanager
+def _c_stdout_to_devnull() -> Iterator[None]:
+    """Silence what C code prints on stdout (FAISS announces every on-disk index it opens, which
+    would corrupt `search --json`); Python's own stdout is untouched."""
+    import ctypes
+
+    libc = ctypes.CDLL(None)
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        libc.fflush(None)
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
+def read_index(path: str | os.PathLike, on_disk: bool = False) -> faiss.Index:
+    """Read index.faiss; an on-disk index maps its inverted lists (index.ivfdata beside it)
+    read-only, and gets an id -> code map so results can be re-scored from its codes."""
+    if not on_disk:
+        return faiss.read_index(str(path))
+    with _c_stdout_to_devnull():
+        index = faiss.read_index(str(path), faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY)
+    index.set_direct_map_type(faiss.DirectMap.Hashtable)
+    return index
+
+
+class _IndexCodes:
+    """An on-disk catalog's vectors as its index stores them (decoded codes), indexed by row.
+
+    Scores against these are the index's own scores, so re-scoring keeps the index's order;
+    reading the full vectors from the shards for every result would cost a row group each.
+    """
+
+    def __init__(self, catalog: "Catalog"):
+        self.catalog = catalog
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.catalog.ids), self.catalog.dim
+
+    def __getitem__(self, rows) -> np.ndarray:
+        ids = np.ascontiguousarray(self.catalog.ids[rows], np.int64).reshape(-1)
+        if len(ids) == 0:
+            return np.zeros((0, self.catalog.dim), np.float32)
+        return self.catalog.index.reconstruct_batch(ids)
+
+
 # ----------------------------------------------------------------------------- files and hashes
 
 def _file_facts(path: Path) -> tuple[str, int, int]:
@@ -236,6 +294,10 @@ class Catalog:
         self.folder = None if folder is None else Path(folder)
         self.info = info
         self.embeddings = embeddings
+        # Results are re-scored with these: the stored vectors, or for an on-disk catalog (whose
+        # vectors are in shards, too slow to read per result) the vectors its index codes decode to.
+        self.on_disk = bool(info.get("vectors"))
+        self.scoring_vectors = _IndexCodes(self) if self.on_disk else embeddings
         self._index, self._index_path = index, index_path
         self.choice = IndexChoice.from_dict(info["index"])
         self.ids = metadata[ID_COLUMN].to_numpy(np.int64)
@@ -259,7 +321,12 @@ class Catalog:
             info = read_info(folder)
             version = folder / VERSIONS_DIR / info["version"]
             try:
-                embeddings = np.load(version / EMBEDDINGS_FILE, mmap_mode="r" if mmap else None)
+                if info.get("vectors"):  # on-disk catalog: the vectors stay in the embedding shards
+                    locations = np.load(version / VECTOR_LOCATIONS_FILE, mmap_mode="r" if mmap else None)
+                    embeddings = ShardVectors(info["vectors"]["folder"], info["vectors"]["files"],
+                                              info["feature_dim"], locations)
+                else:
+                    embeddings = np.load(version / EMBEDDINGS_FILE, mmap_mode="r" if mmap else None)
                 metadata = pd.read_parquet(version / METADATA_FILE)
                 if not (version / INDEX_FILE).is_file():
                     raise FileNotFoundError(version / INDEX_FILE)
@@ -278,7 +345,7 @@ class Catalog:
     def index(self) -> faiss.Index:
         if self._index is None:
             try:
-                index = faiss.read_index(str(self._index_path))
+                index = read_index(self._index_path, on_disk=self.on_disk)
             except RuntimeError as exc:  # FAISS read errors
                 raise CatalogError(f"catalog {self.folder}: index file unreadable ({str(exc).splitlines()[0]}); "
                                    "run `python -m index rebuild --catalog DIR`") from None
@@ -373,7 +440,7 @@ class Catalog:
         best_scores, best_ids = np.zeros(0, np.float32), np.zeros(0, np.int64)
         for start in range(0, total, CHUNK_ROWS):
             block_rows = np.arange(start, min(start + CHUNK_ROWS, total)) if rows is None else rows[start:start + CHUNK_ROWS]
-            scores = np.asarray(self.embeddings[block_rows], np.float32) @ query
+            scores = np.asarray(self.scoring_vectors[block_rows], np.float32) @ query
             top = np.argpartition(-scores, k - 1)[:k] if len(scores) > k else np.arange(len(scores))
             best_scores = np.concatenate([best_scores, scores[top]])
             best_ids = np.concatenate([best_ids, self.ids[block_rows[top]]])
@@ -390,7 +457,7 @@ class Catalog:
             return np.zeros(0, np.float32), np.zeros(0, np.int64)
         candidates = np.unique(candidates)
         rows = self.rows_of(candidates)
-        vectors = np.asarray(self.embeddings[rows], np.float32)
+        vectors = np.asarray(self.scoring_vectors[rows], np.float32)
         scores = vectors @ query
         order = np.lexsort((candidates, -scores))  # best score first, ties by id: deterministic
         kept: list[int] = []
@@ -637,9 +704,12 @@ def _exact_reference(catalog: Catalog, queries: int, k: int, seed: int) -> tuple
     return sample, truth
 
 
-def _tune(catalog: Catalog, progress: bool) -> dict:
+def _tune(catalog: Catalog, progress: bool, stop_gain: float | None = None) -> dict:
     """Raise efSearch / nprobe until recall@10 vs exact search reaches the target with 95%
-    confidence (its lower confidence bound, over the sampled queries); returns the quality record."""
+    confidence (its lower confidence bound, over the sampled queries); returns the quality record.
+
+    stop_gain: also stop when a step gains less recall than this (compressed codes, not the
+    lists searched, then limit recall: more effort only costs time)."""
     kind = index_kind(catalog.choice.factory)
     if kind == "flat":
         return {"recall_at_10": 1.0, "recall_queries": 0, "note": "exact search"}
@@ -652,7 +722,7 @@ def _tune(catalog: Catalog, progress: bool) -> dict:
     else:
         recall, q, lower = measure_recall(catalog, exact=exact)
         return {"recall_at_10": recall, "recall_at_10_lower95": lower, "recall_queries": q}
-    tried, reached = {}, None
+    tried, reached, levelled, previous = {}, None, None, 0.0
     for i, value in enumerate(values):
         catalog.choice.params[knob] = value
         recall, q, lower = measure_recall(catalog, exact=exact)
@@ -661,6 +731,10 @@ def _tune(catalog: Catalog, progress: bool) -> dict:
             tqdm.write(f"  {knob}={value}: recall@10 {recall:.4f} (95% lower bound {lower:.4f}, {q} queries)")
         if reached is not None:
             break  # the margin step has been measured
+        if stop_gain is not None and i > 0 and recall - previous < stop_gain:
+            levelled = value
+            break
+        previous = recall
         if lower >= RECALL_TARGET:
             reached = value
             if i + 1 == len(values):
@@ -669,7 +743,11 @@ def _tune(catalog: Catalog, progress: bool) -> dict:
     # on 10^6 x 2048: nprobe=1 gave 0.988 on items, 0.897 on photos between near-duplicates).
     record = {"recall_at_10": recall, "recall_at_10_lower95": lower, "recall_queries": q, "tuned": knob,
               "target_reached_at": reached, "tried": tried}
-    if reached is None:
+    if levelled is not None:
+        record["levelled_off_at"] = levelled
+        record["note"] = (f"recall@10 stopped rising (less than {stop_gain} per step) at {knob}={levelled} "
+                          f"before the {RECALL_TARGET} target: the compressed codes limit it")
+    elif reached is None:
         record["note"] = f"recall@10 target {RECALL_TARGET} not reached with confidence at the largest {knob}"
     return record
 
@@ -777,15 +855,23 @@ def _write_info(folder: Path, info: dict) -> None:
 def _commit(folder: Path, embedding_blocks: Sequence[np.ndarray], metadata: pd.DataFrame, index: faiss.Index,
             info: dict, previous: str | None) -> dict:
     """Write a complete new version, then point catalog.json at it (the atomic step); tidy up."""
+    def write(staging: Path) -> None:
+        _write_embeddings(staging / EMBEDDINGS_FILE, embedding_blocks, int(info["feature_dim"]))
+        _write_metadata(staging / METADATA_FILE, metadata)
+        _write_index(staging / INDEX_FILE, index, info["index"]["factory"], int(info["feature_dim"]))
+    return commit_version(folder, write, info, previous)
+
+
+def commit_version(folder: Path, write, info: dict, previous: str | None) -> dict:
+    """The commit protocol of every write: write(staging) fills a new version folder (each file
+    complete and fsynced), which is renamed into place; then catalog.json is pointed at it."""
     versions = folder / VERSIONS_DIR
     versions.mkdir(parents=True, exist_ok=True)
     version = _new_version()
     staging = versions / f".tmp-{version}"
     staging.mkdir()
     try:
-        _write_embeddings(staging / EMBEDDINGS_FILE, embedding_blocks, int(info["feature_dim"]))
-        _write_metadata(staging / METADATA_FILE, metadata)
-        _write_index(staging / INDEX_FILE, index, info["index"]["factory"], int(info["feature_dim"]))
+        write(staging)
         os.replace(staging, versions / version)
         _fsync_dir(versions)
         info = {**info, "version": version, "previous_version": previous, "built_at": _now()}
@@ -1032,6 +1118,7 @@ def add_to_catalog(folder: str | os.PathLike, manifest: str | os.PathLike | None
     _check_columns(table, f"manifest {manifest}")
     with catalog_lock(folder, "add", lock_timeout):
         catalog = Catalog.load(folder)
+        _refuse_on_disk(catalog, "add")
         info, old_meta = dict(catalog.info), catalog.metadata.drop(columns=[IMAGE_PATH_COLUMN], errors="ignore")
         rel = _relative_paths(table, manifest.parent.absolute(), catalog.root, known=old_meta[PATH_COLUMN].astype(str))
         table = table.assign(**{PATH_COLUMN: rel}).drop_duplicates(PATH_COLUMN, keep="first").reset_index(drop=True)
@@ -1165,6 +1252,14 @@ def add_to_catalog(folder: str | os.PathLike, manifest: str | os.PathLike | None
     return report
 
 
+def _refuse_on_disk(catalog: Catalog, operation: str) -> None:
+    if catalog.on_disk:
+        raise CatalogError(
+            f"catalog {catalog.folder} is an on-disk catalog built from embedding shards, which {operation} "
+            "does not change: embed the new manifest (`python -m index embed-ray`) and build it again with "
+            "`python -m index build-from-shards ... --overwrite`")
+
+
 def _ids_for_paths(catalog: Catalog, paths: Iterable[str]) -> list[int]:
     by_path = dict(zip(catalog.metadata[PATH_COLUMN].astype(str), catalog.ids))
     root = catalog.root
@@ -1203,6 +1298,7 @@ def remove_from_catalog(folder: str | os.PathLike, *, ids: Iterable[int] = (), p
         raise CatalogError("give the ids or paths of the items to remove")
     with catalog_lock(folder, "remove", lock_timeout):
         catalog = Catalog.load(folder)
+        _refuse_on_disk(catalog, "remove")
         info = dict(catalog.info)
         catalog.rows_of(ids)  # raises on unknown ids
         targets = np.unique(np.asarray(ids + _ids_for_paths(catalog, paths), np.int64))
@@ -1243,6 +1339,7 @@ def rebuild_catalog(folder: str | os.PathLike, *, model=None, index: str | None 
     folder = Path(folder)
     with catalog_lock(folder, "rebuild", lock_timeout):
         catalog = Catalog.load(folder)
+        _refuse_on_disk(catalog, "rebuild")
         info = dict(catalog.info)
         metadata = catalog.metadata.drop(columns=[IMAGE_PATH_COLUMN])
         embeddings: np.ndarray = catalog.embeddings

@@ -35,6 +35,10 @@ IVF_HNSW_QUANTIZER_FROM = 1024  # lists: find the nearest lists with a small HNS
 HNSW_MAX_FLOATS = 256_000_000
 HNSW_M = 32
 HNSW_BYTES_PER_ITEM = HNSW_M * 2 * 4 * 1.2 + 16  # level-0 links (+ upper levels, id map)
+# On-disk IVF (catalogs built from shards): the codes live in a memory-mapped file, so disk and
+# page cache bound them, not the budget. 64-byte PQ codes keep 10^7 items in 0.7 GB (ids included),
+# which the OS can cache whole; with d/64 dims per sub-vector they stay usable up to 4096-d.
+ONDISK_PQ_BYTES = 64
 
 
 class IndexChoiceError(ValueError):
@@ -111,11 +115,17 @@ def _pq_subquantisers(d: int, bytes_per_vector: float) -> int | None:
     return None
 
 
-def choose_index(n: int, d: int, memory_budget_bytes: int | None = None) -> IndexChoice:
-    """The index for n vectors of dimension d whose index may use memory_budget_bytes."""
+def choose_index(n: int, d: int, memory_budget_bytes: int | None = None, on_disk: bool = False) -> IndexChoice:
+    """The index for n vectors of dimension d whose index may use memory_budget_bytes.
+
+    on_disk: the index's inverted lists will be a memory-mapped file (index.ondisk): always IVF
+    with PQ codes; the budget covers what stays in memory (centroids and their HNSW).
+    """
     budget = DEFAULT_MEMORY_BUDGET if memory_budget_bytes is None else int(memory_budget_bytes)
     if n < 0 or d < 1 or budget <= 0:
         raise ValueError(f"need n >= 0, d >= 1 and a positive budget (got n={n}, d={d}, budget={budget})")
+    if on_disk:
+        return _choose_on_disk(n, d, budget)
     flat_bytes = n * d * 4
     flat_ms = flat_bytes / FLAT_SCAN_BYTES_PER_MS
     size = f"{n:,} vectors x {d} dims"
@@ -160,6 +170,22 @@ def choose_index(n: int, d: int, memory_budget_bytes: int | None = None) -> Inde
     return IndexChoice(f"{ivf},PQ{m}", params={"nprobe": 32, "rerank": 16},
                        reason=(f"{ivf},PQ{m}: only {m}-byte product-quantised codes per vector fit the "
                                f"{format_size(budget)} budget ({format_size(n * m + ivf_overhead)}); {common}"))
+
+
+def _choose_on_disk(n: int, d: int, budget: int) -> IndexChoice:
+    nlist = _ivf_lists(n)
+    ivf = f"IVF{nlist}_HNSW32" if nlist >= IVF_HNSW_QUANTIZER_FROM else f"IVF{nlist}"
+    in_memory = nlist * (d * 4 + HNSW_BYTES_PER_ITEM)
+    if in_memory > budget:
+        raise IndexChoiceError(f"the {nlist} IVF centroids of {n:,} x {d} vectors need {format_size(in_memory)} in "
+                               f"memory, more than the {format_size(budget)} budget; raise --memory-budget")
+    m = _pq_subquantisers(d, ONDISK_PQ_BYTES)
+    # "np": no polysemous training, which search never uses here and which took 200 s for 4,000 vectors.
+    return IndexChoice(f"{ivf},PQ{m}np", params={"nprobe": 32, "rerank": 1}, reason=(
+        f"on-disk {ivf},PQ{m}: inverted file with {nlist} lists (about 4*sqrt(n)) whose {m}-byte product-"
+        f"quantised codes ({format_size(n * (m + 8))} with ids for {n:,} vectors) stay in a memory-mapped "
+        f"file; only the centroids ({format_size(in_memory)}) are held in memory. Scores come from the codes "
+        "(the full vectors stay in the shards); nprobe is tuned on build against exact search"))
 
 
 def choice_from_factory(factory: str, d: int) -> IndexChoice:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import posixpath
-import secrets
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -27,15 +26,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from embedder.images import ImageError, decode_image
 from embedder.preprocess import Preprocessing
-from embedder.storage import _fsync_dir, atomic_path
 from index.catalog import HASH_COLUMN, MTIME_COLUMN, RESERVED_COLUMNS, SIZE_COLUMN, _file_facts
 from index.manifest import PATH_COLUMN, read_manifest, resolve_image_paths
-from index.shards import (EMBEDDING_COLUMN, ERROR_COLUMN, ID_COLUMN, ROW_GROUP_ROWS, SKIPPED_FILE, VECTOR_DTYPES,
-                          describe_files, embedding_array, now, write_info)
+from index.shards import (EMBEDDING_COLUMN, ERROR_COLUMN, ID_COLUMN, ROW_GROUP_ROWS, VECTOR_DTYPES, embedding_array,
+                          finish_shards, staging_folder)
 
 INSTALL_HINT = "pip install -r requirements-distributed.txt"
 IMAGE_COLUMN = "__image"  # decoded uint8 C x H x W, passed from decode tasks to the actors only
@@ -187,7 +184,7 @@ def embed_manifest(manifest: str | os.PathLike, model: str | os.PathLike, out: s
         # Local workers import this product's code from the repository.
         runtime_env = None if address else {"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}}
         ray.init(**options, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
-    staging = out.parent / f".tmp-{out.name}-{secrets.token_hex(4)}"
+    staging = staging_folder(out)
     context = ray.data.DataContext.get_current()
     saved = {name: getattr(context, name) for name in CONTEXT_SETTINGS}
     try:
@@ -237,40 +234,12 @@ def _feature_dim(payload: dict) -> int:
 
 def _finish(staging: Path, out: Path, manifest: Path, model: Path, payload: dict, rows: pd.DataFrame, dim: int,
             precision: str, vector_dtype: str, overwrite: bool) -> ShardsReport:
-    """List the skipped rows, write shards.json, make everything durable, then rename into place."""
-    staging.mkdir(parents=True, exist_ok=True)
-    names = sorted(p.name for p in staging.glob("*.parquet"))
-    files = describe_files(staging, names)
-    if sum(f["rows"] for f in files) != len(rows):
-        raise RuntimeError(f"the shards hold {sum(f['rows'] for f in files):,} rows, the manifest {len(rows):,}")
-    skipped = []
-    for name in names:
-        table = pq.read_table(staging / name, columns=[PATH_COLUMN, ERROR_COLUMN]).to_pandas()
-        failed = table[table[ERROR_COLUMN].notna()]
-        skipped += list(zip(failed[PATH_COLUMN].astype(str), failed[ERROR_COLUMN].astype(str)))
-    skipped.sort()
-    with atomic_path(staging / SKIPPED_FILE) as tmp:
-        pd.DataFrame(skipped, columns=["path", "reason"]).to_csv(tmp, index=False)
-    for name in names:
-        with open(staging / name, "rb") as f:
-            os.fsync(f.fileno())
-    embedded = sum(f["embedded"] for f in files)
-    write_info(staging, {
+    staging.mkdir(parents=True, exist_ok=True)  # a manifest of 0 rows writes no file
+    info = finish_shards(staging, out, {
         "model_fingerprint": payload["fingerprint"], "model_path": str(model), "precision": precision,
         "feature_dim": dim, "vector_dtype": vector_dtype, "root": str(manifest.parent.absolute()),
-        "manifest": str(manifest.absolute()), "created_at": now(), "rows": len(rows), "embedded": embedded,
-        "skipped": len(skipped), "next_id": len(rows), "files": files})
-    _fsync_dir(staging)
-    if out.is_dir() and not any(out.iterdir()):
-        out.rmdir()
-    if out.exists():
-        if not overwrite:
-            raise ValueError(f"{out} appeared while embedding; the shards are left in {staging}")
-        old = out.parent / f".old-{out.name}-{secrets.token_hex(4)}"
-        os.replace(out, old)
-        os.replace(staging, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, out)
-    _fsync_dir(out.parent)
-    return ShardsReport(out, rows=len(rows), embedded=embedded, skipped=skipped, files=len(files))
+        "manifest": str(manifest.absolute()), "next_id": len(rows)}, overwrite=overwrite)
+    if info["rows"] != len(rows):
+        raise RuntimeError(f"the shards in {out} hold {info['rows']:,} rows, the manifest {len(rows):,}")
+    return ShardsReport(out, rows=len(rows), embedded=info["embedded"], skipped=info["skipped_rows"],
+                        files=len(info["files"]))

@@ -21,16 +21,18 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import secrets
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from embedder.storage import atomic_path
+from embedder.storage import _fsync_dir, atomic_path
 
 SHARDS_FORMAT = "coinsp-shards/1"
 SHARDS_INFO = "shards.json"
@@ -89,6 +91,71 @@ def describe_files(folder: Path, names: Sequence[str]) -> list[dict]:
         entries.append({"name": name, "rows": file.metadata.num_rows, "embedded": int(errors.null_count),
                         "bytes": (folder / name).stat().st_size})
     return entries
+
+
+def staging_folder(out: Path) -> Path:
+    """Where shards for `out` are written until complete (beside it, so the rename is atomic)."""
+    return out.parent / f".tmp-{out.name}-{secrets.token_hex(4)}"
+
+
+def finish_shards(staging: Path, out: Path, info: dict, overwrite: bool = False) -> dict:
+    """Complete a staged shards folder: list the rows in error in skipped.csv, write shards.json
+    (with the files' rows and sizes), make everything durable, then rename it to `out`."""
+    names = sorted(p.name for p in staging.glob("*.parquet"))
+    files = describe_files(staging, names)
+    skipped = []
+    for name in names:
+        table = pq.read_table(staging / name, columns=["path", ERROR_COLUMN]).to_pandas()
+        failed = table[table[ERROR_COLUMN].notna()]
+        skipped += list(zip(failed["path"].astype(str), failed[ERROR_COLUMN].astype(str)))
+    skipped.sort()
+    with atomic_path(staging / SKIPPED_FILE) as tmp:
+        pd.DataFrame(skipped, columns=["path", "reason"]).to_csv(tmp, index=False)
+    for name in names:
+        with open(staging / name, "rb") as f:
+            os.fsync(f.fileno())
+    info = {**info, "created_at": now(), "rows": sum(f["rows"] for f in files),
+            "embedded": sum(f["embedded"] for f in files), "skipped": len(skipped), "files": files}
+    write_info(staging, info)
+    _fsync_dir(staging)
+    if out.is_dir() and not any(out.iterdir()):
+        out.rmdir()
+    if out.exists():
+        if not overwrite:
+            raise ShardsError(f"{out} appeared while the shards were written; they are left in {staging}")
+        old = staging_folder(out)
+        os.replace(out, old)
+        os.replace(staging, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, out)
+    _fsync_dir(out.parent)
+    return {**info, "skipped_rows": skipped}
+
+
+def write_shards(out: str | os.PathLike, blocks: Iterable[tuple[pd.DataFrame, np.ndarray]], *, model_fingerprint: str,
+                 feature_dim: int, root: str, model_path: str | None = None, precision: str = "bf16",
+                 vector_dtype: str = "float32", overwrite: bool = False) -> dict:
+    """Shards from vectors computed elsewhere (generated benchmark data, imports): each block, a
+    metadata frame (id, path, category, ...) and its (rows, d) vectors, becomes one file."""
+    out = Path(out)
+    staging = staging_folder(out)
+    staging.mkdir(parents=True)
+    try:
+        next_id = 0
+        for i, (frame, vectors) in enumerate(blocks):
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+            table = table.append_column(EMBEDDING_COLUMN, embedding_array(vectors, vector_dtype))
+            table = table.append_column(ERROR_COLUMN, pa.nulls(len(frame), pa.string()))
+            write_shard(staging / f"part-{i:05d}.parquet", table)
+            next_id = max(next_id, int(frame[ID_COLUMN].max()) + 1)
+        return finish_shards(staging, out, {
+            "model_fingerprint": model_fingerprint, "model_path": model_path, "precision": precision,
+            "feature_dim": int(feature_dim), "vector_dtype": vector_dtype, "root": str(root), "next_id": next_id},
+            overwrite=overwrite)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def read_info(folder: str | os.PathLike) -> dict:
