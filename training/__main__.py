@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from embedder.preprocess import Preprocessing
+from training.distributed import Ranks
 from training.presets import LABELS, PRESETS
 from training.train import TrainConfig, train
 
@@ -89,15 +90,24 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
 
 
 def main(argv=None) -> int:
+    """Under torchrun (WORLD_SIZE > 1 in the environment) every process runs this; see docs/training-distributed.md."""
     args = parse_args(argv)
     try:
-        cfg = config_from_args(args)
+        ranks = Ranks.from_environment(args.device)
+    except (ValueError, RuntimeError) as exc:
+        print(f"error: cannot join the torchrun process group: {exc}", file=sys.stderr)
+        return 2
+    try:
+        cfg = ranks.main_first(lambda: config_from_args(args))  # one process imports Fashion-MNIST
         result = train(cfg, resume=args.resume)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    last = result["history"][-1] if result["history"] else {}
-    print(f"model written to {result['model']} (fingerprint {result['fingerprint']}); last epoch: {last}")
+    finally:
+        ranks.close()
+    if ranks.main:
+        last = result["history"][-1] if result["history"] else {}
+        print(f"model written to {result['model']} (fingerprint {result['fingerprint']}); last epoch: {last}")
     return 0
 
 

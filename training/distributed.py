@@ -7,7 +7,8 @@ replicated and trained with DistributedDataParallel; W^I is sharded (training/sh
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -15,13 +16,17 @@ import torch.distributed.nn.functional as dist_nn
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+# torch.distributed.nn.functional is deprecated for _functional_collectives, whose all_reduce has no backward;
+# batch norm over the global batch needs one, so keep these and quiet their warning.
+warnings.filterwarnings("ignore", r"torch\.distributed\.nn\.functional\.\w+ is deprecated", FutureWarning)
+
 
 @dataclass(frozen=True)
 class Ranks:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    device: torch.device = torch.device("cpu")
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     started_group: bool = False  # this process joined the group here, so it leaves it at the end
 
     @property
@@ -33,7 +38,7 @@ class Ranks:
         return self.rank == 0
 
     @classmethod
-    def from_environment(cls, device: str) -> "Ranks":
+    def from_environment(cls, device: str) -> Ranks:
         """One process, or this process's place among torchrun's: cuda:LOCAL_RANK with NCCL, else CPU with gloo."""
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         if world_size == 1:
@@ -58,6 +63,15 @@ class Ranks:
         dist.all_reduce(tensor)
         return tensor.tolist()
 
+    def main_first(self, work):
+        """work() on rank 0 first (it writes the shared caches and imports), then on the others (they read them)."""
+        if self.main:
+            result = work()
+        self.barrier()
+        if not self.main:
+            result = work()
+        return result
+
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()
@@ -79,7 +93,7 @@ def wrap(model: nn.Module, ranks: Ranks, *, unused_parameters: bool, sharded_sta
     DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, ignored)
     # Batch norm statistics are the same on every rank already, so buffers need no broadcast each step.
     return DistributedDataParallel(model, device_ids=[ranks.local_rank] if ranks.device.type == "cuda" else None,
-                                   broadcast_buffers=False, find_unused_parameters=unused_parameters)
+                                   forward_sync_buffers=False, find_unused_parameters=unused_parameters)
 
 
 class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):

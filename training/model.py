@@ -15,7 +15,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from training import objectives
-from training.sharded_instances import InstanceShard, gather_batch, gather_rows_to_first_rank, sharded_instance_loss
+from training.sharded_instances import (
+    InstanceShard,
+    gather_batch,
+    gather_rows_to_first_rank,
+    sharded_instance_loss,
+)
 
 
 @dataclass

@@ -13,11 +13,16 @@ exponentials; the target's logit comes from the rank that owns the target row.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_nn
+
+# torch.distributed.nn.functional is deprecated for _functional_collectives, whose all_reduce has no backward;
+# the softmax normaliser needs one, so keep these and quiet their warning.
+warnings.filterwarnings("ignore", r"torch\.distributed\.nn\.functional\.\w+ is deprecated", FutureWarning)
 
 
 @dataclass(frozen=True)
@@ -29,7 +34,7 @@ class InstanceShard:
     bounds: torch.Tensor  # C x (world_size + 1), global row numbers
 
     @classmethod
-    def split(cls, category_start: torch.Tensor, rank: int, world_size: int) -> "InstanceShard":
+    def split(cls, category_start: torch.Tensor, rank: int, world_size: int) -> InstanceShard:
         """Cut each category's contiguous rows category_start[k] : category_start[k + 1] into world_size pieces."""
         start = category_start.cpu()
         counts = start[1:] - start[:-1]

@@ -87,7 +87,8 @@ def evaluate(model: CoInsModel, data: TrainingSet, pre: Preprocessing, device: t
     return result
 
 
-def build_model(cfg: TrainConfig, train: TrainingSet, ranks: Ranks = Ranks()) -> CoInsModel:
+def build_model(cfg: TrainConfig, train: TrainingSet, ranks: Ranks | None = None) -> CoInsModel:
+    ranks = ranks or Ranks()
     torch.manual_seed(cfg.seed)
     backbone = build_backbone(cfg.backbone, **cfg.backbone_kwargs)
     if cfg.pretrained:
@@ -132,7 +133,7 @@ def _train(cfg: TrainConfig, ranks: Ranks, *, resume: bool, stop_after_epoch: in
     pre = Preprocessing.from_dict(cfg.preprocessing)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    train_set, val_set = sets if sets is not None else load_sets(cfg)
+    train_set, val_set = sets if sets is not None else ranks.main_first(lambda: load_sets(cfg))
     model = build_model(cfg, train_set, ranks).to(device, memory_format=torch.channels_last)
     network = model
     if ranks.distributed:
