@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from embedder.images import ImageError, decode_image
 from embedder.preprocess import Preprocessing
+from embedder.storage import atomic_path
 from index.manifest import CATEGORY_COLUMN, PRODUCT_COLUMN, read_manifest, resolve_image_paths
 
 
@@ -63,10 +64,9 @@ def load_training_set(manifest: str | Path, preprocessing: Preprocessing, *, cac
             except ImageError as exc:
                 print(f"skipped {path}: {exc}")
         images, keep = np.stack(arrays), np.array(keep)
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
-        np.savez(tmp, images=images, keep=keep)
-        tmp.replace(cache)
+        # Atomic, and safe when several processes (torchrun ranks on another machine) write it at once.
+        with atomic_path(cache) as tmp, open(tmp, "wb") as f:
+            np.savez(f, images=images, keep=keep)
     table = table.iloc[keep]
     categories, category_names = _codes(table[CATEGORY_COLUMN], category_names)
     products, product_names = (None, [])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -23,6 +24,8 @@ warnings.filterwarnings("ignore", r"torch\.distributed\.nn\.functional\.\w+ is d
 
 @dataclass(frozen=True)
 class Ranks:
+    """This process's place in a torchrun job; rank 0 of 1 when started without torchrun."""
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -49,7 +52,9 @@ class Ranks:
             torch.cuda.set_device(local_rank)
         started = not dist.is_initialized()
         if started:
-            dist.init_process_group("nccl" if on_gpu else "gloo")
+            # Rank 0 alone validates and runs the k-means while the others wait, which can outlast the
+            # default timeout (10 minutes with NCCL) on a large catalog.
+            dist.init_process_group("nccl" if on_gpu else "gloo", timeout=timedelta(hours=2))
         return cls(rank, world_size, local_rank, torch.device("cuda", local_rank) if on_gpu else torch.device("cpu"), started)
 
     def batch_part(self, global_batch: torch.Tensor) -> torch.Tensor:
