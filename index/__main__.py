@@ -312,6 +312,8 @@ def cmd_info(args) -> int:
         f"{index.get('recall_at_10', float('nan')):.3f}",
         f"             {index.get('reason', '')}",
         f"images       {info.get('root')}",
+        *([f"vectors      in the embedding shards {info['vectors']['folder']} ({info['vectors'].get('dtype')}); "
+           "the index's inverted lists are memory-mapped from disk"] if info.get("vectors") else []),
         f"next id      {info.get('next_id')}",
         f"memory       budget {format_size(info.get('memory_budget_bytes', 0))}",
     ]

@@ -126,22 +126,30 @@ def synthetic_catalog(base: np.ndarray, n: int, seed: int = 0) -> tuple[np.ndarr
     erasing the structure between items. Returns (vectors, source row of each vector).
     """
     nb, d = base.shape
-    source = np.arange(n) % nb
+    out = np.empty((n, d), np.float32)
+    for start, block, _ in synthetic_blocks(base, n, seed):
+        out[start:start + len(block)] = block
+    return out, np.arange(n) % nb
+
+
+def synthetic_blocks(base: np.ndarray, n: int, seed: int = 0, block_rows: int = 65_536):
+    """synthetic_catalog a block at a time, never holding all n: yields (first row, vectors, source rows)."""
+    nb, d = base.shape
     if n <= nb:
-        return np.ascontiguousarray(base[:n]), source
+        yield 0, np.ascontiguousarray(base[:n]), np.arange(n)
+        return
     probe = np.random.default_rng(seed).choice(nb, size=min(nb, 1000), replace=False)
     nearest = _exact_top(np.ascontiguousarray(base[probe]), base, 2)[:, 1]
     distance = float(np.median(np.linalg.norm(base[probe] - base[nearest], axis=1)))
     sigma = 0.5 * distance / np.sqrt(d)
-    out = np.empty((n, d), np.float32)
-    out[:nb] = base
+    yield 0, np.ascontiguousarray(base), np.arange(nb)
     rng = np.random.default_rng(seed)
-    for start in range(nb, n, 65_536):
-        stop = min(start + 65_536, n)
-        block = base[source[start:stop]] + rng.standard_normal((stop - start, d), dtype=np.float32) * np.float32(sigma)
+    for start in range(nb, n, block_rows):
+        stop = min(start + block_rows, n)
+        source = np.arange(start, stop) % nb
+        block = base[source] + rng.standard_normal((stop - start, d), dtype=np.float32) * np.float32(sigma)
         block /= np.linalg.norm(block, axis=1, keepdims=True)
-        out[start:stop] = block
-    return out, source
+        yield start, block, source
 
 
 def percentile_ms(values: list[float], q: float) -> float:
@@ -421,6 +429,140 @@ def bench_evaluate_memory(args) -> None:
                           "recall": saved["recall"]}))
 
 
+# ----------------------------------------------------------------------------- ondisk
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def bench_ondisk(args) -> None:
+    """Shards of generated vectors -> build-from-shards -> single-query latency, recall, peak RSS."""
+    from index.ondisk import build_from_shards
+    from index.shards import ShardVectors, read_info as read_shards_info, read_metadata, write_shards
+
+    model = Path(args.model) if args.model else ROOT / "models" / "coinsp-fmnist.pt"
+    manifest = Path(args.manifest) if args.manifest else default_manifest()
+    embedder = Embedder.from_checkpoint(model, precision="bf16")
+    base, base_meta = base_embeddings(embedder, manifest, None)
+    n, d = args.n, args.dim or base.shape[1]
+    if d != base.shape[1]:  # another dimension: random centres instead of the model's embeddings
+        base = np.random.default_rng(0).standard_normal((len(base), d)).astype(np.float32)
+        base /= np.linalg.norm(base, axis=1, keepdims=True)
+    work = Path(args.work) if args.work else CACHE / f"ondisk-{n}x{d}"
+    shards, catalog_dir = work / "shards", work / "catalog"
+    itemsize = np.dtype(args.vector_dtype).itemsize
+    need = n * d * itemsize * 1.05 + n * 200
+    free = shutil.disk_usage(work.parent if work.parent.exists() else ROOT).free
+    print(f"{n:,} x {d} vectors as {args.vector_dtype} shards in {work} (about {format_size(need)}, "
+          f"{format_size(free)} free); {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}", flush=True)
+    stages: dict[str, float] = {}
+    if not (shards / "shards.json").exists():
+        if need > free - 5 * 1024**3:
+            raise SystemExit(f"not enough disk: the shards need about {format_size(need)}, {format_size(free)} free; "
+                             "use --vector-dtype float16, a smaller --n, or --work on a larger disk")
+        started = time.perf_counter()
+        labels = {c: base_meta[c].to_numpy(object) for c in (PATH_COLUMN, CATEGORY_COLUMN, PRODUCT_COLUMN)}
+
+        def blocks():
+            for start, vectors, source in synthetic_blocks(base, n, seed=0, block_rows=args.shard_rows):
+                frame = pd.DataFrame({ID_COLUMN: np.arange(start, start + len(vectors), dtype=np.int64),
+                                      **{c: values[source] for c, values in labels.items()}})
+                print(f"  shard rows {start:,}..{start + len(vectors):,}", flush=True)
+                yield frame, vectors
+
+        work.mkdir(parents=True, exist_ok=True)
+        write_shards(shards, blocks(), model_fingerprint=embedder.fingerprint, feature_dim=d,
+                     root=str(manifest.parent.absolute()), model_path=str(model.absolute()),
+                     vector_dtype=args.vector_dtype)
+        stages["write_shards_s"] = time.perf_counter() - started
+    shard_info = read_shards_info(shards)
+    print("building the on-disk catalog…", flush=True)
+    started = time.perf_counter()
+    report = build_from_shards(shards, model, catalog_dir, index=args.index, overwrite=True, progress=True)
+    stages["build_from_shards_s"] = time.perf_counter() - started
+    record_ = report.index
+    version = catalog_dir / "versions" / json.loads((catalog_dir / "catalog.json").read_text())["version"]
+
+    # Queries: new noisy variants of real items (not catalog vectors); exact top-10 by
+    # streaming the shards in id order.
+    generated = synthetic_blocks(base, len(base) + args.queries, seed=7, block_rows=args.queries)
+    next(generated)  # the real items themselves
+    _, queries, _ = next(generated)  # variants of the first items, other noise than the catalog's
+    started = time.perf_counter()
+    metadata, locations = read_metadata(shards, shard_info)
+    vectors = ShardVectors(shards, shard_info["files"], d, locations)
+    truth = metadata[ID_COLUMN].to_numpy(np.int64)[_exact_top(np.ascontiguousarray(queries), vectors, 10)]
+    stages["exact_truth_s"] = time.perf_counter() - started
+    del metadata, locations, vectors
+    np.save(work / "queries.npy", queries)
+    np.save(work / "truth.npy", truth)
+    command = [sys.executable, "-m", "index.bench", "ondisk-search", "--catalog", str(catalog_dir),
+               "--queries", str(work / "queries.npy"), "--truth", str(work / "truth.npy"),
+               "--out", str(work / "search.json")]
+    print("searching in a fresh process:", " ".join(command[1:]), flush=True)
+    done = subprocess.run(command, cwd=ROOT)
+    if done.returncode != 0:
+        raise SystemExit(f"the search process failed with status {done.returncode}")
+    searched = json.loads((work / "search.json").read_text())
+    disk = {"shards_bytes": _folder_bytes(shards), "catalog_version_bytes": _folder_bytes(version),
+            "ivfdata_bytes": (version / "index.ivfdata").stat().st_size,
+            "index_faiss_bytes": (version / "index.faiss").stat().st_size,
+            "metadata_bytes": (version / "metadata.parquet").stat().st_size}
+    build_stages = {**stages, **{f"build.{k}": v for k, v in record_.get("stages_seconds", {}).items()}}
+    row = {"vectors": f"{n:,}", "dim": d, "index": record_["factory"], "nprobe": record_["params"].get("nprobe"),
+           "build s": round(stages["build_from_shards_s"], 1), "shards": format_size(disk["shards_bytes"]),
+           "catalog": format_size(disk["catalog_version_bytes"]), "recall@10": round(searched["recall_at_10"], 3),
+           "p50 ms": round(searched["p50_ms"], 2), "p95 ms": round(searched["p95_ms"], 2),
+           "peak RSS": format_size(searched["peak_rss_bytes"])}
+    print_table([row])
+    print("stages (s):", json.dumps({k: round(v, 1) for k, v in build_stages.items()}))
+    append_report(record("ondisk", {"model": str(model), "vectors": n, "dim": d, "vector_dtype": args.vector_dtype,
+                                    "queries": args.queries, "index": args.index,
+                                    "data": "real embeddings of the manifest, then noisy copies of them; queries: "
+                                            "new noisy copies of real items"},
+                         {"index": record_, "stages_seconds": build_stages, "disk": disk, "search": searched}))
+
+
+def _peak_rss_bytes() -> int:
+    """This process's peak resident memory. Linux keeps getrusage's maxrss across exec, so a child
+    would report its parent's peak; /proc's VmHWM starts afresh with the new program."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def bench_ondisk_search(args) -> None:
+    """The search half of `ondisk`, in its own process so that its peak RSS is the search's own."""
+    queries, truth = np.load(args.queries), np.load(args.truth)
+    started = time.perf_counter()
+    catalog = Catalog.load(args.catalog)
+    catalog.index  # noqa: B018 (opens the memory-mapped index and its id map)
+    open_s = time.perf_counter() - started
+    for query in queries[:10]:  # warm-up
+        catalog.search_vectors(query, 10)
+    latencies, found = [], []
+    for query in queries:
+        started = time.perf_counter()
+        hits = catalog.search_vectors(query, 10)
+        latencies.append(time.perf_counter() - started)
+        found.append(hits.ids[0])
+    by_id = []
+    for item in catalog.ids[np.random.default_rng(3).choice(len(catalog.ids), size=min(50, len(catalog.ids)))]:
+        started = time.perf_counter()
+        catalog.search_vectors(catalog.vectors_of([item]), 10, exclude_ids=[[item]])
+        by_id.append(time.perf_counter() - started)
+    recall = float(np.mean([len(set(f.tolist()) & set(t.tolist())) / 10 for f, t in zip(found, truth)]))
+    result = {"queries": len(queries), "recall_at_10": recall, "p50_ms": percentile_ms(latencies, 50),
+              "p95_ms": percentile_ms(latencies, 95), "search_by_id_p50_ms": percentile_ms(by_id, 50),
+              "open_seconds": open_s,
+              "peak_rss_bytes": _peak_rss_bytes()}
+    Path(args.out).write_text(json.dumps(result, indent=2))
+
+
 # ----------------------------------------------------------------------------- CLI
 
 def main(argv: list[str] | None = None) -> int:
@@ -458,13 +600,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vectors", type=int, default=1_000_000)
     p.add_argument("--max-queries", type=int, default=None, help="passed to evaluate (default: its own rule)")
 
+    p = sub.add_parser("ondisk", help="on-disk IVF-PQ catalog built from generated shards")
+    common(p, "models/coinsp-fmnist.pt (2048-d)")
+    p.add_argument("--n", type=int, default=1_000_000, help="vectors (try 1e5 and 1e6 before 1e7)")
+    p.add_argument("--dim", type=int, default=None, help="dimension (default: the model's)")
+    p.add_argument("--vector-dtype", choices=("float16", "float32"), default="float16")
+    p.add_argument("--index", default=None, help="FAISS IVF factory (default: chosen for an on-disk catalog)")
+    p.add_argument("--queries", type=int, default=200)
+    p.add_argument("--shard-rows", type=int, default=65_536, help="vectors per shard file (and per generated block)")
+    p.add_argument("--work", default=None, help="folder for shards and catalog (default .cache/bench/ondisk-NxD)")
+
+    p = sub.add_parser("ondisk-search", help=argparse.SUPPRESS)
+    p.add_argument("--catalog", required=True)
+    p.add_argument("--queries", required=True)
+    p.add_argument("--truth", required=True)
+    p.add_argument("--out", required=True)
+
     args = parser.parse_args(argv)
     CACHE.mkdir(parents=True, exist_ok=True)
-    if args.threads:
+    if getattr(args, "threads", None):
         torch.set_num_threads(args.threads)
     print(f"torch threads: {torch.get_num_threads()}")
     {"embed-speed": bench_embed_speed, "query-latency": bench_query_latency, "add-vs-rebuild": bench_add_vs_rebuild,
-     "evaluate-memory": bench_evaluate_memory}[args.name](args)
+     "evaluate-memory": bench_evaluate_memory, "ondisk": bench_ondisk,
+     "ondisk-search": bench_ondisk_search}[args.name](args)
     return 0
 
 
