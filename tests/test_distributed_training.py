@@ -46,6 +46,7 @@ from training import objectives
 from training.augment import augment
 from training.data import TrainingSet
 from training.distributed import Ranks
+from training.instance_checkpoint import read_instance_weights
 from training.model import CoInsModel
 from training.presets import PRESETS
 from training.sharded_instances import (
@@ -226,18 +227,6 @@ def _embeddings(model_path, data) -> torch.Tensor:
         return F.normalize(backbone(pre.normalise(data.images)), dim=1)
 
 
-def _instance_weights(run_dir: Path) -> torch.Tensor:
-    """W^I from last.pt (one process) or assembled from the shard files (two ranks)."""
-    state = load_checkpoint(run_dir / "last.pt")["training_state"]
-    if "instance_shards" not in state:
-        return state["model"]["instance_weights"]
-    shards = [torch.load(f) for f in sorted((run_dir / state["instance_shards"]["folder"]).glob("rank-*.pt"))]
-    full = torch.empty(sum(len(s["rows"]) for s in shards), shards[0]["instance_weights"].shape[1])
-    for s in shards:
-        full[s["rows"]] = s["instance_weights"]
-    return full
-
-
 def _initial_instance_weights(run: str) -> torch.Tensor:
     data = small_catalog()
     model = build_model(config("-", run), data)
@@ -258,8 +247,8 @@ def test_two_ranks_train_the_model_one_process_trains_with_the_same_global_batch
     cosines = (_embeddings(one_process[run]["model"], data) * _embeddings(two_ranks / run / "model.pt", data)).sum(1)
     assert 1 - cosines.min() < cosine_tol
     start = _initial_instance_weights(run)
-    change_one = _instance_weights(Path(one_process[run]["model"]).parent) - start
-    change_two = _instance_weights(two_ranks / run) - start
+    change_one = read_instance_weights(Path(one_process[run]["model"]).parent) - start
+    change_two = read_instance_weights(two_ranks / run) - start
     assert (change_two - change_one).norm() / change_one.norm() < update_rtol
 
 
@@ -295,7 +284,7 @@ def test_a_killed_two_rank_run_resumes_on_two_ranks_to_the_uninterrupted_model(t
     for name, value in whole["backbone_state"].items():
         assert torch.equal(value, resumed["backbone_state"][name]), name
     assert _measured(_history(two_ranks / "coinsp")) == _measured(_history(two_ranks / "coinsp-killed"))
-    assert torch.equal(_instance_weights(two_ranks / "coinsp"), _instance_weights(two_ranks / "coinsp-killed"))
+    assert torch.equal(read_instance_weights(two_ranks / "coinsp"), read_instance_weights(two_ranks / "coinsp-killed"))
 
 
 def test_a_killed_two_rank_run_resumes_in_one_process(two_ranks, one_process):
@@ -308,3 +297,19 @@ def test_a_killed_two_rank_run_resumes_in_one_process(two_ranks, one_process):
             assert b[key] == pytest.approx(a[key], rel=loss_rtol), (a["epoch"], key)
     cosines = (_embeddings(one_process["coinsp"]["model"], data) * _embeddings(resumed["model"], data)).sum(1)
     assert 1 - cosines.min() < cosine_tol
+
+
+def test_resuming_with_a_shard_file_missing_or_corrupt_fails_with_the_reason_and_changes_nothing(two_ranks, tmp_path):
+    data = small_catalog()
+    for damage in ("missing", "corrupt"):
+        run = tmp_path / damage
+        shutil.copytree(two_ranks / "coinsp", run)
+        shard = next((run / "instance-shards").glob("*/rank-1-of-2.pt"))
+        if damage == "missing":
+            shard.unlink()
+        else:
+            shard.write_bytes(b"not a checkpoint")
+        before = (run / "last.pt").read_bytes()
+        with pytest.raises((FileNotFoundError, ValueError), match="shard"):
+            train(config(run, "coinsp", epochs=3), sets=(data, data), resume=True, log=lambda s: None)
+        assert (run / "last.pt").read_bytes() == before

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from embedder.checkpoint import load_checkpoint
 from embedder.storage import atomic_path
 
 SHARDS = "instance-shards"
@@ -57,7 +58,7 @@ def restore_rows(out: Path, training_state: dict, wanted_rows: torch.Tensor, ind
         if len(files) != shards["world_size"]:
             raise FileNotFoundError(f"{out / shards['folder']} should hold {shards['world_size']} shard files of W^I, "
                                     f"found {len(files)}")
-        sources = (torch.load(f, map_location="cpu", weights_only=True) for f in files)  # one file in memory at a time
+        sources = (_load_shard(f) for f in files)  # one file in memory at a time
     num_rows = int(training_state["model"]["row_of_image"].numel())
     position = torch.full((num_rows,), -1, dtype=torch.long)
     position[wanted_rows] = torch.arange(len(wanted_rows))
@@ -79,3 +80,18 @@ def restore_rows(out: Path, training_state: dict, wanted_rows: torch.Tensor, ind
     training_state["model"]["instance_weights"] = weights
     if index is not None and optimizer_state:
         training_state["optimizer"]["state"][index] = optimizer_state
+
+
+def _load_shard(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises several types for corrupt or unsafe files
+        raise ValueError(f"{path} is not a readable shard of W^I ({exc}); resume from an earlier run folder") from None
+
+
+def read_instance_weights(run_dir: Path) -> torch.Tensor:
+    """The whole W^I of a run's last.pt, assembled from its shard files when it was written sharded."""
+    state = load_checkpoint(Path(run_dir) / "last.pt")["training_state"]
+    every_row = torch.arange(state["model"]["row_of_image"].numel())
+    restore_rows(Path(run_dir), state, every_row, None)
+    return state["model"]["instance_weights"]
