@@ -523,12 +523,12 @@ def bench_ondisk(args) -> None:
                          {"index": record_, "stages_seconds": build_stages, "disk": disk, "search": searched}))
 
 
-def _peak_rss_bytes() -> int:
-    """This process's peak resident memory. Linux keeps getrusage's maxrss across exec, so a child
-    would report its parent's peak; /proc's VmHWM starts afresh with the new program."""
+def _rss_bytes(field: str = "VmHWM") -> int:
+    """This process's peak (VmHWM) or current (VmRSS) resident memory. Linux keeps getrusage's
+    maxrss across exec, so a child could report its parent's peak; /proc's figures start afresh."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
@@ -538,6 +538,7 @@ def _peak_rss_bytes() -> int:
 def bench_ondisk_search(args) -> None:
     """The search half of `ondisk`, in its own process so that its peak RSS is the search's own."""
     queries, truth = np.load(args.queries), np.load(args.truth)
+    baseline = _rss_bytes("VmRSS")  # the interpreter with this module's imports (torch among them)
     started = time.perf_counter()
     catalog = Catalog.load(args.catalog)
     catalog.index  # noqa: B018 (opens the memory-mapped index and its id map)
@@ -559,7 +560,7 @@ def bench_ondisk_search(args) -> None:
     result = {"queries": len(queries), "recall_at_10": recall, "p50_ms": percentile_ms(latencies, 50),
               "p95_ms": percentile_ms(latencies, 95), "search_by_id_p50_ms": percentile_ms(by_id, 50),
               "open_seconds": open_s,
-              "peak_rss_bytes": _peak_rss_bytes()}
+              "peak_rss_bytes": _rss_bytes("VmHWM"), "rss_before_loading_bytes": baseline}
     Path(args.out).write_text(json.dumps(result, indent=2))
 
 

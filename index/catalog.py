@@ -1010,6 +1010,18 @@ def _resolve_choice(index: str | None, n: int, d: int, budget: int, previous: di
     return choose_index(n, d, budget)
 
 
+def check_new_catalog_folder(out: Path, overwrite: bool) -> None:
+    """A folder a new catalog may be written to: new, empty, or a catalog to be replaced (overwrite)."""
+    if (out / INFO_FILE).exists() and not overwrite:
+        raise CatalogError(f"{out} already holds a catalog; use `add`/`rebuild` to change it, "
+                           "or build with --overwrite to replace it")
+    if out.exists() and not out.is_dir():
+        raise CatalogError(f"{out} is a file, not a catalog folder")
+    if out.is_dir() and not (out / INFO_FILE).exists() and \
+            any(p.name not in (LOCK_FILE, VERSIONS_DIR) for p in out.iterdir()):
+        raise CatalogError(f"{out} is a folder with other files in it; choose a new or empty folder")
+
+
 def build_catalog(manifest: str | os.PathLike, model, out: str | os.PathLike, *, index: str | None = None,
                   memory_budget: int | None = None, precision: str = "bf16", overwrite: bool = False,
                   progress: bool = True, lock_timeout: float = 0.0) -> UpdateReport:
@@ -1025,14 +1037,7 @@ def build_catalog(manifest: str | os.PathLike, model, out: str | os.PathLike, *,
     _check_columns(table, f"manifest {manifest}")
     root = manifest.parent.absolute()
     paths = resolve_image_paths(table, root)
-    if (out / INFO_FILE).exists() and not overwrite:
-        raise CatalogError(f"{out} already holds a catalog; use `add`/`rebuild` to change it, "
-                           "or build with --overwrite to replace it")
-    if out.exists() and not out.is_dir():
-        raise CatalogError(f"{out} is a file, not a catalog folder")
-    if out.is_dir() and not (out / INFO_FILE).exists() and \
-            any(p.name not in (LOCK_FILE, VERSIONS_DIR) for p in out.iterdir()):
-        raise CatalogError(f"{out} is a folder with other files in it; choose a new or empty folder")
+    check_new_catalog_folder(out, overwrite)
     embedder, model_path = _load_embedder(model, precision)
     budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
     with catalog_lock(out, "build", lock_timeout):

@@ -35,10 +35,10 @@ import pandas as pd
 from faiss.contrib.ondisk import merge_ondisk
 
 from embedder.storage import atomic_path
-from index.catalog import (FORMAT, INDEX_FILE, INFO_FILE, IVFDATA_FILE, LOCK_FILE, METADATA_FILE, VECTOR_LOCATIONS_FILE,
-                           VERSIONS_DIR, Catalog, CatalogError, ModelMismatchError, UpdateReport, _bar,
-                           _c_stdout_to_devnull, _counts, _merge_skipped, _new_index, _now, _tune, _write_metadata,
-                           catalog_lock, commit_version, read_info_or_none)
+from index.catalog import (FORMAT, INDEX_FILE, IVFDATA_FILE, METADATA_FILE, VECTOR_LOCATIONS_FILE, Catalog,
+                           CatalogError, ModelMismatchError, UpdateReport, _bar, _c_stdout_to_devnull, _counts,
+                           _merge_skipped, _new_index, _now, _tune, _write_metadata, catalog_lock,
+                           check_new_catalog_folder, commit_version, read_info_or_none)
 from index.choose import DEFAULT_MEMORY_BUDGET, choice_from_factory, choose_index, index_kind
 from index.shards import SKIPPED_FILE, ShardVectors, iter_blocks, read_info as read_shards_info, read_metadata
 
@@ -50,16 +50,6 @@ TUNE_STOP_GAIN = 0.005  # nprobe stops rising when a doubling gains less recall@
 def _train_rows(n: int, nlist: int, seed: int = 0) -> np.ndarray:
     size = min(n, max(nlist * 40, 20_000), TRAIN_MAX_VECTORS)
     return np.sort(np.random.default_rng(seed).choice(n, size=size, replace=False))
-
-
-def _check_out(out: Path, overwrite: bool) -> None:
-    if (out / INFO_FILE).exists() and not overwrite:
-        raise CatalogError(f"{out} already holds a catalog; build with --overwrite to replace it")
-    if out.exists() and not out.is_dir():
-        raise CatalogError(f"{out} is a file, not a catalog folder")
-    if out.is_dir() and not (out / INFO_FILE).exists() and \
-            any(p.name not in (LOCK_FILE, VERSIONS_DIR) for p in out.iterdir()):
-        raise CatalogError(f"{out} is a folder with other files in it; choose a new or empty folder")
 
 
 def _skipped(shards: Path) -> list[tuple[str, str]]:
@@ -89,7 +79,7 @@ def build_from_shards(shards: str | os.PathLike, model: str | os.PathLike, out: 
             f"{model} (fingerprint {fingerprint}) is not the model the shards in {shards} were embedded with "
             f"({shard_info.get('model_path')}, fingerprint {shard_info['model_fingerprint']}); pass that model, "
             "or embed the manifest again with this one (`python -m index embed-ray`)")
-    _check_out(out, overwrite)
+    check_new_catalog_folder(out, overwrite)
     metadata, locations = read_metadata(shards, shard_info)
     n, d = len(metadata), int(shard_info["feature_dim"])
     budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
@@ -101,7 +91,7 @@ def build_from_shards(shards: str | os.PathLike, model: str | os.PathLike, out: 
     nlist = int(faiss.extract_index_ivf(faiss.index_factory(d, choice.factory, faiss.METRIC_INNER_PRODUCT)).nlist)
     if n < nlist:
         raise CatalogError(f"index {choice.factory!r} needs at least {nlist:,} vectors to train, the shards hold "
-                           f"{n:,}; choose fewer lists (e.g. --index IVF{max(1, n // 40)},PQ{choice.factory.split('PQ')[-1] if 'PQ' in choice.factory else 8})")
+                           f"{n:,}; give an index with fewer lists (--index), or build an ordinary catalog")
     stages: dict[str, float] = {}
     out.mkdir(parents=True, exist_ok=True)
     with catalog_lock(out, "build-from-shards", lock_timeout):

@@ -17,7 +17,6 @@ beside --out that is renamed to --out when complete, so --out is either absent o
 from __future__ import annotations
 
 import os
-import posixpath
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -29,10 +28,10 @@ import pyarrow as pa
 
 from embedder.images import ImageError, decode_image
 from embedder.preprocess import Preprocessing
-from index.catalog import HASH_COLUMN, MTIME_COLUMN, RESERVED_COLUMNS, SIZE_COLUMN, _file_facts
+from index.catalog import HASH_COLUMN, MTIME_COLUMN, RESERVED_COLUMNS, SIZE_COLUMN, _file_facts, _normalise_rel
 from index.manifest import PATH_COLUMN, read_manifest, resolve_image_paths
-from index.shards import (EMBEDDING_COLUMN, ERROR_COLUMN, ID_COLUMN, ROW_GROUP_ROWS, VECTOR_DTYPES, embedding_array,
-                          finish_shards, staging_folder)
+from index.shards import (EMBEDDING_COLUMN, ERROR_COLUMN, ID_COLUMN, VECTOR_DTYPES, embedding_array, finish_shards,
+                          parquet_options, staging_folder)
 
 INSTALL_HINT = "pip install -r requirements-distributed.txt"
 IMAGE_COLUMN = "__image"  # decoded uint8 C x H x W, passed from decode tasks to the actors only
@@ -152,7 +151,7 @@ def _prepare_rows(manifest: Path) -> pd.DataFrame:
     if clash:
         raise ValueError(f"manifest {manifest} has column(s) {clash} that the shards reserve; rename them")
     files = resolve_image_paths(table, manifest.parent.absolute())
-    table = table.assign(**{PATH_COLUMN: [posixpath.normpath(str(p).replace("\\", "/")) for p in table[PATH_COLUMN]]})
+    table = table.assign(**{PATH_COLUMN: [_normalise_rel(p) for p in table[PATH_COLUMN]]})
     table.insert(0, ID_COLUMN, np.arange(len(table), dtype=np.int64))
     table[SOURCE_COLUMN] = [str(f) for f in files]
     return table.reset_index(drop=True)
@@ -211,7 +210,7 @@ def embed_manifest(manifest: str | os.PathLike, model: str | os.PathLike, out: s
             fn_constructor_kwargs={"checkpoint": str(model), "precision": precision,
                                    "device": "cuda" if gpus else "cpu", "threads": actor_cpus,
                                    "schema": schema, "vector_dtype": vector_dtype})
-        embedded.write_parquet(str(staging), row_group_size=ROW_GROUP_ROWS)
+        embedded.write_parquet(str(staging), **parquet_options(schema.names))
         report = _finish(staging, out, manifest, model, payload, rows, dim, precision, vector_dtype, overwrite)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -40,7 +40,7 @@ SKIPPED_FILE = "skipped.csv"
 EMBEDDING_COLUMN = "embedding"
 ERROR_COLUMN = "error"
 ID_COLUMN = "id"
-ROW_GROUP_ROWS = 1024  # 8 MB of 2048-d float32: one vector costs one row group's decoding
+ROW_GROUP_ROWS = 256  # 2 MB of 2048-d float32: one vector costs one row group's decoding
 VECTOR_DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
 
 
@@ -70,10 +70,18 @@ def vectors_of(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return np.asarray(column.flatten().to_numpy(zero_copy_only=False), np.float32).reshape(-1, d)
 
 
+def parquet_options(columns: Sequence[str]) -> dict:
+    """How shard files are written: small row groups; vectors plain and uncompressed (embeddings do
+    not compress, and dictionary-encoded float16 took 8x longer to read: 0.4 s vs 0.05 s per 1,024 rows)."""
+    others = [c for c in columns if c != EMBEDDING_COLUMN]
+    return {"row_group_size": ROW_GROUP_ROWS, "use_dictionary": others,
+            "compression": {**{c: "snappy" for c in others}, EMBEDDING_COLUMN: "none"}}
+
+
 def write_shard(path: str | os.PathLike, table: pa.Table) -> int:
-    """Write one shard file atomically in row groups of ROW_GROUP_ROWS; returns its size in bytes."""
+    """Write one shard file atomically (parquet_options); returns its size in bytes."""
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS)
+        pq.write_table(table, tmp, **parquet_options(table.column_names))
     return Path(path).stat().st_size
 
 
