@@ -85,7 +85,11 @@ def config(out, run: str, epochs: int = 2) -> TrainConfig:
     return TrainConfig(train_manifest="-", out_dir=str(out), preset=preset, objective=objective,
                        backbone_kwargs={"in_channels": 1, "grid": 2, "width": 8},
                        preprocessing={"size": 28, "channels": 1, "mean": [0.3], "std": [0.3]},
-                       epochs=epochs, batch_size=64, lr=lr, proxy_start=1, precision="fp32")
+                       epochs=epochs, batch_size=64, lr=lr, proxy_start=1)
+
+
+def train_fp32(cfg: TrainConfig, **kwargs) -> dict:
+    return train(cfg, precision="fp32", log=lambda s: None, **kwargs)
 
 
 # ------------------------------------------------------------------ the two processes
@@ -107,15 +111,15 @@ def _rank_main(rank: int, port: int, out: str) -> None:
         _sharded_loss_on_this_rank(rank, within_category, out / f"loss-{within_category}-rank-{rank}.pt")
     data = small_catalog()
     for run in RUNS:
-        train(config(out / run, run), sets=(data, data), log=lambda s: None)
+        train_fp32(config(out / run, run), sets=(data, data))
     # CoInsP** killed after its first epoch: one copy resumed here on two ranks, one later by one process.
     killed = config(out / "coinsp-killed", "coinsp")
-    train(killed, sets=(data, data), stop_after_epoch=1, log=lambda s: None)
+    train_fp32(killed, sets=(data, data), stop_after_epoch=1)
     group.barrier()
     if rank == 0:
         shutil.copytree(out / "coinsp-killed", out / "coinsp-killed-for-one-process")
     group.barrier()
-    train(killed, sets=(data, data), resume=True, log=lambda s: None)
+    train_fp32(killed, sets=(data, data), resume=True)
     group.close()
 
 
@@ -140,7 +144,7 @@ def one_thread():
 def one_process(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("one-process")
     data = small_catalog()
-    return {run: train(config(out / run, run), sets=(data, data), log=lambda s: None) for run in RUNS}
+    return {run: train_fp32(config(out / run, run), sets=(data, data)) for run in RUNS}
 
 
 # ------------------------------------------------------------------ the sharded instance head
@@ -289,8 +293,7 @@ def test_a_killed_two_rank_run_resumes_on_two_ranks_to_the_uninterrupted_model(t
 
 def test_a_killed_two_rank_run_resumes_in_one_process(two_ranks, one_process):
     data = small_catalog()
-    resumed = train(config(two_ranks / "coinsp-killed-for-one-process", "coinsp"), sets=(data, data), resume=True,
-                    log=lambda s: None)
+    resumed = train_fp32(config(two_ranks / "coinsp-killed-for-one-process", "coinsp"), sets=(data, data), resume=True)
     loss_rtol, cosine_tol, _ = TOLERANCE["coinsp"]
     for a, b in zip(one_process["coinsp"]["history"], resumed["history"]):
         for key in (k for k in a if k.startswith("loss_")):
@@ -311,5 +314,5 @@ def test_resuming_with_a_shard_file_missing_or_corrupt_fails_with_the_reason_and
             shard.write_bytes(b"not a checkpoint")
         before = (run / "last.pt").read_bytes()
         with pytest.raises((FileNotFoundError, ValueError), match="shard"):
-            train(config(run, "coinsp", epochs=3), sets=(data, data), resume=True, log=lambda s: None)
+            train_fp32(config(run, "coinsp", epochs=3), sets=(data, data), resume=True)
         assert (run / "last.pt").read_bytes() == before

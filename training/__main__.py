@@ -85,8 +85,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
     return TrainConfig(train_manifest=a.train_manifest, val_manifest=a.val_manifest, out_dir=a.out, preset=a.preset,
                        objective=objective, backbone=a.backbone, backbone_kwargs=kwargs, pretrained=a.pretrained,
                        preprocessing=pre.to_dict(), augmentation=a.augmentation, epochs=a.epochs,
-                       batch_size=a.batch_size, lr=a.lr, proxy_start=a.proxy_start, seed=a.seed, device=a.device,
-                       precision=a.precision)
+                       batch_size=a.batch_size, lr=a.lr, proxy_start=a.proxy_start, seed=a.seed, device=a.device)
 
 
 def main(argv=None) -> int:
@@ -99,7 +98,7 @@ def main(argv=None) -> int:
         return 2
     try:
         cfg = ranks.main_first(lambda: config_from_args(args))  # one process imports Fashion-MNIST
-        result = train(cfg, resume=args.resume)
+        result = train(cfg, resume=args.resume, precision=args.precision)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -52,7 +52,6 @@ class TrainConfig:
     device: str = "cpu"
     ks: tuple = (1, 2, 4, 8)
     cache_dir: str = ".cache"
-    precision: str = "bf16"  # "bf16": autocast (fast on CPU and GPU); "fp32": exact comparisons between runs
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))
@@ -109,14 +108,15 @@ def load_sets(cfg: TrainConfig) -> tuple[TrainingSet, TrainingSet | None]:
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, stop_after_epoch: int | None = None, log=print,
-          sets: tuple[TrainingSet, TrainingSet | None] | None = None) -> dict:
+          sets: tuple[TrainingSet, TrainingSet | None] | None = None, precision: str = "bf16") -> dict:
     """Train and return the history; writes out_dir/last.pt (resumable) and out_dir/model.pt.
     `sets` passes already decoded (train, validation) sets, e.g. one load for several runs.
-    Under torchrun, call it on every rank: rank 0 logs, validates and writes (its result is the run's)."""
+    Under torchrun, call it on every rank: rank 0 logs, validates and writes (its result is the run's).
+    precision: "bf16" autocast (the fast default), or "fp32" (runs comparable to round-off, as in the tests)."""
     ranks = Ranks.from_environment(cfg.device)
     try:
         return _train(cfg, ranks, resume=resume, stop_after_epoch=stop_after_epoch, log=log if ranks.main else _quiet,
-                      sets=sets)
+                      sets=sets, precision=precision)
     finally:
         ranks.close()
 
@@ -126,7 +126,7 @@ def _quiet(message: str) -> None:
 
 
 def _train(cfg: TrainConfig, ranks: Ranks, *, resume: bool, stop_after_epoch: int | None, log,
-           sets: tuple[TrainingSet, TrainingSet | None] | None) -> dict:
+           sets: tuple[TrainingSet, TrainingSet | None] | None, precision: str) -> dict:
     device = ranks.device
     if cfg.batch_size % ranks.world_size:
         raise ValueError(f"the batch of {cfg.batch_size} images does not split evenly over {ranks.world_size} processes")
@@ -185,7 +185,7 @@ def _train(cfg: TrainConfig, ranks: Ranks, *, resume: bool, stop_after_epoch: in
             x = augment(x, cfg.augmentation, generator, part=(ranks.rank, ranks.world_size))
             x = pre.standardise(x).contiguous(memory_format=torch.channels_last)
             idx = idx.to(device)
-            with _autocast(device, cfg.precision):
+            with _autocast(device, precision):
                 loss, parts = network(x, idx, categories[idx], fine_labels[idx] if fine_labels is not None else None)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -206,7 +206,7 @@ def _train(cfg: TrainConfig, ranks: Ranks, *, resume: bool, stop_after_epoch: in
         record = {"epoch": epoch + 1, "images_per_s": seen / (train_time + cluster_time), "train_s": train_time + cluster_time,
                   **{f"loss_{k}": v / (steps_per_epoch * ranks.world_size) for k, v in loss_sums.items()}}
         if val_set is not None and ranks.main:
-            record.update(evaluate(model, val_set, pre, device, cfg.ks, cfg.precision))
+            record.update(evaluate(model, val_set, pre, device, cfg.ks, precision))
         history.append(record)
         log(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}))
         _save_training_state(out, model, optimizer, schedule, epoch, history, ranks, instance_index,
