@@ -48,6 +48,30 @@ def test_instance_loss_within_category_never_reads_other_categories_weights():
     assert torch.isfinite(loss)
 
 
+def test_sampled_instance_loss_equals_eq4_when_a_category_has_no_more_images_than_negatives():
+    h = torch.randn(6, 3)
+    w = torch.nn.functional.normalize(torch.randn(7, 3), dim=1)
+    args = dict(rows=torch.tensor([0, 2, 3, 5, 6, 4]), categories=torch.tensor([0, 0, 1, 1, 1, 1]),
+                category_start=torch.tensor([0, 3, 7]), scale=5.0)
+    exact = objectives.instance_loss_within_category(h, w, **args)
+    assert objectives.instance_loss_within_category_sampled(h, w, negatives=4, **args).item() == pytest.approx(exact.item(), abs=1e-5)
+
+
+def test_sampled_instance_loss_scores_the_positive_against_sampled_rows_of_its_own_category():
+    torch.manual_seed(0)
+    h = torch.tensor([[1.0, 0.0]])
+    # category 0: rows 0-4 (the image is row 1); category 1: rows 5-6, which must never be read
+    w = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.6, 0.8], [0.8, 0.6], [-1.0, 0.0], [float("nan")] * 2, [float("nan")] * 2])
+    args = dict(rows=torch.tensor([1]), categories=torch.tensor([0]), category_start=torch.tensor([0, 5, 7]), scale=2.0)
+    torch.manual_seed(3)
+    loss = objectives.instance_loss_within_category_sampled(h, w, negatives=3, **args)
+    torch.manual_seed(3)
+    drawn = torch.randint(0, 5, (3,)).tolist()  # the same draw the loss made
+    # the image's own row, if drawn, is no negative
+    negatives = [2.0 * float(w[r, 0]) for r in drawn if r != 1]
+    assert loss.item() == pytest.approx(_ce([2.0, *negatives], 0), abs=1e-5)
+
+
 def test_proxy_loss_classifies_into_the_assigned_proxy():
     h = torch.tensor([[1.0, 0.0]])
     proxies = torch.tensor([[0.0, 1.0], [1.0, 0.0]])

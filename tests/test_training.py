@@ -43,9 +43,22 @@ def test_every_preset_trains_and_reports_its_loss_parts(tmp_path, preset):
     last = result["history"][-1]
     expected = {"cos": {"coarse"}, "ins": {"instance"}, "coins": {"coarse", "instance"},
                 "coins_imp": {"coarse", "instance"}, "coins_cos": {"coarse", "instance"},
-                "coins_mlp": {"coarse", "instance"}, "coinsp": {"coarse", "instance", "proxy"}, "opt": {"fine"}}[preset]
+                "coins_mlp": {"coarse", "instance"}, "coinsp": {"coarse", "instance", "proxy"},
+                "coinsp_sampled": {"coarse", "instance", "proxy"}, "opt": {"fine"}}[preset]
     assert {k[len("loss_"):] for k in last if k.startswith("loss_")} == expected
     assert 0.0 <= last["R@1"] <= 1.0 and all(np.isfinite(v) for k, v in last.items() if k.startswith("loss_"))
+
+
+def test_sampled_instance_negatives_are_reproducible_across_a_resume(tmp_path):
+    data = tiny_set()
+    def sampled(folder):  # 8 negatives out of 48 images per category: the sampled path really runs
+        cfg = config(folder, "coinsp_sampled", epochs=2)
+        return dataclasses.replace(cfg, objective=dataclasses.replace(cfg.objective, instance_negatives=8))
+    whole = train(sampled(tmp_path / "whole"), sets=(data, data), log=lambda s: None)
+    train(sampled(tmp_path / "killed"), sets=(data, data), stop_after_epoch=1, log=lambda s: None)
+    resumed = train(sampled(tmp_path / "killed"), sets=(data, data), resume=True, log=lambda s: None)
+    assert whole["fingerprint"] == resumed["fingerprint"]
+    assert [h["loss_instance"] for h in whole["history"]] == [h["loss_instance"] for h in resumed["history"]]
 
 
 def test_resume_after_a_kill_gives_the_same_model_as_an_uninterrupted_run(tmp_path):

@@ -41,6 +41,10 @@ class ObjectiveConfig:
     # (cosine-preserving), so the instance task and the first proxies carry signal from step one
     # instead of waiting an epoch for every row to be visited.
     instance_init: str = "random"
+    # 0: Eq. 4's softmax over every image of the category; N > 0: over the positive and N sampled
+    # same-category rows, so the instance head's cost no longer grows with the catalog.
+    instance_negatives: int = 0
+    mlp_hidden: int = 0  # width of the `**` MLP head's hidden layer; 0 = the feature dimension
 
 
 class Classifier(nn.Module):
@@ -67,7 +71,9 @@ class CoInsModel(nn.Module):
         self.backbone, self.cfg = backbone, cfg
         d = backbone.feature_dim
         if cfg.mlp_head:
-            self.head = nn.Sequential(nn.Linear(d, d), nn.BatchNorm1d(d), nn.ReLU(inplace=True), nn.Linear(d, cfg.head_dim))
+            hidden = cfg.mlp_hidden or d
+            self.head = nn.Sequential(nn.Linear(d, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+                                      nn.Linear(hidden, cfg.head_dim))
             d = cfg.head_dim
         else:
             self.head = nn.Identity()
@@ -85,6 +91,9 @@ class CoInsModel(nn.Module):
         self.uses_instances = cfg.instance_weight > 0 or cfg.proxy_weight > 0
         self.num_instances = len(image_categories) if self.uses_instances else 0
         self.shard = InstanceShard.split(self.category_start, rank, world_size) if world_size > 1 else None
+        if self.shard is not None and cfg.instance_negatives:
+            raise ValueError("sampled instance negatives (instance_negatives) run in one process only; "
+                             "under torchrun the sharded head scores every instance: set it to 0")
         if self.shard is None:
             initial = F.normalize(torch.randn(self.num_instances, d), dim=1)
         else:  # each rank draws only its own rows (a one-process run's random rows are not reproduced)
@@ -115,9 +124,11 @@ class CoInsModel(nn.Module):
         w = self.instance_weights
         if self.cfg.cosine:
             return F.normalize(w, dim=1)
-        # A memory W^I is updated in place after the loss has read it, and without autocast's bf16 copy
-        # the backward would see the new rows; the copy costs 1/B of the B x n x d product.
-        return w if isinstance(w, nn.Parameter) else w.clone()
+        # A memory W^I is updated in place after the loss has read it; without autocast's bf16 copy
+        # the backward would see the new rows, so fp32 training reads a copy.
+        if isinstance(w, nn.Parameter) or torch.is_autocast_enabled(w.device.type):
+            return w
+        return w.clone()
 
     def forward(self, x, images, categories, fine_labels=None) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.cfg
@@ -132,6 +143,9 @@ class CoInsModel(nn.Module):
             w = self._instance_matrix()
             if batch is not None:
                 loss = sharded_instance_loss(batch, w, self.shard, scale, within_category=cfg.instance_within_category)
+            elif cfg.instance_within_category and cfg.instance_negatives:
+                loss = objectives.instance_loss_within_category_sampled(h, w, rows, categories, self.category_start,
+                                                                        scale, cfg.instance_negatives)
             elif cfg.instance_within_category:
                 loss = objectives.instance_loss_within_category(h, w, rows, categories, self.category_start, scale)
             else:

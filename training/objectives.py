@@ -46,6 +46,31 @@ def instance_loss_within_category(h: torch.Tensor, instance_weights: torch.Tenso
     return total / h.shape[0]
 
 
+def instance_loss_within_category_sampled(h: torch.Tensor, instance_weights: torch.Tensor, rows: torch.Tensor,
+                                          categories: torch.Tensor, category_start: torch.Tensor, scale: float,
+                                          negatives: int) -> torch.Tensor:
+    """Eq. 4 with a sampled denominator: the positive row and `negatives` rows drawn uniformly
+    from the same category (shared by the batch's images of that category), as instance
+    discrimination with a memory bank does. Cost sum_k B_k * negatives * d, whatever n_k is;
+    a category with at most `negatives` images uses all of them (Eq. 4 exactly)."""
+    total = h.new_zeros(())
+    for k in torch.unique(categories).tolist():
+        in_k = categories == k
+        start, end = int(category_start[k]), int(category_start[k + 1])
+        if end - start <= negatives:
+            logits = scale * h[in_k] @ instance_weights[start:end].t()
+            total = total + F.cross_entropy(logits, rows[in_k] - start, reduction="sum")
+            continue
+        hk, own = h[in_k], rows[in_k]
+        sample = torch.randint(start, end, (negatives,), device=h.device)
+        positive = scale * (hk * instance_weights[own].to(hk.dtype)).sum(1, keepdim=True)
+        # A drawn row that is the image's own is not a negative.
+        negative = (scale * hk @ instance_weights[sample].t()).masked_fill(sample[None, :] == own[:, None], float("-inf"))
+        logits = torch.cat([positive.to(negative.dtype), negative], 1)
+        total = total + F.cross_entropy(logits, torch.zeros(len(hk), dtype=torch.long, device=h.device), reduction="sum")
+    return total / h.shape[0]
+
+
 def proxy_loss(h: torch.Tensor, proxies: torch.Tensor, assignment: torch.Tensor, scale: float) -> torch.Tensor:
     """Eq. 7: classify each image into its instance-proxy cluster, softmax over all P proxies."""
     return F.cross_entropy(scale * h @ proxies.t(), assignment)

@@ -86,6 +86,25 @@ def evaluate(model: CoInsModel, data: TrainingSet, pre: Preprocessing, device: t
     return result
 
 
+def train_step(network, optimizer, schedule, images: torch.Tensor, idx: torch.Tensor, categories: torch.Tensor,
+               fine_labels: torch.Tensor | None, *, pre: Preprocessing, augmentation: str, generator: torch.Generator,
+               device: torch.device, precision: str, part: tuple[int, int] = (0, 1)) -> dict[str, float]:
+    """One optimisation step on the images `idx` (rows of the uint8 `images`); returns the loss parts."""
+    x = images[idx].to(device, non_blocking=True).float() / 255.0
+    x = augment(x, augmentation, generator, part=part)
+    x = pre.standardise(x).contiguous(memory_format=torch.channels_last)
+    idx = idx.to(device)
+    with _autocast(device, precision):
+        loss, parts = network(x, idx, categories[idx], fine_labels[idx] if fine_labels is not None else None)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    schedule.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return parts
+
+
 def build_model(cfg: TrainConfig, train: TrainingSet, ranks: Ranks | None = None) -> CoInsModel:
     ranks = ranks or Ranks()
     torch.manual_seed(cfg.seed)
@@ -167,6 +186,7 @@ def _train(cfg: TrainConfig, ranks: Ranks, *, resume: bool, stop_after_epoch: in
     images_all = train_set.images  # stays on CPU; batches move to the device
     for epoch in range(first_epoch, cfg.epochs):
         generator = _generator(cfg.seed, epoch)
+        torch.manual_seed(cfg.seed * 100_003 + epoch)  # sampled instance negatives draw from torch's own generator
         cluster_time = 0.0
         if cfg.objective.proxy_weight > 0 and epoch >= proxy_start:
             started = time.perf_counter()
@@ -181,18 +201,9 @@ def _train(cfg: TrainConfig, ranks: Ranks, *, resume: bool, stop_after_epoch: in
         for step in bar:
             started = time.perf_counter()
             idx = ranks.batch_part(order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
-            x = images_all[idx].to(device, non_blocking=True).float() / 255.0
-            x = augment(x, cfg.augmentation, generator, part=(ranks.rank, ranks.world_size))
-            x = pre.standardise(x).contiguous(memory_format=torch.channels_last)
-            idx = idx.to(device)
-            with _autocast(device, precision):
-                loss, parts = network(x, idx, categories[idx], fine_labels[idx] if fine_labels is not None else None)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            parts = train_step(network, optimizer, schedule, images_all, idx, categories, fine_labels, pre=pre,
+                               augmentation=cfg.augmentation, generator=generator, device=device, precision=precision,
+                               part=(ranks.rank, ranks.world_size))
             train_time += time.perf_counter() - started
             seen += len(idx) * ranks.world_size
             for k, v in parts.items():
