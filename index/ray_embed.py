@@ -27,7 +27,6 @@ import pandas as pd
 import pyarrow as pa
 
 from embedder.images import ImageError, decode_image
-from embedder.preprocess import Preprocessing
 from index.catalog import HASH_COLUMN, MTIME_COLUMN, RESERVED_COLUMNS, SIZE_COLUMN, _file_facts, _normalise_rel
 from index.manifest import PATH_COLUMN, read_manifest, resolve_image_paths
 from index.shards import (EMBEDDING_COLUMN, ERROR_COLUMN, ID_COLUMN, VECTOR_DTYPES, embedding_array, finish_shards,
@@ -71,6 +70,8 @@ class ShardsReport:
 
 def decode_batch(frame: pd.DataFrame, preprocessing: dict) -> dict:
     """Decode a batch of manifest rows for the model; a file that cannot be used gets its reason."""
+    from embedder.preprocess import Preprocessing  # imports torch: only where the work runs, not in the CLI
+
     prep = Preprocessing.from_dict(preprocessing)
     shape = (prep.channels, prep.size, prep.size)
     images = np.zeros((len(frame),) + shape, np.uint8)
