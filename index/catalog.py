@@ -21,6 +21,10 @@ Ids are stable: an item keeps its id for its whole life, and ids are never reuse
 keeps next_id). Rows are kept sorted by id, so the FAISS id -> row lookup is a binary search.
 Cosine similarity is the inner product on the normalised vectors; scores are cosines, re-scored
 exactly from embeddings.npy for every result.
+
+On-disk catalogs (index.ondisk, docs/scale.md) have no embeddings.npy: their inverted lists are a
+memory-mapped index.ivfdata, their full vectors stay in the embedding shards (vector_locations.npy
+says where), and results are scored by the index's codes.
 """
 from __future__ import annotations
 
@@ -181,7 +185,11 @@ def _c_stdout_to_devnull() -> Iterator[None]:
     would corrupt `search --json`); Python's own stdout is untouched."""
     import ctypes
 
-    libc = ctypes.CDLL(None)
+    try:
+        libc = ctypes.CDLL(None)
+    except OSError:  # no C library to flush (Windows): let it print
+        yield
+        return
     sys.stdout.flush()
     saved = os.dup(1)
     devnull = os.open(os.devnull, os.O_WRONLY)
