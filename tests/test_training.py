@@ -1,5 +1,6 @@
 """Training: every preset runs, resume reproduces an uninterrupted run, checkpoints load safely."""
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -59,6 +60,15 @@ def test_sampled_instance_negatives_are_reproducible_across_a_resume(tmp_path):
     resumed = train(sampled(tmp_path / "killed"), sets=(data, data), resume=True, log=lambda s: None)
     assert whole["fingerprint"] == resumed["fingerprint"]
     assert [h["loss_instance"] for h in whole["history"]] == [h["loss_instance"] for h in resumed["history"]]
+
+
+def test_a_checkpoint_left_half_written_by_a_killed_run_is_removed_by_the_next_run(tmp_path):
+    cfg = config(tmp_path, "cos", epochs=1)
+    Path(cfg.out_dir).mkdir(parents=True)
+    stale = Path(cfg.out_dir) / ".last.pt.k1ll3d.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    train(cfg, sets=(tiny_set(), tiny_set()), resume=True, log=lambda s: None)
+    assert not stale.exists() and (Path(cfg.out_dir) / "model.pt").is_file()
 
 
 def test_resume_after_a_kill_gives_the_same_model_as_an_uninterrupted_run(tmp_path):

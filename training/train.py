@@ -152,6 +152,9 @@ def _train(cfg: TrainConfig, ranks: Ranks, *, resume: bool, stop_after_epoch: in
     pre = Preprocessing.from_dict(cfg.preprocessing)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if ranks.main:  # a process killed while writing a checkpoint leaves its unfinished temporary file
+        for stale in [*out.glob(".last.pt.*.tmp"), *out.glob(".model.pt.*.tmp")]:
+            stale.unlink(missing_ok=True)
     train_set, val_set = sets if sets is not None else ranks.main_first(lambda: load_sets(cfg))
     model = build_model(cfg, train_set, ranks).to(device, memory_format=torch.channels_last)
     network = model
