@@ -20,7 +20,7 @@ import pandas as pd
 
 DEFAULT_KS = (1, 2, 4, 8, 10, 100)
 DEFAULT_BLOCK_SIZE = 4096
-DEFAULT_GALLERY_BLOCK = 131_072  # rows of the gallery in RAM at once (1 GB at 2048-d)
+DEFAULT_GALLERY_BLOCK = 65_536  # rows of the gallery in RAM at once (512 MB at 2048-d)
 STREAMED_QUERY_BLOCK = 32_768  # queries per pass over a streamed gallery
 
 
@@ -97,6 +97,7 @@ def _top_k(queries: np.ndarray, gallery, k: int, gallery_block: int) -> tuple[np
             scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
             ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1 - start)
         heap.add_result(np.ascontiguousarray(scores, dtype=np.float32), np.ascontiguousarray(ids + start))
+        del block  # before the next read, so only one block is ever held
     heap.finalize()
     return heap.D, heap.I
 
