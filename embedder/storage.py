@@ -1,14 +1,15 @@
-"""Atomic file writes: write beside the target, flush to disk, then rename over it.
-
-A crash at any point leaves either the old file or the new one, never a half-written file.
+"""The product's own files: written atomically (beside the target, flushed, renamed over it, so a
+crash leaves the old file or the new one, never a half-written one), and JSON descriptions read
+back with a check that this product wrote them.
 """
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 
 @contextlib.contextmanager
@@ -28,6 +29,20 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
         _fsync_dir(target.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def read_format_json(path: Path, fmt: str, kind: str, error: type[Exception], absent: Callable[[], str]) -> dict:
+    """The JSON object at `path` whose "format" is `fmt`; otherwise error(...): absent() when the
+    file is missing, or why it is unreadable or not `kind` ("a catalog") of this product."""
+    if not path.is_file():
+        raise error(absent())
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise error(f"{path} is not readable: {exc}") from None
+    if info.get("format") != fmt:
+        raise error(f"{path} is not {kind} of this product (format {fmt})")
+    return info
 
 
 def _umask() -> int:

@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from embedder.storage import _fsync_dir, atomic_path
+from embedder.storage import _fsync_dir, atomic_path, read_format_json
 from index.choose import (DEFAULT_MEMORY_BUDGET, IndexChoice, choice_from_factory, choose_index, index_kind, quantised)
 from index.evaluation import NpyRows, RecallReport, nearest_neighbours, recall_at_k
 from index.manifest import (CATEGORY_COLUMN, PATH_COLUMN, PRODUCT_COLUMN, read_manifest,
@@ -611,18 +611,11 @@ class Catalog:
 
 def read_info(folder: str | os.PathLike) -> dict:
     folder = Path(folder)
-    path = folder / INFO_FILE
-    if not path.is_file():
+    def absent() -> str:
         what = "no such folder" if not folder.exists() else "catalog.json missing"
-        raise CatalogError(f"no catalog at {folder} ({what}); build one with "
-                           "`python -m index build --manifest M --model CKPT --out DIR`")
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise CatalogError(f"{path} is not readable: {exc}") from None
-    if info.get("format") != FORMAT:
-        raise CatalogError(f"{path} is not a catalog of this product (format {FORMAT})")
-    return info
+        return (f"no catalog at {folder} ({what}); build one with "
+                "`python -m index build --manifest M --model CKPT --out DIR`")
+    return read_format_json(folder / INFO_FILE, FORMAT, "a catalog", CatalogError, absent)
 
 
 # ----------------------------------------------------------------------------- building indexes

@@ -32,7 +32,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from embedder.storage import _fsync_dir, atomic_path
+from embedder.storage import _fsync_dir, atomic_path, read_format_json
 
 SHARDS_FORMAT = "coinsp-shards/1"
 SHARDS_INFO = "shards.json"
@@ -168,18 +168,11 @@ def write_shards(out: str | os.PathLike, blocks: Iterable[tuple[pd.DataFrame, np
 
 def read_info(folder: str | os.PathLike) -> dict:
     folder = Path(folder)
-    path = folder / SHARDS_INFO
-    if not path.is_file():
+    def absent() -> str:
         what = "no such folder" if not folder.exists() else f"{SHARDS_INFO} missing: unfinished or not shards"
-        raise ShardsError(f"no embedding shards at {folder} ({what}); make them with "
-                          "`python -m index embed-ray --manifest M --model CKPT --out SHARDS`")
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ShardsError(f"{path} is not readable: {exc}") from None
-    if info.get("format") != SHARDS_FORMAT:
-        raise ShardsError(f"{path} is not an embedding shards folder of this product (format {SHARDS_FORMAT})")
-    return info
+        return (f"no embedding shards at {folder} ({what}); make them with "
+                "`python -m index embed-ray --manifest M --model CKPT --out SHARDS`")
+    return read_format_json(folder / SHARDS_INFO, SHARDS_FORMAT, "an embedding shards folder", ShardsError, absent)
 
 
 def check_files(folder: Path, info: dict) -> list[Path]:
