@@ -54,7 +54,7 @@ def test_sampled_instance_loss_equals_eq4_when_a_category_has_no_more_images_tha
     args = dict(rows=torch.tensor([0, 2, 3, 5, 6, 4]), categories=torch.tensor([0, 0, 1, 1, 1, 1]),
                 category_start=torch.tensor([0, 3, 7]), scale=5.0)
     exact = objectives.instance_loss_within_category(h, w, **args)
-    assert objectives.instance_loss_within_category_sampled(h, w, negatives=4, **args).item() == pytest.approx(exact.item(), abs=1e-5)
+    assert objectives.instance_loss_within_category(h, w, negatives=4, **args).item() == pytest.approx(exact.item(), abs=1e-5)
 
 
 def test_sampled_instance_loss_scores_the_positive_against_sampled_rows_of_its_own_category():
@@ -64,7 +64,7 @@ def test_sampled_instance_loss_scores_the_positive_against_sampled_rows_of_its_o
     w = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.6, 0.8], [0.8, 0.6], [-1.0, 0.0], [float("nan")] * 2, [float("nan")] * 2])
     args = dict(rows=torch.tensor([1]), categories=torch.tensor([0]), category_start=torch.tensor([0, 5, 7]), scale=2.0)
     torch.manual_seed(3)
-    loss = objectives.instance_loss_within_category_sampled(h, w, negatives=3, **args)
+    loss = objectives.instance_loss_within_category(h, w, negatives=3, **args)
     torch.manual_seed(3)
     drawn = torch.randint(0, 5, (3,)).tolist()  # the same draw the loss made
     # the image's own row, if drawn, is no negative

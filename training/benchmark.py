@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from embedder.preprocess import Preprocessing
 from index.evaluation import recall_at_k
 from index.importers import import_fashion_mnist
 from training import objectives
@@ -101,7 +102,7 @@ def interleaved_throughput(base: TrainConfig, methods: list[str], train_set, *, 
     so that load from other work on the machine hits every method alike. CoInsP's k-means is
     timed once and spread over an epoch's steps, for the share of epochs that run it."""
     device = torch.device(base.device)
-    pre = default_input("smallcnn", "")
+    pre = Preprocessing.from_dict(base.preprocessing)
     categories = train_set.categories.to(device)
     fine = train_set.products.to(device) if train_set.products is not None else None
     steps_per_epoch = len(train_set) // base.batch_size

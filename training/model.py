@@ -143,11 +143,9 @@ class CoInsModel(nn.Module):
             w = self._instance_matrix()
             if batch is not None:
                 loss = sharded_instance_loss(batch, w, self.shard, scale, within_category=cfg.instance_within_category)
-            elif cfg.instance_within_category and cfg.instance_negatives:
-                loss = objectives.instance_loss_within_category_sampled(h, w, rows, categories, self.category_start,
-                                                                        scale, cfg.instance_negatives)
             elif cfg.instance_within_category:
-                loss = objectives.instance_loss_within_category(h, w, rows, categories, self.category_start, scale)
+                loss = objectives.instance_loss_within_category(h, w, rows, categories, self.category_start, scale,
+                                                                cfg.instance_negatives)
             else:
                 loss = objectives.instance_loss(h, w, rows, scale)
             parts["instance"] = cfg.instance_weight * loss

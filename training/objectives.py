@@ -31,43 +31,32 @@ def instance_loss(h: torch.Tensor, instance_weights: torch.Tensor, rows: torch.T
 
 
 def instance_loss_within_category(h: torch.Tensor, instance_weights: torch.Tensor, rows: torch.Tensor,
-                                  categories: torch.Tensor, category_start: torch.Tensor, scale: float) -> torch.Tensor:
+                                  categories: torch.Tensor, category_start: torch.Tensor, scale: float,
+                                  negatives: int = 0) -> torch.Tensor:
     """Eq. 4 (CoIns_imp): the instance softmax runs only over images of the same category.
 
     Category k owns rows category_start[k] : category_start[k+1] of W^I, so each group of
     the batch multiplies by its own slice: cost sum_k B_k * n_k * d, never a mask over n.
+    With `negatives` > 0 a category with more images than that samples its denominator: the
+    positive row and `negatives` rows drawn uniformly from the category (shared by the batch's
+    images of that category), as instance discrimination with a memory bank does; cost
+    sum_k B_k * negatives * d, whatever n_k is.
     """
     total = h.new_zeros(())
     for k in torch.unique(categories).tolist():
         in_k = categories == k
         start, end = int(category_start[k]), int(category_start[k + 1])
-        logits = scale * h[in_k] @ instance_weights[start:end].t()
-        total = total + F.cross_entropy(logits, rows[in_k] - start, reduction="sum")
-    return total / h.shape[0]
-
-
-def instance_loss_within_category_sampled(h: torch.Tensor, instance_weights: torch.Tensor, rows: torch.Tensor,
-                                          categories: torch.Tensor, category_start: torch.Tensor, scale: float,
-                                          negatives: int) -> torch.Tensor:
-    """Eq. 4 with a sampled denominator: the positive row and `negatives` rows drawn uniformly
-    from the same category (shared by the batch's images of that category), as instance
-    discrimination with a memory bank does. Cost sum_k B_k * negatives * d, whatever n_k is;
-    a category with at most `negatives` images uses all of them (Eq. 4 exactly)."""
-    total = h.new_zeros(())
-    for k in torch.unique(categories).tolist():
-        in_k = categories == k
-        start, end = int(category_start[k]), int(category_start[k + 1])
-        if end - start <= negatives:
-            logits = scale * h[in_k] @ instance_weights[start:end].t()
-            total = total + F.cross_entropy(logits, rows[in_k] - start, reduction="sum")
-            continue
         hk, own = h[in_k], rows[in_k]
-        sample = torch.randint(start, end, (negatives,), device=h.device)
-        positive = scale * (hk * instance_weights[own].to(hk.dtype)).sum(1, keepdim=True)
-        # A drawn row that is the image's own is not a negative.
-        negative = (scale * hk @ instance_weights[sample].t()).masked_fill(sample[None, :] == own[:, None], float("-inf"))
-        logits = torch.cat([positive.to(negative.dtype), negative], 1)
-        total = total + F.cross_entropy(logits, torch.zeros(len(hk), dtype=torch.long, device=h.device), reduction="sum")
+        if not negatives or end - start <= negatives:
+            logits, target = scale * hk @ instance_weights[start:end].t(), own - start
+        else:
+            sample = torch.randint(start, end, (negatives,), device=h.device)
+            positive = scale * (hk * instance_weights[own].to(hk.dtype)).sum(1, keepdim=True)
+            # A drawn row that is the image's own is not a negative.
+            negative = (scale * hk @ instance_weights[sample].t()).masked_fill(sample[None, :] == own[:, None], float("-inf"))
+            logits = torch.cat([positive.to(negative.dtype), negative], 1)
+            target = torch.zeros(len(hk), dtype=torch.long, device=h.device)  # the positive is column 0
+        total = total + F.cross_entropy(logits, target, reduction="sum")
     return total / h.shape[0]
 
 
