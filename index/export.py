@@ -28,10 +28,9 @@ from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from embedder.storage import atomic_path
-from index.catalog import (CHUNK_ROWS, ID_COLUMN, IMAGE_PATH_COLUMN, INTERNAL_COLUMNS, Catalog, CatalogError)
+from index.catalog import (CHUNK_ROWS, ID_COLUMN, IMAGE_PATH_COLUMN, INTERNAL_COLUMNS, Catalog, CatalogError, _bar)
 
 VECTOR_COLUMN = "vector"
 PARQUET_KEY = b"coinsp"
@@ -64,11 +63,6 @@ def _blocks(catalog: Catalog, rows: int) -> Iterator[tuple[pd.DataFrame, np.ndar
                np.ascontiguousarray(catalog.embeddings[start:start + rows], np.float32))
 
 
-def _bar(total: int, desc: str, progress: bool):
-    return tqdm(total=total, desc=desc, unit="item", disable=not progress or total == 0, leave=False,
-                dynamic_ncols=True)
-
-
 # ----------------------------------------------------------------------------- Parquet
 
 def export_parquet(folder: str | os.PathLike, out: str | os.PathLike, *, rows_per_group: int = CHUNK_ROWS,
@@ -88,7 +82,7 @@ def export_parquet(folder: str | os.PathLike, out: str | os.PathLike, *, rows_pe
                   "feature_dim": dim, "items": len(catalog)}
     schema = pa.schema(fields, metadata={PARQUET_KEY: json.dumps(provenance).encode()})
     with atomic_path(out) as tmp, pq.ParquetWriter(tmp, schema) as writer, \
-            _bar(len(catalog), "exporting to Parquet", progress) as bar:
+            _bar(len(catalog), "exporting to Parquet", progress, unit="item") as bar:
         for rows, vectors in _blocks(catalog, rows_per_group):
             table = pa.Table.from_pandas(rows, schema=meta_schema, preserve_index=False)
             vector_array = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim)
@@ -188,7 +182,7 @@ def export_qdrant(folder: str | os.PathLike, client, collection: str, *, batch_s
     catalog = Catalog.load(folder)
     try:
         _ensure_collection(client, collection, catalog.dim, recreate)
-        with _bar(len(catalog), f"exporting to Qdrant {collection!r}", progress) as bar:
+        with _bar(len(catalog), f"exporting to Qdrant {collection!r}", progress, unit="item") as bar:
             for rows, vectors in _blocks(catalog, batch_size):
                 client.upsert(collection, wait=True, points=models.Batch(
                     ids=rows[ID_COLUMN].astype(int).tolist(), vectors=vectors.tolist(),
