@@ -16,11 +16,14 @@ from typing import Iterator, Sequence
 
 import faiss
 import numpy as np
+from faiss.contrib.exhaustive_search import knn_ground_truth
 import pandas as pd
 
 DEFAULT_KS = (1, 2, 4, 8, 10, 100)
 DEFAULT_BLOCK_SIZE = 4096
-DEFAULT_GALLERY_BLOCK = 65_536  # rows of the gallery in RAM at once (512 MB at 2048-d)
+# Rows of the gallery read at once. knn_ground_truth holds the block it searches and its copy in a
+# flat index while the next block is read: three blocks, 768 MB at 2048-d.
+DEFAULT_GALLERY_BLOCK = 32_768
 STREAMED_QUERY_BLOCK = 32_768  # queries per pass over a streamed gallery
 
 
@@ -88,18 +91,8 @@ def _top_k(queries: np.ndarray, gallery, k: int, gallery_block: int) -> tuple[np
         index = faiss.IndexFlatIP(gallery.shape[1])
         index.add(_rows(gallery, 0, len(gallery)))
         return index.search(queries, k)
-    heap = faiss.ResultHeap(len(queries), k, keep_max=True)
-    for start in range(0, len(gallery), gallery_block):
-        block = _rows(gallery, start, start + gallery_block)
-        scores, ids = faiss.knn(queries, block, min(k, len(block)), metric=faiss.METRIC_INNER_PRODUCT)
-        if scores.shape[1] < k:  # a short last block: pad with results the heap never keeps
-            pad = k - scores.shape[1]
-            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
-            ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1 - start)
-        heap.add_result(np.ascontiguousarray(scores, dtype=np.float32), np.ascontiguousarray(ids + start))
-        del block  # before the next read, so only one block is ever held
-    heap.finalize()
-    return heap.D, heap.I
+    blocks = (_rows(gallery, start, start + gallery_block) for start in range(0, len(gallery), gallery_block))
+    return knn_ground_truth(queries, blocks, k, faiss.METRIC_INNER_PRODUCT, ngpu=0)
 
 
 def _search_blocks(queries, gallery, k: int, query_rows: np.ndarray | None, block_size: int,
