@@ -159,6 +159,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--index", help="FAISS IVF factory string (e.g. IVF65536_HNSW32,PQ64np); default: chosen by size")
     p.add_argument("--memory-budget", type=_size, default=None, help="memory for the centroids (default 4GB)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing catalog in --out")
+    p.add_argument("--no-rerank-copy", dest="rerank_copy", action="store_false",
+                   help="keep no float16 copy of the vectors (n x d x 2 bytes): results ranked by the PQ codes alone")
     wait_option(p)
 
     p = sub.add_parser("info", help="what a catalog holds")
@@ -367,7 +369,8 @@ def cmd_build_from_shards(args) -> int:
 
     _print_report(build_from_shards(args.shards, args.model, args.out, index=args.index,
                                     memory_budget=args.memory_budget, overwrite=args.overwrite,
-                                    progress=not args.quiet, lock_timeout=args.wait))
+                                    progress=not args.quiet, lock_timeout=args.wait,
+                                    rerank_copy=args.rerank_copy))
     return 0
 
 

@@ -476,6 +476,9 @@ def bench_ondisk(args) -> None:
                      root=str(manifest.parent.absolute()), model_path=str(model.absolute()),
                      vector_dtype=args.vector_dtype)
         stages["write_shards_s"] = time.perf_counter() - started
+    if args.shards_only:
+        print(f"shards written to {shards}; run again without --shards-only to build and search")
+        return
     shard_info = read_shards_info(shards)
     print("building the on-disk catalog…", flush=True)
     started = time.perf_counter()
@@ -611,6 +614,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--shard-rows", type=int, default=65_536, help="vectors per shard file (and per generated block)")
     p.add_argument("--work", default=None, help="folder for shards and catalog (default .cache/bench/ondisk-NxD)")
+    p.add_argument("--shards-only", action="store_true", help="stop after writing the shards (a later run reuses them)")
 
     p = sub.add_parser("ondisk-search", help=argparse.SUPPRESS)
     p.add_argument("--catalog", required=True)

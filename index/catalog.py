@@ -67,6 +67,7 @@ METADATA_FILE = "metadata.parquet"
 # each item's full vector lies in the embedding shards (there is no embeddings.npy).
 IVFDATA_FILE = "index.ivfdata"
 VECTOR_LOCATIONS_FILE = "vector_locations.npy"
+RERANK_VECTORS_FILE = "rerank_vectors.npy"  # on-disk catalogs: float16 copy of the vectors, for re-scoring
 
 ID_COLUMN = "id"
 HASH_COLUMN = "content_hash"
@@ -298,14 +299,19 @@ class Catalog:
     """A loaded catalog (no model needed): embeddings, metadata, info and the search index."""
 
     def __init__(self, folder: Path | None, info: dict, embeddings: np.ndarray, metadata: pd.DataFrame,
-                 index: faiss.Index | None = None, index_path: Path | None = None):
+                 index: faiss.Index | None = None, index_path: Path | None = None,
+                 rerank_vectors: np.ndarray | None = None):
         self.folder = None if folder is None else Path(folder)
         self.info = info
         self.embeddings = embeddings
         # Results are re-scored with these: the stored vectors, or for an on-disk catalog (whose
-        # vectors are in shards, too slow to read per result) the vectors its index codes decode to.
+        # vectors are in shards, too slow to read per result) its float16 copy of them where it has
+        # one, else the vectors its index codes decode to.
         self.on_disk = bool(info.get("vectors"))
-        self.scoring_vectors = _IndexCodes(self) if self.on_disk else embeddings
+        if not self.on_disk:
+            self.scoring_vectors = embeddings
+        else:
+            self.scoring_vectors = _IndexCodes(self) if rerank_vectors is None else rerank_vectors
         self._index, self._index_path = index, index_path
         self.choice = IndexChoice.from_dict(info["index"])
         self.ids = metadata[ID_COLUMN].to_numpy(np.int64)
@@ -328,11 +334,14 @@ class Catalog:
         for attempt in range(3):
             info = read_info(folder)
             version = folder / VERSIONS_DIR / info["version"]
+            rerank_vectors = None
             try:
                 if info.get("vectors"):  # on-disk catalog: the vectors stay in the embedding shards
                     locations = np.load(version / VECTOR_LOCATIONS_FILE, mmap_mode="r" if mmap else None)
                     embeddings = ShardVectors(info["vectors"]["folder"], info["vectors"]["files"],
                                               info["feature_dim"], locations)
+                    if info["vectors"].get("rerank_copy"):
+                        rerank_vectors = np.load(version / RERANK_VECTORS_FILE, mmap_mode="r")
                 else:
                     embeddings = np.load(version / EMBEDDINGS_FILE, mmap_mode="r" if mmap else None)
                 metadata = pd.read_parquet(version / METADATA_FILE)
@@ -343,11 +352,12 @@ class Catalog:
                 if attempt == 2 or read_info(folder)["version"] == info["version"]:
                     raise CatalogError(f"catalog {folder} is damaged: version {info['version']} is incomplete; "
                                        "rebuild it with `python -m index build`") from None
-        if len(metadata) != embeddings.shape[0] or embeddings.shape[1] != info["feature_dim"]:
+        if len(metadata) != embeddings.shape[0] or embeddings.shape[1] != info["feature_dim"] or (
+                rerank_vectors is not None and rerank_vectors.shape != embeddings.shape):
             raise CatalogError(f"catalog {folder} is inconsistent ({len(metadata)} rows, embeddings "
                                f"{embeddings.shape}); run `python -m index rebuild --catalog DIR --reembed`")
         # The index is read on first search: evaluation and the app's quality page never need it.
-        return cls(folder, info, embeddings, metadata, index_path=version / INDEX_FILE)
+        return cls(folder, info, embeddings, metadata, index_path=version / INDEX_FILE, rerank_vectors=rerank_vectors)
 
     @property
     def index(self) -> faiss.Index:

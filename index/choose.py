@@ -41,6 +41,7 @@ HNSW_BYTES_PER_ITEM = HNSW_M * 2 * 4 * 1.2 + 16  # level-0 links (+ upper levels
 # PQ256 0.91 (0.955 for new query vectors); 10^7 x 2048 then take 2.6 GB with ids.
 ONDISK_DIMS_PER_BYTE = 8
 ONDISK_PQ_BYTES = (64, 256)  # at least (when d allows), at most
+RERANK_ON_DISK = 16  # candidates per result the codes propose for exact re-scoring (as index.catalog's)
 
 
 class IndexChoiceError(ValueError):
@@ -117,17 +118,19 @@ def _pq_subquantisers(d: int, bytes_per_vector: float) -> int | None:
     return None
 
 
-def choose_index(n: int, d: int, memory_budget_bytes: int | None = None, on_disk: bool = False) -> IndexChoice:
+def choose_index(n: int, d: int, memory_budget_bytes: int | None = None, on_disk: bool = False,
+                 rerank_copy: bool = True) -> IndexChoice:
     """The index for n vectors of dimension d whose index may use memory_budget_bytes.
 
     on_disk: the index's inverted lists will be a memory-mapped file (index.ondisk): always IVF
     with PQ codes; the budget covers what stays in memory (centroids and their HNSW).
+    rerank_copy (on_disk only): a float16 copy of the vectors on disk re-scores the candidates.
     """
     budget = DEFAULT_MEMORY_BUDGET if memory_budget_bytes is None else int(memory_budget_bytes)
     if n < 0 or d < 1 or budget <= 0:
         raise ValueError(f"need n >= 0, d >= 1 and a positive budget (got n={n}, d={d}, budget={budget})")
     if on_disk:
-        return _choose_on_disk(n, d, budget)
+        return _choose_on_disk(n, d, budget, rerank_copy)
     flat_bytes = n * d * 4
     flat_ms = flat_bytes / FLAT_SCAN_BYTES_PER_MS
     size = f"{n:,} vectors x {d} dims"
@@ -174,7 +177,7 @@ def choose_index(n: int, d: int, memory_budget_bytes: int | None = None, on_disk
                                f"{format_size(budget)} budget ({format_size(n * m + ivf_overhead)}); {common}"))
 
 
-def _choose_on_disk(n: int, d: int, budget: int) -> IndexChoice:
+def _choose_on_disk(n: int, d: int, budget: int, rerank_copy: bool) -> IndexChoice:
     nlist = _ivf_lists(n)
     ivf = f"IVF{nlist}_HNSW32" if nlist >= IVF_HNSW_QUANTIZER_FROM else f"IVF{nlist}"
     in_memory = nlist * (d * 4 + HNSW_BYTES_PER_ITEM)
@@ -183,11 +186,16 @@ def _choose_on_disk(n: int, d: int, budget: int) -> IndexChoice:
                                f"memory, more than the {format_size(budget)} budget; raise --memory-budget")
     m = _pq_subquantisers(d, min(max(d / ONDISK_DIMS_PER_BYTE, ONDISK_PQ_BYTES[0]), ONDISK_PQ_BYTES[1]))
     # "np": no polysemous training, which search never uses here and which took 200 s for 4,000 vectors.
-    return IndexChoice(f"{ivf},PQ{m}np", params={"nprobe": 32, "rerank": 1}, reason=(
+    if rerank_copy:  # codes blur near-identical photos; the shards are too slow to read per result
+        scoring = (f"the codes propose {RERANK_ON_DISK} candidates per result, re-scored exactly from a float16 "
+                   f"copy of the vectors ({format_size(n * d * 2)} on disk, memory-mapped)")
+    else:
+        scoring = "scores come from the codes alone (the full vectors stay in the shards)"
+    return IndexChoice(f"{ivf},PQ{m}np", params={"nprobe": 32, "rerank": RERANK_ON_DISK if rerank_copy else 1}, reason=(
         f"on-disk {ivf},PQ{m}: inverted file with {nlist} lists (about 4*sqrt(n)) whose {m}-byte product-"
         f"quantised codes ({format_size(n * (m + 8))} with ids for {n:,} vectors) stay in a memory-mapped "
-        f"file; only the centroids ({format_size(in_memory)}) are held in memory. Scores come from the codes "
-        "(the full vectors stay in the shards); nprobe is tuned on build against exact search"))
+        f"file; only the centroids ({format_size(in_memory)}) are held in memory; {scoring}; nprobe is "
+        "tuned on build against exact search"))
 
 
 def choice_from_factory(factory: str, d: int) -> IndexChoice:

@@ -10,8 +10,8 @@ import torch
 from embedder.backbones import build_backbone
 from embedder.checkpoint import save_checkpoint
 from embedder.preprocess import Preprocessing
-from index.catalog import (IVFDATA_FILE, VECTOR_LOCATIONS_FILE, VERSIONS_DIR, Catalog, CatalogError, _exact_top,
-                           read_info, rebuild_catalog, remove_from_catalog)
+from index.catalog import (IVFDATA_FILE, RERANK_VECTORS_FILE, VECTOR_LOCATIONS_FILE, VERSIONS_DIR, Catalog,
+                           CatalogError, _exact_top, read_info, rebuild_catalog, remove_from_catalog)
 from index.choose import choose_index
 from index.ondisk import build_from_shards
 from index.search import SearchService
@@ -77,6 +77,9 @@ def test_the_catalog_opens_memory_mapped_with_its_vectors_in_the_shards(catalog_
     assert catalog.on_disk and catalog.info["index"]["on_disk"]
     assert (version / IVFDATA_FILE).is_file() and (version / VECTOR_LOCATIONS_FILE).is_file()
     assert not (version / "embeddings.npy").exists()
+    # The float16 copy used to re-score results, in row order, memory-mapped.
+    assert isinstance(catalog.scoring_vectors, np.memmap) and catalog.scoring_vectors.dtype == np.float16
+    np.testing.assert_allclose(catalog.scoring_vectors[[0, 1234]], shards[1][[0, 1234]], atol=1e-3)
     invlists = faiss.extract_index_ivf(catalog.index).invlists
     assert isinstance(faiss.downcast_InvertedLists(invlists), faiss.OnDiskInvertedLists)
     assert catalog.index.ntotal == ITEMS
@@ -94,10 +97,10 @@ def test_search_recall_at_10_against_exact_search(catalog_dir, shards):
     hits = catalog.search_vectors(queries, 10)
     recall = np.mean([len(set(h.tolist()) & set(t.tolist())) / 10 for h, t in zip(hits.ids, exact)])
     assert recall >= RECALL_BOUND
-    # Scores are the index's own (decoded codes): close to the true cosines, in descending order.
+    # Scores are re-computed from the float16 copy: the true cosines to fp16 precision, best first.
     true_scores = truth[hits.ids[0]] @ queries[0]
-    np.testing.assert_allclose(hits.scores[0], true_scores, atol=0.05)
-    assert (np.diff(hits.scores[0]) <= 1e-6).all()
+    np.testing.assert_allclose(hits.scores[0], true_scores, atol=2e-3)
+    assert (np.diff(hits.scores[0]) <= 0).all()
     assert catalog.info["index"]["recall_at_10"] >= RECALL_BOUND
 
 
@@ -148,4 +151,47 @@ def test_shards_of_another_model_are_refused(shards, tmp_path):
                     categories=["a"], config={})
     with pytest.raises(CatalogError, match="embed the manifest again"):
         build_from_shards(shards[0], other, tmp_path / "catalog", progress=False)
+    assert not (tmp_path / "catalog").exists()
+
+
+def _near_copies_shards(folder, model, items: int = 60, copies: int = 50):
+    """Each of `items` products as `copies` close variants (colours, sizes, retakes): codes of a
+    few bytes per vector cannot order the variants of one product; exact cosines can."""
+    from embedder.checkpoint import load_checkpoint
+
+    rng = np.random.default_rng(5)
+    centres = rng.standard_normal((items, DIM)).astype(np.float32)
+    ids = np.arange(items * copies, dtype=np.int64)
+    vectors = centres[ids % items] + 0.15 * rng.standard_normal((len(ids), DIM)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    frame = pd.DataFrame({"id": ids, "path": [f"images/{i}.png" for i in ids], "category": "a"})
+    write_shards(folder, [(frame, vectors)], model_fingerprint=load_checkpoint(model)["fingerprint"],
+                 feature_dim=DIM, root=str(folder.parent), model_path=str(model))
+    queries = centres + 0.15 * rng.standard_normal((items, DIM)).astype(np.float32)
+    return vectors, queries / np.linalg.norm(queries, axis=1, keepdims=True)
+
+
+def test_near_identical_photos_are_ordered_exactly_by_the_float16_copy(tmp_path, model):
+    vectors, queries = _near_copies_shards(tmp_path / "shards", model)
+    exact = _exact_top(queries, vectors, 10)
+    recall = {}
+    for copy in (True, False):
+        folder = tmp_path / f"catalog-{copy}"
+        build_from_shards(tmp_path / "shards", model, folder, index="IVF16,PQ4np", progress=False, rerank_copy=copy)
+        catalog = Catalog.load(folder)
+        assert (folder / VERSIONS_DIR / catalog.info["version"] / RERANK_VECTORS_FILE).exists() == copy
+        hits = catalog.search_vectors(queries, 10)
+        recall[copy] = np.mean([len(set(h.tolist()) & set(t.tolist())) / 10 for h, t in zip(hits.ids, exact)])
+    # Measured: 0.985 with the copy, 0.255 from 4-byte codes alone.
+    assert recall[True] >= 0.95 and recall[False] <= 0.6, recall
+
+
+def test_a_copy_that_does_not_fit_the_disk_is_refused_before_any_work(shards, model, tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(CatalogError, match="--no-rerank-copy"):
+        build_from_shards(shards[0], model, tmp_path / "catalog", progress=False)
     assert not (tmp_path / "catalog").exists()
