@@ -17,7 +17,7 @@ KEPT = MODELS / "coinsp-fmnist.pt"
 
 def documented_command() -> list[str]:
     text = (MODELS / "README.md").read_text()
-    line = re.search(r"^python -m training (.+)$", text, re.MULTILINE).group(1)
+    line = re.search(r"^(?:[A-Z_]+=\S+ )*python -m training (.+)$", text, re.MULTILINE).group(1)
     return shlex.split(line)
 
 
