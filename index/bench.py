@@ -540,32 +540,56 @@ def _rss_bytes(field: str = "VmHWM") -> int:
 
 
 def bench_ondisk_search(args) -> None:
-    """The search half of `ondisk`, in its own process so that its peak RSS is the search's own."""
+    """The search half of `ondisk`, in its own process so that its peak RSS is the search's own.
+
+    Run on its own (`--work`, the folder `ondisk` wrote), it searches that catalog again, with
+    other --nprobe / --rerank where given, and appends the record to the report; --passes > 1
+    repeats the queries (the first pass reads pages from disk, later ones find them cached)."""
+    if args.work:
+        work = Path(args.work)
+        args.catalog, args.queries, args.truth = (str(work / "catalog"), str(work / "queries.npy"),
+                                                  str(work / "truth.npy"))
+        args.out = args.out or str(work / f"search-nprobe{args.nprobe}-rerank{args.rerank}.json")
+    elif not (args.catalog and args.queries and args.truth and args.out):
+        raise SystemExit("give --work (a folder written by `ondisk`), or --catalog, --queries, --truth and --out")
     queries, truth = np.load(args.queries), np.load(args.truth)
     baseline = _rss_bytes("VmRSS")  # the interpreter with this module's imports (torch among them)
     started = time.perf_counter()
     catalog = Catalog.load(args.catalog)
     catalog.index  # noqa: B018 (opens the memory-mapped index and its id map)
     open_s = time.perf_counter() - started
+    built_params = dict(catalog.choice.params)
+    catalog.choice.params.update({k: v for k, v in (("nprobe", args.nprobe), ("rerank", args.rerank)) if v})
     for query in queries[:10]:  # warm-up
         catalog.search_vectors(query, 10)
-    latencies, found = [], []
-    for query in queries:
-        started = time.perf_counter()
-        hits = catalog.search_vectors(query, 10)
-        latencies.append(time.perf_counter() - started)
-        found.append(hits.ids[0])
+    passes = []
+    for _ in range(max(1, args.passes)):
+        latencies, found = [], []
+        for query in queries:
+            started = time.perf_counter()
+            hits = catalog.search_vectors(query, 10)
+            latencies.append(time.perf_counter() - started)
+            found.append(hits.ids[0])
+        passes.append({"p50_ms": percentile_ms(latencies, 50), "p95_ms": percentile_ms(latencies, 95)})
     by_id = []
     for item in catalog.ids[np.random.default_rng(3).choice(len(catalog.ids), size=min(50, len(catalog.ids)))]:
         started = time.perf_counter()
         catalog.search_vectors(catalog.vectors_of([item]), 10, exclude_ids=[[item]])
         by_id.append(time.perf_counter() - started)
     recall = float(np.mean([len(set(f.tolist()) & set(t.tolist())) / 10 for f, t in zip(found, truth)]))
-    result = {"queries": len(queries), "recall_at_10": recall, "p50_ms": percentile_ms(latencies, 50),
-              "p95_ms": percentile_ms(latencies, 95), "search_by_id_p50_ms": percentile_ms(by_id, 50),
-              "open_seconds": open_s,
+    result = {"queries": len(queries), "recall_at_10": recall, **passes[0], "passes": passes,
+              "params": dict(catalog.choice.params), "built_params": built_params,
+              "search_by_id_p50_ms": percentile_ms(by_id, 50), "open_seconds": open_s,
               "peak_rss_bytes": _rss_bytes("VmHWM"), "rss_before_loading_bytes": baseline}
     Path(args.out).write_text(json.dumps(result, indent=2))
+    if args.work:
+        print_table([{"vectors": f"{len(catalog.ids):,}", "dim": catalog.dim, "index": catalog.choice.factory,
+                      **{k: catalog.choice.params.get(k) for k in ("nprobe", "rerank")},
+                      "recall@10": round(recall, 3),
+                      "p50 / p95 ms by pass": "; ".join(f"{p['p50_ms']:.2f} / {p['p95_ms']:.2f}" for p in passes),
+                      "peak RSS": format_size(result["peak_rss_bytes"])}])
+        append_report(record("ondisk-search", {"work": str(work), "nprobe": args.nprobe, "rerank": args.rerank,
+                                               "passes": args.passes}, result))
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -616,11 +640,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", default=None, help="folder for shards and catalog (default .cache/bench/ondisk-NxD)")
     p.add_argument("--shards-only", action="store_true", help="stop after writing the shards (a later run reuses them)")
 
-    p = sub.add_parser("ondisk-search", help=argparse.SUPPRESS)
-    p.add_argument("--catalog", required=True)
-    p.add_argument("--queries", required=True)
-    p.add_argument("--truth", required=True)
-    p.add_argument("--out", required=True)
+    p = sub.add_parser("ondisk-search", help="search the catalog `ondisk` built again, in a fresh process "
+                                             "(other nprobe / rerank, repeated passes)")
+    p.add_argument("--work", help="the folder `ondisk` wrote (catalog/, queries.npy, truth.npy)")
+    p.add_argument("--nprobe", type=int, default=None, help="default: the catalog's tuned value")
+    p.add_argument("--rerank", type=int, default=None, help="candidates re-scored per result (default: the catalog's)")
+    p.add_argument("--passes", type=int, default=1, help="times the queries are searched (first: pages from disk)")
+    for name in ("--catalog", "--queries", "--truth", "--out"):
+        p.add_argument(name, help=argparse.SUPPRESS)  # how `ondisk` calls it
 
     args = parser.parse_args(argv)
     CACHE.mkdir(parents=True, exist_ok=True)
