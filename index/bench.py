@@ -457,6 +457,9 @@ def bench_ondisk(args) -> None:
     print(f"{n:,} x {d} vectors as {args.vector_dtype} shards in {work} (about {format_size(need)}, "
           f"{format_size(free)} free); {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}", flush=True)
     stages: dict[str, float] = {}
+    if (shards / "shards.json").exists() and read_shards_info(shards)["model_fingerprint"] != embedder.fingerprint:
+        print(f"the shards in {shards} come from another model: writing them again", flush=True)
+        shutil.rmtree(shards)
     if not (shards / "shards.json").exists():
         if need > free - 5 * 1024**3:
             raise SystemExit(f"not enough disk: the shards need about {format_size(need)}, {format_size(free)} free; "
