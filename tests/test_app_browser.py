@@ -152,6 +152,10 @@ def test_every_page_renders_and_search_options_survive_a_visit(page, app_url):
     page.keyboard.press("ArrowRight")
     page.keyboard.press("ArrowRight")
     page.wait_for_function("() => document.querySelector('[data-testid=\"stSlider\"] input').value === '12'")
+    # The slider sends its value to the server after a 200 ms debounce; leaving the page sooner
+    # (a loaded machine) would lose it, so wait for that and for the rerun it starts to end.
+    page.wait_for_timeout(600)
+    page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden")
 
     page.get_by_role("link", name="Catalog").click()
     page.get_by_role("heading", name="Catalog", exact=True).wait_for()
