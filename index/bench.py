@@ -552,7 +552,7 @@ def bench_ondisk_search(args) -> None:
         work = Path(args.work)
         args.catalog, args.queries, args.truth = (str(work / "catalog"), str(work / "queries.npy"),
                                                   str(work / "truth.npy"))
-        args.out = args.out or str(work / f"search-nprobe{args.nprobe}-rerank{args.rerank}.json")
+        args.out = args.out or str(work / f"search-nprobe{args.nprobe or 'tuned'}-rerank{args.rerank or 'tuned'}.json")
     elif not (args.catalog and args.queries and args.truth and args.out):
         raise SystemExit("give --work (a folder written by `ondisk`), or --catalog, --queries, --truth and --out")
     queries, truth = np.load(args.queries), np.load(args.truth)

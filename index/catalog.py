@@ -24,7 +24,8 @@ exactly from embeddings.npy for every result.
 
 On-disk catalogs (index.ondisk, docs/scale.md) have no embeddings.npy: their inverted lists are a
 memory-mapped index.ivfdata, their full vectors stay in the embedding shards (vector_locations.npy
-says where), and results are scored by the index's codes.
+says where), and results are re-scored from a float16 copy of the vectors (rerank_vectors.npy), or
+where a catalog was built without one, scored by the index's codes.
 """
 from __future__ import annotations
 
@@ -50,7 +51,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from embedder.storage import _fsync_dir, atomic_path, read_format_json
-from index.choose import (DEFAULT_MEMORY_BUDGET, IndexChoice, choice_from_factory, choose_index, index_kind, quantised)
+from index.choose import (DEFAULT_MEMORY_BUDGET, RERANK_QUANTISED, IndexChoice, choice_from_factory, choose_index,
+                          index_kind, quantised)
 from index.evaluation import NpyRows, RecallReport, nearest_neighbours, recall_at_k
 from index.manifest import (CATEGORY_COLUMN, PATH_COLUMN, PRODUCT_COLUMN, read_manifest,
                             resolve_image_paths)
@@ -81,10 +83,6 @@ RECALL_TARGET = 0.95  # recall@10 against exact search that tuning aims for
 RECALL_K = 10
 EXACT_POOL_FLOATS = 16_000_000  # a filtered pool this small (rows x d) is searched exactly
 CHUNK_ROWS = 65_536  # rows per block when streaming embeddings
-# Candidates per result re-scored exactly for compressed (SQ/PQ) indexes (params["rerank"]). 8-bit
-# scores blur near-ties: on 100 near-duplicates per item, 4x gave recall@10 0.97 (0.897 at 10^6)
-# at any nprobe, 16x 0.998; 160 rows re-scored cost well under a millisecond.
-RERANK_QUANTISED = 16
 RERANK_MAX = 256  # tuning stops here: 2,560 rows re-scored for 10 results (8 ms at 10^7 x 512)
 SINGLE_THREAD_QUERIES = 4  # searches of this few queries run FAISS on one thread (see faiss_threads)
 
@@ -734,10 +732,10 @@ def _tune(catalog: Catalog, progress: bool, stop_gain: float | None = None) -> d
     else:
         recall, q, lower = measure_recall(catalog, exact=exact)
         return {"recall_at_10": recall, "recall_at_10_lower95": lower, "recall_queries": q}
-    tried, reached, levelled, previous = {}, None, None, 0.0
+    tried, measured, reached, levelled, previous = {}, {}, None, None, 0.0
     for i, value in enumerate(values):
         catalog.choice.params[knob] = value
-        recall, q, lower = measure_recall(catalog, exact=exact)
+        recall, q, lower = measured[value] = measure_recall(catalog, exact=exact)
         tried[str(value)] = round(recall, 4)
         if progress:
             tqdm.write(f"  {knob}={value}: recall@10 {recall:.4f} (95% lower bound {lower:.4f}, {q} queries)")
@@ -759,24 +757,26 @@ def _tune(catalog: Catalog, progress: bool, stop_gain: float | None = None) -> d
         record["levelled_off_at"] = levelled
         record["note"] = (f"recall@10 stopped rising (less than {stop_gain} per step) at {knob}={levelled} "
                           f"before the {RECALL_TARGET} target: the compressed codes limit it")
-        catalog.choice.params[knob] = values[max(0, values.index(levelled) - 1)]  # the step that still paid
-        recall, q, lower = _tune_rerank(catalog, exact, recall, stop_gain, progress, record)
+        paid = values[values.index(levelled) - 1]  # the last step that still gained (never the first)
+        catalog.choice.params[knob] = paid
+        recall, q, lower = _tune_rerank(catalog, exact, measured[paid], stop_gain, progress, record)
         record.update(recall_at_10=recall, recall_at_10_lower95=lower, recall_queries=q)
     elif reached is None:
         record["note"] = f"recall@10 target {RECALL_TARGET} not reached with confidence at the largest {knob}"
     return record
 
 
-def _tune_rerank(catalog: Catalog, exact, recall: float, stop_gain: float, progress: bool,
+def _tune_rerank(catalog: Catalog, exact, current: tuple[float, int, float], stop_gain: float, progress: bool,
                  record: dict) -> tuple[float, int, float]:
     """Where the codes limit recall and results are re-scored from real vectors, more candidates
     per result is what pays (measured at 10^7 x 512, PQ64: 16 -> 0.705, 64 -> 0.874 at the same
-    p50); raise it by 4x steps while a step gains at least stop_gain, up to RERANK_MAX."""
+    p50); raise it by 4x steps while a step gains at least stop_gain, up to RERANK_MAX.
+    `current`: (recall, queries, lower bound) measured with the present parameters."""
     params = catalog.choice.params
     if isinstance(catalog.scoring_vectors, _IndexCodes) or not quantised(catalog.choice.factory):
-        return measure_recall(catalog, exact=exact)  # codes rank the same however many candidates
+        return current  # codes rank the same however many candidates
     best = int(params.get("rerank", RERANK_QUANTISED))
-    recall, q, lower = measure_recall(catalog, exact=exact)
+    recall, q, lower = current
     tried = {str(best): round(recall, 4)}
     while best * 4 <= RERANK_MAX and lower < RECALL_TARGET:
         params["rerank"] = best * 4

@@ -11,7 +11,7 @@ app read it as they read any catalog. What differs is inside the version:
                            memory-mapped read-only on load: the OS pages in the lists a query probes
     vector_locations.npy   (n, 2) int64: shard file and row of each metadata row's full vector
     rerank_vectors.npy     (n, d) float16 copy of the vectors in row order, memory-mapped: search
-                           takes RERANK_ON_DISK x k candidates from the codes and re-scores them
+                           takes RERANK_QUANTISED x k candidates from the codes and re-scores them
                            exactly with it (without it, --no-rerank-copy, codes alone rank results)
     metadata.parquet       as in every catalog; there is no embeddings.npy
 
@@ -44,7 +44,7 @@ from index.catalog import (FORMAT, ID_COLUMN, INDEX_FILE, IVFDATA_FILE, METADATA
                            VECTOR_LOCATIONS_FILE, Catalog, CatalogError, ModelMismatchError, UpdateReport, _bar,
                            _c_stdout_to_devnull, _counts, _merge_skipped, _new_index, _now, _tune, _write_metadata,
                            catalog_lock, check_new_catalog_folder, commit_version, read_info_or_none)
-from index.choose import (DEFAULT_MEMORY_BUDGET, RERANK_ON_DISK, choice_from_factory, choose_index, format_size,
+from index.choose import (DEFAULT_MEMORY_BUDGET, RERANK_QUANTISED, choice_from_factory, choose_index, format_size,
                           index_kind)
 from index.shards import SKIPPED_FILE, ShardVectors, iter_blocks, read_info as read_shards_info, read_metadata
 
@@ -95,7 +95,7 @@ def build_from_shards(shards: str | os.PathLike, model: str | os.PathLike, out: 
     if index_kind(choice.factory) != "ivf":
         raise CatalogError(f"an on-disk catalog needs an inverted-file index (e.g. IVF4096,PQ64), not {choice.factory!r}")
     # Without a copy of the vectors, scores come from the codes: more candidates would rank the same.
-    choice.params["rerank"] = RERANK_ON_DISK if rerank_copy else 1
+    choice.params["rerank"] = RERANK_QUANTISED if rerank_copy else 1
     if rerank_copy:
         existing = out
         while not existing.exists():
