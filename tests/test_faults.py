@@ -304,28 +304,46 @@ def test_a_full_disk_fails_the_write_with_a_clear_message_and_keeps_the_catalog(
 # ---------------------------------------------------------------- two rebuilds at once
 
 # Holds the lock a second inside the rebuild, so that two started together really overlap.
+# A rebuild that holds the catalog's lock a while: 1 s, or with HOLD_DIR set, from writing
+# HOLD_DIR/holding until HOLD_DIR/release exists (so a test can act while the lock is surely held,
+# however long the other process takes to start on a loaded machine).
 SLOW_REBUILD = """
-import sys, time
+import os, sys, time
+from pathlib import Path
 from index import catalog
 from index.__main__ import main
 original = catalog._build_index
 def slow(*args, **kwargs):
-    time.sleep(1.0)
+    hold = os.environ.get("HOLD_DIR")
+    if not hold:
+        time.sleep(1.0)
+    else:
+        (Path(hold) / "holding").touch()
+        deadline = time.monotonic() + 60
+        while not (Path(hold) / "release").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
     return original(*args, **kwargs)
 catalog._build_index = slow
 sys.exit(main(sys.argv[1:]))
 """
 
 
-def slow_rebuild(folder: Path, *extra) -> subprocess.Popen:
+def slow_rebuild(folder: Path, *extra, hold_dir: Path | None = None) -> subprocess.Popen:
+    env = ENV if hold_dir is None else {**ENV, "HOLD_DIR": str(hold_dir)}
     return subprocess.Popen([sys.executable, "-c", SLOW_REBUILD, "-q", "rebuild", "--catalog", str(folder), *extra],
-                            cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def test_two_rebuilds_at_once_one_is_refused_with_the_documented_message(shop):
+def test_two_rebuilds_at_once_one_is_refused_with_the_documented_message(shop, tmp_path):
     before = consistent_snapshot(shop["catalog"])
-    first, second = slow_rebuild(shop["catalog"], "--index", "HNSW32"), slow_rebuild(shop["catalog"])
-    results = [(p.wait(timeout=WAIT_S), *p.communicate()) for p in (first, second)]
+    first = slow_rebuild(shop["catalog"], "--index", "HNSW32", hold_dir=tmp_path)
+    deadline = time.monotonic() + WAIT_S
+    while not (tmp_path / "holding").exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = slow_rebuild(shop["catalog"])  # starts while the first holds the lock
+    second_result = (second.wait(timeout=WAIT_S), *second.communicate())
+    (tmp_path / "release").touch()
+    results = [(first.wait(timeout=WAIT_S), *first.communicate()), second_result]
     codes = sorted(code for code, _, _ in results)
     assert codes == [0, 2], results
     refused = next(err for code, _, err in results if code == 2)
