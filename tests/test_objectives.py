@@ -72,6 +72,20 @@ def test_sampled_instance_loss_scores_the_positive_against_sampled_rows_of_its_o
     assert loss.item() == pytest.approx(_ce([2.0, *negatives], 0), abs=1e-5)
 
 
+def test_sampled_instance_loss_over_all_images_scores_the_positive_against_sampled_rows_of_any_category():
+    h = torch.tensor([[1.0, 0.0]])
+    w = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.6, 0.8], [0.8, 0.6], [-1.0, 0.0], [0.0, -1.0]])
+    torch.manual_seed(5)
+    loss = objectives.instance_loss(h, w, rows=torch.tensor([1]), scale=2.0, negatives=4)
+    torch.manual_seed(5)
+    drawn = torch.randint(0, 6, (4,)).tolist()
+    negatives = [2.0 * float(w[r, 0]) for r in drawn if r != 1]
+    assert loss.item() == pytest.approx(_ce([2.0, *negatives], 0), abs=1e-5)
+    # with at least as many negatives as images the softmax is Eq. 1's, exactly
+    exact = objectives.instance_loss(h, w, rows=torch.tensor([1]), scale=2.0)
+    assert objectives.instance_loss(h, w, rows=torch.tensor([1]), scale=2.0, negatives=6).item() == pytest.approx(exact.item())
+
+
 def test_proxy_loss_classifies_into_the_assigned_proxy():
     h = torch.tensor([[1.0, 0.0]])
     proxies = torch.tensor([[0.0, 1.0], [1.0, 0.0]])

@@ -120,6 +120,21 @@ def test_cli_trains_from_a_manifest_and_writes_a_checkpoint_the_embedder_loads(t
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)
 
 
+def test_cli_negatives_samples_the_instance_softmax_of_eq3_and_is_stored_with_the_model(tmp_path):
+    data = tiny_set(n=64)
+    folder = tmp_path / "catalog"
+    folder.mkdir()
+    rows = [{"path": f"{i}.png", "category": data.category_names[data.categories[i]]} for i in range(len(data.images))]
+    for i, image in enumerate(data.images):
+        Image.fromarray(image[0].numpy()).save(folder / f"{i}.png")
+    pd.DataFrame(rows).to_csv(folder / "manifest.csv", index=False)
+    code = training_main(["--train-manifest", str(folder / "manifest.csv"), "--preset", "coins", "--negatives", "8",
+                          "--epochs", "1", "--batch-size", "16", "--grid", "1", "--out", str(tmp_path / "run")])
+    assert code == 0
+    objective = load_checkpoint(tmp_path / "run" / "model.pt")["config"]["objective"]
+    assert objective["instance_negatives"] == 8 and objective["instance_within_category"] is False
+
+
 def test_training_set_skips_unreadable_images_and_reads_only_category_as_label(tmp_path):
     Image.new("L", (28, 28), 200).save(tmp_path / "good.png")
     (tmp_path / "bad.png").write_text("not an image")

@@ -50,6 +50,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     m.add_argument("--proxy-start", type=int, help="epoch from which the proxy loss is on (default: half)")
     m.add_argument("--temperature", type=float)
     m.add_argument("--instance-weights", choices=["memory", "parametric"], help="how W^I is kept")
+    m.add_argument("--negatives", type=int, help="sample the instance softmax's denominator: N rows (of the "
+                   "image's category under Eq. 4) instead of all of them; 0 = exact")
     n = p.add_argument_group("network")
     n.add_argument("--backbone", choices=["smallcnn", "resnet18", "efficientnet_lite0"], default="smallcnn")
     n.add_argument("--stem", choices=["cifar", "imagenet"], default="imagenet", help="resnet18 stem")
@@ -76,7 +78,8 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         raise SystemExit("error: give --train-manifest or --fashion-mnist")
     overrides = {field: getattr(a, arg) for field, arg in [
         ("instance_weight", "instance_weight"), ("proxy_weight", "proxy_weight"), ("num_proxies", "proxies"),
-        ("temperature", "temperature"), ("instance_weights", "instance_weights")] if getattr(a, arg) is not None}
+        ("temperature", "temperature"), ("instance_weights", "instance_weights"),
+        ("instance_negatives", "negatives")] if getattr(a, arg) is not None}
     objective = dataclasses.replace(PRESETS[a.preset], **overrides)
     pre = default_input(a.backbone, a.stem)
     kwargs = {"in_channels": pre.channels, "grid": a.grid}

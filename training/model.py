@@ -41,8 +41,8 @@ class ObjectiveConfig:
     # (cosine-preserving), so the instance task and the first proxies carry signal from step one
     # instead of waiting an epoch for every row to be visited.
     instance_init: str = "random"
-    # 0: Eq. 4's softmax over every image of the category; N > 0: over the positive and N sampled
-    # same-category rows, so the instance head's cost no longer grows with the catalog.
+    # 0: the instance softmax over every image (Eq. 3) or of the category (Eq. 4); N > 0: over the
+    # positive and N sampled rows (of the category under Eq. 4), so its cost no longer grows with the catalog.
     instance_negatives: int = 0
     mlp_hidden: int = 0  # width of the `**` MLP head's hidden layer; 0 = the feature dimension
 
@@ -147,7 +147,7 @@ class CoInsModel(nn.Module):
                 loss = objectives.instance_loss_within_category(h, w, rows, categories, self.category_start, scale,
                                                                 cfg.instance_negatives)
             else:
-                loss = objectives.instance_loss(h, w, rows, scale)
+                loss = objectives.instance_loss(h, w, rows, scale, cfg.instance_negatives)
             parts["instance"] = cfg.instance_weight * loss
         if self.proxies_active:
             scale = 1.0 / cfg.temperature

@@ -24,10 +24,26 @@ def fine_loss(fine_logits: torch.Tensor, fine_labels: torch.Tensor) -> torch.Ten
     return F.cross_entropy(fine_logits, fine_labels)
 
 
-def instance_loss(h: torch.Tensor, instance_weights: torch.Tensor, rows: torch.Tensor, scale: float) -> torch.Tensor:
+def instance_loss(h: torch.Tensor, instance_weights: torch.Tensor, rows: torch.Tensor, scale: float,
+                  negatives: int = 0) -> torch.Tensor:
     """Eq. 1 (Ins): every image is its own class; softmax over all n instance weights.
-    `rows` are the images' rows in `instance_weights`. Cost O(B * n * d)."""
-    return F.cross_entropy(scale * h @ instance_weights.t(), rows)
+    `rows` are the images' rows in `instance_weights`. Cost O(B * n * d); with `negatives` > 0
+    the denominator is sampled as in Eq. 4 below (cost O(B * negatives * d))."""
+    n = instance_weights.shape[0]
+    if not negatives or n <= negatives:
+        return F.cross_entropy(scale * h @ instance_weights.t(), rows)
+    return F.cross_entropy(*_sampled_logits(h, instance_weights, rows, 0, n, negatives, scale))
+
+
+def _sampled_logits(h, instance_weights, own, start: int, end: int, negatives: int, scale: float):
+    """Logits over the positive row (column 0) and `negatives` rows drawn uniformly from start:end
+    (shared by the batch), as instance discrimination with a memory bank does; and the target."""
+    sample = torch.randint(start, end, (negatives,), device=h.device)
+    positive = scale * (h * instance_weights[own].to(h.dtype)).sum(1, keepdim=True)
+    # A drawn row that is the image's own is not a negative.
+    negative = (scale * h @ instance_weights[sample].t()).masked_fill(sample[None, :] == own[:, None], float("-inf"))
+    target = torch.zeros(len(h), dtype=torch.long, device=h.device)
+    return torch.cat([positive.to(negative.dtype), negative], 1), target
 
 
 def instance_loss_within_category(h: torch.Tensor, instance_weights: torch.Tensor, rows: torch.Tensor,
@@ -39,8 +55,7 @@ def instance_loss_within_category(h: torch.Tensor, instance_weights: torch.Tenso
     the batch multiplies by its own slice: cost sum_k B_k * n_k * d, never a mask over n.
     With `negatives` > 0 a category with more images than that samples its denominator: the
     positive row and `negatives` rows drawn uniformly from the category (shared by the batch's
-    images of that category), as instance discrimination with a memory bank does; cost
-    sum_k B_k * negatives * d, whatever n_k is.
+    images of that category); cost sum_k B_k * negatives * d, whatever n_k is.
     """
     total = h.new_zeros(())
     for k in torch.unique(categories).tolist():
@@ -50,12 +65,7 @@ def instance_loss_within_category(h: torch.Tensor, instance_weights: torch.Tenso
         if not negatives or end - start <= negatives:
             logits, target = scale * hk @ instance_weights[start:end].t(), own - start
         else:
-            sample = torch.randint(start, end, (negatives,), device=h.device)
-            positive = scale * (hk * instance_weights[own].to(hk.dtype)).sum(1, keepdim=True)
-            # A drawn row that is the image's own is not a negative.
-            negative = (scale * hk @ instance_weights[sample].t()).masked_fill(sample[None, :] == own[:, None], float("-inf"))
-            logits = torch.cat([positive.to(negative.dtype), negative], 1)
-            target = torch.zeros(len(hk), dtype=torch.long, device=h.device)  # the positive is column 0
+            logits, target = _sampled_logits(hk, instance_weights, own, start, end, negatives, scale)
         total = total + F.cross_entropy(logits, target, reduction="sum")
     return total / h.shape[0]
 
