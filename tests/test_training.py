@@ -128,7 +128,7 @@ def test_cli_negatives_samples_the_instance_softmax_of_eq3_and_is_stored_with_th
     for i, image in enumerate(data.images):
         Image.fromarray(image[0].numpy()).save(folder / f"{i}.png")
     pd.DataFrame(rows).to_csv(folder / "manifest.csv", index=False)
-    code = training_main(["--train-manifest", str(folder / "manifest.csv"), "--preset", "coins", "--negatives", "8",
+    code = training_main(["--train-manifest", str(folder / "manifest.csv"), "--preset", "coins_imp", "--instance-softmax", "all", "--negatives", "8",
                           "--epochs", "1", "--batch-size", "16", "--grid", "1", "--out", str(tmp_path / "run")])
     assert code == 0
     objective = load_checkpoint(tmp_path / "run" / "model.pt")["config"]["objective"]
