@@ -135,6 +135,18 @@ def test_cli_negatives_samples_the_instance_softmax_of_eq3_and_is_stored_with_th
     assert objective["instance_negatives"] == 8 and objective["instance_within_category"] is False
 
 
+def test_cli_method_flags_override_only_what_they_name_in_the_preset():
+    from training.__main__ import config_from_args, parse_args
+    base = ["--train-manifest", "m.csv", "--out", "o"]
+    plain = config_from_args(parse_args([*base, "--preset", "cos"])).objective
+    assert plain == PRESETS["cos"]
+    changed = config_from_args(parse_args([*base, "--preset", "cos", "--cosine", "--temperature", "0.4"])).objective
+    assert (changed.cosine, changed.temperature) == (True, 0.4)
+    assert dataclasses.replace(changed, cosine=plain.cosine, temperature=plain.temperature) == plain
+    imp = config_from_args(parse_args([*base, "--preset", "coinsp_sampled", "--instance-softmax", "all"])).objective
+    assert imp.instance_within_category is False and imp.instance_negatives == PRESETS["coinsp_sampled"].instance_negatives
+
+
 def test_training_set_skips_unreadable_images_and_reads_only_category_as_label(tmp_path):
     Image.new("L", (28, 28), 200).save(tmp_path / "good.png")
     (tmp_path / "bad.png").write_text("not an image")

@@ -49,6 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     m.add_argument("--proxies", type=int, help="P, the number of instance proxies")
     m.add_argument("--proxy-start", type=int, help="epoch from which the proxy loss is on (default: half)")
     m.add_argument("--temperature", type=float)
+    m.add_argument("--cosine", action="store_true", help="cosine softmax heads (the `*` variants), scale 1/temperature")
     m.add_argument("--instance-weights", choices=["memory", "parametric"], help="how W^I is kept")
     m.add_argument("--instance-softmax", choices=["all", "category"],
                    help="the instance softmax runs over all photos (Eq. 3) or the photo's category (Eq. 4)")
@@ -82,6 +83,8 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         ("instance_weight", "instance_weight"), ("proxy_weight", "proxy_weight"), ("num_proxies", "proxies"),
         ("temperature", "temperature"), ("instance_weights", "instance_weights"),
         ("instance_negatives", "negatives")] if getattr(a, arg) is not None}
+    if a.cosine:
+        overrides["cosine"] = True
     if a.instance_softmax:
         overrides["instance_within_category"] = a.instance_softmax == "category"
     objective = dataclasses.replace(PRESETS[a.preset], **overrides)
