@@ -175,7 +175,8 @@ def main(argv=None) -> int:
             print(f"| {r['method']} | {r['images_per_s']:.0f} | {r.get('vs Cos', float('nan')):.2f} |")
         return 0
     extra = {"budget": f"{a.epochs} epochs each, batch 256, SGD 0.1 cosine, smallcnn grid {a.grid}, "
-                       f"{a.augmentation} augmentation, seed {a.seed}, device {a.device}",
+                       f"{a.augmentation} augmentation, seed {a.seed}, device {a.device}, "
+                       f"instance temperature {PRESETS['ins'].temperature}",
              "data": f"{len(train_set)} training photos with {len(train_set.category_names)} categories "
                      f"{train_set.category_names}; {len(test_set)} test photos, fine R@k leave-one-out"}
     rows = [{"method": "raw pixels (cosine)", **raw_pixel_recall(test_set.images, test_set.products, centred=False)},
