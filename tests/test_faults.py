@@ -303,7 +303,6 @@ def test_a_full_disk_fails_the_write_with_a_clear_message_and_keeps_the_catalog(
 
 # ---------------------------------------------------------------- two rebuilds at once
 
-# Holds the lock a second inside the rebuild, so that two started together really overlap.
 # A rebuild that holds the catalog's lock a while: 1 s, or with HOLD_DIR set, from writing
 # HOLD_DIR/holding until HOLD_DIR/release exists (so a test can act while the lock is surely held,
 # however long the other process takes to start on a loaded machine).
