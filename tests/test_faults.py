@@ -353,15 +353,28 @@ def test_two_rebuilds_at_once_one_is_refused_with_the_documented_message(shop, t
     assert after["version"] != before["version"] and same_results(after, before)
 
 
-def test_two_rebuilds_with_wait_run_one_after_the_other(shop):
+def test_two_rebuilds_with_wait_run_one_after_the_other(shop, tmp_path):
     before = consistent_snapshot(shop["catalog"])
-    first, second = (slow_rebuild(shop["catalog"], "--index", "HNSW32", "--wait", "60"),
-                     slow_rebuild(shop["catalog"], "--index", "Flat", "--wait", "60"))
+    first_hold, second_hold = tmp_path / "first", tmp_path / "second"
+    first_hold.mkdir(), second_hold.mkdir()
+    (second_hold / "release").touch()  # the second builds at once when it gets the lock
+    first = slow_rebuild(shop["catalog"], "--index", "HNSW32", "--wait", "60", hold_dir=first_hold)
+    deadline = time.monotonic() + WAIT_S
+    while not (first_hold / "holding").exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = slow_rebuild(shop["catalog"], "--index", "Flat", "--wait", "60", hold_dir=second_hold)
+    # While the first holds the lock the second waits: it neither builds nor gives up.
+    watch_until = time.monotonic() + 5
+    while time.monotonic() < watch_until:
+        assert not (second_hold / "holding").exists(), "the second rebuild built while the first held the lock"
+        assert second.poll() is None, second.communicate()
+        time.sleep(0.1)
+    (first_hold / "release").touch()
     results = [(p.wait(timeout=WAIT_S), *p.communicate()) for p in (first, second)]
     assert [code for code, _, _ in results] == [0, 0], results
     info = read_info(shop["catalog"])
     after = consistent_snapshot(shop["catalog"])
     assert same_results(after, before)
-    # Two versions were written, each on top of the other: the last one names the first as previous.
-    assert info["previous_version"] not in (None, before["version"])
-    assert info["index"]["factory"] in ("HNSW32", "Flat") and leftovers(shop["catalog"]) == []
+    # The second's version is the last, written on top of the first's.
+    assert info["index"]["factory"] == "Flat"
+    assert info["previous_version"] not in (None, before["version"]) and leftovers(shop["catalog"]) == []
