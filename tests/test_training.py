@@ -145,6 +145,10 @@ def test_cli_method_flags_override_only_what_they_name_in_the_preset():
     assert dataclasses.replace(changed, cosine=plain.cosine, temperature=plain.temperature) == plain
     imp = config_from_args(parse_args([*base, "--preset", "coinsp_sampled", "--instance-softmax", "all"])).objective
     assert imp.instance_within_category is False and imp.instance_negatives == PRESETS["coinsp_sampled"].instance_negatives
+    weighed = config_from_args(parse_args([*base, "--preset", "coinsp", "--coarse-weight", "0.5",
+                                           "--memory-momentum", "0.9"])).objective
+    assert (weighed.coarse_weight, weighed.memory_momentum) == (0.5, 0.9)
+    assert dataclasses.replace(weighed, coarse_weight=1.0, memory_momentum=PRESETS["coinsp"].memory_momentum) == PRESETS["coinsp"]
 
 
 def test_training_set_skips_unreadable_images_and_reads_only_category_as_label(tmp_path):

@@ -44,6 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     m = p.add_argument_group("method")
     m.add_argument("--preset", choices=sorted(PRESETS), default="coinsp",
                    help="; ".join(f"{k} = {v}" for k, v in LABELS.items()))
+    m.add_argument("--coarse-weight", type=float, help="weight of the coarse (category) loss, Eq. 2's term")
     m.add_argument("--instance-weight", type=float, help="lambda_I")
     m.add_argument("--proxy-weight", type=float, help="lambda_P")
     m.add_argument("--proxies", type=int, help="P, the number of instance proxies")
@@ -51,6 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     m.add_argument("--temperature", type=float)
     m.add_argument("--cosine", action="store_true", help="cosine softmax heads (the `*` variants), scale 1/temperature")
     m.add_argument("--instance-weights", choices=["memory", "parametric"], help="how W^I is kept")
+    m.add_argument("--memory-momentum", type=float, help="memory W^I: each visit keeps this share of the old row")
     m.add_argument("--instance-softmax", choices=["all", "category"],
                    help="the instance softmax runs over all photos (Eq. 3) or the photo's category (Eq. 4)")
     m.add_argument("--negatives", type=int, help="sample the instance softmax's denominator: N rows (of the "
@@ -80,8 +82,9 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
     if not a.train_manifest:
         raise SystemExit("error: give --train-manifest or --fashion-mnist")
     overrides = {field: getattr(a, arg) for field, arg in [
-        ("instance_weight", "instance_weight"), ("proxy_weight", "proxy_weight"), ("num_proxies", "proxies"),
-        ("temperature", "temperature"), ("instance_weights", "instance_weights"),
+        ("coarse_weight", "coarse_weight"), ("instance_weight", "instance_weight"), ("proxy_weight", "proxy_weight"),
+        ("num_proxies", "proxies"), ("temperature", "temperature"), ("instance_weights", "instance_weights"),
+        ("memory_momentum", "memory_momentum"),
         ("instance_negatives", "negatives")] if getattr(a, arg) is not None}
     if a.cosine:
         overrides["cosine"] = True
