@@ -94,7 +94,9 @@ def test_memory_instance_weights_follow_the_features_of_their_images(tmp_path):
     h = torch.nn.functional.normalize(torch.randn(2, model.instance_weights.shape[1]), dim=1)
     before = model.instance_weights[rows].clone()
     model._update_memory(rows, h)
-    expected = torch.nn.functional.normalize(0.5 * before + 0.5 * h, dim=1)
+    m = cfg.objective.memory_momentum
+    assert 0 < m < 1
+    expected = torch.nn.functional.normalize(m * before + (1 - m) * h, dim=1)
     assert torch.allclose(model.instance_weights[rows], expected)
 
 
@@ -145,10 +147,12 @@ def test_cli_method_flags_override_only_what_they_name_in_the_preset():
     assert dataclasses.replace(changed, cosine=plain.cosine, temperature=plain.temperature) == plain
     imp = config_from_args(parse_args([*base, "--preset", "coinsp_sampled", "--instance-softmax", "all"])).objective
     assert imp.instance_within_category is False and imp.instance_negatives == PRESETS["coinsp_sampled"].instance_negatives
-    weighed = config_from_args(parse_args([*base, "--preset", "coinsp", "--coarse-weight", "0.5",
+    weighed = config_from_args(parse_args([*base, "--preset", "coinsp", "--coarse-weight", "0.25",
                                            "--memory-momentum", "0.9"])).objective
-    assert (weighed.coarse_weight, weighed.memory_momentum) == (0.5, 0.9)
-    assert dataclasses.replace(weighed, coarse_weight=1.0, memory_momentum=PRESETS["coinsp"].memory_momentum) == PRESETS["coinsp"]
+    assert (weighed.coarse_weight, weighed.memory_momentum) == (0.25, 0.9) != (PRESETS["coinsp"].coarse_weight,
+                                                                             PRESETS["coinsp"].memory_momentum)
+    assert dataclasses.replace(weighed, coarse_weight=PRESETS["coinsp"].coarse_weight,
+                               memory_momentum=PRESETS["coinsp"].memory_momentum) == PRESETS["coinsp"]
 
 
 def test_training_set_skips_unreadable_images_and_reads_only_category_as_label(tmp_path):

@@ -176,7 +176,8 @@ def main(argv=None) -> int:
         return 0
     extra = {"budget": f"{a.epochs} epochs each, batch 256, SGD 0.1 cosine, smallcnn grid {a.grid}, "
                        f"{a.augmentation} augmentation, seed {a.seed}, device {a.device}, "
-                       f"instance temperature {PRESETS['ins'].temperature}",
+                       f"instance temperature {PRESETS['ins'].temperature}, memory momentum "
+                       f"{PRESETS['ins'].memory_momentum}, coarse weight beside the instance loss {PRESETS['coins'].coarse_weight}",
              "data": f"{len(train_set)} training photos with {len(train_set.category_names)} categories "
                      f"{train_set.category_names}; {len(test_set)} test photos, fine R@k leave-one-out"}
     rows = [{"method": "raw pixels (cosine)", **raw_pixel_recall(test_set.images, test_set.products, centred=False)},
