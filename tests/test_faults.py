@@ -333,12 +333,17 @@ def slow_rebuild(folder: Path, *extra, hold_dir: Path | None = None) -> subproce
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def wait_until_holding(rebuild: subprocess.Popen, hold_dir: Path) -> None:
+    """Until the slow rebuild holds the catalog's lock (or has exited, or WAIT_S has passed)."""
+    deadline = time.monotonic() + WAIT_S
+    while not (hold_dir / "holding").exists() and rebuild.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def test_two_rebuilds_at_once_one_is_refused_with_the_documented_message(shop, tmp_path):
     before = consistent_snapshot(shop["catalog"])
     first = slow_rebuild(shop["catalog"], "--index", "HNSW32", hold_dir=tmp_path)
-    deadline = time.monotonic() + WAIT_S
-    while not (tmp_path / "holding").exists() and first.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until_holding(first, tmp_path)
     second = slow_rebuild(shop["catalog"])  # starts while the first holds the lock
     second_result = (second.wait(timeout=WAIT_S), *second.communicate())
     (tmp_path / "release").touch()
@@ -359,9 +364,7 @@ def test_two_rebuilds_with_wait_run_one_after_the_other(shop, tmp_path):
     first_hold.mkdir(), second_hold.mkdir()
     (second_hold / "release").touch()  # the second builds at once when it gets the lock
     first = slow_rebuild(shop["catalog"], "--index", "HNSW32", "--wait", "60", hold_dir=first_hold)
-    deadline = time.monotonic() + WAIT_S
-    while not (first_hold / "holding").exists() and first.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until_holding(first, first_hold)
     second = slow_rebuild(shop["catalog"], "--index", "Flat", "--wait", "60", hold_dir=second_hold)
     # While the first holds the lock the second waits: it neither builds nor gives up.
     watch_until = time.monotonic() + 5
