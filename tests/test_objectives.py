@@ -127,3 +127,54 @@ def test_cosine_softmax_scores_are_scaled_cosines():
         head.weight.copy_(torch.tensor([[3.0, 0.0], [0.0, 0.5]]))
     h = torch.tensor([[0.6, 0.8]])
     assert torch.allclose(head(h), torch.tensor([[6.0, 8.0]]))
+
+
+def test_maskcon_soft_targets_keep_the_own_view_zero_other_categories_and_sum_to_one():
+    # one image, three samples: two of its category (cosines 0.9 and 0.5), one of another (0.99)
+    similarity = torch.tensor([[0.9, 0.5, 0.99]])
+    same = torch.tensor([[True, True, False]])
+    targets = objectives.maskcon_soft_targets(similarity, same, temperature=0.1, weight=1.0)
+    # scores exp(s / T) rescaled so the largest is 1: 1 and exp(-4); the own view joins with 1
+    raw = [1.0, 1.0, math.exp((0.5 - 0.9) / 0.1), 0.0]
+    expected = torch.tensor([[v / sum(raw) for v in raw]])
+    assert torch.allclose(targets, expected, atol=1e-6)
+    assert targets.sum().item() == pytest.approx(1.0)
+    assert targets[0, 3] == 0  # the other category's sample, however similar
+    assert targets[0, 0] > 0  # the image's own view is always a positive
+
+
+def test_maskcon_soft_targets_blend_with_the_self_supervised_target():
+    similarity = torch.tensor([[0.2, 0.3], [0.1, 0.4]])
+    same = torch.tensor([[True, False], [False, False]])
+    targets = objectives.maskcon_soft_targets(similarity, same, temperature=0.5, weight=0.6)
+    # image 0: soft (1/2, 1/2, 0) blended with (1, 0, 0) -> (0.7, 0.3, 0); image 1 has no sample of its category
+    assert torch.allclose(targets, torch.tensor([[0.7, 0.3, 0.0], [1.0, 0.0, 0.0]]), atol=1e-6)
+    assert torch.allclose(targets.sum(1), torch.ones(2))
+
+
+def test_soft_target_instance_loss_is_cross_entropy_against_the_masked_targets():
+    h = torch.tensor([[1.0, 0.0]])
+    # rows 0-1: category 0 (the image is row 0), row 2: category 1
+    w = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.8, 0.6]])
+    row_categories = torch.tensor([0, 0, 1])
+    loss = objectives.soft_target_instance_loss(h, w, torch.tensor([0]), torch.tensor([0]), row_categories, scale=2.0,
+                                                soft_temperature=0.1, soft_weight=1.0)
+    # logits: own row 2*1, row 1 2*0.6, row 2 2*0.8 (the own row as a candidate is left out);
+    # targets: own view and row 1 (its only same-category sample, rescaled to 1) half each
+    logits = [2.0, 1.2, 1.6]
+    expected = 0.5 * _ce(logits, 0) + 0.5 * _ce(logits, 1)
+    assert loss.item() == pytest.approx(expected, abs=1e-5)
+    # weight 0 is Eq. 3's instance loss
+    plain = objectives.soft_target_instance_loss(h, w, torch.tensor([0]), torch.tensor([0]), row_categories, scale=2.0,
+                                                 soft_temperature=0.1, soft_weight=0.0)
+    assert plain.item() == pytest.approx(objectives.instance_loss(h, w, torch.tensor([0]), 2.0).item(), abs=1e-5)
+
+
+def test_grafit_knn_loss_votes_for_the_category_with_the_memory_rows():
+    h = torch.tensor([[1.0, 0.0]])
+    memory = torch.tensor([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [0.8, 0.6]])
+    memory_categories = torch.tensor([0, 0, 1, 1])
+    loss = objectives.grafit_knn_loss(h, memory, memory_categories, torch.tensor([0]), scale=2.0, exclude=torch.tensor([0]))
+    # votes without the own row 0: category 0 = exp(1.2); all = exp(1.2) + exp(0) + exp(1.6)
+    expected = -math.log(math.exp(1.2) / (math.exp(1.2) + 1.0 + math.exp(1.6)))
+    assert loss.item() == pytest.approx(expected, abs=1e-5)

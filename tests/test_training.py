@@ -45,7 +45,8 @@ def test_every_preset_trains_and_reports_its_loss_parts(tmp_path, preset):
     expected = {"cos": {"coarse"}, "ins": {"instance"}, "coins": {"coarse", "instance"},
                 "coins_imp": {"coarse", "instance"}, "coins_cos": {"coarse", "instance"},
                 "coins_mlp": {"coarse", "instance"}, "coinsp": {"coarse", "instance", "proxy"},
-                "coinsp_sampled": {"coarse", "instance", "proxy"}, "opt": {"fine"}}[preset]
+                "coinsp_sampled": {"coarse", "instance", "proxy"}, "coinsp_maskcon": {"coarse", "instance", "proxy"},
+                "maskcon": {"instance"}, "grafit": {"grafit", "instance"}, "opt": {"fine"}}[preset]
     assert {k[len("loss_"):] for k in last if k.startswith("loss_")} == expected
     assert 0.0 <= last["R@1"] <= 1.0 and all(np.isfinite(v) for k, v in last.items() if k.startswith("loss_"))
 

@@ -45,6 +45,11 @@ class ObjectiveConfig:
     # positive and N sampled rows (of the category under Eq. 4), so its cost no longer grows with the catalog.
     instance_negatives: int = 0
     mlp_hidden: int = 0  # width of the `**` MLP head's hidden layer; 0 = the feature dimension
+    # MaskCon's soft targets for the instance loss: 0 = the one-hot own row (Eq. 1/3/4); w > 0 blends in the
+    # coarse-masked similarity of the image's memory row to the other rows (objectives.maskcon_soft_targets).
+    soft_target_weight: float = 0.0
+    soft_temperature: float = 0.1  # MaskCon's T2, of the similarities that make the soft targets
+    grafit_weight: float = 0.0  # Grafit's kNN coarse loss over the memory W^I (objectives.grafit_knn_loss)
 
 
 class Classifier(nn.Module):
@@ -88,12 +93,16 @@ class CoInsModel(nn.Module):
         counts = torch.bincount(image_categories, minlength=num_categories)
         self.register_buffer("row_of_image", row_of_image, persistent=True)
         self.register_buffer("category_start", torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)]))
-        self.uses_instances = cfg.instance_weight > 0 or cfg.proxy_weight > 0
+        self.register_buffer("category_of_row", torch.repeat_interleave(torch.arange(num_categories), counts),
+                             persistent=False)
+        self.uses_instances = cfg.instance_weight > 0 or cfg.proxy_weight > 0 or cfg.grafit_weight > 0
         self.num_instances = len(image_categories) if self.uses_instances else 0
         self.shard = InstanceShard.split(self.category_start, rank, world_size) if world_size > 1 else None
         if self.shard is not None and cfg.instance_negatives:
             raise ValueError("sampled instance negatives (instance_negatives) run in one process only; "
                              "under torchrun the sharded head scores every instance: set it to 0")
+        if self.shard is not None and (cfg.soft_target_weight or cfg.grafit_weight):
+            raise ValueError("MaskCon's soft targets and Grafit's kNN loss run in one process only")
         if self.shard is None:
             initial = F.normalize(torch.randn(self.num_instances, d), dim=1)
         else:  # each rank draws only its own rows (a one-process run's random rows are not reproduced)
@@ -141,7 +150,12 @@ class CoInsModel(nn.Module):
         if cfg.instance_weight > 0:
             scale = 1.0 / cfg.temperature if self.normalised else 1.0
             w = self._instance_matrix()
-            if batch is not None:
+            if cfg.soft_target_weight > 0 and batch is None:
+                loss = objectives.soft_target_instance_loss(
+                    h, w, rows, categories, self.category_of_row, scale, soft_temperature=cfg.soft_temperature,
+                    soft_weight=cfg.soft_target_weight, negatives=cfg.instance_negatives,
+                    category_start=self.category_start if cfg.instance_within_category else None)
+            elif batch is not None:
                 loss = sharded_instance_loss(batch, w, self.shard, scale, within_category=cfg.instance_within_category)
             elif cfg.instance_within_category:
                 loss = objectives.instance_loss_within_category(h, w, rows, categories, self.category_start, scale,
@@ -149,6 +163,9 @@ class CoInsModel(nn.Module):
             else:
                 loss = objectives.instance_loss(h, w, rows, scale, cfg.instance_negatives)
             parts["instance"] = cfg.instance_weight * loss
+        if cfg.grafit_weight > 0:
+            parts["grafit"] = cfg.grafit_weight * objectives.grafit_knn_loss(
+                h, self._instance_matrix(), self.category_of_row, categories, 1.0 / cfg.temperature, exclude=rows)
         if self.proxies_active:
             scale = 1.0 / cfg.temperature
             parts["proxy"] = cfg.proxy_weight * objectives.proxy_loss(h, self.proxies, self.proxy_of_row[rows], scale)

@@ -70,6 +70,77 @@ def instance_loss_within_category(h: torch.Tensor, instance_weights: torch.Tenso
     return total / h.shape[0]
 
 
+def maskcon_soft_targets(key_similarity: torch.Tensor, same_category: torch.Tensor, temperature: float,
+                         weight: float) -> torch.Tensor:
+    """MaskCon (Feng & Patras, CVPR 2023, Eq. 6-8): soft targets over [own view, K other samples].
+
+    key_similarity: B x K cosines of each image's key to the K samples; same_category: B x K, whether
+    a sample shares the image's coarse label (and is not the image itself). The samples' scores
+    exp(s / temperature) are masked to zero outside the category, rescaled so the largest is 1, and
+    the image's own view joins them with target 1; normalised to sum to one, then blended with the
+    self-supervised one-hot target: weight * soft + (1 - weight) * own view. Returns B x (1 + K).
+    """
+    logits = (key_similarity.float() / temperature).masked_fill(~same_category, float("-inf"))
+    top = logits.max(1, keepdim=True).values
+    # exp(l - max): the rescaling to a largest entry of 1; a row with no same-category sample keeps only its own view.
+    soft = torch.where(same_category, torch.exp(logits - torch.where(torch.isfinite(top), top, 0.0)), 0.0)
+    targets = torch.cat([torch.ones_like(top), soft], 1)
+    targets = targets / targets.sum(1, keepdim=True)
+    own = torch.zeros_like(targets)
+    own[:, 0] = 1.0
+    return weight * targets + (1 - weight) * own
+
+
+def soft_target_instance_loss(h: torch.Tensor, instance_weights: torch.Tensor, rows: torch.Tensor,
+                              categories: torch.Tensor, row_categories: torch.Tensor, scale: float, *,
+                              soft_temperature: float, soft_weight: float, negatives: int = 0,
+                              category_start: torch.Tensor | None = None) -> torch.Tensor:
+    """MaskCon's loss on the momentum memory W^I: cross-entropy of softmax(scale * h . [w_own, w_j])
+    against `maskcon_soft_targets`, where the key is the image's own memory row w_own (the momentum
+    average of its past views, as MaskCon's key encoder is a momentum average of the query encoder).
+
+    Candidates j: every row (Eq. 3's softmax; the mask zeroes other categories' targets), or with
+    `category_start` only the image's category's rows (Eq. 4's); `negatives` > 0 draws that many
+    candidates uniformly instead (shared by the batch, or by the category's images).
+    """
+    if category_start is None:
+        groups = [(torch.ones_like(rows, dtype=torch.bool), 0, instance_weights.shape[0])]
+    else:
+        groups = [(categories == k, int(category_start[k]), int(category_start[k + 1]))
+                  for k in torch.unique(categories).tolist()]
+    total = h.new_zeros((), dtype=torch.float32)
+    for members, start, end in groups:
+        hk, own, own_category = h[members], rows[members], categories[members]
+        if negatives and end - start > negatives:
+            candidates = torch.randint(start, end, (negatives,), device=h.device)
+        else:
+            candidates = torch.arange(start, end, device=h.device)
+        w_candidates = instance_weights[candidates]
+        w_own = instance_weights[own]
+        logits = scale * torch.cat([(hk * w_own.to(hk.dtype)).sum(1, keepdim=True), hk @ w_candidates.t().to(hk.dtype)], 1)
+        not_self = candidates[None, :] != own[:, None]
+        # the image's own row among the candidates is neither a negative nor a soft positive
+        logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(~not_self, float("-inf"))], 1).float()
+        with torch.no_grad():
+            same = (row_categories[candidates][None, :] == own_category[:, None]) & not_self
+            targets = maskcon_soft_targets(w_own.float() @ w_candidates.float().t(), same, soft_temperature, soft_weight)
+        log_p = F.log_softmax(logits, 1).masked_fill(targets == 0, 0.0)  # -inf * 0 would be NaN
+        total = total + -(targets * log_p).sum()
+    return total / h.shape[0]
+
+
+def grafit_knn_loss(h: torch.Tensor, memory: torch.Tensor, memory_categories: torch.Tensor, categories: torch.Tensor,
+                    scale: float, exclude: torch.Tensor | None = None) -> torch.Tensor:
+    """Grafit (Touvron et al., ICCV 2021, Eq. 3): the coarse label by a soft nearest-neighbour vote over a
+    memory of features: -log( sum_{j in y} exp(scale h.m_j) / sum_j exp(scale h.m_j) ).
+    `exclude` (B) is each image's own row in the memory, which casts no vote for it."""
+    logits = scale * h.float() @ memory.float().t()
+    if exclude is not None:
+        logits = logits.scatter(1, exclude[:, None], float("-inf"))
+    same = memory_categories[None, :] == categories[:, None]
+    return (torch.logsumexp(logits, 1) - torch.logsumexp(logits.masked_fill(~same, float("-inf")), 1)).mean()
+
+
 def proxy_loss(h: torch.Tensor, proxies: torch.Tensor, assignment: torch.Tensor, scale: float) -> torch.Tensor:
     """Eq. 7: classify each image into its instance-proxy cluster, softmax over all P proxies."""
     return F.cross_entropy(scale * h @ proxies.t(), assignment)

@@ -32,9 +32,22 @@ PRESETS: dict[str, ObjectiveConfig] = {
     # the instance head's cost stops growing with the catalog (measured: same R@1 at 5 epochs).
     "coinsp_sampled": ObjectiveConfig(cosine=True, mlp_head=True, mlp_hidden=512, instance_within_category=True,
                                       instance_negatives=4096, proxy_weight=1.0, **_COARSE_AND_INSTANCE),
+    # CoInsP** with MaskCon's soft targets (Feng & Patras, CVPR 2023) on its memory W^I: within the category,
+    # the rows nearest to the image's own row are soft positives beside it (weight w = 0.5, T2 = 0.1).
+    "coinsp_maskcon": ObjectiveConfig(cosine=True, mlp_head=True, mlp_hidden=512, instance_within_category=True,
+                                      instance_negatives=4096, proxy_weight=1.0, soft_target_weight=0.5,
+                                      soft_temperature=0.1, **_COARSE_AND_INSTANCE),
+    # MaskCon as its authors train it, on the memory: no coarse cross-entropy, the instance softmax over
+    # every photo (4,096 sampled), coarse labels used only to mask the soft targets (w 0.8, T2 0.1: their SOP setting).
+    "maskcon": ObjectiveConfig(coarse_weight=0.0, cosine=True, mlp_head=True, mlp_hidden=512, instance_negatives=4096,
+                               soft_target_weight=0.8, soft_temperature=0.1, **_INSTANCE),
+    # Grafit: a kNN classification loss on the coarse labels over the memory, plus the instance loss.
+    "grafit": ObjectiveConfig(coarse_weight=0.0, grafit_weight=1.0, cosine=True, mlp_head=True, mlp_hidden=512,
+                              instance_negatives=4096, **_INSTANCE),
     "opt": ObjectiveConfig(coarse_weight=0.0, fine_weight=1.0),
 }
 
 LABELS = {"cos": "Cos", "ins": "Ins", "coins": "CoIns", "coins_imp": "CoIns_imp", "coins_cos": "CoIns*",
           "coins_mlp": "CoIns**", "coinsp": "CoInsP**",
-          "coinsp_sampled": "CoInsP** (sampled)", "opt": "Opt"}
+          "coinsp_sampled": "CoInsP** (sampled)", "coinsp_maskcon": "CoInsP** + MaskCon targets",
+          "maskcon": "MaskCon", "grafit": "Grafit", "opt": "Opt"}
