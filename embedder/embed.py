@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from embedder.checkpoint import backbone_from_checkpoint, load_checkpoint
 from embedder.images import ImageError, decode_image
 from embedder.preprocess import Preprocessing
+from embedder.regions import Box
 
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -83,14 +84,26 @@ class Embedder:
             features = self.backbone(x)
         return F.normalize(features.float(), dim=1).cpu().numpy()
 
-    def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """Decoded RGB images (see embedder.images.decode_image) -> (N, d)."""
+    def embed_images(self, images: Sequence[Image.Image], boxes: Sequence[Box | None] | None = None) -> np.ndarray:
+        """Decoded RGB images (see embedder.images.decode_image) -> (N, d).
+
+        boxes: per image a query region (x0, y0, x1, y1) in its pixels, or None for the whole
+        photo; embedder.regions.BoxError (an ImageError) if one does not select part of it."""
         if not images:
             return np.zeros((0, self.feature_dim), np.float32)
-        return self.embed_uint8(torch.stack([torch.from_numpy(self.preprocessing.to_uint8(im)) for im in images]))
+        boxes = [None] * len(images) if boxes is None else list(boxes)
+        if len(boxes) != len(images):
+            raise ValueError("boxes needs one entry (or None) per image")
+        return self.embed_uint8(torch.stack([torch.from_numpy(self.preprocessing.to_uint8(im, box))
+                                             for im, box in zip(images, boxes)]))
 
-    def embed_image(self, image: Image.Image) -> np.ndarray:
-        return self.embed_images([image])[0]
+    def embed_image(self, image: Image.Image, box: Box | None = None) -> np.ndarray:
+        return self.embed_images([image], [box])[0]
+
+    def model_view(self, image: Image.Image, box: Box | None = None) -> Image.Image:
+        """What the model sees of a photo (the normalised, cropped input), for display."""
+        array = self.preprocessing.to_uint8(image, box)
+        return Image.fromarray(array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0))
 
     def embed_files(self, paths: Sequence[str], *, batch_size: int = 256, num_workers: int | None = None,
                     progress: Progress | None = None) -> EmbedResult:
@@ -113,7 +126,7 @@ class Embedder:
         return EmbedResult(embeddings, embedded, failures)
 
     @torch.inference_mode()
-    def attention_map(self, image: Image.Image) -> np.ndarray:
+    def attention_map(self, image: Image.Image, box: Box | None = None) -> np.ndarray:
         """Spatial attention of the last feature map (Zagoruyko & Komodakis: sum over channels
         of squared activations), upsampled to the model's input size and scaled to [0, 1]."""
         x = self.preprocessing.normalise(torch.from_numpy(self.preprocessing.to_uint8(image))[None].to(self.device))

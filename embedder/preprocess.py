@@ -1,11 +1,18 @@
-"""How a model sees an image: size, channels and normalisation, stored in every checkpoint."""
+"""How a model sees an image: size, channels, normalisation and the catalog's domain, stored in
+every checkpoint. `to_uint8` is the one image path of training, catalog building and queries."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
 from PIL import Image
+
+from embedder.domain import normalise as normalise_to_domain
+from embedder.regions import crop_to_box
+
+POLARITIES = ("light-on-dark", "dark-on-light", "keep")
 
 
 @dataclass(frozen=True)
@@ -14,19 +21,41 @@ class Preprocessing:
     channels: int = 3  # 1 = the model was trained on grey images
     mean: tuple = (0.5, 0.5, 0.5)
     std: tuple = (0.5, 0.5, 0.5)
-    # Product photos usually have a white background; some data sets (Fashion-MNIST)
-    # are light objects on black. Inverting lets a photo match such a model.
+    # Only when `domain` is off: invert every image (the product path before domain normalisation).
     invert: bool = False
+    # Bring every image into the catalog's domain (embedder/domain.py): background from the border,
+    # trimmed to the product, padded to a square, levels and polarity matched.
+    domain: bool = True
+    # The catalog's convention: "light-on-dark" (Fashion-MNIST), "dark-on-light", or "keep" (photos
+    # as they are). None: implied by the checkpoint (see _implied_polarity).
+    polarity: str | None = None
+    margin: float = 0.0  # background left around the product, as a share of the square's side
+
+    def __post_init__(self):
+        if self.polarity is None:
+            object.__setattr__(self, "polarity", _implied_polarity(self))
+        if self.polarity not in POLARITIES:
+            raise ValueError(f"polarity must be one of {POLARITIES}, not {self.polarity!r}")
+        if not 0.0 <= self.margin < 0.5:
+            raise ValueError("margin must be in [0, 0.5)")
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocessing":
+        """Also reads checkpoints written before the domain keys existed (see _implied_polarity)."""
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
-    def to_uint8(self, image: Image.Image) -> np.ndarray:
-        """RGB PIL image -> uint8 array C x size x size (what caches and data loaders hold)."""
+    def to_uint8(self, image: Image.Image, box: Sequence[float] | None = None) -> np.ndarray:
+        """RGB PIL image -> uint8 array C x size x size (what caches and data loaders hold).
+
+        box: the query region (x0, y0, x1, y1) in the image's pixels, applied first;
+        embedder.regions.BoxError if it does not select part of the image."""
+        image = crop_to_box(image, box)
+        if self.domain:
+            return normalise_to_domain(image.convert("RGB"), size=self.size, channels=self.channels,
+                                       polarity=self.polarity, margin=self.margin)
         image = image.convert("L") if self.channels == 1 else image.convert("RGB")
         if image.size != (self.size, self.size):
             image = image.resize((self.size, self.size), Image.Resampling.BILINEAR)
@@ -45,3 +74,19 @@ class Preprocessing:
         mean = torch.tensor(self.mean[:c], device=batch.device).view(1, c, 1, 1)
         std = torch.tensor(self.std[:c], device=batch.device).view(1, c, 1, 1)
         return (batch - mean) / std
+
+
+def _implied_polarity(pre: Preprocessing) -> str:
+    """The convention a checkpoint without a `polarity` key implies. `invert` meant photos had to
+    be negated to match the model; otherwise the stored mean is the training images' mean pixel:
+    mostly dark images (Fashion-MNIST 0.29, MNIST 0.13) are light products on black, mostly light
+    ones dark products on white; natural-image means (ImageNet 0.45, CIFAR 0.48, the default 0.5)
+    say nothing, so photos keep their colours."""
+    if pre.invert:
+        return "light-on-dark"
+    mean = float(np.mean(pre.mean[:pre.channels]))
+    if mean < 0.35:
+        return "light-on-dark"
+    if mean > 0.65:
+        return "dark-on-light"
+    return "keep"

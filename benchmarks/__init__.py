@@ -1,0 +1,1 @@
+"""Benchmarks: commands that measure the product and write reports (not tests)."""

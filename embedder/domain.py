@@ -1,0 +1,230 @@
+"""Bring any photo into the catalog's domain: find the background from the border, trim to the
+product, keep its aspect (a square padded with background), match the catalog's polarity and
+levels.
+
+Fashion-MNIST was made this way from Zalando's product photos (trimmed, longest edge fitted,
+centred, negated), so a shopper's photo of a dark product on a white table becomes what the
+model was trained on. An image already in the domain (a native 28-px catalog image: dark
+border, already trimmed and centred) passes through unchanged: the same path serves training,
+catalog building and queries.
+
+Measuring runs on the photo shrunk to ANALYSIS_SIDE px; only the final crop is resampled from
+the full-resolution photo, straight to the model's size.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from embedder.images import ImageError
+from embedder.regions import dilate, fill_holes, product_region, specks
+
+ANALYSIS_SIDE = 128
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, as PIL's "L"
+
+
+class UnusablePhotoError(ImageError):
+    """A photo that holds nothing to search for (blank, uniform or tiny)."""
+
+
+@dataclass(frozen=True)
+class DomainSettings:
+    """The measured parameters of the normalisation (chosen on held-out rendered photos)."""
+    min_contrast: float = 0.05  # colour distance from the background that counts as product (0..1)
+    noise_factor: float = 3.0  # ... or this many times the border's own noise, whichever is larger
+    clutter_noise: float = 0.04  # border noise above this: the background is cluttered
+    min_region_share: float = 0.02  # regions smaller than this share of the foreground are specks
+    # On a cluttered backdrop: "region-mask" = the chosen product region, everything else set to
+    # background; "region" = its bounding box only; "frame" = no crop (the whole photo).
+    clutter_crop: str = "region-mask"
+
+
+@dataclass
+class Analysis:
+    """What was measured on a photo (coordinates are fractions of the photo's width and height)."""
+    background: np.ndarray  # (3, 3): per RGB channel the plane a + b*x + c*y, values 0..1
+    noise: float  # median colour distance of the border's background pixels from that plane
+    cluttered: bool
+    box: tuple[float, float, float, float] | None  # the product's extent, None if nothing stands out
+    mask: np.ndarray | None  # on a cluttered background: the product's pixels (analysis grid)
+    contrast: float  # largest colour distance of any pixel from the background
+
+    def background_at(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        """Background colour (H, W, 3) at relative coordinates xs (W,) and ys (H,)."""
+        gx, gy = np.meshgrid(xs, ys)
+        return np.stack([c[0] + c[1] * gx + c[2] * gy for c in self.background], axis=-1).clip(0, 1)
+
+    @property
+    def light_background(self) -> bool:
+        mean = self.background_at(np.array([0.5]), np.array([0.5]))[0, 0]
+        return float(mean @ LUMA) > 0.5
+
+
+def shrink(image: Image.Image, side: int = ANALYSIS_SIDE) -> np.ndarray:
+    """RGB float32 (H, W, 3) in 0..1 with the longest side at most `side` (never enlarged)."""
+    w, h = image.size
+    scale = min(1.0, side / max(w, h))
+    if scale < 1.0:
+        image = image.resize((max(1, round(w * scale)), max(1, round(h * scale))),
+                             Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def _border(h: int, w: int) -> np.ndarray:
+    width = max(1, round(0.03 * max(h, w)))
+    border = np.zeros((h, w), bool)
+    border[:width] = border[-width:] = True
+    border[:, :width] = border[:, -width:] = True
+    return border
+
+
+def fit_background(pixels: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Fit a smooth background (a plane per channel: plain and gradient backdrops) to the
+    border; robust to the product touching the edge. Returns (planes, noise, outlier share)."""
+    h, w, _ = pixels.shape
+    border = _border(h, w)
+    ys, xs = np.nonzero(border)
+    rel_x = xs / max(1, w - 1)
+    rel_y = ys / max(1, h - 1)
+    design = np.stack([np.ones_like(rel_x), rel_x, rel_y], axis=1).astype(np.float32)
+    values = pixels[ys, xs]  # (n, 3)
+    keep = np.ones(len(values), bool)
+    median = np.median(values, axis=0)
+    keep = np.linalg.norm(values - median, axis=1) <= max(0.1, 3 * _spread(values - median))
+    planes = np.zeros((3, 3), np.float32)
+    for _ in range(2):
+        if keep.sum() < 6:
+            planes[:, 0] = median
+            break
+        solution, *_ = np.linalg.lstsq(design[keep], values[keep], rcond=None)
+        planes = solution.T.astype(np.float32)
+        residual = np.linalg.norm(values - design @ solution, axis=1)
+        keep = residual <= max(0.04, 3 * float(np.median(residual[keep])))
+    residual = np.linalg.norm(values - design @ planes.T, axis=1)
+    noise = float(np.median(residual[keep])) if keep.any() else float(np.median(residual))
+    return planes, noise, float(1.0 - keep.mean())
+
+
+def _spread(values: np.ndarray) -> float:
+    """Robust standard deviation (1.4826 x median absolute deviation) of norms or values."""
+    values = np.linalg.norm(values, axis=1) if values.ndim == 2 else np.abs(values)
+    return float(1.4826 * np.median(np.abs(values - np.median(values)))) if values.size else 0.0
+
+
+def analyse(image: Image.Image, settings: DomainSettings = DomainSettings()) -> Analysis:
+    """Background, clutter and the product's extent of one photo."""
+    pixels = shrink(image)
+    h, w, _ = pixels.shape
+    planes, noise, _ = fit_background(pixels)
+    result = Analysis(planes, noise, False, None, None, 0.0)
+    background = result.background_at(np.linspace(0, 1, w), np.linspace(0, 1, h))
+    distance = np.linalg.norm(pixels - background, axis=2)
+    result.contrast = float(distance.max())
+    threshold = max(settings.min_contrast, settings.noise_factor * noise)
+    foreground = distance > threshold
+    result.cluttered = noise > settings.clutter_noise  # a textured or busy backdrop
+    if result.cluttered and settings.clutter_crop == "frame":
+        result.box = (0.0, 0.0, 1.0, 1.0)
+        return result
+    if result.cluttered:  # the product is one region among others: choose it, mask the rest
+        chosen = product_region(foreground, min_share=settings.min_region_share)
+        if chosen is None:
+            return result
+        if settings.clutter_crop == "region-mask":
+            result.mask = fill_holes(dilate(chosen, 1))
+    else:  # a plain backdrop: everything that stands out (a sandal's straps are separate pieces)
+        chosen = foreground & ~specks(foreground, settings.min_region_share)
+        if not chosen.any():
+            return result
+    ys, xs = np.nonzero(chosen)
+    result.box = (xs.min() / w, ys.min() / h, (xs.max() + 1) / w, (ys.max() + 1) / h)
+    return result
+
+
+def check_photo(image: Image.Image, *, min_side: int = 16, min_contrast: float = 0.06) -> Analysis:
+    """Refuse a photo that holds nothing to search for; returns its analysis otherwise."""
+    w, h = image.size
+    if min(w, h) < min_side:
+        raise UnusablePhotoError(f"the photo is too small ({w}x{h} pixels): use one at least "
+                                 f"{min_side} pixels on each side that shows the product")
+    analysis = analyse(image)
+    if analysis.contrast < min_contrast or analysis.box is None:
+        raise UnusablePhotoError("the photo looks blank or uniform: nothing in it stands out from the "
+                                 "background; use a photo that shows the product")
+    return analysis
+
+
+def _placement(box, width: int, height: int, size: int, margin: float):
+    """Pixel crop (left, top, right, bottom) of the product and its square side in photo pixels;
+    None when the photo is already square, trimmed and centred to within one output pixel."""
+    x0, y0, x1, y1 = box[0] * width, box[1] * height, box[2] * width, box[3] * height
+    side = max(x1 - x0, y1 - y0) / max(1e-6, 1.0 - 2 * margin)
+    pixel = max(width, height) / size  # one output pixel, in photo pixels
+    if (abs(width - height) <= pixel and side >= max(width, height) - pixel
+            and abs((x0 + x1) / 2 - width / 2) <= pixel and abs((y0 + y1) / 2 - height / 2) <= pixel):
+        return None
+    left, top = int(np.floor(x0)), int(np.floor(y0))
+    return (left, top, max(left + 1, int(np.ceil(x1))), max(top + 1, int(np.ceil(y1)))), side
+
+
+def normalise(image: Image.Image, *, size: int, channels: int, polarity: str, margin: float = 0.0,
+              settings: DomainSettings = DomainSettings()) -> np.ndarray:
+    """RGB photo -> uint8 (C, size, size) in the catalog's domain.
+
+    polarity: "light-on-dark" (the product bright on black, Fashion-MNIST), "dark-on-light", or
+    "keep" (the photo's own colours; only trimmed and padded)."""
+    analysis = analyse(image, settings)
+    width, height = image.size
+    placed = _placement(analysis.box, width, height, size, margin) if analysis.box else None
+    if placed is None:  # nothing to trim: the whole frame, padded to a square
+        crop, side = (0, 0, width, height), float(max(width, height))
+    else:
+        crop, side = placed
+    cw, ch = crop[2] - crop[0], crop[3] - crop[1]
+    tw, th = max(1, round(size * cw / side)), max(1, round(size * ch / side))
+    tw, th = min(tw, size), min(th, size)
+    part = image.crop(crop).resize((tw, th), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    pixels = np.asarray(part, dtype=np.float32) / 255.0
+    xs = (crop[0] + (np.arange(tw) + 0.5) * cw / tw) / width
+    ys = (crop[1] + (np.arange(th) + 0.5) * ch / th) / height
+    background = analysis.background_at(xs, ys)
+    if channels == 1:
+        pixels, background = (pixels @ LUMA)[..., None], (background @ LUMA)[..., None]
+    if analysis.mask is not None:  # cluttered: what is not the product becomes background
+        keep = _mask_at(analysis.mask, xs, ys)[..., None]
+        pixels = pixels * keep + background * (1 - keep)
+    out = _levels(pixels, background, polarity, analysis.light_background)
+    canvas_value = 0.0 if polarity == "light-on-dark" else 1.0
+    if polarity == "keep":
+        canvas = np.broadcast_to(background.mean(axis=(0, 1)), (size, size, out.shape[2])).copy()
+    else:
+        canvas = np.full((size, size, out.shape[2]), canvas_value, np.float32)
+    left, top = (size - tw) // 2, (size - th) // 2
+    canvas[top:top + th, left:left + tw] = out
+    return np.ascontiguousarray((canvas.clip(0, 1) * 255 + 0.5).astype(np.uint8).transpose(2, 0, 1))
+
+
+def _mask_at(mask: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    h, w = mask.shape
+    ix = np.clip((xs * w).astype(int), 0, w - 1)
+    iy = np.clip((ys * h).astype(int), 0, h - 1)
+    return mask[np.ix_(iy, ix)].astype(np.float32)
+
+
+def _levels(pixels: np.ndarray, background: np.ndarray, polarity: str, light_background: bool) -> np.ndarray:
+    """The product's signal against its own background, in the catalog's polarity: the
+    background goes to black (light-on-dark) or white (dark-on-light) and the strongest product
+    pixel to full scale, as the catalog's images are."""
+    if polarity == "keep":
+        return pixels
+    if light_background:  # dark product on light: darkness relative to the backdrop
+        signal = (background - pixels) / np.maximum(background, 1e-3)
+    else:
+        signal = (pixels - background) / np.maximum(1.0 - background, 1e-3)
+    signal = signal.clip(0, 1)
+    peak = float(signal.max())
+    if peak > 0.05:
+        signal = signal / peak
+    return signal if polarity == "light-on-dark" else 1.0 - signal
