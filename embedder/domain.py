@@ -33,12 +33,12 @@ class UnusablePhotoError(ImageError):
 class DomainSettings:
     """The measured parameters of the normalisation (chosen on held-out rendered photos)."""
     min_contrast: float = 0.05  # colour distance from the background that counts as product (0..1)
-    noise_factor: float = 3.0  # ... or this many times the border's own noise, whichever is larger
+    noise_factor: float = 2.0  # ... or this many times the border's own noise, whichever is larger
     clutter_noise: float = 0.04  # border noise above this: the background is cluttered
     min_region_share: float = 0.02  # regions smaller than this share of the foreground are specks
     # On a cluttered backdrop: "region-mask" = the chosen product region, everything else set to
     # background; "region" = its bounding box only; "frame" = no crop (the whole photo).
-    clutter_crop: str = "region-mask"
+    clutter_crop: str = "region"
 
 
 @dataclass
@@ -139,7 +139,10 @@ def analyse(image: Image.Image, settings: DomainSettings = DomainSettings()) -> 
         if not chosen.any():
             return result
     ys, xs = np.nonzero(chosen)
-    result.box = (xs.min() / w, ys.min() / h, (xs.max() + 1) / w, (ys.max() + 1) / h)
+    # On a shrunk photo the product's edge lies somewhere inside the outermost marked pixel
+    # (only part of it is product): take its middle. A photo at full size keeps whole pixels.
+    inset = 0.5 if max(image.size) > max(w, h) else 0.0
+    result.box = ((xs.min() + inset) / w, (ys.min() + inset) / h, (xs.max() + 1 - inset) / w, (ys.max() + 1 - inset) / h)
     return result
 
 

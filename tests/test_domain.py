@@ -1,0 +1,124 @@
+"""Any photo is brought into the catalog's domain: trimmed to the product, padded to a square,
+in the catalog's polarity; a query region selects part of the photo; blank photos are refused."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from embedder.domain import UnusablePhotoError, analyse, check_photo, normalise
+from embedder.images import ImageError
+from embedder.preprocess import Preprocessing
+from embedder.regions import BoxError, check_box, crop_to_box, label_regions, parse_box, product_region
+
+FMNIST = Preprocessing(28, 1, (0.286,), (0.353,))
+
+
+def photo(width=400, height=300, backdrop=(245, 245, 245), product=(20, 20, 20), box=(100, 60, 180, 240)):
+    """A dark rectangle (the product) on a plain backdrop: its extent is known exactly."""
+    array = np.empty((height, width, 3), np.uint8)
+    array[:] = backdrop
+    x0, y0, x1, y1 = box
+    array[y0:y1, x0:x1] = product
+    return Image.fromarray(array)
+
+
+def test_old_checkpoints_imply_their_domain_from_their_keys():
+    assert Preprocessing.from_dict({"size": 28, "channels": 1, "mean": [0.286], "std": [0.353], "invert": False}).polarity == "light-on-dark"
+    assert Preprocessing.from_dict({"size": 224, "channels": 3, "mean": [0.485, 0.456, 0.406],
+                                    "std": [0.229, 0.224, 0.225], "invert": False}).polarity == "keep"
+    assert Preprocessing(32, 3, invert=True).polarity == "light-on-dark"
+    legacy = Preprocessing.from_dict({"size": 28, "channels": 1, "mean": [0.286], "std": [0.353], "invert": False})
+    assert legacy.domain and Preprocessing.from_dict(legacy.to_dict()) == legacy
+
+
+def test_a_dark_product_on_white_is_trimmed_centred_and_made_light_on_black():
+    out = FMNIST.to_uint8(photo())[0]  # product 80 x 180: its height fills the 28 px, width 80/180*28 = 12 px
+    assert out.shape == (28, 28)
+    columns = np.nonzero(out.max(axis=0) > 128)[0]
+    rows = np.nonzero(out.max(axis=1) > 128)[0]
+    assert (rows.min(), rows.max()) == (0, 27)
+    assert 11 <= len(columns) <= 13 and abs((columns.min() + columns.max()) / 2 - 13.5) <= 1
+    assert out[:, :columns.min() - 1].max() < 30 and out[14, 14] > 240  # black background, bright product
+
+
+def test_a_light_on_black_catalog_image_already_in_the_domain_is_left_as_it_is():
+    native = np.zeros((28, 28), np.uint8)
+    native[0:28, 6:22] = np.linspace(60, 255, 16).astype(np.uint8)
+    out = FMNIST.to_uint8(Image.fromarray(native).convert("RGB"))[0]
+    assert np.abs(out.astype(int) - native).max() <= 2
+
+
+def test_a_gradient_backdrop_is_background_not_product():
+    array = np.zeros((300, 300, 3), np.float32)
+    array[:] = np.linspace(0.75, 1.0, 300)[None, :, None]
+    array[100:200, 120:180] = 0.1
+    analysis = analyse(Image.fromarray((array * 255).astype(np.uint8)))
+    assert analysis.light_background and not analysis.cluttered
+    assert np.allclose(analysis.box, (120 / 300, 100 / 300, 180 / 300, 200 / 300), atol=0.02)
+
+
+def test_keep_polarity_pads_with_the_backdrop_and_keeps_colours():
+    out = normalise(photo(product=(200, 20, 20)), size=32, channels=3, polarity="keep")
+    assert out.shape == (3, 32, 32)
+    assert tuple(out[:, 16, 16]) == pytest.approx((200, 20, 20), abs=3)
+    assert tuple(out[:, 16, 0]) == pytest.approx((245, 245, 245), abs=3)
+
+
+def test_the_automatic_crop_picks_the_large_central_region_over_small_things_at_the_edge():
+    mask = np.zeros((100, 100), bool)
+    mask[30:75, 35:65] = True  # the product
+    mask[0:8, 0:10] = True  # clutter in a corner
+    mask[90:100, 80:95] = True
+    chosen = product_region(mask)
+    assert chosen[50, 50] and not chosen[2, 2] and not chosen[95, 90]
+
+
+def test_regions_are_labelled_by_connectivity():
+    mask = np.zeros((5, 7), bool)
+    mask[1:4, 1] = True
+    mask[1, 1:4] = True
+    mask[3, 5:7] = True
+    labels = label_regions(mask)
+    assert len(np.unique(labels[labels >= 0])) == 2 and labels[3, 1] == labels[1, 3]
+
+
+def test_a_query_region_selects_that_part_of_the_photo():
+    image = photo(box=(20, 20, 60, 60))
+    image.paste((10, 10, 10), (300, 200, 340, 280))  # a second product elsewhere
+    assert crop_to_box(image, (280, 180, 360, 300)).size == (80, 120)
+    whole, boxed = FMNIST.to_uint8(image)[0], FMNIST.to_uint8(image, box=(280, 180, 360, 300))[0]
+    boxed_rows = np.nonzero(boxed.max(axis=1) > 128)[0]
+    assert (boxed_rows.min(), boxed_rows.max()) == (0, 27) and not np.array_equal(whole, boxed)
+    assert parse_box("1, 2.5,30,40") == (1.0, 2.5, 30.0, 40.0)
+
+
+@pytest.mark.parametrize("box, words", [
+    ((10, 10, 500, 50), "outside"), ((-5, 0, 20, 20), "outside"), ((30, 10, 20, 50), "empty or reversed"),
+    ((10, 10, 10, 50), "empty or reversed"), (("a", 0, 5, 5), "four numbers"), ((0, 0, 5), "four numbers"),
+    ((0, 0, float("nan"), 5), "finite"), ((True, 0, 5, 5), "four numbers"), ("0,0,5,5", "four numbers"),
+])
+def test_a_bad_box_gets_a_clear_error(box, words):
+    with pytest.raises(BoxError, match=words):
+        check_box(box, 400, 300)
+    assert issubclass(BoxError, ImageError)
+
+
+def test_a_box_that_is_not_four_numbers_in_text_is_refused():
+    with pytest.raises(BoxError, match="four numbers"):
+        parse_box("1,2,x,4")
+
+
+@pytest.mark.parametrize("image, words", [
+    (Image.new("RGB", (1, 1), "white"), "too small"),
+    (Image.new("RGB", (600, 400), (200, 180, 150)), "blank or uniform"),
+    (Image.fromarray((np.random.default_rng(0).normal(128, 3, (300, 300, 3))).clip(0, 255).astype(np.uint8)),
+     "blank or uniform"),
+])
+def test_a_blank_uniform_or_tiny_photo_is_refused(image, words):
+    with pytest.raises(UnusablePhotoError, match=words):
+        check_photo(image)
+
+
+def test_a_photo_of_a_product_passes_the_check():
+    assert check_photo(photo()).box is not None
