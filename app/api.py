@@ -29,9 +29,10 @@ from typing import Annotated
 
 from app.settings import DEFAULT_CATALOG, DEFAULT_DEVICE, DEFAULT_MODEL, ENV
 from embedder.images import ImageError
-from index.catalog import INFO_FILE, Catalog, CatalogError, read_info
-from index.choose import format_size, parse_size
-from index.search import SearchService, to_rgb
+from embedder.files import format_size, parse_size
+from index.catalog import Catalog
+from index.service import SearchService, to_rgb
+from index.store import INFO_FILE, CatalogError, read_info
 
 log = logging.getLogger("app.api")
 
@@ -305,7 +306,7 @@ def is_loopback(host: str) -> bool:
 def check_can_serve(catalog: Path, model: Path) -> None:
     """Fail before starting any worker if the catalog or the model cannot be served (cheap checks)."""
     from embedder.checkpoint import load_checkpoint
-    from index.catalog import check_model
+    from index.store import check_model
 
     info = read_info(catalog)
     check_model(info, load_checkpoint(model)["fingerprint"], str(model))

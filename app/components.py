@@ -7,20 +7,20 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 from PIL import Image, ImageOps
-from tqdm import tqdm
 
 from app.settings import Settings, load_settings
 from embedder.images import ImageError, decode_image
-from index.catalog import INFO_FILE, INTERNAL_COLUMNS, Catalog
-from index.search import SearchService
+from embedder.progress import ProgressCallback
+from index.catalog import Catalog
+from index.service import SearchService
+from index.store import INFO_FILE, INTERNAL_COLUMNS
 
 THUMB_SIDE = 224  # pixels: thumbnails are scaled to this longest side
 PICKER_MAX_ITEMS = 2_000  # bigger catalogs are picked by id: a list of every item would be sent on each run
@@ -184,48 +184,19 @@ def result_strip(results: pd.DataFrame, same: Callable[[pd.Series], bool] | None
 
 # ---------------------------------------------------------------- progress of catalog operations
 
-_progress_route = threading.local()
-
-
-class _RoutedTqdm(tqdm):
-    """index.catalog reports progress through tqdm bars. In a Streamlit run that asked for it
-    (see `catalog_progress`), a bar moves the run's st.progress instead of printing; in any
-    other thread (the CLI, other sessions) it is the ordinary tqdm."""
-
-    def __init__(self, *args, **kwargs):
-        self._report = getattr(_progress_route, "report", None)
-        if self._report is not None:
-            self._label, self._total, self._done = kwargs.get("desc") or "", kwargs.get("total") or 0, 0
-            kwargs["disable"] = True
-        super().__init__(*args, **kwargs)
-        if self._report is not None and self._total:
-            self._report(self._label, 0, self._total)
-
-    def update(self, n=1):
-        if self._report is None:
-            return super().update(n)
-        self._done += n or 0
-        self.n = self._done
-        if self._total:
-            self._report(self._label, self._done, self._total)
-        return None
+def progress_to(bar, label: str) -> ProgressCallback:
+    """A catalog operation's progress callback that moves a Streamlit progress bar."""
+    def report(stage: str, done: int, total: int) -> None:
+        if total > 0:
+            bar.progress(min(done / total, 1.0), text=f"{label}: {stage} {done:,} / {total:,}")
+        else:  # a message without a count (e.g. a tuning step)
+            bar.progress(0.0, text=f"{label}: {stage.strip()}")
+    return report
 
 
 @contextlib.contextmanager
-def catalog_progress(label: str):
-    """Show an st.progress bar that follows the catalog operation run inside the block."""
-    import index.catalog as catalog_module
-
+def catalog_progress(label: str) -> Iterator[ProgressCallback]:
+    """Show an st.progress bar; the callback given follows the catalog operation run in the block."""
     bar = st.progress(0.0, text=f"{label}…")
-
-    def report(step: str, done: int, total: int) -> None:
-        bar.progress(min(done / total, 1.0), text=f"{label}: {step} {done:,} / {total:,}")
-
-    if catalog_module.__dict__.get("tqdm") is tqdm:  # route the module's bars (once, for all threads)
-        catalog_module.tqdm = _RoutedTqdm
-    _progress_route.report = report
-    try:
-        yield bar
-    finally:
-        _progress_route.report = None
+    yield progress_to(bar, label)
     bar.progress(1.0, text=f"{label}: done")

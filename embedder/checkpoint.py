@@ -19,7 +19,7 @@ from torch import nn
 
 from embedder.backbones import build_backbone
 from embedder.preprocess import Preprocessing
-from embedder.storage import atomic_path
+from embedder.files import atomic_path
 
 FORMAT = "coinsp-checkpoint/1"
 

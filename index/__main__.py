@@ -12,6 +12,7 @@
     build-from-shards --shards SHARDS --model CKPT --out DIR [--index IVF65536,PQ64np]   (on-disk catalog)
     export   --catalog DIR [--parquet OUT.parquet] [--qdrant-path DIR | --qdrant-url URL [--api-key KEY]] [--collection NAME]
     import-fashion-mnist --out DIR [--split test]
+    hygiene  --catalog DIR [--out PREFIX] [--k 10] [--duplicate-threshold 0.97]
 
 User errors (missing files, bad manifests, a model that does not fit the catalog, a catalog
 locked by another process) print one line `error: ...` and exit with status 2.
@@ -28,9 +29,13 @@ import time
 from pathlib import Path
 
 from embedder.images import ImageError
-from index.catalog import (INFO_FILE, Catalog, CatalogError, add_to_catalog, build_catalog, read_info,
-                           rebuild_catalog, remove_from_catalog)
-from index.choose import IndexChoiceError, format_size, parse_size
+from index.add import add_to_catalog
+from index.catalog import Catalog
+from index.operations import build_catalog, rebuild_catalog, remove_from_catalog
+from index.store import INFO_FILE, CatalogError, read_info
+from embedder.files import format_size, parse_size
+from index.choose import IndexChoiceError
+from index.hygiene import add_arguments as add_hygiene_arguments, run_command as cmd_hygiene
 from index.manifest import ManifestError
 from index.ray_embed import RayMissingError
 from index.shards import ShardsError
@@ -174,6 +179,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--grouping", default="store", help="coarse categories: store (3) or five")
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
     p.add_argument("--allow-download", action="store_true")
+
+    add_hygiene_arguments(sub.add_parser("hygiene", help="near-duplicate listings, likely mis-categorised items, "
+                                         "products whose photos disagree (CSV + Markdown)"))
     return parser
 
 
@@ -243,7 +251,7 @@ def cmd_ensure(args) -> int:
 
 
 def cmd_search(args) -> int:
-    from index.search import SearchService
+    from index.service import SearchService
 
     if args.k < 1:
         raise UsageError("--k must be at least 1")
@@ -279,7 +287,7 @@ def cmd_evaluate(args) -> int:
     report, how = catalog.evaluate(args.label, max_queries=max_queries, seed=args.seed)
     how["seconds"] = round(time.perf_counter() - started, 2)
     prefix = args.out or Path("reports") / f"{args.catalog.absolute().name}-recall"
-    from embedder.storage import atomic_path
+    from embedder.files import atomic_path
 
     prefix.parent.mkdir(parents=True, exist_ok=True)
     markdown = (f"# Recall@k of catalog {args.catalog}\n\n{how['mode']}, labels = {args.label}, "
@@ -389,7 +397,7 @@ def cmd_import_fashion_mnist(args) -> int:
 COMMANDS = {"build": cmd_build, "add": cmd_add, "remove": cmd_remove, "rebuild": cmd_rebuild, "ensure": cmd_ensure,
             "search": cmd_search, "evaluate": cmd_evaluate, "info": cmd_info,
             "import-fashion-mnist": cmd_import_fashion_mnist, "export": cmd_export, "embed-ray": cmd_embed_ray,
-            "build-from-shards": cmd_build_from_shards}
+            "build-from-shards": cmd_build_from_shards, "hygiene": cmd_hygiene}
 
 USER_ERRORS = (CatalogError, ManifestError, ImageError, IndexChoiceError, UsageError, ShardsError, RayMissingError,
                FileNotFoundError, NotADirectoryError, PermissionError)

@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass, field
 
 import faiss
 
+from embedder.files import format_size
+
 METRIC = "inner_product"  # = cosine on L2-normalised vectors
 DEFAULT_MEMORY_BUDGET = 4 * 1024**3  # bytes the index may take in memory
 
@@ -58,10 +60,6 @@ class IndexChoice:
     reason: str = ""
     params: dict = field(default_factory=dict)  # search-time parameters: efSearch / nprobe
 
-    @property
-    def kind(self) -> str:
-        return index_kind(self.factory)
-
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -69,25 +67,6 @@ class IndexChoice:
     def from_dict(cls, d: dict) -> "IndexChoice":
         return cls(factory=d["factory"], metric=d.get("metric", METRIC), reason=d.get("reason", ""),
                    params=dict(d.get("params", {})))
-
-
-def parse_size(text: str | int | float) -> int:
-    """'2GB', '512 MiB', '1.5G', 1000000 -> bytes (K/M/G/T are powers of 1024)."""
-    if isinstance(text, (int, float)):
-        return int(text)
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b)?\s*", str(text), flags=re.IGNORECASE)
-    if not match:
-        raise ValueError(f"not a memory size: {text!r} (write e.g. 2GB, 512MB, 1.5G)")
-    number, unit = float(match.group(1)), match.group(2).lower()
-    return int(number * 1024 ** " kmgt".index(unit or " "))
-
-
-def format_size(n_bytes: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n_bytes) < 1024 or unit == "GB":
-            return f"{n_bytes:.0f} {unit}" if unit == "B" else f"{n_bytes:.1f} {unit}"
-        n_bytes /= 1024
-    return f"{n_bytes:.1f} GB"
 
 
 def index_kind(factory: str) -> str:

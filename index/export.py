@@ -29,8 +29,10 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
-from embedder.storage import atomic_path
-from index.catalog import (CHUNK_ROWS, ID_COLUMN, IMAGE_PATH_COLUMN, INTERNAL_COLUMNS, Catalog, CatalogError, _bar)
+from embedder.files import atomic_path
+from embedder.progress import ProgressOption, Stage, as_callback
+from index.catalog import Catalog
+from index.store import CHUNK_ROWS, ID_COLUMN, IMAGE_PATH_COLUMN, INTERNAL_COLUMNS, CatalogError
 
 VECTOR_COLUMN = "vector"
 PARQUET_KEY = b"coinsp"
@@ -66,7 +68,7 @@ def _blocks(catalog: Catalog, rows: int) -> Iterator[tuple[pd.DataFrame, np.ndar
 # ----------------------------------------------------------------------------- Parquet
 
 def export_parquet(folder: str | os.PathLike, out: str | os.PathLike, *, rows_per_group: int = CHUNK_ROWS,
-                   progress: bool = True) -> ExportReport:
+                   progress: ProgressOption = True) -> ExportReport:
     """Write ids, vectors and metadata of the catalog to one Parquet file, a row group per block."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -81,14 +83,14 @@ def export_parquet(folder: str | os.PathLike, out: str | os.PathLike, *, rows_pe
     provenance = {"catalog_version": catalog.info["version"], "model_fingerprint": catalog.fingerprint,
                   "feature_dim": dim, "items": len(catalog)}
     schema = pa.schema(fields, metadata={PARQUET_KEY: json.dumps(provenance).encode()})
-    with atomic_path(out) as tmp, pq.ParquetWriter(tmp, schema) as writer, \
-            _bar(len(catalog), "exporting to Parquet", progress, unit="item") as bar:
+    written = Stage(as_callback(progress), "exporting to Parquet", len(catalog))
+    with atomic_path(out) as tmp, pq.ParquetWriter(tmp, schema) as writer:
         for rows, vectors in _blocks(catalog, rows_per_group):
             table = pa.Table.from_pandas(rows, schema=meta_schema, preserve_index=False)
             vector_array = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), dim)
             table = table.add_column(1, schema.field(VECTOR_COLUMN), vector_array)
             writer.write_table(table.select(schema.names).cast(schema))
-            bar.update(len(rows))
+            written.advance(len(rows))
     return ExportReport(str(out), len(catalog), dim, catalog.info["version"])
 
 
@@ -173,7 +175,7 @@ def _stale_ids(client, name: str, keep: np.ndarray, page: int = 10_000) -> list[
 
 
 def export_qdrant(folder: str | os.PathLike, client, collection: str, *, batch_size: int = QDRANT_BATCH,
-                  recreate: bool = False, progress: bool = True) -> ExportReport:
+                  recreate: bool = False, progress: ProgressOption = True) -> ExportReport:
     """Upsert every item of the catalog into a Qdrant collection (cosine, id = catalog id, payload = metadata)."""
     from qdrant_client import models
 
@@ -182,12 +184,12 @@ def export_qdrant(folder: str | os.PathLike, client, collection: str, *, batch_s
     catalog = Catalog.load(folder)
     try:
         _ensure_collection(client, collection, catalog.dim, recreate)
-        with _bar(len(catalog), f"exporting to Qdrant {collection!r}", progress, unit="item") as bar:
-            for rows, vectors in _blocks(catalog, batch_size):
-                client.upsert(collection, wait=True, points=models.Batch(
-                    ids=rows[ID_COLUMN].astype(int).tolist(), vectors=vectors.tolist(),
-                    payloads=[_payload(row) for row in rows.to_dict("records")]))
-                bar.update(len(rows))
+        upserted = Stage(as_callback(progress), f"exporting to Qdrant {collection!r}", len(catalog))
+        for rows, vectors in _blocks(catalog, batch_size):
+            client.upsert(collection, wait=True, points=models.Batch(
+                ids=rows[ID_COLUMN].astype(int).tolist(), vectors=vectors.tolist(),
+                payloads=[_payload(row) for row in rows.to_dict("records")]))
+            upserted.advance(len(rows))
         stale = _stale_ids(client, collection, catalog.ids)
         if stale:
             client.delete(collection, points_selector=models.PointIdsList(points=stale), wait=True)

@@ -14,7 +14,7 @@ from pathlib import Path, PureWindowsPath
 
 import pandas as pd
 
-from embedder.storage import atomic_path
+from embedder.files import atomic_path
 
 PATH_COLUMN = "path"
 CATEGORY_COLUMN = "category"

@@ -39,13 +39,16 @@ import numpy as np
 import pandas as pd
 from faiss.contrib.ondisk import merge_ondisk
 
-from embedder.storage import atomic_path
-from index.catalog import (FORMAT, ID_COLUMN, INDEX_FILE, IVFDATA_FILE, METADATA_FILE, RERANK_VECTORS_FILE,
-                           VECTOR_LOCATIONS_FILE, Catalog, CatalogError, ModelMismatchError, UpdateReport, _bar,
-                           _c_stdout_to_devnull, _counts, _merge_skipped, _new_index, _now, _tune, _write_metadata,
-                           catalog_lock, check_new_catalog_folder, commit_version, read_info_or_none)
-from index.choose import (DEFAULT_MEMORY_BUDGET, RERANK_QUANTISED, choice_from_factory, choose_index, format_size,
-                          index_kind)
+from embedder.files import atomic_path, format_size
+from embedder.progress import ProgressOption, Stage, as_callback
+from index.catalog import Catalog
+from index.choose import DEFAULT_MEMORY_BUDGET, RERANK_QUANTISED, choice_from_factory, choose_index, index_kind
+from index.operations import UpdateReport, counts, merge_skipped
+from index.store import (FORMAT, ID_COLUMN, INDEX_FILE, IVFDATA_FILE, METADATA_FILE, RERANK_VECTORS_FILE,
+                         VECTOR_LOCATIONS_FILE, CatalogError, ModelMismatchError, catalog_lock,
+                         check_new_catalog_folder, commit_version, now, quiet_c_stdout, read_info_or_none,
+                         write_metadata)
+from index.tune import new_index, tune_search
 from index.shards import SKIPPED_FILE, ShardVectors, iter_blocks, read_info as read_shards_info, read_metadata
 
 PART_VECTORS = 1_000_000  # codes per temporary part index before it is written out (64 MB at PQ64)
@@ -68,7 +71,7 @@ def _skipped(shards: Path) -> list[tuple[str, str]]:
 
 def build_from_shards(shards: str | os.PathLike, model: str | os.PathLike, out: str | os.PathLike, *,
                       index: str | None = None, memory_budget: int | None = None, overwrite: bool = False,
-                      progress: bool = True, lock_timeout: float = 0.0, rerank_copy: bool = True) -> UpdateReport:
+                      progress: ProgressOption = True, lock_timeout: float = 0.0, rerank_copy: bool = True) -> UpdateReport:
     """Build (or replace, with overwrite) an on-disk IVF-PQ catalog in `out` from embedding shards.
 
     `model` must be the checkpoint the shards were embedded with (checked by fingerprint); it is
@@ -77,7 +80,7 @@ def build_from_shards(shards: str | os.PathLike, model: str | os.PathLike, out: 
     """
     from embedder.checkpoint import load_checkpoint
 
-    started = time.perf_counter()
+    started, progress = time.perf_counter(), as_callback(progress)
     shards, out = Path(shards).absolute(), Path(out)
     shard_info = read_shards_info(shards)
     fingerprint = load_checkpoint(model)["fingerprint"]
@@ -120,7 +123,7 @@ def build_from_shards(shards: str | os.PathLike, model: str | os.PathLike, out: 
             sample = vectors[_train_rows(n, nlist)]
             stages["read_training_sample_s"] = time.perf_counter() - clock
             clock = time.perf_counter()
-            trained = faiss.serialize_index(_new_index(choice, d, sample, progress))
+            trained = faiss.serialize_index(new_index(choice, d, sample, progress))
             del sample
             stages["train_s"] = time.perf_counter() - clock
             clock = time.perf_counter()
@@ -134,18 +137,18 @@ def build_from_shards(shards: str | os.PathLike, model: str | os.PathLike, out: 
             stages["add_s"] = time.perf_counter() - clock
             info = {
                 "format": FORMAT, "model_fingerprint": fingerprint, "model_path": str(Path(model).absolute()),
-                "precision": shard_info.get("precision", "bf16"), "feature_dim": d, "created_at": _now(),
+                "precision": shard_info.get("precision", "bf16"), "feature_dim": d, "created_at": now(),
                 "root": shard_info["root"], "manifest": shard_info.get("manifest"),
                 "memory_budget_bytes": budget, "next_id": int(shard_info["next_id"]),
                 "vectors": {"storage": "parquet shards", "folder": str(shards), "files": shard_info["files"],
                             "dtype": shard_info.get("vector_dtype", "float32"), "rerank_copy": rerank_copy},
             }
-            skipped = _merge_skipped([], _skipped(shards))
+            skipped = merge_skipped([], _skipped(shards))
 
             def write(staging: Path) -> None:
                 clock = time.perf_counter()
                 merged = faiss.deserialize_index(trained)
-                with _c_stdout_to_devnull():  # FAISS prints the file's resizing
+                with quiet_c_stdout():  # FAISS prints the file's resizing
                     merge_ondisk(merged, [str(p) for p in parts], str(staging / IVFDATA_FILE))
                 faiss.write_index(merged, str(staging / INDEX_FILE))
                 _fsync(staging / IVFDATA_FILE, staging / INDEX_FILE)
@@ -155,21 +158,21 @@ def build_from_shards(shards: str | os.PathLike, model: str | os.PathLike, out: 
                 record = {**choice.to_dict(), "params": dict(choice.params), "on_disk": True,
                           "user_given": bool(index)}
                 probe = Catalog(None, {**info, "index": record}, vectors, metadata, merged, rerank_vectors=copy)
-                record.update(_tune(probe, progress, stop_gain=TUNE_STOP_GAIN), params=dict(probe.choice.params))
+                record.update(tune_search(probe, progress, stop_gain=TUNE_STOP_GAIN), params=dict(probe.choice.params))
                 stages["tune_s"] = time.perf_counter() - clock
                 record.update(build_seconds=round(sum(stages.values()), 3),
                               tune_seconds=round(stages["tune_s"], 3),
                               stages_seconds={k: round(v, 3) for k, v in stages.items()})
-                _write_metadata(staging / METADATA_FILE, metadata)
+                write_metadata(staging / METADATA_FILE, metadata)
                 with atomic_path(staging / VECTOR_LOCATIONS_FILE) as tmp, open(tmp, "wb") as f:
                     np.save(f, np.ascontiguousarray(locations, np.int64))
                 if copy is not None:
                     _fsync(work / RERANK_VECTORS_FILE)
                     os.replace(work / RERANK_VECTORS_FILE, staging / RERANK_VECTORS_FILE)
                 # commit_version writes this info as catalog.json once the version is in place.
-                info.update(index=record, counts=_counts(metadata, skipped), skipped=skipped,
+                info.update(index=record, counts=counts(metadata, skipped), skipped=skipped,
                             last_operation={"operation": "build-from-shards", "added": n, "skipped": len(skipped),
-                                            "at": _now()})
+                                            "at": now()})
 
             commit_version(out, write, info, previous)
         finally:
@@ -178,7 +181,7 @@ def build_from_shards(shards: str | os.PathLike, model: str | os.PathLike, out: 
                         seconds=time.perf_counter() - started)
 
 
-def _fill_parts(trained: np.ndarray, shards: Path, shard_info: dict, work: Path, n: int, progress: bool,
+def _fill_parts(trained: np.ndarray, shards: Path, shard_info: dict, work: Path, n: int, progress,
                 copy: np.ndarray | None, sorted_ids: np.ndarray) -> list[Path]:
     """Add every embedded row to copies of the trained index, written out every PART_VECTORS codes;
     where `copy` is given, also write each vector, as float16, to its metadata row (ids sorted)."""
@@ -192,17 +195,17 @@ def _fill_parts(trained: np.ndarray, shards: Path, shard_info: dict, work: Path,
             faiss.write_index(part, str(parts[-1]))
         part = None
 
-    with _bar(n, "adding to the index", progress, unit="vec") as bar:
-        for block in iter_blocks(shards, shard_info):
-            if part is None:
-                part = faiss.deserialize_index(trained)
-            part.add_with_ids(np.ascontiguousarray(block.vectors), np.ascontiguousarray(block.ids))
-            if copy is not None:
-                copy[np.searchsorted(sorted_ids, block.ids)] = block.vectors.astype(np.float16)
-            bar.update(len(block.ids))
-            if part.ntotal >= PART_VECTORS:
-                flush()
-        flush()
+    added = Stage(progress, "adding to the index", n)
+    for block in iter_blocks(shards, shard_info):
+        if part is None:
+            part = faiss.deserialize_index(trained)
+        part.add_with_ids(np.ascontiguousarray(block.vectors), np.ascontiguousarray(block.ids))
+        if copy is not None:
+            copy[np.searchsorted(sorted_ids, block.ids)] = block.vectors.astype(np.float16)
+        added.advance(len(block.ids))
+        if part.ntotal >= PART_VECTORS:
+            flush()
+    flush()
     return parts
 
 

@@ -27,7 +27,8 @@ import pandas as pd
 import pyarrow as pa
 
 from embedder.images import ImageError, decode_image
-from index.catalog import HASH_COLUMN, MTIME_COLUMN, RESERVED_COLUMNS, SIZE_COLUMN, _file_facts, _normalise_rel
+from embedder.files import file_facts
+from index.store import HASH_COLUMN, MTIME_COLUMN, RESERVED_COLUMNS, SIZE_COLUMN, normalise_rel
 from index.manifest import PATH_COLUMN, read_manifest, resolve_image_paths
 from index.shards import (EMBEDDING_COLUMN, ERROR_COLUMN, ID_COLUMN, VECTOR_DTYPES, embedding_array, finish_shards,
                           parquet_options, staging_folder)
@@ -80,7 +81,7 @@ def decode_batch(frame: pd.DataFrame, preprocessing: dict) -> dict:
     for i, file in enumerate(frame[SOURCE_COLUMN]):
         try:
             images[i] = prep.to_uint8(decode_image(file))
-            hashes[i], sizes[i], mtimes[i] = _file_facts(Path(file))
+            hashes[i], sizes[i], mtimes[i] = file_facts(Path(file))
         except ImageError as exc:
             errors[i] = str(exc)
         except FileNotFoundError:
@@ -152,7 +153,7 @@ def _prepare_rows(manifest: Path) -> pd.DataFrame:
     if clash:
         raise ValueError(f"manifest {manifest} has column(s) {clash} that the shards reserve; rename them")
     files = resolve_image_paths(table, manifest.parent.absolute())
-    table = table.assign(**{PATH_COLUMN: [_normalise_rel(p) for p in table[PATH_COLUMN]]})
+    table = table.assign(**{PATH_COLUMN: [normalise_rel(p) for p in table[PATH_COLUMN]]})
     table.insert(0, ID_COLUMN, np.arange(len(table), dtype=np.int64))
     table[SOURCE_COLUMN] = [str(f) for f in files]
     return table.reset_index(drop=True)

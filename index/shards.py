@@ -32,7 +32,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from embedder.storage import _fsync_dir, atomic_path, read_format_json
+from embedder.files import atomic_path, fsync_dir, read_format_json
 
 SHARDS_FORMAT = "coinsp-shards/1"
 SHARDS_INFO = "shards.json"
@@ -125,7 +125,7 @@ def finish_shards(staging: Path, out: Path, info: dict, overwrite: bool = False)
     info = {**info, "created_at": now(), "rows": sum(f["rows"] for f in files),
             "embedded": sum(f["embedded"] for f in files), "skipped": len(skipped), "files": files}
     write_info(staging, info)
-    _fsync_dir(staging)
+    fsync_dir(staging)
     if out.is_dir() and not any(out.iterdir()):
         out.rmdir()
     if out.exists():
@@ -137,7 +137,7 @@ def finish_shards(staging: Path, out: Path, info: dict, overwrite: bool = False)
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(staging, out)
-    _fsync_dir(out.parent)
+    fsync_dir(out.parent)
     return {**info, "skipped_rows": skipped}
 
 

@@ -96,7 +96,7 @@ def _tiny_shop_model(path: Path, seed: int, categories: list[str]) -> Path:
 
 def tiny_shop_make(root: Path) -> TinyShop:
     """Images, manifest, two models and their two catalogs under `root`."""
-    from index import catalog as catalog_module
+    from index.operations import build_catalog
 
     images = root / "shop" / "images"
     images.mkdir(parents=True)
@@ -123,8 +123,8 @@ def tiny_shop_make(root: Path) -> TinyShop:
     model_b = _tiny_shop_model(models / "tiny-b.pt", 1, TINY_SHOP_CATEGORIES)
     catalogs = root / "catalogs"
     catalog_a, catalog_b = catalogs / "tiny-a", catalogs / "tiny-b"
-    catalog_module.build_catalog(manifest, model, catalog_a, progress=False)
-    catalog_module.build_catalog(manifest, model_b, catalog_b, progress=False)
+    build_catalog(manifest, model, catalog_a, progress=False)
+    build_catalog(manifest, model_b, catalog_b, progress=False)
     return TinyShop(root=root, manifest=manifest, items=items, model=model, model_b=model_b,
                     catalogs_dir=catalogs, catalog=catalog_a, catalog_b=catalog_b, corrupt_image=corrupt)
 

@@ -17,12 +17,14 @@ with warnings.catch_warnings():  # Starlette suggests httpx2 for its TestClient;
     from fastapi.testclient import TestClient  # noqa: E402
 
 from app import api  # noqa: E402
-from app.loadtest import check_loopback, load_queries, run_load, serve, wait_until_up  # noqa: E402
+from benchmarks.loadtest import check_loopback, load_queries, run_load, serve, wait_until_up  # noqa: E402
 from conftest import TINY_SHOP_CATEGORIES  # noqa: E402
 from embedder.checkpoint import load_checkpoint  # noqa: E402
 from hostile_corpus import hostile_images, make_hostile_corpus  # noqa: E402
-from index.catalog import (Catalog, ModelMismatchError, add_to_catalog, build_catalog, read_info,  # noqa: E402
-                           rebuild_catalog)
+from index.add import add_to_catalog  # noqa: E402
+from index.catalog import Catalog  # noqa: E402
+from index.operations import build_catalog, rebuild_catalog  # noqa: E402
+from index.store import ModelMismatchError, read_info  # noqa: E402
 
 SMALL_CAP = 10_000  # bytes: a cap small enough to exceed cheaply
 

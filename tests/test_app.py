@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from index.catalog import Catalog, build_catalog
+from index.catalog import Catalog
+from index.operations import build_catalog
 from index.evaluation import recall_at_k
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
@@ -251,19 +252,27 @@ def test_catalog_built_from_a_manifest_when_there_is_none(tiny_shop, tmp_path, m
     assert items_metric(at) == "24"
 
 
-def test_catalog_bars_move_the_app_progress(tiny_shop, tmp_path, monkeypatch):
-    """index.catalog reports progress through tqdm; the app routes those bars to st.progress."""
-    import index.catalog as catalog_module
+def test_catalog_bars_move_the_app_progress(tiny_shop, tmp_path):
+    """Catalog operations report through one progress callback; the app's moves an st.progress bar."""
     from app import components as ui
 
-    seen = []
-    monkeypatch.setattr(catalog_module, "tqdm", ui._RoutedTqdm)
-    ui._progress_route.report = lambda step, done, total: seen.append((step, done, total))
-    try:
-        build_catalog(tiny_shop.manifest, tiny_shop.model, tmp_path / "c", progress=True)
-    finally:
-        ui._progress_route.report = None
+    class Bar:  # what st.progress returns: progress(value, text)
+        def __init__(self):
+            self.calls = []
+
+        def progress(self, value, text=""):
+            self.calls.append((value, text))
+
+    seen, bar = [], Bar()
+    to_bar = ui.progress_to(bar, "Build")
+
+    def report(stage, done, total):
+        seen.append((stage, done, total))
+        to_bar(stage, done, total)
+
+    build_catalog(tiny_shop.manifest, tiny_shop.model, tmp_path / "c", progress=report)
     assert ("embedding", 0, 25) in seen and ("embedding", 25, 25) in seen
+    assert (0.0, "Build: embedding 0 / 25") in bar.calls and (1.0, "Build: embedding 25 / 25") in bar.calls
 
 
 # ---------------------------------------------------------------- Quality

@@ -14,10 +14,13 @@ from embedder.backbones import build_backbone
 from embedder.checkpoint import save_checkpoint
 from embedder.embed import Embedder
 from embedder.preprocess import Preprocessing
-from index import catalog as catalog_module
-from index.catalog import (Catalog, CatalogError, CatalogLockedError, ModelMismatchError, add_to_catalog,
-                           build_catalog, catalog_lock, read_info, rebuild_catalog, remove_from_catalog)
-from index.choose import IndexChoiceError, choice_from_factory, choose_index, parse_size
+from index import store
+from index.add import add_to_catalog
+from index.catalog import Catalog
+from index.operations import build_catalog, rebuild_catalog, remove_from_catalog
+from index.store import CatalogError, CatalogLockedError, ModelMismatchError, catalog_lock, read_info
+from embedder.files import parse_size
+from index.choose import IndexChoiceError, choice_from_factory, choose_index
 
 CATEGORIES = ["tops", "shoes", "bags"]
 
@@ -207,7 +210,7 @@ def test_rebuild_keeps_ids_and_reembeds_for_a_new_model(shop, models):
     assert Catalog.load(folder).index.ntotal == good - 2
 
 
-@pytest.mark.parametrize("failing", ["_write_embeddings", "_write_index", "_write_info"])
+@pytest.mark.parametrize("failing", ["write_embeddings", "write_index", "write_info"])
 def test_an_interrupted_write_leaves_the_old_catalog_intact(shop, tmp_path, monkeypatch, failing):
     manifest, folder, good = shop
     version, embeddings, metadata, (scores, ids) = snapshot(folder)
@@ -219,7 +222,7 @@ def test_an_interrupted_write_leaves_the_old_catalog_intact(shop, tmp_path, monk
     def crash(*args, **kwargs):
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr(catalog_module, failing, crash)
+    monkeypatch.setattr(store, failing, crash)
     with pytest.raises(OSError, match="simulated"):
         add_to_catalog(folder, bigger, progress=False)
     for operation in (lambda: remove_from_catalog(folder, ids=[0], progress=False),

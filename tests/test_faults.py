@@ -20,7 +20,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from index.catalog import Catalog, add_to_catalog, build_catalog, read_info, rebuild_catalog
+from index.add import add_to_catalog
+from index.catalog import Catalog
+from index.operations import build_catalog, rebuild_catalog
+from index.store import read_info
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}  # one thread: same floats in every run
@@ -30,17 +33,18 @@ WAIT_S = 120  # the longest any child may take to reach the point where it is ki
 # A child that runs `python -m index ...` but stops at one write step (before or after it) and
 # says so in a file, so that the parent kills it exactly there.
 PAUSING_CLI = """
-import sys, time
-from index import catalog
+import importlib, sys, time
 from index.__main__ import main
 step, when, reached, argv = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
-original = getattr(catalog, step)
+module, step = step.split(":")
+module = importlib.import_module(module)
+original = getattr(module, step)
 def paused(*args, **kwargs):
     result = original(*args, **kwargs) if when == "after" else None
     open(reached, "w").close()
     time.sleep(WAIT)
     return result if when == "after" else original(*args, **kwargs)
-setattr(catalog, step, paused)
+setattr(module, step, paused)
 sys.exit(main(argv))
 """.replace("WAIT", str(WAIT_S))
 
@@ -158,8 +162,10 @@ def test_kill_9_during_training_then_resume_gives_the_uninterrupted_model(tmp_pa
 
 # ---------------------------------------------------------------- kill -9 during add and rebuild
 
-ADD_STEPS = [("_embed_files", "before"), ("_write_embeddings", "after"), ("_write_info", "before")]
-REBUILD_STEPS = [("_build_index", "after"), ("_write_metadata", "after"), ("_write_info", "before")]
+ADD_STEPS = [("index.add:embed_files", "before"), ("index.store:write_embeddings", "after"),
+             ("index.store:write_info", "before")]
+REBUILD_STEPS = [("index.operations:build_index", "after"), ("index.store:write_metadata", "after"),
+                 ("index.store:write_info", "before")]
 
 
 @pytest.mark.parametrize("operation, step, when",
@@ -309,9 +315,9 @@ def test_a_full_disk_fails_the_write_with_a_clear_message_and_keeps_the_catalog(
 SLOW_REBUILD = """
 import os, sys, time
 from pathlib import Path
-from index import catalog
+from index import operations
 from index.__main__ import main
-original = catalog._build_index
+original = operations.build_index
 def slow(*args, **kwargs):
     hold = os.environ.get("HOLD_DIR")
     if not hold:
@@ -322,7 +328,7 @@ def slow(*args, **kwargs):
         while not (Path(hold) / "release").exists() and time.monotonic() < deadline:
             time.sleep(0.05)
     return original(*args, **kwargs)
-catalog._build_index = slow
+operations.build_index = slow
 sys.exit(main(sys.argv[1:]))
 """
 

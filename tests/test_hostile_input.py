@@ -18,7 +18,8 @@ from embedder.checkpoint import CheckpointError, load_checkpoint
 from embedder.images import ImageError, decode_image
 from hostile_corpus import HOSTILE_IMAGE_NAMES, hostile_images, make_hostile_corpus
 from index.__main__ import main
-from index.catalog import Catalog, read_info
+from index.catalog import Catalog
+from index.store import read_info
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app" / "main.py")

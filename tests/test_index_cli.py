@@ -17,7 +17,8 @@ from embedder.backbones import build_backbone
 from embedder.checkpoint import save_checkpoint
 from embedder.preprocess import Preprocessing
 from index.__main__ import main
-from index.catalog import Catalog, catalog_lock, read_info
+from index.catalog import Catalog
+from index.store import catalog_lock, read_info
 
 ROOT = Path(__file__).resolve().parents[1]
 

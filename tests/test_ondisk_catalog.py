@@ -10,11 +10,13 @@ import torch
 from embedder.backbones import build_backbone
 from embedder.checkpoint import save_checkpoint
 from embedder.preprocess import Preprocessing
-from index.catalog import (IVFDATA_FILE, RERANK_VECTORS_FILE, VECTOR_LOCATIONS_FILE, VERSIONS_DIR, Catalog,
-                           CatalogError, _exact_top, read_info, rebuild_catalog, remove_from_catalog)
+from index.catalog import Catalog
+from index.operations import rebuild_catalog, remove_from_catalog
+from index.store import IVFDATA_FILE, RERANK_VECTORS_FILE, VECTOR_LOCATIONS_FILE, VERSIONS_DIR, CatalogError, read_info
+from index.tune import exact_top
 from index.choose import choose_index
 from index.ondisk import build_from_shards
-from index.search import SearchService
+from index.service import SearchService
 from index.shards import write_shards
 
 DIM = 32
@@ -93,7 +95,7 @@ def test_search_recall_at_10_against_exact_search(catalog_dir, shards):
     catalog = Catalog.load(catalog_dir)
     truth = shards[1]
     queries = _vectors(np.arange(200), seed=99)  # new vectors, not catalog items
-    exact = _exact_top(queries, truth, 10)
+    exact = exact_top(queries, truth, 10)
     hits = catalog.search_vectors(queries, 10)
     recall = np.mean([len(set(h.tolist()) & set(t.tolist())) / 10 for h, t in zip(hits.ids, exact)])
     assert recall >= RECALL_BOUND
@@ -173,7 +175,7 @@ def _near_copies_shards(folder, model, items: int = 60, copies: int = 50):
 
 def test_near_identical_photos_are_ordered_exactly_by_the_float16_copy(tmp_path, model):
     vectors, queries = _near_copies_shards(tmp_path / "shards", model)
-    exact = _exact_top(queries, vectors, 10)
+    exact = exact_top(queries, vectors, 10)
     recall = {}
     for copy in (True, False):
         folder = tmp_path / f"catalog-{copy}"

@@ -14,8 +14,10 @@ from embedder.backbones import build_backbone
 from embedder.checkpoint import save_checkpoint
 from embedder.images import ImageError
 from embedder.preprocess import Preprocessing
-from index.catalog import Catalog, CatalogError, build_catalog, rebuild_catalog
-from index.search import ModelMismatchError, SearchService
+from index.catalog import Catalog
+from index.operations import build_catalog, rebuild_catalog
+from index.service import ModelMismatchError, SearchService
+from index.store import CatalogError
 
 CATEGORIES = ["tops", "shoes", "bags"]
 PER_CATEGORY = 8
@@ -106,7 +108,7 @@ def test_category_filter_on_approximate_indexes(setup, tmp_path, factory, knob, 
     rebuild_catalog(folder, index=factory, progress=False)
     catalog = Catalog.load(folder)
     catalog.choice.params.update(knob)  # the weakest search: filters must still fill k
-    monkeypatch.setattr("index.catalog.EXACT_POOL_FLOATS", 0)  # force the index path, not the exact pool
+    monkeypatch.setattr("index.search.EXACT_POOL_FLOATS", 0)  # force the index path, not the exact pool
     exact = Catalog.load(setup["folder"])
     for category in CATEGORIES:
         got = catalog.search_frame(catalog.vectors_of([1])[0], 6, category=category)

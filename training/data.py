@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from embedder.images import ImageError, decode_image
 from embedder.preprocess import Preprocessing
-from embedder.storage import atomic_path
+from embedder.files import atomic_path
 from index.manifest import CATEGORY_COLUMN, PRODUCT_COLUMN, read_manifest, resolve_image_paths
 
 

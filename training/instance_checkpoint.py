@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from embedder.checkpoint import load_checkpoint
-from embedder.storage import atomic_path
+from embedder.files import atomic_path
 
 SHARDS = "instance-shards"
 

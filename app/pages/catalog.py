@@ -1,6 +1,6 @@
 """Catalog (catalog managers): what the served catalog holds, and changing it.
 
-Every change goes through index.catalog, which writes a complete new version before switching
+Every change goes through index.operations / index.add, which writes a complete new version before switching
 to it: searches keep using the previous catalog until the change is complete, then the app
 loads the new one (caches are keyed on the catalog's build time).
 """
@@ -14,8 +14,9 @@ import streamlit as st
 from app import components as ui
 from embedder.checkpoint import CheckpointError, load_checkpoint
 from embedder.images import ImageError
-from index.catalog import (CatalogError, UpdateReport, add_to_catalog, build_catalog, read_info, rebuild_catalog,
-                           remove_from_catalog)
+from index.add import add_to_catalog
+from index.operations import UpdateReport, build_catalog, rebuild_catalog, remove_from_catalog
+from index.store import CatalogError, read_info
 from index.manifest import ManifestError
 
 USER_ERRORS = (CatalogError, ManifestError, CheckpointError, ImageError, FileNotFoundError, ValueError, OSError)
@@ -101,8 +102,8 @@ def _last_operation(op: dict | None) -> str:
 def run_operation(label: str, operation, *args, **kwargs) -> None:
     """Run a catalog change with a progress bar; keep its report for the next run, then reload."""
     try:
-        with ui.catalog_progress(label):
-            report: UpdateReport = operation(*args, progress=True, **kwargs)
+        with ui.catalog_progress(label) as progress:
+            report: UpdateReport = operation(*args, progress=progress, **kwargs)
     except USER_ERRORS as exc:
         st.error(f"{label} failed: {exc}", icon=":material/error:")
         return

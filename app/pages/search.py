@@ -9,7 +9,7 @@ import streamlit as st
 
 from app import components as ui
 from embedder.images import ImageError, decode_image
-from index.catalog import CatalogError
+from index.store import CatalogError
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp"]
 

@@ -1,4 +1,4 @@
-"""Benchmarks of the catalog side: python -m index.bench <name> [options]. Not timed tests.
+"""Benchmarks of the catalog side: python -m benchmarks.catalog_bench <name> [options]. Not timed tests.
 
     embed-speed       Embedder.embed_files vs a plain eager fp32 torchvision loop; R@1 of both
     query-latency     decode + embed + search, p50/p95, catalogs of 10^4, 10^5, 10^6 vectors
@@ -33,13 +33,17 @@ from embedder.backbones import build_backbone
 from embedder.checkpoint import backbone_from_checkpoint, load_checkpoint, save_checkpoint
 from embedder.embed import Embedder
 from embedder.preprocess import Preprocessing
-from embedder.storage import atomic_path
-from index.catalog import (ID_COLUMN, Catalog, _build_index, _commit, _exact_top, add_to_catalog, build_catalog,
-                           rebuild_catalog)
-from index.choose import DEFAULT_MEMORY_BUDGET, choose_index, format_size, parse_size
+from embedder.files import atomic_path, format_size, parse_size
+from embedder.progress import ConsoleProgress
+from index.add import add_to_catalog
+from index.catalog import Catalog
+from index.choose import DEFAULT_MEMORY_BUDGET, choose_index
+from index.operations import build_catalog, rebuild_catalog
+from index.store import ID_COLUMN, commit_catalog
+from index.tune import build_index, exact_top
 from index.evaluation import recall_at_k
 from index.manifest import CATEGORY_COLUMN, PATH_COLUMN, PRODUCT_COLUMN, read_manifest, resolve_image_paths
-from index.search import SearchService
+from index.service import SearchService
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "reports" / "bench_index.json"
@@ -139,7 +143,7 @@ def synthetic_blocks(base: np.ndarray, n: int, seed: int = 0, block_rows: int = 
         yield 0, np.ascontiguousarray(base[:n]), np.arange(n)
         return
     probe = np.random.default_rng(seed).choice(nb, size=min(nb, 1000), replace=False)
-    nearest = _exact_top(np.ascontiguousarray(base[probe]), base, 2)[:, 1]
+    nearest = exact_top(np.ascontiguousarray(base[probe]), base, 2)[:, 1]
     distance = float(np.median(np.linalg.norm(base[probe] - base[nearest], axis=1)))
     sigma = 0.5 * distance / np.sqrt(d)
     yield 0, np.ascontiguousarray(base), np.arange(nb)
@@ -252,7 +256,7 @@ def _catalog_in_memory(vectors: np.ndarray, source: np.ndarray, base_meta: pd.Da
 
     choice = choice_from_factory(index, d) if index else choose_index(n, d, budget)
     started = time.perf_counter()
-    faiss_index, index_record = _build_index(choice, vectors, metadata, info, progress=True)
+    faiss_index, index_record = build_index(choice, vectors, metadata, info, progress=ConsoleProgress())
     seconds = time.perf_counter() - started
     return Catalog(None, {**info, "index": index_record}, vectors, metadata, faiss_index), index_record, seconds
 
@@ -300,7 +304,7 @@ def bench_query_latency(args) -> None:
                                                             budget, args.index)
         service = SearchService.from_parts(catalog, embedder)
         # Recall@10 of the timed queries against exact search over the same vectors.
-        truth = _exact_top(np.stack([service.embed(data) for data in query_bytes]), vectors, 10)
+        truth = exact_top(np.stack([service.embed(data) for data in query_bytes]), vectors, 10)
         knob = index_record.get("tuned")
         tuned_value = catalog.choice.params.get(knob) if knob else None
         while True:
@@ -398,17 +402,17 @@ def bench_evaluate_memory(args) -> None:
         from index.choose import IndexChoice
 
         # The index plays no part in evaluation (exact search over embeddings.npy): a flat one is quickest to write.
-        index, index_record = _build_index(IndexChoice("Flat", reason="benchmark: evaluation only"), vectors,
-                                           metadata, info, progress=False)
-        _commit(folder, [vectors], metadata, index, {**info, "index": index_record}, None)
+        index, index_record = build_index(IndexChoice("Flat", reason="benchmark: evaluation only"), vectors,
+                                           metadata, info)
+        commit_catalog(folder, [vectors], metadata, index, {**info, "index": index_record}, None)
         del vectors, index
     arguments = ["-q", "evaluate", "--catalog", str(folder), "--out", str(CACHE / f"evaluate-{n}x{d}-report")]
     if args.max_queries:
         arguments += ["--max-queries", str(args.max_queries)]
     # The child reports its own VmHWM: getrusage's figure for a child carries over the peak of this
     # process (which held the vectors while writing them) through fork and exec.
-    command = [sys.executable, "-c", "import sys; from index.__main__ import main; from index.bench import _rss_bytes; "
-               f"status = main({arguments!r}); print('PEAK_RSS_BYTES', _rss_bytes('VmHWM')); sys.exit(status)"]
+    command = [sys.executable, "-c", "import sys; from index.__main__ import main; from benchmarks.catalog_bench import rss_bytes; "
+               f"status = main({arguments!r}); print('PEAK_RSS_BYTES', rss_bytes('VmHWM')); sys.exit(status)"]
     print(f"running: python -m index {' '.join(arguments)}", flush=True)
     started = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
@@ -498,12 +502,12 @@ def bench_ondisk(args) -> None:
     started = time.perf_counter()
     metadata, locations = read_metadata(shards, shard_info)
     vectors = ShardVectors(shards, shard_info["files"], d, locations)
-    truth = metadata[ID_COLUMN].to_numpy(np.int64)[_exact_top(np.ascontiguousarray(queries), vectors, 10)]
+    truth = metadata[ID_COLUMN].to_numpy(np.int64)[exact_top(np.ascontiguousarray(queries), vectors, 10)]
     stages["exact_truth_s"] = time.perf_counter() - started
     del metadata, locations, vectors
     np.save(work / "queries.npy", queries)
     np.save(work / "truth.npy", truth)
-    command = [sys.executable, "-m", "index.bench", "ondisk-search", "--catalog", str(catalog_dir),
+    command = [sys.executable, "-m", "benchmarks.catalog_bench", "ondisk-search", "--catalog", str(catalog_dir),
                "--queries", str(work / "queries.npy"), "--truth", str(work / "truth.npy"),
                "--out", str(work / "search.json")]
     print("searching in a fresh process:", " ".join(command[1:]), flush=True)
@@ -530,7 +534,7 @@ def bench_ondisk(args) -> None:
                          {"index": record_, "stages_seconds": build_stages, "disk": disk, "search": searched}))
 
 
-def _rss_bytes(field: str = "VmHWM") -> int:
+def rss_bytes(field: str = "VmHWM") -> int:
     """This process's peak (VmHWM) or current (VmRSS) resident memory. Linux keeps getrusage's
     maxrss across exec, so a child could report its parent's peak; /proc's figures start afresh."""
     try:
@@ -556,7 +560,7 @@ def bench_ondisk_search(args) -> None:
     elif not (args.catalog and args.queries and args.truth and args.out):
         raise SystemExit("give --work (a folder written by `ondisk`), or --catalog, --queries, --truth and --out")
     queries, truth = np.load(args.queries), np.load(args.truth)
-    baseline = _rss_bytes("VmRSS")  # the interpreter with this module's imports (torch among them)
+    baseline = rss_bytes("VmRSS")  # the interpreter with this module's imports (torch among them)
     started = time.perf_counter()
     catalog = Catalog.load(args.catalog)
     catalog.index  # noqa: B018 (opens the memory-mapped index and its id map)
@@ -583,7 +587,7 @@ def bench_ondisk_search(args) -> None:
     result = {"queries": len(queries), "recall_at_10": recall, **passes[0], "passes": passes,
               "params": dict(catalog.choice.params), "built_params": built_params,
               "search_by_id_p50_ms": percentile_ms(by_id, 50), "open_seconds": open_s,
-              "peak_rss_bytes": _rss_bytes("VmHWM"), "rss_before_loading_bytes": baseline}
+              "peak_rss_bytes": rss_bytes("VmHWM"), "rss_before_loading_bytes": baseline}
     Path(args.out).write_text(json.dumps(result, indent=2))
     if args.work:
         print_table([{"vectors": f"{len(catalog.ids):,}", "dim": catalog.dim, "index": catalog.choice.factory,
@@ -598,7 +602,7 @@ def bench_ondisk_search(args) -> None:
 # ----------------------------------------------------------------------------- CLI
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m index.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.catalog_bench", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="name", required=True)
 
     def common(p, grid_note="4x4-grid SmallCNN, random init (2048-d)"):

@@ -1,6 +1,6 @@
 """Load test of the HTTP search API: concurrent clients, a mix of photo uploads and id searches.
 
-    python -m app.loadtest --catalog catalogs/fashion-mnist-test --model models/coinsp-fmnist.pt \\
+    python -m benchmarks.loadtest --catalog catalogs/fashion-mnist-test --model models/coinsp-fmnist.pt \\
         [--clients 8] [--seconds 120] [--max-requests 200000] [--workers 1] [--url http://127.0.0.1:PORT]
 
 Without --url it starts `python -m app.api` on a free 127.0.0.1 port (and stops it afterwards);
@@ -35,7 +35,7 @@ import numpy as np
 
 from app.api import is_loopback
 from app.settings import DEFAULT_CATALOG, DEFAULT_MODEL
-from embedder.storage import atomic_path
+from embedder.files import atomic_path
 
 DEFAULT_OUT = Path("reports") / "api_load"
 QUERY_PHOTOS = 256  # distinct catalog photos the clients upload, read into memory once
@@ -271,7 +271,7 @@ def markdown(report: dict) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m app.loadtest", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.loadtest", description=__doc__.split("\n\n")[0])
     parser.add_argument("--catalog", type=Path, default=Path(DEFAULT_CATALOG), help="catalog (query photos and ids)")
     parser.add_argument("--model", type=Path, default=Path(DEFAULT_MODEL))
     parser.add_argument("--url", help="a running API on this machine (default: start one on a free port)")
@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    command = "python -m app.loadtest " + shlex.join(argv if argv is not None else sys.argv[1:])
+    command = "python -m benchmarks.loadtest " + shlex.join(argv if argv is not None else sys.argv[1:])
     with contextlib.ExitStack() as stack:
         if args.url:
             url, started_here = args.url.rstrip("/"), False

@@ -1,0 +1,184 @@
+"""Adding images to a catalog: only what is new or changed is embedded.
+
+A file whose path is in the catalog with the same size and modification time is not even read;
+same path, new bytes: re-embedded under its id; a new path whose bytes are already in the
+catalog reuses that embedding. The index is updated in place where FAISS allows it.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pandas as pd
+
+from embedder.files import file_facts
+from embedder.progress import ProgressOption, Stage, as_callback
+from index.catalog import Catalog
+from index.choose import IndexChoice
+from index.manifest import PATH_COLUMN, read_manifest
+from index.operations import (UpdateReport, check_columns, counts, embed_files, merge_skipped, open_embedder_for,
+                              refuse_on_disk, relative_paths)
+from index.store import (HASH_COLUMN, ID_COLUMN, IMAGE_PATH_COLUMN, MTIME_COLUMN, SIZE_COLUMN, CatalogError,
+                         catalog_lock, commit_catalog, now, stores_no_vectors, write_info)
+from index.tune import build_index
+
+
+def add_to_catalog(folder: str | os.PathLike, manifest: str | os.PathLike | None = None, *,
+                   images: str | os.PathLike | None = None, model=None, progress: ProgressOption = True,
+                   lock_timeout: float = 0.0) -> UpdateReport:
+    """Add the images of a manifest (or an image folder) that the catalog does not hold yet.
+
+    A file whose path is in the catalog with the same bytes is left alone (size and mtime
+    equal: not even read); same path, new bytes: re-embedded under its id; a new path whose
+    bytes are already in the catalog reuses that embedding; only the rest are embedded.
+    """
+    started, progress = time.perf_counter(), as_callback(progress)
+    folder = Path(folder)
+    if (manifest is None) == (images is None):
+        raise CatalogError("give a manifest or an image folder to add")
+    if images is not None:
+        from index.importers import import_image_folder
+        try:
+            manifest = import_image_folder(images)
+        except FileNotFoundError as exc:
+            raise CatalogError(str(exc)) from None
+    manifest = Path(manifest)
+    table = read_manifest(manifest)
+    check_columns(table, f"manifest {manifest}")
+    with catalog_lock(folder, "add", lock_timeout):
+        catalog = Catalog.load(folder)
+        refuse_on_disk(catalog, "add")
+        info, old_meta = dict(catalog.info), catalog.metadata.drop(columns=[IMAGE_PATH_COLUMN], errors="ignore")
+        rel = relative_paths(table, manifest.parent.absolute(), catalog.root, known=old_meta[PATH_COLUMN].astype(str))
+        table = table.assign(**{PATH_COLUMN: rel}).drop_duplicates(PATH_COLUMN, keep="first").reset_index(drop=True)
+        row_of_path = dict(zip(old_meta[PATH_COLUMN].astype(str), range(len(old_meta))))
+        old_hash = old_meta[HASH_COLUMN].to_numpy(object)
+        old_size = old_meta[SIZE_COLUMN].to_numpy(np.int64)
+        old_mtime = old_meta[MTIME_COLUMN].to_numpy(np.int64)
+        row_of_hash = {}
+        for r, h in enumerate(old_hash):
+            row_of_hash.setdefault(h, r)
+        root = str(catalog.root)
+        unchanged, changed_rows, changed_j, reuse, to_embed, failures, facts_of = [], [], [], [], [], [], {}
+        checked = Stage(progress, "checking files", len(table))
+        for j, path in enumerate(table[PATH_COLUMN].tolist()):
+            file = os.path.join(root, path)
+            try:
+                stat = os.stat(file)
+            except OSError:
+                failures.append((path, f"file not found: {file}"))
+                continue
+            r = row_of_path.get(path)
+            # Same size and modification time: the same file (as git and rsync assume); not read.
+            if r is not None and old_size[r] == stat.st_size and old_mtime[r] == stat.st_mtime_ns:
+                unchanged.append(r)
+                continue
+            try:
+                facts = file_facts(Path(file))
+            except OSError as exc:
+                failures.append((path, f"file not readable: {exc.strerror or exc}"))
+                continue
+            facts_of[j] = facts
+            if r is not None and old_hash[r] == facts[0]:
+                unchanged.append(r)  # touched, same bytes
+            elif r is not None:
+                changed_rows.append(r)
+                changed_j.append(j)
+            elif facts[0] in row_of_hash:
+                reuse.append(j)
+            else:
+                to_embed.append(j)
+            if j % 1024 == 0:
+                checked.reach(j)
+        checked.reach(len(table))
+        todo = changed_j + to_embed
+        vectors = np.zeros((0, catalog.dim), np.float32)
+        embedded_j: list[int] = []
+        if todo:
+            embedder = open_embedder_for(catalog, model)
+            vectors, embedded, embed_failures, new_facts = embed_files(
+                embedder, [catalog.root / table[PATH_COLUMN].iat[j] for j in todo], progress, "embedding new images")
+            embedded_j = [todo[i] for i in embedded]
+            for i, f in zip(embedded, new_facts):
+                facts_of[todo[i]] = f
+            failures += [(table[PATH_COLUMN].iat[todo[i]], reason) for i, reason in embed_failures]
+        vector_of = dict(zip(embedded_j, vectors))
+        updated = [(r, j) for r, j in zip(changed_rows, changed_j) if j in vector_of]
+        new_js = [j for j in sorted(set(reuse) | set(to_embed)) if j in vector_of or j in reuse]
+        report = UpdateReport("add", folder, unchanged=len(set(unchanged)),
+                              skipped=[(p, r) for p, r in failures])
+        if not updated and not new_js:
+            info_skipped = merge_skipped(info.get("skipped", []), failures)
+            report.items, report.wrote = len(old_meta), False
+            if info_skipped != info.get("skipped", []):
+                info.update(skipped=info_skipped, counts=counts(old_meta, info_skipped))
+                write_info(folder, info)
+            report.seconds = time.perf_counter() - started
+            return report
+
+        # New metadata: old rows (changed ones refreshed), then new rows with new ids.
+        new_meta = old_meta.copy()
+        extra = [c for c in table.columns if c not in new_meta.columns]
+        for column in extra:
+            new_meta[column] = pd.Series([pd.NA] * len(new_meta), dtype=object)
+        for r, j in updated:
+            for column in table.columns:
+                new_meta.at[r, column] = table.at[j, column]
+            h, s, m = facts_of[j]
+            new_meta.at[r, HASH_COLUMN], new_meta.at[r, SIZE_COLUMN], new_meta.at[r, MTIME_COLUMN] = h, s, m
+        first_id = int(info["next_id"])
+        added_rows = table.iloc[new_js].reset_index(drop=True)
+        added_rows.insert(0, ID_COLUMN, np.arange(first_id, first_id + len(new_js), dtype=np.int64))
+        added_rows[HASH_COLUMN] = [facts_of[j][0] for j in new_js]
+        added_rows[SIZE_COLUMN] = np.asarray([facts_of[j][1] for j in new_js], np.int64)
+        added_rows[MTIME_COLUMN] = np.asarray([facts_of[j][2] for j in new_js], np.int64)
+        new_meta = pd.concat([new_meta, added_rows[[c for c in new_meta.columns if c in added_rows]]],
+                             ignore_index=True)
+        new_vectors = np.stack([vector_of[j] if j in vector_of else
+                                np.asarray(catalog.embeddings[row_of_hash[facts_of[j][0]]], np.float32)
+                                for j in new_js]).astype(np.float32) if new_js else np.zeros((0, catalog.dim), np.float32)
+
+        # Embeddings: the old file's rows (changed rows patched in a copy of their block), then new.
+        blocks: list[np.ndarray] = [catalog.embeddings]
+        if updated:  # old rows with the changed ones replaced, as slices (nothing loaded whole)
+            blocks, at = [], 0
+            for r, j in sorted(updated):
+                blocks += [catalog.embeddings[at:r], vector_of[j][None]]
+                at = r + 1
+            blocks.append(catalog.embeddings[at:])
+        blocks.append(new_vectors)
+
+        record = dict(info["index"])
+        rebuilt = False
+        flat = stores_no_vectors(record["factory"])  # nothing to update: its vectors are embeddings.npy
+        index = None if flat else catalog.index
+        if updated and not flat:
+            changed_ids = catalog.ids[[r for r, _ in updated]]
+            try:
+                index.remove_ids(faiss.IDSelectorBatch(changed_ids))
+                index.add_with_ids(np.stack([vector_of[j] for _, j in updated]), changed_ids)
+            except RuntimeError:  # HNSW cannot remove: rebuild from the embeddings
+                rebuilt = True
+        if rebuilt:
+            all_vectors = np.concatenate(blocks)
+            index, record = build_index(IndexChoice.from_dict(record), all_vectors, new_meta, info, progress,
+                                         tune=False)
+            record = {**info["index"], **{k: v for k, v in record.items() if k in ("build_seconds",)}}
+        elif not flat:
+            index.add_with_ids(new_vectors, new_meta[ID_COLUMN].to_numpy(np.int64)[len(old_meta):])
+        ok_paths = set(table[PATH_COLUMN].iloc[[j for _, j in updated] + new_js])
+        info_skipped = merge_skipped(info.get("skipped", []), failures, now_ok=ok_paths)
+        info.update(next_id=first_id + len(new_js), index=record, counts=counts(new_meta, info_skipped),
+                    skipped=info_skipped)
+        report.items, report.updated = len(new_meta), len(updated)
+        report.reused = sum(1 for j in new_js if j not in vector_of)
+        report.added = len(new_js) - report.reused
+        report.index = record
+        info["last_operation"] = {"operation": "add", "added": report.added + report.reused,
+                                  "updated": report.updated, "skipped": len(failures), "at": now()}
+        commit_catalog(folder, blocks, new_meta, index, info, info.get("version"))
+    report.seconds = time.perf_counter() - started
+    return report
