@@ -1,4 +1,5 @@
-"""Quality (merchandisers): Recall@k of a catalog, its failures, and two models side by side.
+"""Quality (merchandisers): Recall@k of a catalog, its failures and most-confused product pairs, a
+map of the catalog, its hygiene reports (index.hygiene), and two models side by side.
 
 Every number comes from index.evaluation (the product's one Recall@k): leave-one-out over the
 catalog, an image counting as found when another image of its product_id is among its k
@@ -12,9 +13,13 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+import altair as alt
+
 from app import components as ui
+from app.embedding_map import map_chart, map_points, pca_2d, thumbnail_url
 from embedder.images import decode_image
 from index.evaluation import DEFAULT_KS, RecallReport, nearest_neighbours
+from index.hygiene import HygieneError, HygieneReport, hygiene_report
 
 GALLERY_DEPTH = 5  # results shown per query in the galleries
 FULL_EVALUATION_UP_TO = 100_000  # items; bigger catalogs are evaluated on a sample of queries
@@ -77,8 +82,8 @@ def long_form(rep: RecallReport) -> pd.DataFrame:
     return frame
 
 
-def percent_columns(rep: RecallReport) -> dict:
-    return {f"R@{k}": st.column_config.NumberColumn(f"R@{k}", format="percent") for k in rep.overall}
+def three_decimals(rep: RecallReport) -> dict:
+    return {f"R@{k}": st.column_config.NumberColumn(f"R@{k}", format="%.3f") for k in rep.overall}
 
 
 def show_report(folder: Path, key: str) -> None:
@@ -95,7 +100,7 @@ def show_report(folder: Path, key: str) -> None:
         notes.append("The catalog is smaller than some k: " +
                      ", ".join(f"R@{k} uses k={used}" for k, used in rep.clamped_ks.items()) + ".")
     st.caption(" ".join(notes))
-    st.dataframe(recall_table(rep), hide_index=True, column_config=percent_columns(rep), key=f"{key}_table")
+    st.dataframe(recall_table(rep), hide_index=True, column_config=three_decimals(rep), key=f"{key}_table")
     chart = long_form(rep)
     left, right = st.columns(2)
     with left:
@@ -107,7 +112,8 @@ def show_report(folder: Path, key: str) -> None:
                      y_label="Recall@k", height=300)
     name = folder.name
     a, b, _ = st.columns([1, 1, 3])
-    a.download_button("Download CSV", recall_table(rep).to_csv(index=False), f"recall-{name}.csv", "text/csv",
+    a.download_button("Download CSV", recall_table(rep).to_csv(index=False, float_format="%.3f"), f"recall-{name}.csv",
+                      "text/csv",
                       icon=":material/download:", key=f"{key}_csv")
     b.download_button("Download Markdown", f"# Recall@k: {name}\n\n" + rep.to_markdown(), f"recall-{name}.md",
                       "text/markdown", icon=":material/download:", key=f"{key}_md")
@@ -132,11 +138,41 @@ def top1_correct(folder: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def failures(folder: Path) -> np.ndarray:
-    """Rows of the items whose best match is another product (among items whose product has another image)."""
+    """Rows of the items whose best match is another product (among items whose product has another
+    image), the most confidently wrong (highest top-1 score) first."""
     products = ui.load_catalog(folder).metadata["product_id"].astype(str)
     has_twin = products.map(products.value_counts()).to_numpy() > 1
-    queries, correct = top1_correct(folder)
-    return queries[~correct & has_twin[queries]]
+    queries, scores, _ = neighbours(folder)
+    _, correct = top1_correct(folder)
+    wrong = ~correct & has_twin[queries]
+    order = np.argsort(-scores[wrong, 0], kind="stable")
+    return queries[wrong][order]
+
+
+def failure_pairs(folder: Path) -> pd.DataFrame:
+    """One row per failure, most confident first: row, query product, matched product, top-1 score."""
+    products = ui.load_catalog(folder).metadata["product_id"].astype(str).to_numpy()
+    queries, scores, found = neighbours(folder)
+    rows = failures(folder)
+    at = np.searchsorted(queries, rows)
+    return pd.DataFrame({"row": rows, "query_product": products[rows], "matched_product": products[found[at, 0]],
+                         "score": scores[at, 0]})
+
+
+def confused_pairs(folder: Path) -> pd.DataFrame:
+    """Query product vs top-1 product over the failures, most frequent first."""
+    pairs = failure_pairs(folder)
+    products = ui.load_catalog(folder).metadata["product_id"].astype(str)
+    asked = products.iloc[neighbours(folder)[0]].value_counts()
+    table = (pairs.groupby(["query_product", "matched_product"]).agg(failures=("row", "size"),
+                                                                   mean_score=("score", "mean"))
+             .reset_index().sort_values(["failures", "mean_score"], ascending=False, kind="stable"))
+    table["share_of_queries"] = table["failures"] / table["query_product"].map(asked).to_numpy()
+    return table.reset_index(drop=True)
+
+
+def pair_label(query_product: str, matched_product: str) -> str:
+    return f"{query_product} → {matched_product}"
 
 
 def query_row(folder: Path, query: int, other: Path | None = None) -> None:
@@ -149,9 +185,12 @@ def query_row(folder: Path, query: int, other: Path | None = None) -> None:
         st.caption(f"**Query** id `{item['id']}`  \n{item.get('category', '')} · product {product}")
     with right:
         for source in [folder] + ([other] if other else []):
-            if other:
-                st.caption(f"**{source.name}**")
-            ui.result_strip(results_frame(source, query), same=lambda row: str(row["product_id"]) == product)
+            results = results_frame(source, query)
+            best = results.iloc[0]
+            verdict = ("best match is the same product" if str(best["product_id"]) == product else
+                       f"best match is product **{best['product_id']}** (id `{best['id']}`)")
+            st.caption((f"**{source.name}**: " if other else "") + f"{verdict}, score {float(best['score']):.3f}")
+            ui.result_strip(results, same=lambda row: str(row["product_id"]) == product)
 
 
 def show_failures(folder: Path) -> None:
@@ -161,15 +200,140 @@ def show_failures(folder: Path) -> None:
     st.caption(f"{len(rows):,} of {asked:,} {'sampled ' if asked < len(items) else ''}items "
                f"({len(rows) / max(asked, 1):.1%}) have another product as their best match. "
                "Green frame ✓: same product; red frame ✗: another product.")
+    st.caption("Most confidently wrong first (highest score of the wrong best match).")
     categories = sorted(items["category"].astype(str).iloc[rows].unique()) if len(rows) else []
-    left, right = st.columns([2, 1])
+    pairs = failure_pairs(folder)
+    labels = [pair_label(a, b) for a, b in confused_pairs(folder)[["query_product", "matched_product"]].itertuples(
+        index=False)]
+    left, middle, right = st.columns([2, 2, 1])
     category = left.selectbox("Category", ["All categories", *categories], key="failures_category")
+    pair = middle.selectbox("Product pair (query → best match)", ["All pairs", *labels], key="failures_pair")
+    keep = np.ones(len(rows), bool)
     if category != "All categories":
-        rows = rows[items["category"].astype(str).iloc[rows].to_numpy() == category]
+        keep &= items["category"].astype(str).iloc[rows].to_numpy() == category
+    if pair != "All pairs":
+        keep &= np.array([pair_label(a, b) == pair for a, b in zip(pairs["query_product"], pairs["matched_product"])])
     limit = right.number_input("Show", 1, 200, 12, key="failures_limit")
+    rows = rows[keep]
+    if len(rows) == 0:
+        st.info("No failures match these filters.")
     for query in rows[:limit]:
         with st.container(border=True):
             query_row(folder, int(query))
+
+
+def show_confused_pairs(folder: Path) -> None:
+    table = confused_pairs(folder)
+    if len(table) == 0:
+        st.info("Every query's best match shows its own product: no confused pairs.")
+        return
+    st.caption("Query product vs the product of its best match, over the failures; pick a pair to see its queries.")
+    shown = table.assign(share_of_queries=table["share_of_queries"])
+    event = st.dataframe(shown, hide_index=True, key="pairs_table", on_select="rerun", selection_mode="single-row",
+                         column_config={"mean_score": st.column_config.NumberColumn("mean score", format="%.3f"),
+                                        "share_of_queries": st.column_config.NumberColumn(
+                                            "share of the product's queries", format="%.3f")})
+    st.download_button("Download pairs CSV", table.to_csv(index=False, float_format="%.3f"),
+                       f"confused-pairs-{folder.name}.csv", "text/csv", icon=":material/download:", key="pairs_csv")
+    labels = [pair_label(a, b) for a, b in table[["query_product", "matched_product"]].itertuples(index=False)]
+    selected = getattr(getattr(event, "selection", None), "rows", None) or []
+    if selected:
+        st.session_state["pairs_pick"] = labels[selected[0]]
+    pick = st.selectbox("Open pair", labels, key="pairs_pick")
+    pairs = failure_pairs(folder)
+    rows = pairs["row"][[pair_label(a, b) == pick for a, b in zip(pairs["query_product"], pairs["matched_product"])]]
+    for query in rows[:6]:
+        with st.container(border=True):
+            query_row(folder, int(query))
+
+
+@st.cache_resource(max_entries=4, show_spinner="Projecting the catalog to two dimensions…")
+def _projection(folder: str, stamp: str) -> np.ndarray:
+    return pca_2d(ui.load_catalog(folder).embeddings)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Drawing the map's thumbnails…")
+def _map_points(folder: str, stamp: str) -> pd.DataFrame:
+    return map_points(ui.catalog_items(ui.load_catalog(folder)), _projection(folder, stamp))
+
+
+def show_map(folder: Path) -> None:
+    catalog = ui.load_catalog(folder)
+    points = _map_points(str(folder), ui.catalog_stamp(folder))
+    colours = [c for c in ("category", "product_id") if c in points]
+    left, right = st.columns([2, 1])
+    colour = left.radio("Colour by", colours, horizontal=True, key="map_colour") if colours else None
+    sampled = f" ({len(points):,} drawn, a seeded sample)" if len(points) < len(catalog) else ""
+    st.caption(f"PCA of all {len(catalog):,} vectors{sampled}. Hover a point for its photo; click it to open it.")
+    event = st.altair_chart(map_chart(points, colour or "id"), key="map_chart", on_select="rerun",
+                            width="stretch")
+    clicked = (getattr(event, "selection", None) or {}).get("item") or []
+    if clicked and "id" in clicked[0]:
+        st.session_state["map_item"] = int(clicked[0]["id"])
+    item = right.number_input("Open item id", min_value=int(catalog.ids.min()), max_value=int(catalog.ids.max()),
+                              value=None, step=1, key="map_item")
+    if item is None:
+        return
+    try:
+        row = int(catalog.rows_of([int(item)])[0])
+    except ValueError as exc:
+        st.warning(str(exc))
+        return
+    if row not in set(neighbours(folder)[0].tolist()):
+        st.info("This item is not among the sampled queries of this large catalog.")
+        return
+    with st.container(border=True):
+        query_row(folder, row)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Checking the catalog's hygiene…")
+def _hygiene(folder: str, stamp: str) -> HygieneReport:
+    return hygiene_report(ui.load_catalog(folder))
+
+
+def with_thumbnails(table: pd.DataFrame, items: pd.DataFrame, limit: int) -> pd.DataFrame:
+    shown = table.head(limit).copy()
+    if "id" in shown and "image_path" in items:
+        paths = items.set_index("id")["image_path"]
+        shown.insert(0, "photo", [thumbnail_url(paths[i]) for i in shown["id"]])
+    return shown
+
+
+def show_hygiene(folder: Path) -> None:
+    try:
+        report = _hygiene(str(folder), ui.catalog_stamp(folder))
+    except HygieneError as exc:
+        st.info(str(exc))
+        return
+    items = ui.catalog_items(ui.load_catalog(folder))
+    st.caption(report.summary() + ". The same reports from the command line: "
+               f"`python -m index hygiene --catalog {folder} --out reports/{folder.name}-hygiene`.")
+    limit = st.number_input("Rows shown per table", 10, 1000, 50, step=10, key="hygiene_rows")
+    photo = {"photo": st.column_config.ImageColumn("photo", width="small")}
+    three = {c: st.column_config.NumberColumn(c, format="%.3f")
+             for c in ("similarity", "share", "support", "odd_share", "worst_own", "worst_other")}
+    for title, name, table, note in (
+            ("Likely mis-categorised items", "miscategorised", report.miscategorised,
+             "Items whose nearest neighbours mostly carry another category, most certain first."),
+            ("Near-duplicate listings", "duplicates", report.duplicates,
+             f"Groups of items at cosine ≥ {report.facts['duplicate_threshold']:.3f}, most alike first."),
+            ("Products whose photos disagree", "products", report.products,
+             "Products ranked by the share of their photos that look more like another product.")):
+        st.subheader(title)
+        st.caption(f"{note} {len(table):,} rows.")
+        if len(table) == 0:
+            st.info("None found.")
+            continue
+        shown = with_thumbnails(table, items, int(limit)) if name != "products" else table.head(int(limit))
+        st.dataframe(shown, hide_index=True, column_config={**photo, **three}, key=f"hygiene_{name}")
+        st.download_button(f"Download {name} CSV", table.to_csv(index=False, float_format="%.3f"),
+                           f"{folder.name}-{name}.csv", "text/csv", icon=":material/download:",
+                           key=f"hygiene_{name}_csv")
+
+
+def model_line(folder: Path) -> tuple[str, str]:
+    info = ui.load_catalog(folder).info
+    return Path(str(info.get("model_path") or "unknown model")).name, str(info.get("model_fingerprint", ""))
 
 
 def show_compare(folder_a: Path, folder_b: Path) -> None:
@@ -180,23 +344,32 @@ def show_compare(folder_a: Path, folder_b: Path) -> None:
         return
     rep_a, rep_b = report(folder_a), report(folder_b)
     a, b = folder_a.name, folder_b.name
+    (name_a, print_a), (name_b, print_b) = model_line(folder_a), model_line(folder_b)
+    st.caption(f"**{a}**: model `{name_a}` · fingerprint `{print_a}`  \n**{b}**: model `{name_b}` · "
+               f"fingerprint `{print_b}`")
+    if print_a == print_b:
+        st.warning(f"Both catalogs were built with the same model (fingerprint `{print_a}`): any difference comes "
+                   "from the catalogs, not the models.", icon=":material/warning:")
     overall = pd.DataFrame({"k": [f"R@{k}" for k in rep_a.overall],
                             a: list(rep_a.overall.values()), b: list(rep_b.overall.values())})
     overall["difference"] = overall[b] - overall[a]
     table_col, chart_col = st.columns(2)
-    percent = {c: st.column_config.NumberColumn(c, format="percent") for c in (a, b, "difference")}
-    table_col.dataframe(overall, hide_index=True, column_config=percent, key="compare_table")
+    three = {c: st.column_config.NumberColumn(c, format="%.3f") for c in (a, b, "difference")}
+    table_col.dataframe(overall, hide_index=True, column_config=three, key="compare_table")
     chart = overall.melt("k", [a, b], var_name="catalog", value_name="recall")
-    chart["k"] = pd.Categorical(chart["k"], categories=overall["k"], ordered=True)
-    with chart_col:
-        st.bar_chart(chart, x="k", y="recall", color="catalog", stack=False, y_label="Recall@k", height=280)
-    table_col.download_button("Download comparison CSV", overall.to_csv(index=False), f"recall-{a}-vs-{b}.csv",
-                              "text/csv", icon=":material/download:", key="compare_csv")
+    with chart_col:  # legend in the table's order (a, b); a zoomed axis so the differences show
+        st.altair_chart(alt.Chart(chart).mark_line(point=True).encode(
+            x=alt.X("k:N", sort=list(overall["k"])), y=alt.Y("recall:Q", scale=alt.Scale(zero=False), title="Recall@k"),
+            color=alt.Color("catalog:N", sort=[a, b], scale=alt.Scale(domain=[a, b])),
+            tooltip=["catalog", "k", alt.Tooltip("recall:Q", format=".3f")]).properties(height=280),
+            width="stretch")
+    table_col.download_button("Download comparison CSV", overall.to_csv(index=False, float_format="%.3f"),
+                              f"recall-{a}-vs-{b}.csv", "text/csv", icon=":material/download:", key="compare_csv")
     cols = st.columns(2)
     for column, folder in zip(cols, (folder_a, folder_b)):
         with column, st.expander(f"Per category: {folder.name}"):
             rep = report(folder)
-            st.dataframe(recall_table(rep), hide_index=True, column_config=percent_columns(rep))
+            st.dataframe(recall_table(rep), hide_index=True, column_config=three_decimals(rep))
 
     st.subheader("Same queries, both models")
     queries, right_a = top1_correct(folder_a)
@@ -204,8 +377,9 @@ def show_compare(folder_a: Path, folder_b: Path) -> None:
     choices = {f"Only {b} is right": right_b & ~right_a, f"Only {a} is right": right_a & ~right_b,
                "Both wrong": ~right_a & ~right_b, "All queries": np.ones(len(queries), bool)}
     left, right = st.columns([2, 1])
-    which = left.selectbox("Queries", list(choices), format_func=lambda n: f"{n} ({choices[n].sum():,})",
-                           key="compare_queries")
+    first = next(i for i, n in enumerate(choices) if choices[n].any())  # never open on an empty view
+    which = left.selectbox("Queries", list(choices), index=first,
+                           format_func=lambda n: f"{n} ({choices[n].sum():,})", key="compare_queries")
     limit = right.number_input("Show", 1, 100, 8, key="compare_limit")
     for query in queries[choices[which]][:limit]:
         with st.container(border=True):
@@ -228,11 +402,18 @@ def page() -> None:
                 "shows the same product: Recall@k needs it. Add `product_id` to the manifest and rebuild.",
                 icon=":material/info:")
         return
-    report_tab, failures_tab, compare_tab = st.tabs(["Recall@k", "Failure gallery", "Compare models"])
+    report_tab, failures_tab, pairs_tab, map_tab, hygiene_tab, compare_tab = st.tabs(
+        ["Recall@k", "Failure gallery", "Confused pairs", "Embedding map", "Hygiene", "Compare models"])
     with report_tab:
         show_report(folder, key="report")
     with failures_tab:
         show_failures(folder)
+    with pairs_tab:
+        show_confused_pairs(folder)
+    with map_tab:
+        show_map(folder)
+    with hygiene_tab:
+        show_hygiene(folder)
     with compare_tab:
         others = [c for c in catalogs if c != folder and has_products(c)]
         if not others:

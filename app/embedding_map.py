@@ -1,0 +1,77 @@
+"""The catalog in two dimensions for the Quality page: a PCA projection of the stored vectors and
+an Altair scatter (hover: thumbnail; click: the item and its neighbours).
+
+PCA (numpy: eigenvectors of the d x d covariance, accumulated in row blocks) was chosen over UMAP
+and t-SNE: it needs no new package, is deterministic, and takes well under a second at 10^4 items
+and seconds at 10^5 on one core (reports/hygiene/embedding-map.md), where t-SNE/UMAP need minutes
+on 2 cores, too slow for a page that opens after every catalog change.
+"""
+from __future__ import annotations
+
+import base64
+import io
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+from embedder.images import ImageError, decode_image
+
+ROW_BLOCK = 16_384
+MAP_POINTS = 3_000  # points drawn (each carries its thumbnail); the rest of a bigger catalog is sampled out
+THUMB_PIXELS = 48
+
+
+def pca_2d(vectors) -> np.ndarray:
+    """(n, 2) float32: the vectors projected on their two principal axes (centred)."""
+    n, d = vectors.shape
+    total = np.zeros(d, np.float64)
+    scatter = np.zeros((d, d), np.float64)
+    for start in range(0, n, ROW_BLOCK):
+        block = np.asarray(vectors[start:start + ROW_BLOCK], np.float64)
+        total += block.sum(axis=0)
+        scatter += block.T @ block
+    mean = total / max(n, 1)
+    covariance = scatter / max(n, 1) - np.outer(mean, mean)
+    _, axes = np.linalg.eigh(covariance)
+    top = axes[:, ::-1][:, :2]
+    top *= np.where(top[np.abs(top).argmax(axis=0), [0, 1]] < 0, -1, 1)  # a fixed sign: the map doesn't flip
+    out = np.empty((n, 2), np.float32)
+    for start in range(0, n, ROW_BLOCK):
+        out[start:start + ROW_BLOCK] = (np.asarray(vectors[start:start + ROW_BLOCK], np.float64) - mean) @ top
+    return out
+
+
+def thumbnail_url(image_path: str, side: int = THUMB_PIXELS) -> str:
+    """A small PNG as a data: URL (hover tooltips and image columns), or "" for an unreadable file."""
+    try:
+        image = decode_image(image_path)
+    except ImageError:
+        return ""
+    image.thumbnail((side, side))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def map_points(items: pd.DataFrame, xy: np.ndarray, limit: int = MAP_POINTS, seed: int = 0) -> pd.DataFrame:
+    """The rows to draw: every item up to `limit`, else a seeded sample; with x, y and thumbnails."""
+    rows = np.arange(len(items))
+    if len(rows) > limit:
+        rows = np.sort(np.random.default_rng(seed).choice(len(rows), limit, replace=False))
+    shown = items.iloc[rows][[c for c in ("id", "category", "product_id", "image_path") if c in items]].copy()
+    shown["x"], shown["y"] = xy[rows, 0], xy[rows, 1]
+    shown["image"] = [thumbnail_url(p) for p in shown["image_path"]] if "image_path" in shown else ""
+    return shown.drop(columns=[c for c in ("image_path",) if c in shown]).reset_index(drop=True)
+
+
+def map_chart(points: pd.DataFrame, colour: str) -> alt.Chart:
+    """A scatter coloured by `colour` (category or product_id); one point can be clicked."""
+    pick = alt.selection_point(name="item", fields=["id"], on="click")
+    tooltip = ["image", "id", *(c for c in ("category", "product_id") if c in points)]
+    return (alt.Chart(points).mark_circle(size=28, opacity=0.75)
+            .encode(x=alt.X("x", axis=alt.Axis(title="principal axis 1", labels=False)),
+                    y=alt.Y("y", axis=alt.Axis(title="principal axis 2", labels=False)),
+                    color=alt.Color(f"{colour}:N", sort="ascending", legend=alt.Legend(title=colour)),
+                    tooltip=tooltip)
+            .add_params(pick).properties(height=520))
