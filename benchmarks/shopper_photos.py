@@ -173,7 +173,7 @@ def markdown(report: dict) -> str:
              f"{TUNING_SEED}; `--tune`), never on these photos.", "",
              "| queries | fine R@1 | × native | fine R@8 | coarse R@1 |", "|---|---|---|---|---|"]
     for name, row in report["rows"].items():
-        lines.append(f"| {name} | {row['fine_R@1']:.3f} | {row['x_native']:.2f} | {row['fine_R@8']:.3f} | {row['coarse_R@1']:.3f} |")
+        lines.append(f"| {name} | {row['fine_R@1']:.3f} | {row['x_native']:.3f} | {row['fine_R@8']:.3f} | {row['coarse_R@1']:.3f} |")
     lat = report["added_latency_1000px"]
     lines += ["", f"Added latency of normalisation + crop (one core, {lat['photos']} photos of 900-1,000 px, decoded): "
               f"p50 {lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms.", ""]
