@@ -4,6 +4,7 @@ A model checkpoint holds the backbone weights, how it sees an image (preprocessi
 the feature dimension, the category vocabulary, the training config and a fingerprint
 that catalogs record so that a catalog is never searched with another model.
 A training checkpoint adds `training_state` (heads, optimiser, epoch, RNG) for --resume.
+A model trained with a category head may add `coarse_head` (embedder/category_head.py): f(x) -> category logits.
 """
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ def save_checkpoint(
     categories: list[str],
     config: dict,
     training_state: dict | None = None,
+    coarse_head: dict | None = None,
 ) -> str:
     """Write atomically; returns the model fingerprint."""
     state = {k: v.detach().cpu().clone() for k, v in backbone.state_dict().items()}
@@ -61,6 +63,8 @@ def save_checkpoint(
     }
     if training_state is not None:
         payload["training_state"] = training_state
+    if coarse_head is not None:
+        payload["coarse_head"] = coarse_head
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     return fingerprint

@@ -47,6 +47,7 @@ from training.augment import augment
 from training.data import TrainingSet
 from training.distributed import Ranks
 from training.instance_checkpoint import read_instance_weights
+from training.instance_memory import WEIGHTS_KEY
 from training.model import CoInsModel
 from training.presets import PRESETS
 from training.sharded_instances import (
@@ -196,9 +197,10 @@ def test_sharding_gives_every_rank_one_slice_of_each_category_and_every_row_once
     objective = config("-", "coinsp").objective
     models = [CoInsModel(build_backbone("smallcnn", in_channels=1, width=8), objective, data.categories, 3,
                          rank=r, world_size=WORLD) for r in range(WORLD)]
-    assert sorted(torch.cat([m.shard.rows for m in models]).tolist()) == list(range(101))
-    for m in models:
-        assert m.instance_weights.shape == (len(m.shard.rows), objective.head_dim)
+    memories = [m.memory for m in models]
+    assert sorted(torch.cat([m.shard.rows for m in memories]).tolist()) == list(range(101))
+    for m in memories:
+        assert m.weights.shape == (len(m.shard.rows), objective.head_dim)
         assert abs(len(m.shard.rows) - 101 / WORLD) <= 3  # at most one row per category off an even split
         for k in range(3):  # one contiguous piece of each category: Eq. 4 multiplies by one slice
             piece = m.shard.rows[m.shard.local_start[k]:m.shard.local_start[k + 1]]
@@ -234,8 +236,8 @@ def _embeddings(model_path, data) -> torch.Tensor:
 def _initial_instance_weights(run: str) -> torch.Tensor:
     data = small_catalog()
     model = build_model(config("-", run), data)
-    model.initialise_instance_weights(data.images, seed=0)
-    return model.instance_weights.detach()
+    model.memory.initialise_from_pixels(data.images, seed=0)
+    return model.memory.weights.detach()
 
 
 @pytest.mark.parametrize("run", sorted(RUNS))
@@ -259,7 +261,7 @@ def test_two_ranks_train_the_model_one_process_trains_with_the_same_global_batch
 @pytest.mark.parametrize("run", sorted(RUNS))
 def test_each_rank_keeps_only_its_shard_of_the_instance_state(two_ranks, run):
     state = load_checkpoint(two_ranks / run / "last.pt")["training_state"]
-    assert "instance_weights" not in state["model"]  # last.pt holds no replica of W^I
+    assert WEIGHTS_KEY not in state["model"]  # last.pt holds no replica of W^I
     files = sorted((two_ranks / run / state["instance_shards"]["folder"]).glob("rank-*.pt"))
     assert [f.name for f in files] == [f"rank-{r}-of-{WORLD}.pt" for r in range(WORLD)]
     shards = [torch.load(f) for f in files]

@@ -1,4 +1,5 @@
 """The kept default model is what models/README.md says, and it works."""
+import dataclasses
 import re
 import shlex
 from pathlib import Path
@@ -11,6 +12,7 @@ from embedder.checkpoint import load_checkpoint
 from embedder.preprocess import Preprocessing
 from embedder.embed import Embedder
 from training.__main__ import config_from_args, parse_args
+from training.model import ObjectiveConfig
 
 MODELS = Path(__file__).resolve().parent.parent / "models"
 KEPT = MODELS / "coinsp-fmnist.pt"
@@ -29,9 +31,9 @@ def test_the_documented_command_has_the_configuration_stored_in_the_kept_model()
     config = config_from_args(parse_args([*args, "--train-manifest", "data/fashion-mnist/train/manifest_store.csv",
                                           "--val-manifest", "data/fashion-mnist/test/manifest_store.csv"])).to_dict()
     stored = load_checkpoint(KEPT)["config"]
-    # Objective options added after the model was trained have defaults that reproduce the old behaviour.
-    added_since = {"instance_negatives": 0, "mlp_hidden": 0}
-    stored["objective"] = {**added_since, **stored["objective"]}
+    # Settings added after the model was trained have defaults that reproduce the old behaviour.
+    stored["objective"] = {**dataclasses.asdict(ObjectiveConfig()), **stored["objective"]}
+    stored = {"val_fraction": 0.0, **stored}
     # Preprocessing keys added since (the domain normalisation) take the values the checkpoint implies.
     stored["preprocessing"] = Preprocessing.from_dict(stored["preprocessing"]).to_dict()
     ignore = {"out_dir", "cache_dir", "history", "train_manifest", "val_manifest"}

@@ -1,5 +1,6 @@
 """Training: every preset runs, resume reproduces an uninterrupted run, checkpoints load safely."""
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from embedder.checkpoint import load_checkpoint
 from embedder.embed import Embedder
 from embedder.preprocess import Preprocessing
 from training.__main__ import main as training_main
-from training.data import TrainingSet, load_training_set
+from training.data import TrainingSet, hold_out, load_training_set
 from training.model import CoInsModel
 from training.presets import PRESETS
 from training.train import TrainConfig, train
@@ -92,13 +93,13 @@ def test_memory_instance_weights_follow_the_features_of_their_images(tmp_path):
     cfg = config(tmp_path, "coins_mlp")
     model = CoInsModel(build_backbone("smallcnn", in_channels=1, width=8), cfg.objective, data.categories, 2)
     rows = torch.tensor([0, 5])
-    h = torch.nn.functional.normalize(torch.randn(2, model.instance_weights.shape[1]), dim=1)
-    before = model.instance_weights[rows].clone()
-    model._update_memory(rows, h)
+    h = torch.nn.functional.normalize(torch.randn(2, model.memory.weights.shape[1]), dim=1)
+    before = model.memory.weights[rows].clone()
+    model.memory.update(h, rows)
     m = cfg.objective.memory_momentum
     assert 0 < m < 1
     expected = torch.nn.functional.normalize(m * before + (1 - m) * h, dim=1)
-    assert torch.allclose(model.instance_weights[rows], expected)
+    assert torch.allclose(model.memory.weights[rows], expected)
 
 
 def test_cli_trains_from_a_manifest_and_writes_a_checkpoint_the_embedder_loads(tmp_path):
@@ -123,37 +124,114 @@ def test_cli_trains_from_a_manifest_and_writes_a_checkpoint_the_embedder_loads(t
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)
 
 
-def test_cli_negatives_samples_the_instance_softmax_of_eq3_and_is_stored_with_the_model(tmp_path):
-    data = tiny_set(n=64)
+def _manifest(tmp_path, n=64, products=True) -> Path:
+    data = tiny_set(n=n)
     folder = tmp_path / "catalog"
-    folder.mkdir()
-    rows = [{"path": f"{i}.png", "category": data.category_names[data.categories[i]]} for i in range(len(data.images))]
+    folder.mkdir(exist_ok=True)
+    rows = []
     for i, image in enumerate(data.images):
         Image.fromarray(image[0].numpy()).save(folder / f"{i}.png")
+        rows.append({"path": f"{i}.png", "category": data.category_names[data.categories[i]],
+                     **({"product_id": data.product_names[data.products[i]]} if products else {})})
     pd.DataFrame(rows).to_csv(folder / "manifest.csv", index=False)
-    code = training_main(["--train-manifest", str(folder / "manifest.csv"), "--preset", "coins_imp", "--instance-softmax", "all", "--negatives", "8",
-                          "--epochs", "1", "--batch-size", "16", "--grid", "1", "--out", str(tmp_path / "run")])
+    return folder / "manifest.csv"
+
+
+def test_cli_set_changes_the_preset_eq3_with_sampled_negatives_and_is_stored_with_the_model(tmp_path):
+    manifest = _manifest(tmp_path, products=False)
+    code = training_main(["--train-manifest", str(manifest), "--preset", "coins_imp", "--set", "instance_within_category=false",
+                          "--set", "instance_negatives=8", "--epochs", "1", "--batch-size", "16", "--grid", "1",
+                          "--out", str(tmp_path / "run")])
     assert code == 0
     objective = load_checkpoint(tmp_path / "run" / "model.pt")["config"]["objective"]
     assert objective["instance_negatives"] == 8 and objective["instance_within_category"] is False
 
 
-def test_cli_method_flags_override_only_what_they_name_in_the_preset():
+def test_cli_set_changes_only_what_it_names_in_the_preset():
     from training.__main__ import config_from_args, parse_args
     base = ["--train-manifest", "m.csv", "--out", "o"]
     plain = config_from_args(parse_args([*base, "--preset", "cos"])).objective
     assert plain == PRESETS["cos"]
-    changed = config_from_args(parse_args([*base, "--preset", "cos", "--cosine", "--temperature", "0.4"])).objective
+    changed = config_from_args(parse_args([*base, "--preset", "cos", "--set", "cosine=true", "--set", "temperature=0.4"])).objective
     assert (changed.cosine, changed.temperature) == (True, 0.4)
     assert dataclasses.replace(changed, cosine=plain.cosine, temperature=plain.temperature) == plain
-    imp = config_from_args(parse_args([*base, "--preset", "coinsp_sampled", "--instance-softmax", "all"])).objective
-    assert imp.instance_within_category is False and imp.instance_negatives == PRESETS["coinsp_sampled"].instance_negatives
-    weighed = config_from_args(parse_args([*base, "--preset", "coinsp", "--coarse-weight", "0.25",
-                                           "--memory-momentum", "0.9"])).objective
-    assert (weighed.coarse_weight, weighed.memory_momentum) == (0.25, 0.9) != (PRESETS["coinsp"].coarse_weight,
-                                                                             PRESETS["coinsp"].memory_momentum)
-    assert dataclasses.replace(weighed, coarse_weight=PRESETS["coinsp"].coarse_weight,
+    cfg = config_from_args(parse_args([*base, "--preset", "coinsp", "--set", "coarse_weight=0.25",
+                                       "--set", "memory_momentum=0.9", "--set", "proxy_start=1"]))
+    assert (cfg.objective.coarse_weight, cfg.objective.memory_momentum, cfg.proxy_start) == (0.25, 0.9, 1)
+    assert dataclasses.replace(cfg.objective, coarse_weight=PRESETS["coinsp"].coarse_weight,
                                memory_momentum=PRESETS["coinsp"].memory_momentum) == PRESETS["coinsp"]
+
+
+@pytest.mark.parametrize("setting, message", [("colour=red", "KEY one of: coarse_weight"), ("temperature", "KEY=VALUE"),
+                                              ("num_proxies=many", "expected a int"), ("cosine=maybe", "expected a bool")])
+def test_cli_set_refuses_an_unknown_setting_or_a_value_of_the_wrong_type(setting, message, capsys):
+    from training.__main__ import config_from_args, parse_args
+    with pytest.raises(SystemExit) as refused:
+        config_from_args(parse_args(["--train-manifest", "m.csv", "--out", "o", "--set", setting]))
+    assert message in str(refused.value)
+
+
+def test_cli_help_shows_the_defaults(capsys):
+    with pytest.raises(SystemExit):
+        training_main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for default in ("--epochs EPOCHS", "(default: 15)", "(default: 256)", "(default: 0.1)", "(default: smallcnn)",
+                    "(default: 4)", "(default: bf16)", "--epochs 5"):
+        assert default in text, default
+
+
+def test_cli_resume_without_a_checkpoint_says_so_and_starts_only_when_asked(tmp_path, capsys):
+    manifest = _manifest(tmp_path, products=False)
+    args = ["--train-manifest", str(manifest), "--preset", "cos", "--epochs", "1", "--batch-size", "16", "--grid", "1",
+            "--out", str(tmp_path / "run")]
+    assert training_main([*args, "--resume"]) == 2
+    assert "last.pt does not exist" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    assert training_main([*args, "--resume-or-start"]) == 0 and (tmp_path / "run" / "model.pt").is_file()
+
+
+def test_cli_zero_epochs_writes_the_starting_backbone_as_a_model(tmp_path):
+    manifest = _manifest(tmp_path)
+    code = training_main(["--train-manifest", str(manifest), "--val-manifest", str(manifest), "--preset", "coinsp",
+                          "--epochs", "0", "--grid", "1", "--out", str(tmp_path / "run")])
+    assert code == 0
+    payload = load_checkpoint(tmp_path / "run" / "model.pt")
+    assert "coarse_head" not in payload  # an untrained category head is not shipped
+    assert [r["epoch"] for r in payload["config"]["history"]] == [0] and "R@1" in payload["config"]["history"][0]
+    Embedder.from_checkpoint(tmp_path / "run" / "model.pt")
+
+
+def test_cli_trains_on_a_manifest_smaller_than_one_batch(tmp_path, capsys):
+    manifest = _manifest(tmp_path, n=20, products=False)
+    code = training_main(["--train-manifest", str(manifest), "--preset", "coinsp", "--epochs", "1", "--grid", "1",
+                          "--out", str(tmp_path / "run")])
+    assert code == 0 and "training with batches of 20" in capsys.readouterr().out
+    assert load_checkpoint(tmp_path / "run" / "model.pt")["config"]["batch_size"] == 20
+
+
+def test_cli_refuses_a_manifest_too_small_to_train_on_with_a_clear_message(tmp_path, capsys):
+    manifest = _manifest(tmp_path, n=1, products=False)
+    assert training_main(["--train-manifest", str(manifest), "--epochs", "1", "--out", str(tmp_path / "run")]) == 2
+    assert "too few to train on" in capsys.readouterr().err
+
+
+def test_cli_val_fraction_holds_out_part_of_each_category_and_logs_json_lines_to_metrics(tmp_path, capsys):
+    manifest = _manifest(tmp_path)
+    code = training_main(["--train-manifest", str(manifest), "--val-fraction", "0.25", "--preset", "opt", "--epochs", "2",
+                          "--batch-size", "16", "--grid", "1", "--out", str(tmp_path / "run")])
+    assert code == 0
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2] and all("R@1" in r for r in lines)
+    assert all("coarse_top1" not in r for r in lines)  # Opt trains no category head: no accuracy of it is shown
+    out = capsys.readouterr()
+    assert "\r" not in out.out + out.err  # no progress bars when the output is not a terminal
+
+
+def test_hold_out_is_seeded_and_stratified_by_category():
+    data = tiny_set(n=96)
+    fit, held = hold_out(data, 0.25, seed=3)
+    assert len(fit) + len(held) == 96 and torch.bincount(held.categories).tolist() == [12, 12]
+    again = hold_out(data, 0.25, seed=3)[1]
+    assert torch.equal(again.images, held.images) and not torch.equal(hold_out(data, 0.25, seed=4)[1].images, held.images)
 
 
 def test_training_set_skips_unreadable_images_and_reads_only_category_as_label(tmp_path):
@@ -163,3 +241,28 @@ def test_training_set_skips_unreadable_images_and_reads_only_category_as_label(t
         tmp_path / "m.csv", index=False)
     data = load_training_set(tmp_path / "m.csv", PRE, cache_dir=tmp_path / "cache")
     assert len(data) == 1 and data.category_names == ["bags"] and data.products is None
+
+
+def test_the_model_keeps_its_category_head_which_predicts_as_in_training(tmp_path):
+    from embedder.category_head import category_logits
+
+    data = tiny_set()
+    result = train(config(tmp_path, "coinsp", epochs=1), sets=(data, data), log=lambda s: None)
+    payload = load_checkpoint(result["model"])
+    head = payload["coarse_head"]
+    assert head["input"] == "mlp" and head["cosine"] and head["scale"] == pytest.approx(1 / PRESETS["coinsp"].temperature)
+    state = load_checkpoint(Path(result["model"]).parent / "last.pt")["training_state"]
+    model = CoInsModel(build_backbone("smallcnn", in_channels=1, grid=2, width=8), PRESETS["coinsp"], data.categories, 2)
+    model.load_state_dict(state["model"])
+    model.eval()
+    x = PRE.normalise(data.images[:8])
+    with torch.no_grad():
+        features = model.backbone(x)
+        expected = model.coarse(model.head_input(features))
+    assert torch.allclose(category_logits(head, features), expected, atol=1e-5)
+
+
+def test_a_model_whose_objective_trains_no_category_head_ships_none(tmp_path):
+    data = tiny_set()
+    result = train(config(tmp_path, "opt", epochs=1), sets=(data, data), log=lambda s: None)
+    assert "coarse_head" not in load_checkpoint(result["model"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,26 @@ class TrainingSet:
 
     def __len__(self) -> int:
         return len(self.images)
+
+
+def hold_out(data: TrainingSet, fraction: float, seed: int) -> tuple[TrainingSet, TrainingSet]:
+    """(training, validation): a seeded share `fraction` of every category's images held out (at least one
+    image of each category with two or more), so the validation photos are never trained on."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"the validation fraction must be between 0 and 1, not {fraction}")
+    generator = torch.Generator().manual_seed(seed)
+    held = []
+    for k in range(len(data.category_names)):
+        members = torch.nonzero(data.categories == k)[:, 0]
+        take = min(len(members) - 1, max(1, round(fraction * len(members)))) if len(members) > 1 else 0
+        held.append(members[torch.randperm(len(members), generator=generator)[:take]])
+    is_held = torch.zeros(len(data), dtype=torch.bool)
+    is_held[torch.cat(held)] = True
+
+    def subset(mask: torch.Tensor) -> TrainingSet:
+        return TrainingSet(data.images[mask], data.categories[mask], data.category_names,
+                           data.products[mask] if data.products is not None else None, data.product_names)
+    return subset(~is_held), subset(is_held)
 
 
 def _codes(values, vocabulary: list[str] | None = None) -> tuple[torch.Tensor, list[str]]:
@@ -57,7 +78,8 @@ def load_training_set(manifest: str | Path, preprocessing: Preprocessing, *, cac
         images, keep = stored["images"], stored["keep"]
     else:
         arrays, keep = [], []
-        for i, path in enumerate(tqdm(paths, desc=f"decoding {manifest.name}", unit="img", mininterval=1.0)):
+        for i, path in enumerate(tqdm(paths, desc=f"decoding {manifest.name}", unit="img", mininterval=1.0,
+                                      disable=not sys.stderr.isatty())):
             try:
                 arrays.append(preprocessing.to_uint8(decode_image(path)))
                 keep.append(i)

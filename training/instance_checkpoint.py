@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from embedder.checkpoint import load_checkpoint
+from training.instance_memory import ROWS_KEY, WEIGHTS_KEY, upgrade_model_state
 from embedder.files import atomic_path
 
 SHARDS = "instance-shards"
@@ -28,7 +29,7 @@ def instance_parameter_index(optimizer: torch.optim.Optimizer, weights: torch.Te
 def split_off_instances(training_state: dict, index: int | None) -> dict:
     """Move W^I and its optimiser state out of a training state (in place); returns them."""
     optimizer_state = training_state["optimizer"]["state"].pop(index, {}) if index is not None else {}
-    return {"instance_weights": training_state["model"].pop("instance_weights"), "optimizer": optimizer_state}
+    return {"instance_weights": training_state["model"].pop(WEIGHTS_KEY), "optimizer": optimizer_state}
 
 
 def save_shard(out: Path, epoch: int, rank: int, world_size: int, rows: torch.Tensor, instances: dict) -> str:
@@ -59,7 +60,7 @@ def restore_rows(out: Path, training_state: dict, wanted_rows: torch.Tensor, ind
             raise FileNotFoundError(f"{out / shards['folder']} should hold {shards['world_size']} shard files of W^I, "
                                     f"found {len(files)}")
         sources = (_load_shard(f) for f in files)  # one file in memory at a time
-    num_rows = int(training_state["model"]["row_of_image"].numel())
+    num_rows = int(training_state["model"][ROWS_KEY].numel())
     position = torch.full((num_rows,), -1, dtype=torch.long)
     position[wanted_rows] = torch.arange(len(wanted_rows))
     weights, optimizer_state, found = None, {}, 0
@@ -77,7 +78,7 @@ def restore_rows(out: Path, training_state: dict, wanted_rows: torch.Tensor, ind
         found += int(keep.sum())
     if found != len(wanted_rows):
         raise ValueError(f"the checkpoint holds {found} of this process's {len(wanted_rows)} rows of W^I")
-    training_state["model"]["instance_weights"] = weights
+    training_state["model"][WEIGHTS_KEY] = weights
     if index is not None and optimizer_state:
         training_state["optimizer"]["state"][index] = optimizer_state
 
@@ -92,6 +93,7 @@ def _load_shard(path: Path) -> dict:
 def read_instance_weights(run_dir: Path) -> torch.Tensor:
     """The whole W^I of a run's last.pt, assembled from its shard files when it was written sharded."""
     state = load_checkpoint(Path(run_dir) / "last.pt")["training_state"]
-    every_row = torch.arange(state["model"]["row_of_image"].numel())
+    upgrade_model_state(state["model"])
+    every_row = torch.arange(state["model"][ROWS_KEY].numel())
     restore_rows(Path(run_dir), state, every_row, None)
-    return state["model"]["instance_weights"]
+    return state["model"][WEIGHTS_KEY]

@@ -9,8 +9,10 @@ trains on its stride of it with DistributedDataParallel; W^I is sharded by insta
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,12 +23,14 @@ from tqdm import tqdm
 
 from embedder.backbones import build_backbone, load_imagenet_weights
 from embedder.checkpoint import load_checkpoint, save_checkpoint
+from embedder.files import atomic_path
 from embedder.preprocess import Preprocessing
 from index.evaluation import classification_accuracy, recall_at_k
 from training import instance_checkpoint
 from training.augment import augment
-from training.data import TrainingSet, load_training_set
+from training.data import TrainingSet, hold_out, load_training_set
 from training.distributed import Ranks, wrap
+from training.instance_memory import SHARDED_STATE, upgrade_model_state
 from training.model import CoInsModel, ObjectiveConfig
 
 
@@ -52,6 +56,7 @@ class TrainConfig:
     device: str = "cpu"
     ks: tuple = (1, 2, 4, 8)
     cache_dir: str = ".cache"
+    val_fraction: float = 0.0  # without a validation manifest: this share of each category held out (seeded)
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))
@@ -69,7 +74,8 @@ def _autocast(device: torch.device, precision: str = "bf16"):
 
 @torch.inference_mode()
 def evaluate(model: CoInsModel, data: TrainingSet, pre: Preprocessing, device: torch.device, ks, precision: str = "bf16") -> dict:
-    """Fine-class Recall@k of the backbone feature f(x) (leave-one-out) and coarse accuracy."""
+    """Fine-class Recall@k of the backbone feature f(x) (leave-one-out), and the category head's accuracy
+    where the objective trains one (Opt, Ins, MaskCon and Grafit leave it untrained)."""
     model.eval()
     features, coarse_logits = [], []
     for start in range(0, len(data), 1024):
@@ -79,7 +85,9 @@ def evaluate(model: CoInsModel, data: TrainingSet, pre: Preprocessing, device: t
             coarse_logits.append(model.coarse(model.head_input(f)).float().cpu())
         features.append(F.normalize(f.float(), dim=1).cpu())
     model.train()
-    result = {"coarse_top1": classification_accuracy(torch.cat(coarse_logits), data.categories, topk=(1,))[1]}
+    result = {}
+    if model.cfg.coarse_weight > 0:
+        result["coarse_top1"] = classification_accuracy(torch.cat(coarse_logits), data.categories, topk=(1,))[1]
     if data.products is not None:
         report = recall_at_k(torch.cat(features).numpy(), data.products.numpy(), ks=ks)
         result.update({f"R@{k}": v for k, v in report.overall.items()})
@@ -121,9 +129,12 @@ def build_model(cfg: TrainConfig, train: TrainingSet, ranks: Ranks | None = None
 def load_sets(cfg: TrainConfig) -> tuple[TrainingSet, TrainingSet | None]:
     pre = Preprocessing.from_dict(cfg.preprocessing)
     train_set = load_training_set(cfg.train_manifest, pre, cache_dir=cfg.cache_dir)
-    val_set = (load_training_set(cfg.val_manifest, pre, cache_dir=cfg.cache_dir, category_names=train_set.category_names)
-               if cfg.val_manifest else None)
-    return train_set, val_set
+    if cfg.val_manifest:
+        return train_set, load_training_set(cfg.val_manifest, pre, cache_dir=cfg.cache_dir,
+                                            category_names=train_set.category_names)
+    if cfg.val_fraction:
+        return hold_out(train_set, cfg.val_fraction, seed=cfg.seed)
+    return train_set, None
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, stop_after_epoch: int | None = None, log=print,
@@ -146,91 +157,156 @@ def _quiet(message: str) -> None:
 
 def _train(cfg: TrainConfig, ranks: Ranks, *, resume: bool, stop_after_epoch: int | None, log,
            sets: tuple[TrainingSet, TrainingSet | None] | None, precision: str) -> dict:
+    """Glue, in the order of MoCo's main: data, model, optimiser, resume, then one epoch after another."""
     device = ranks.device
-    if cfg.batch_size % ranks.world_size:
-        raise ValueError(f"the batch of {cfg.batch_size} images does not split evenly over {ranks.world_size} processes")
     pre = Preprocessing.from_dict(cfg.preprocessing)
+    out = _run_folder(cfg, ranks)
+    train_set, val_set = sets if sets is not None else ranks.main_first(lambda: load_sets(cfg))
+    cfg = _batch_that_fits(cfg, len(train_set), ranks, log)
+    model = build_model(cfg, train_set, ranks).to(device, memory_format=torch.channels_last)
+    network = model
+    if ranks.distributed:
+        network = wrap(model, ranks, unused_parameters=cfg.objective.coarse_weight == 0,  # Ins and Opt skip the coarse head
+                       sharded_state=SHARDED_STATE)
+    steps_per_epoch = len(train_set) // cfg.batch_size  # the last partial batch is dropped (BatchNorm)
+    optimizer, schedule = _optimiser(model, cfg, steps_per_epoch)
+    if model.uses_instances and cfg.objective.instance_init == "pixels":
+        model.memory.initialise_from_pixels(train_set.images, seed=cfg.seed)
+    instance_index = instance_checkpoint.instance_parameter_index(optimizer, model.memory.weights)
+    history, first_epoch = [], 0
+    if resume and (out / "last.pt").is_file():
+        history, first_epoch = _resume(out, model, optimizer, schedule, ranks, instance_index)
+        log(f"resumed from {out / 'last.pt'} after epoch {first_epoch}")
+
+    checkpoint = dict(backbone_spec={"name": cfg.backbone, "kwargs": cfg.backbone_kwargs}, preprocessing=pre,
+                      categories=train_set.category_names, config=cfg.to_dict())
+    epoch_data = _EpochData(train_set, device)
+    for epoch in range(first_epoch, cfg.epochs):
+        record = _train_epoch(cfg, epoch, network, model, optimizer, schedule, epoch_data, steps_per_epoch, ranks, pre,
+                              precision, log)
+        if val_set is not None and ranks.main:
+            record.update(evaluate(model, val_set, pre, device, cfg.ks, precision))
+        history.append(record)
+        _report(out, history, log, ranks)
+        _save_training_state(out, model, optimizer, schedule, epoch, history, ranks, instance_index, **checkpoint)
+        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
+            return {"history": history, "stopped": True}
+    if cfg.epochs == 0:
+        log("--epochs 0: model.pt holds the backbone as it starts" + (f" ({cfg.pretrained} weights)" if cfg.pretrained
+                                                                       else ", untrained (random weights)"))
+        if val_set is not None and ranks.main:
+            history = [{"epoch": 0, **evaluate(model, val_set, pre, device, cfg.ks, precision)}]
+            _report(out, history, log, ranks)
+    return _write_model(out, model, cfg, history, ranks, checkpoint)
+
+
+def _run_folder(cfg: TrainConfig, ranks: Ranks) -> Path:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if ranks.main:  # a process killed while writing a checkpoint leaves its unfinished temporary file
         for stale in [*out.glob(".last.pt.*.tmp"), *out.glob(".model.pt.*.tmp")]:
             stale.unlink(missing_ok=True)
-    train_set, val_set = sets if sets is not None else ranks.main_first(lambda: load_sets(cfg))
-    model = build_model(cfg, train_set, ranks).to(device, memory_format=torch.channels_last)
-    network = model
-    if ranks.distributed:
-        network = wrap(model, ranks, unused_parameters=cfg.objective.coarse_weight == 0,  # Ins and Opt skip the coarse head
-                       sharded_state=["instance_weights", "proxies", "proxy_of_row"])
-    steps_per_epoch = len(train_set) // cfg.batch_size  # the last partial batch is dropped (BatchNorm)
-    total_steps = steps_per_epoch * cfg.epochs
+    return out
+
+
+def _batch_that_fits(cfg: TrainConfig, images: int, ranks: Ranks, log) -> TrainConfig:
+    """A manifest smaller than one batch trains with one batch of (nearly) all its images, said so."""
+    if cfg.batch_size % ranks.world_size:
+        raise ValueError(f"the batch of {cfg.batch_size} images does not split evenly over {ranks.world_size} processes")
+    if cfg.epochs == 0 or images >= cfg.batch_size:
+        return cfg
+    batch = images - images % ranks.world_size
+    if batch < 2 * ranks.world_size:  # batch norm needs two images in each process's share
+        raise ValueError(f"the training manifest has {images} readable images: too few to train on "
+                         f"(at least {2 * ranks.world_size} are needed)")
+    log(f"the training manifest has {images} images, fewer than the batch of {cfg.batch_size}: "
+        f"training with batches of {batch} (learning rate scaled with it)")
+    return dataclasses.replace(cfg, batch_size=batch)
+
+
+def _optimiser(model: CoInsModel, cfg: TrainConfig, steps_per_epoch: int):
+    """SGD with the learning rate scaled to the batch (lr at 256 images) and a cosine decay to zero."""
+    total_steps = max(1, steps_per_epoch * cfg.epochs)
     lr = cfg.lr * cfg.batch_size / 256
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
-    if model.uses_instances and cfg.objective.instance_init == "pixels":
-        model.initialise_instance_weights(train_set.images, seed=cfg.seed)
+    return optimizer, schedule
+
+
+def _resume(out: Path, model: CoInsModel, optimizer, schedule, ranks: Ranks, instance_index: int | None) -> tuple[list, int]:
+    state = load_checkpoint(out / "last.pt")["training_state"]
+    upgrade_model_state(state["model"])
+    if model.uses_instances and ("instance_shards" in state or ranks.distributed):
+        rows = model.memory.shard.rows if model.memory.shard is not None else torch.arange(model.memory.num_rows)
+        instance_checkpoint.restore_rows(out, state, rows, instance_index)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    return state["history"], state["epoch"] + 1
+
+
+class _EpochData:
+    """The training set as the steps read it: images stay on the CPU, labels move to the device once."""
+
+    def __init__(self, train_set: TrainingSet, device: torch.device):
+        self.images = train_set.images
+        self.categories = train_set.categories.to(device)
+        self.fine_labels = train_set.products.to(device) if train_set.products is not None else None
+
+
+def _train_epoch(cfg: TrainConfig, epoch: int, network, model: CoInsModel, optimizer, schedule, data: _EpochData,
+                 steps_per_epoch: int, ranks: Ranks, pre: Preprocessing, precision: str, log) -> dict:
+    """One pass: re-cluster W^I into proxies where CoInsP asks (Algorithm 1), then the steps; returns the epoch's record."""
+    generator = _generator(cfg.seed, epoch)
+    torch.manual_seed(cfg.seed * 100_003 + epoch)  # sampled instance negatives draw from torch's own generator
+    cluster_time = 0.0
     proxy_start = cfg.proxy_start if cfg.proxy_start is not None else cfg.epochs // 2
-    history, first_epoch = [], 0
+    if cfg.objective.proxy_weight > 0 and epoch >= proxy_start:
+        started = time.perf_counter()
+        model.recluster(seed=cfg.seed * 1000 + epoch)
+        cluster_time = time.perf_counter() - started
+        log(f"epoch {epoch + 1}: re-clustered W^I into {len(model.memory.proxies)} proxies in {cluster_time:.1f}s")
+    order = torch.randperm(len(data.images), generator=generator)
+    sums: dict[str, float] = {}
+    train_time, seen = 0.0, 0
+    # Progress bars only on a terminal: in a log file they would glue onto the epoch lines.
+    bar = tqdm(range(steps_per_epoch), desc=f"{cfg.preset} epoch {epoch + 1}/{cfg.epochs}", mininterval=2.0, leave=False,
+               disable=not ranks.main or not sys.stderr.isatty())
+    for step in bar:
+        started = time.perf_counter()
+        idx = ranks.batch_part(order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
+        parts = train_step(network, optimizer, schedule, data.images, idx, data.categories, data.fine_labels, pre=pre,
+                           augmentation=cfg.augmentation, generator=generator, device=ranks.device, precision=precision,
+                           part=(ranks.rank, ranks.world_size))
+        train_time += time.perf_counter() - started
+        seen += len(idx) * ranks.world_size
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0.0) + v
+        if step % 20 == 0:
+            bar.set_postfix({**{k: f"{v:.3f}" for k, v in parts.items()}, "img/s": f"{seen / train_time:.0f}"})
+    bar.close()
+    # Each rank's losses are means over its part of the batch; the record holds global-batch means.
+    loss_sums = dict(zip(sums, ranks.sum(list(sums.values()))))
+    # Throughput counts the epoch's k-means too: it is part of what CoInsP costs.
+    return {"epoch": epoch + 1, "images_per_s": seen / (train_time + cluster_time), "train_s": train_time + cluster_time,
+            **{f"loss_{k}": v / (steps_per_epoch * ranks.world_size) for k, v in loss_sums.items()}}
 
-    instance_index = instance_checkpoint.instance_parameter_index(optimizer, model.instance_weights)
-    if resume and (out / "last.pt").is_file():
-        state = load_checkpoint(out / "last.pt")["training_state"]
-        if model.uses_instances and ("instance_shards" in state or ranks.distributed):
-            rows = model.shard.rows if model.shard is not None else torch.arange(model.num_instances)
-            instance_checkpoint.restore_rows(out, state, rows, instance_index)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        history, first_epoch = state["history"], state["epoch"] + 1
-        log(f"resumed from {out / 'last.pt'} after epoch {first_epoch}")
 
-    spec = {"name": cfg.backbone, "kwargs": cfg.backbone_kwargs}
-    fine_labels = train_set.products.to(device) if train_set.products is not None else None
-    categories = train_set.categories.to(device)
-    images_all = train_set.images  # stays on CPU; batches move to the device
-    for epoch in range(first_epoch, cfg.epochs):
-        generator = _generator(cfg.seed, epoch)
-        torch.manual_seed(cfg.seed * 100_003 + epoch)  # sampled instance negatives draw from torch's own generator
-        cluster_time = 0.0
-        if cfg.objective.proxy_weight > 0 and epoch >= proxy_start:
-            started = time.perf_counter()
-            model.recluster(seed=cfg.seed * 1000 + epoch)
-            cluster_time = time.perf_counter() - started
-            log(f"epoch {epoch + 1}: re-clustered W^I into {len(model.proxies)} proxies in {cluster_time:.1f}s")
-        order = torch.randperm(len(train_set), generator=generator)
-        sums: dict[str, float] = {}
-        train_time, seen = 0.0, 0
-        bar = tqdm(range(steps_per_epoch), desc=f"{cfg.preset} epoch {epoch + 1}/{cfg.epochs}", mininterval=2.0, leave=False,
-                   disable=not ranks.main)
-        for step in bar:
-            started = time.perf_counter()
-            idx = ranks.batch_part(order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
-            parts = train_step(network, optimizer, schedule, images_all, idx, categories, fine_labels, pre=pre,
-                               augmentation=cfg.augmentation, generator=generator, device=device, precision=precision,
-                               part=(ranks.rank, ranks.world_size))
-            train_time += time.perf_counter() - started
-            seen += len(idx) * ranks.world_size
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + v
-            if step % 20 == 0:
-                bar.set_postfix({**{k: f"{v:.3f}" for k, v in parts.items()}, "img/s": f"{seen / train_time:.0f}"})
-        bar.close()
-        # Each rank's losses are means over its part of the batch; the record holds global-batch means.
-        loss_sums = dict(zip(sums, ranks.sum(list(sums.values()))))
-        # Throughput counts the epoch's k-means too: it is part of what CoInsP costs.
-        record = {"epoch": epoch + 1, "images_per_s": seen / (train_time + cluster_time), "train_s": train_time + cluster_time,
-                  **{f"loss_{k}": v / (steps_per_epoch * ranks.world_size) for k, v in loss_sums.items()}}
-        if val_set is not None and ranks.main:
-            record.update(evaluate(model, val_set, pre, device, cfg.ks, precision))
-        history.append(record)
-        log(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}))
-        _save_training_state(out, model, optimizer, schedule, epoch, history, ranks, instance_index,
-                             backbone_spec=spec, preprocessing=pre, categories=train_set.category_names, config=cfg.to_dict())
-        if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch:
-            return {"history": history, "stopped": True}
+def _report(out: Path, history: list[dict], log, ranks: Ranks) -> None:
+    """The epoch's figures: one JSON line in the log, and every epoch so far in OUT/metrics.jsonl."""
+    log(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in history[-1].items()}))
+    if ranks.main:
+        with atomic_path(out / "metrics.jsonl") as tmp:
+            Path(tmp).write_text("".join(json.dumps(record) + "\n" for record in history))
+
+
+def _write_model(out: Path, model: CoInsModel, cfg: TrainConfig, history: list, ranks: Ranks, checkpoint: dict) -> dict:
     result = {"history": history, "model": str(out / "model.pt")}
     if ranks.main:
-        result["fingerprint"] = save_checkpoint(out / "model.pt", backbone_spec=spec, backbone=model.backbone, preprocessing=pre,
-                                                categories=train_set.category_names, config={**cfg.to_dict(), "history": history})
+        # The category head ships with the model only where the objective trained it.
+        coarse_head = model.coarse_head_state() if cfg.objective.coarse_weight > 0 and cfg.epochs > 0 else None
+        result["fingerprint"] = save_checkpoint(out / "model.pt", backbone=model.backbone, coarse_head=coarse_head,
+                                                **{**checkpoint, "config": {**checkpoint["config"], "history": history}})
         (out / "history.json").write_text(json.dumps(history, indent=1))
     ranks.barrier()  # model.pt exists for every rank once train() returns
     return result
@@ -241,9 +317,9 @@ def _save_training_state(out: Path, model: CoInsModel, optimizer, schedule, epoc
     """last.pt (resumable), written atomically by rank 0; when W^I is sharded, each rank's rows go beside it first."""
     training_state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                       "schedule": schedule.state_dict(), "epoch": epoch, "history": history}
-    if model.shard is not None and model.uses_instances:
+    if model.memory.shard is not None and model.uses_instances:
         instances = instance_checkpoint.split_off_instances(training_state, instance_index)
-        folder = instance_checkpoint.save_shard(out, epoch, ranks.rank, ranks.world_size, model.shard.rows, instances)
+        folder = instance_checkpoint.save_shard(out, epoch, ranks.rank, ranks.world_size, model.memory.shard.rows, instances)
         training_state["instance_shards"] = {"folder": folder, "world_size": ranks.world_size}
         ranks.barrier()  # every shard is on disk before last.pt names them
     if ranks.main:

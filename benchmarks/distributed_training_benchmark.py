@@ -1,4 +1,4 @@
-"""python -m training.distributed_benchmark: N torchrun processes against one process, on real photos.
+"""python -m benchmarks.distributed_training_benchmark: N torchrun processes against one process, on real photos.
 
 Trains each run on the first --images Fashion-MNIST training photos (store categories), in fp32,
 three ways through the real command line: one process with 1 thread, one process with 2 threads
@@ -29,8 +29,8 @@ from training.data import load_training_set
 from training.instance_checkpoint import read_instance_weights
 
 RUNS = {  # name: command-line arguments of `python -m training`
-    "coinsp": ["--preset", "coinsp", "--proxies", "400"],
-    "coins_parametric": ["--preset", "coins", "--instance-weights", "parametric"],
+    "coinsp": ["--preset", "coinsp", "--set", "num_proxies=400"],
+    "coins_parametric": ["--preset", "coins", "--set", "instance_weights=parametric"],
 }
 
 
@@ -42,7 +42,7 @@ def _free_port() -> int:
 
 def _train(out: Path, manifest: Path, run_args: list[str], args, *, threads: int, processes: int) -> float:
     command = ["-m", "training", "--train-manifest", str(manifest), *run_args, "--epochs", str(args.epochs),
-               "--batch-size", str(args.batch_size), "--proxy-start", "1", "--precision", "fp32", "--out", str(out)]
+               "--batch-size", str(args.batch_size), "--set", "proxy_start=1", "--precision", "fp32", "--out", str(out)]
     if processes > 1:
         command = ["-m", "torch.distributed.run", "--nproc-per-node", str(processes), "--master-addr", "127.0.0.1",
                    "--master-port", str(_free_port()), *command]
@@ -69,7 +69,7 @@ def _distance(reference: Path, other: Path, images: torch.Tensor) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.distributed_benchmark", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m benchmarks.distributed_training_benchmark", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--processes", type=int, default=2)
     p.add_argument("--images", type=int, default=4096)
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
             rows.append(row)
             print(row, flush=True)
 
-    report = {"command": " ".join(["python -m training.distributed_benchmark", *(argv if argv is not None else sys.argv[1:])]),
+    report = {"command": " ".join(["python -m benchmarks.distributed_training_benchmark", *(argv if argv is not None else sys.argv[1:])]),
               "images": args.images, "epochs": args.epochs, "batch_size": args.batch_size,
               "load_average_after": os.getloadavg(), "cpus": os.cpu_count(), "rows": rows}
     out = Path(args.out)

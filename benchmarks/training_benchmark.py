@@ -1,4 +1,4 @@
-"""python -m training.benchmark: the paper's comparison on Fashion-MNIST at one equal budget.
+"""python -m benchmarks.training_benchmark: the paper's comparison on Fashion-MNIST at one equal budget.
 
 Trains Cos, Ins, CoIns, CoIns_imp, CoIns**, CoInsP** and Opt with the same backbone,
 augmentation and epochs on the 60k training photos (store categories apparel /
@@ -24,10 +24,11 @@ from index.evaluation import recall_at_k
 from index.importers import import_fashion_mnist
 from training import objectives
 from training.__main__ import default_input
+from training.augment import AUGMENTATIONS
 from training.presets import LABELS, PRESETS
 from training.train import TrainConfig, build_model, load_sets, train, train_step
 
-METHODS = ["cos", "ins", "coins", "coins_imp", "coins_mlp", "coinsp", "opt"]
+METHODS = ["cos", "ins", "coins", "coins_imp", "coins_mlp", "coinsp", "maskcon", "grafit", "opt"]
 KS = (1, 2, 4, 8)
 
 
@@ -136,12 +137,12 @@ def interleaved_throughput(base: TrainConfig, methods: list[str], train_set, *, 
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.benchmark", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m benchmarks.training_benchmark", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", nargs="+", default=METHODS, choices=sorted(PRESETS))
     p.add_argument("--epochs", type=int, default=5, help="the one budget every method gets")
     p.add_argument("--grid", type=int, default=4)
-    p.add_argument("--augmentation", default="weak", choices=["none", "weak", "strong"])
+    p.add_argument("--augmentation", default="weak", choices=sorted(AUGMENTATIONS))
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default="data/fashion-mnist")
