@@ -149,6 +149,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="reports/benchmark")
     p.add_argument("--throughput-only", action="store_true",
                    help="only measure training images/s of --methods in turns (minutes), no training")
+    p.add_argument("--limit", type=int, help="only the first N photos of each split (quick trials and the smoke test)")
+    p.add_argument("--no-throughput", action="store_true",
+                   help="skip the timings of the instance head and of training in turns (minutes on a CPU)")
     p.add_argument("--merge", nargs="+", metavar="REPORT_DIR",
                    help="only combine the rows of earlier runs' benchmark.json (later runs win) into --out")
     a = p.parse_args(argv)
@@ -156,8 +159,8 @@ def main(argv=None) -> int:
         return merge_reports([Path(d) for d in a.merge], Path(a.out))
 
     started_all = time.perf_counter()
-    train_manifest = import_fashion_mnist(a.data_dir, split="train")
-    test_manifest = import_fashion_mnist(a.data_dir, split="test")
+    train_manifest = import_fashion_mnist(a.data_dir, split="train", limit=a.limit)
+    test_manifest = import_fashion_mnist(a.data_dir, split="test", limit=a.limit)
     pre = default_input("smallcnn", "")
     base = TrainConfig(train_manifest=str(train_manifest), val_manifest=str(test_manifest), out_dir="",
                        backbone_kwargs={"in_channels": 1, "grid": a.grid}, preprocessing=pre.to_dict(),
@@ -185,15 +188,16 @@ def main(argv=None) -> int:
             {"method": "raw pixels, mean-centred", **raw_pixel_recall(test_set.images, test_set.products, centred=True)}]
     write_report(rows, extra, out)
 
-    # CoIns_imp's claim is about the instance head alone: time it in isolation on this machine.
-    dim = PRESETS["coins_imp"].head_dim
-    full = instance_head_time(len(train_set), train_set.categories, dim, 256, within=False)
-    within = instance_head_time(len(train_set), train_set.categories, dim, 256, within=True)
-    shares = torch.bincount(train_set.categories).double() / len(train_set)
-    expected = float((shares ** 2).sum())  # batch share of category k times its share of W^I
-    extra["instance head time per step"] = (f"CoIns {full * 1e3:.1f} ms, CoIns_imp {within * 1e3:.1f} ms "
-                                            f"(ratio {within / full:.2f}; sum_k (n_k/n)^2 = {expected:.2f}; "
-                                            f"goal <= 1.2 x that = {1.2 * expected:.2f}); d={dim}, n={len(train_set)}")
+    if not a.no_throughput:
+        # CoIns_imp's claim is about the instance head alone: time it in isolation on this machine.
+        dim = PRESETS["coins_imp"].head_dim
+        full = instance_head_time(len(train_set), train_set.categories, dim, 256, within=False)
+        within = instance_head_time(len(train_set), train_set.categories, dim, 256, within=True)
+        shares = torch.bincount(train_set.categories).double() / len(train_set)
+        expected = float((shares ** 2).sum())  # batch share of category k times its share of W^I
+        extra["instance head time per step"] = (f"CoIns {full * 1e3:.1f} ms, CoIns_imp {within * 1e3:.1f} ms "
+                                                f"(ratio {within / full:.2f}; sum_k (n_k/n)^2 = {expected:.2f}; "
+                                                f"goal <= 1.2 x that = {1.2 * expected:.2f}); d={dim}, n={len(train_set)}")
 
     for method in a.methods:
         cfg = dataclasses.replace(base, preset=method, objective=PRESETS[method], out_dir=str(out / method))
@@ -206,10 +210,11 @@ def main(argv=None) -> int:
                      "train_s": sum(h["train_s"] for h in result["history"]),
                      "wall_s": time.perf_counter() - started})
         write_report(rows, extra, out)
-    # Each run's images/s above met whatever else the machine was doing then; these are taken in turns.
-    speeds = interleaved_throughput(base, a.methods, train_set)
-    extra["training images/s measured in turns"] = ", ".join(
-        f"{LABELS[m]} {v:.0f}" + (f" ({v / speeds['cos']:.2f}x Cos)" if "cos" in speeds else "") for m, v in speeds.items())
+    if not a.no_throughput:
+        # Each run's images/s above met whatever else the machine was doing then; these are taken in turns.
+        speeds = interleaved_throughput(base, a.methods, train_set)
+        extra["training images/s measured in turns"] = ", ".join(
+            f"{LABELS[m]} {v:.0f}" + (f" ({v / speeds['cos']:.2f}x Cos)" if "cos" in speeds else "") for m, v in speeds.items())
     extra["total wall time"] = f"{time.perf_counter() - started_all:.0f} s"
     write_report(rows, extra, out)
     return 0
