@@ -263,15 +263,15 @@ def _catalog_in_memory(vectors: np.ndarray, source: np.ndarray, base_meta: pd.Da
 
 def _time_queries(service: SearchService, query_bytes: list[bytes], truth: np.ndarray) -> tuple[dict, dict]:
     for data in query_bytes[:10]:  # warm-up
-        service.search_image(data, k=10)
+        service.search(data, k=10)
     latencies, embed_s, search_s, found = [], [], [], []
     for data in query_bytes:
         started = time.perf_counter()
-        frame = service.search_image(data, k=10)
+        results = service.search(data, k=10)
         latencies.append(time.perf_counter() - started)
-        embed_s.append(service.last_timing.decode_embed_s)
-        search_s.append(service.last_timing.search_s)
-        found.append(frame["id"].to_numpy())
+        embed_s.append(results.timing.decode_embed_s)
+        search_s.append(results.timing.search_s)
+        found.append(results.frame["id"].to_numpy())
     recall = float(np.mean([len(set(f.tolist()) & set(t.tolist())) / 10 for f, t in zip(found, truth)]))
     row = {"recall@10": round(recall, 3), "p50 ms": round(percentile_ms(latencies, 50), 2),
            "p95 ms": round(percentile_ms(latencies, 95), 2), "embed p50": round(percentile_ms(embed_s, 50), 2),
@@ -284,6 +284,7 @@ def _time_queries(service: SearchService, query_bytes: list[bytes], truth: np.nd
 
 
 def bench_query_latency(args) -> None:
+    torch.set_num_threads(1)  # one query photo per search, as the API's workers run them
     model = Path(args.model) if args.model else default_model(4)
     manifest = Path(args.manifest) if args.manifest else default_manifest()
     embedder = Embedder.from_checkpoint(model, precision="bf16")

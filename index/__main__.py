@@ -251,7 +251,7 @@ def cmd_ensure(args) -> int:
 
 
 def cmd_search(args) -> int:
-    from index.service import SearchService
+    from index.service import CatalogItem, SearchService
 
     if args.k < 1:
         raise UsageError("--k must be at least 1")
@@ -259,12 +259,12 @@ def cmd_search(args) -> int:
     options = {"k": args.k, "category": args.category, "hide_duplicates_above": args.hide_duplicates}
     if args.image is not None:
         try:
-            results = service.search_image(args.image, **options)
+            found = service.search(args.image, **options)
         except ImageError as exc:
             raise UsageError(f"{args.image}: {exc}") from None
     else:
-        results = service.search_id(args.id, **options)
-    timing = service.last_timing.as_dict()
+        found = service.search(CatalogItem(args.id), **options)
+    results, timing = found.frame, found.timing.as_dict()
     if args.json:
         print(json.dumps({"results": json.loads(results.to_json(orient="records")), "timing_ms": timing}, indent=2))
         return 0

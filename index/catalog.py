@@ -26,7 +26,7 @@ from index.manifest import CATEGORY_COLUMN, PATH_COLUMN, PRODUCT_COLUMN
 from index.search import SearchHits, search_vectors
 from index.shards import ShardVectors
 from index.store import (EMBEDDINGS_FILE, ID_COLUMN, IMAGE_PATH_COLUMN, INDEX_FILE, INTERNAL_COLUMNS, METADATA_FILE,
-                         RERANK_VECTORS_FILE, VECTOR_LOCATIONS_FILE, VERSIONS_DIR, CatalogError, add_vectors,
+                         RERANK_VECTORS_FILE, VECTOR_LOCATIONS_FILE, VERSIONS_DIR, CatalogError, UnknownItemError, add_vectors,
                          read_index, read_info, stores_no_vectors)
 
 
@@ -154,7 +154,7 @@ class Catalog:
         return sorted(self.metadata[CATEGORY_COLUMN].dropna().astype(str).unique())
 
     def rows_of(self, ids: Iterable[int]) -> np.ndarray:
-        """Row positions of ids; CatalogError naming unknown ones."""
+        """Row positions of ids; UnknownItemError naming unknown ones."""
         ids = np.asarray(ids if isinstance(ids, np.ndarray) else list(ids), np.int64).reshape(-1)
         if len(self.ids) == 0:
             bad = np.ones(len(ids), bool)
@@ -165,7 +165,7 @@ class Catalog:
         if bad.any():
             shown = ", ".join(str(i) for i in ids[bad][:5])
             span = f"ids {self.ids.min()}..{self.ids.max()}" if len(self.ids) else "empty"
-            raise CatalogError(f"no item with id {shown} in the catalog ({len(self.ids):,} items, {span})")
+            raise UnknownItemError(f"no item with id {shown} in the catalog ({len(self.ids):,} items, {span})")
         return rows
 
     def vectors_of(self, ids: Iterable[int]) -> np.ndarray:
@@ -193,16 +193,17 @@ class Catalog:
 
     def search_vectors(self, vectors, k: int = 10, *, category: str | None = None,
                        exclude_ids: Sequence[Iterable[int]] | None = None,
-                       hide_duplicates_above: float | None = None) -> SearchHits:
+                       hide_duplicates_above: float | None = None, normalised: bool = False) -> SearchHits:
         """Top-k items for each query vector: see index.search.search_vectors."""
         return search_vectors(self, vectors, k, category=category, exclude_ids=exclude_ids,
-                              hide_duplicates_above=hide_duplicates_above)
+                              hide_duplicates_above=hide_duplicates_above, normalised=normalised)
 
-    def results_frame(self, scores: np.ndarray, ids: np.ndarray) -> pd.DataFrame:
-        """rank, score (cosine), id, the metadata (path, category, product_id, ...) and image_path."""
+    def results_frame(self, scores: np.ndarray, ids: np.ndarray, rows: np.ndarray | None = None) -> pd.DataFrame:
+        """rank, score (cosine), id, the metadata (path, category, product_id, ...) and image_path.
+        rows: the ids' rows where the caller has them (a search does), saving the lookup."""
         ids = np.asarray(ids, np.int64)
         ok = ids >= 0
-        rows = self.rows_of(ids[ok])
+        rows = self.rows_of(ids[ok]) if rows is None else np.asarray(rows, np.int64)[ok]
         if self._columns is None:  # column arrays, built once: a DataFrame per search stays cheap
             shown = [c for c in self.metadata.columns if c not in INTERNAL_COLUMNS and c != ID_COLUMN]
             shown = [c for c in shown if c != IMAGE_PATH_COLUMN] + ([IMAGE_PATH_COLUMN] if IMAGE_PATH_COLUMN in shown else [])
@@ -215,7 +216,7 @@ class Catalog:
     def search_frame(self, vector, k: int = 10, **options) -> pd.DataFrame:
         """The results of one query vector as a table (see results_frame)."""
         hits = self.search_vectors(np.asarray(vector)[None], k, **options)
-        return self.results_frame(hits.scores[0], hits.ids[0])
+        return self.results_frame(hits.scores[0], hits.ids[0], hits.rows[0])
 
     # ------------------------------------------------------------------ evaluation
 

@@ -29,9 +29,10 @@ SINGLE_THREAD_QUERIES = 4  # searches of this few queries run FAISS on one threa
 
 @dataclass
 class SearchHits:
-    """Per query: scores (cosine, descending) and ids; fewer than k where the pool ran out."""
+    """Per query: scores (cosine, descending), ids and their rows; fewer than k where the pool ran out."""
     scores: list[np.ndarray]
     ids: list[np.ndarray]
+    rows: list[np.ndarray]
 
     def padded(self, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(n, k) arrays; missing places have score NaN and id -1."""
@@ -62,16 +63,9 @@ def faiss_threads(n: int | None) -> Iterator[None]:
         faiss.omp_set_num_threads(before)
 
 
-def normalised(vectors, dim: int) -> np.ndarray:
-    """Query rows as float32, L2-normalised (a zero row stays zero)."""
-    queries = np.ascontiguousarray(np.asarray(vectors, np.float32).reshape(-1, dim))
-    norms = np.linalg.norm(queries, axis=1, keepdims=True)
-    return queries / np.where(norms > 0, norms, 1)
-
-
 def search_vectors(catalog: "Catalog", vectors, k: int = 10, *, category: str | None = None,
                    exclude_ids: Sequence[Iterable[int]] | None = None,
-                   hide_duplicates_above: float | None = None) -> SearchHits:
+                   hide_duplicates_above: float | None = None, normalised: bool = False) -> SearchHits:
     """Top-k catalog items for each query vector (rows L2-normalised, or they are normalised).
 
     category: only items of that category, still k of them when it has at least k: a small
@@ -80,8 +74,12 @@ def search_vectors(catalog: "Catalog", vectors, k: int = 10, *, category: str | 
     exactly over its rows if the index still finds fewer than k.
     exclude_ids: per query, ids never to return (e.g. the query item itself).
     hide_duplicates_above: drop a result whose cosine to a better-ranked kept one is above it.
+    normalised: the rows are L2-normalised already (the embedder's output, stored vectors).
     """
-    queries = normalised(vectors, catalog.dim)
+    queries = np.ascontiguousarray(np.asarray(vectors, np.float32).reshape(-1, catalog.dim))
+    if not normalised:
+        norms = np.linalg.norm(queries, axis=1, keepdims=True)
+        queries = queries / np.where(norms > 0, norms, 1)
     if k < 1:
         raise ValueError("k must be at least 1")
     excludes = [set()] * len(queries) if exclude_ids is None else [set(int(i) for i in e) for e in exclude_ids]
@@ -119,7 +117,7 @@ class _Plan:
 
     def run(self, queries: np.ndarray) -> SearchHits:
         first = self._fetch(queries, self.fetch, self.exact_pool, 1.0) if len(queries) else None
-        out_scores, out_ids = [], []
+        out_scores, out_ids, out_rows = [], [], []
         for i, query in enumerate(queries):
             excluded = self.excludes[i]
             in_pool = _count_present(self.pool_ids, excluded) if excluded else 0
@@ -127,7 +125,7 @@ class _Plan:
             exact, n_fetch, more_effort = self.exact_pool, self.fetch, 1.0
             candidates = first[i]
             while True:
-                scores, ids = self._finish(query, candidates, excluded)
+                scores, ids, rows = self._finish(query, candidates, excluded)
                 if len(ids) >= want:
                     break
                 asked = min(n_fetch, self.pool_size)
@@ -146,7 +144,8 @@ class _Plan:
                 candidates = self._fetch(query[None], n_fetch, exact, more_effort)[0]
             out_scores.append(scores)
             out_ids.append(ids)
-        return SearchHits(out_scores, out_ids)
+            out_rows.append(rows)
+        return SearchHits(out_scores, out_ids, out_rows)
 
     def _fetch(self, queries: np.ndarray, n_fetch: int, exact: bool, more_effort: float) -> np.ndarray:
         """Candidate ids (n, n_fetch), -1 where the index found fewer."""
@@ -182,13 +181,15 @@ class _Plan:
                                         faiss.METRIC_INNER_PRODUCT, ngpu=0)
         return self.pool_ids[positions]
 
-    def _finish(self, query: np.ndarray, candidates: np.ndarray, exclude: set) -> tuple[np.ndarray, np.ndarray]:
-        """Exact cosine of candidates, best first, minus excluded ids and near-duplicates."""
+    def _finish(self, query: np.ndarray, candidates: np.ndarray, exclude: set
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(scores, ids, rows): exact cosine of candidates, best first, minus excluded ids and near-duplicates."""
         candidates = candidates[candidates >= 0]
         if len(candidates) == 0:
-            return np.zeros(0, np.float32), np.zeros(0, np.int64)
+            return np.zeros(0, np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64)
         candidates = np.unique(candidates)
-        vectors = np.asarray(self.catalog.scoring_vectors[self.catalog.rows_of(candidates)], np.float32)
+        rows = self.catalog.rows_of(candidates)
+        vectors = np.asarray(self.catalog.scoring_vectors[rows], np.float32)
         scores = vectors @ query
         order = np.lexsort((candidates, -scores))  # best score first, ties by id: deterministic
         kept: list[int] = []
@@ -200,7 +201,7 @@ class _Plan:
             kept.append(int(j))
             if len(kept) == self.k:
                 break
-        return scores[kept].astype(np.float32), candidates[kept]
+        return scores[kept].astype(np.float32), candidates[kept], rows[kept]
 
 
 def _count_present(sorted_ids: np.ndarray, values: Iterable[int]) -> int:

@@ -83,6 +83,10 @@ class ModelMismatchError(CatalogError):
     """The model is not the one the catalog was built with."""
 
 
+class UnknownItemError(CatalogError):
+    """An id the catalog does not hold."""
+
+
 def now() -> str:
     """The current UTC time as catalogs record it (ISO 8601, milliseconds, Z)."""
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

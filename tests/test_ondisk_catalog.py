@@ -16,7 +16,7 @@ from index.store import IVFDATA_FILE, RERANK_VECTORS_FILE, VECTOR_LOCATIONS_FILE
 from index.tune import exact_top
 from index.choose import choose_index
 from index.ondisk import build_from_shards
-from index.service import SearchService
+from index.service import CatalogItem, SearchService
 from index.shards import write_shards
 
 DIM = 32
@@ -108,11 +108,11 @@ def test_search_recall_at_10_against_exact_search(catalog_dir, shards):
 
 def test_search_by_id_and_category_filter_through_the_search_service(catalog_dir, shards, model):
     service = SearchService(catalog_dir, model)
-    by_id = service.search_id(7, k=10)
+    by_id = service.search(CatalogItem(7), k=10).frame
     assert 7 not in by_id["id"].tolist() and len(by_id) == 10
     # Item 7's nearest neighbours share its cluster (ids congruent modulo CENTRES).
     assert (by_id["id"].to_numpy() % CENTRES == 7 % CENTRES).mean() >= 0.8
-    in_b = service.search_id(7, k=10, category="b")
+    in_b = service.search(CatalogItem(7), k=10, category="b").frame
     assert len(in_b) == 10 and set(in_b["category"]) == {"b"}
     assert service.catalog.vectors_of([7])[0] == pytest.approx(shards[1][7], abs=1e-7)
 

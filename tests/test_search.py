@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,8 @@ from embedder.images import ImageError
 from embedder.preprocess import Preprocessing
 from index.catalog import Catalog
 from index.operations import build_catalog, rebuild_catalog
-from index.service import ModelMismatchError, SearchService
-from index.store import CatalogError
+from index.service import CatalogItem, ModelMismatchError, SearchService
+from index.store import CatalogError, UnknownItemError
 
 CATEGORIES = ["tops", "shoes", "bags"]
 PER_CATEGORY = 8
@@ -65,7 +66,8 @@ def service(setup):
 
 def test_a_photo_finds_itself_whatever_the_input_type(service, setup):
     path = setup["images"] / "bags-3.png"
-    by_path = service.search_image(path, k=5)
+    found = service.search(path, k=5)
+    by_path = found.frame
     assert list(by_path.columns[:3]) == ["rank", "score", "id"] and by_path.columns[-1] == "image_path"
     assert {"path", "category", "product_id"} <= set(by_path.columns)
     assert "content_hash" not in by_path.columns
@@ -73,31 +75,41 @@ def test_a_photo_finds_itself_whatever_the_input_type(service, setup):
     assert by_path["rank"].tolist() == [1, 2, 3, 4, 5] and by_path["score"].is_monotonic_decreasing
     assert all(Path(p).is_absolute() and Path(p).is_file() for p in by_path["image_path"])
     with Image.open(path) as image:
-        by_image = service.search_image(image.copy(), k=5)
-    by_bytes = service.search_image(path.read_bytes(), k=5)
+        by_image = service.search(image.copy(), k=5).frame
+    by_bytes = service.search(path.read_bytes(), k=5).frame
     with open(path, "rb") as f:
-        by_file = service.search_image(f, k=5)
+        by_file = service.search(f, k=5).frame
     for other in (by_image, by_bytes, by_file):
         assert other["id"].tolist() == by_path["id"].tolist()
-    timing = service.last_timing.as_dict()
+    timing = found.timing.as_dict()
     assert set(timing) == {"decode_embed_ms", "search_ms", "total_ms"} and timing["decode_embed_ms"] > 0
 
 
 def test_search_by_id_leaves_the_item_out(service):
-    results = service.search_id(5, k=10)
+    found = service.search(CatalogItem(5), k=10)
+    results = found.frame
     assert len(results) == 10 and 5 not in results["id"].tolist()
-    assert service.last_timing.decode_embed_s == 0
-    with pytest.raises(CatalogError, match="no item with id 999"):
-        service.search_id(999)
+    assert found.timing.decode_embed_s == 0
+    with pytest.raises(UnknownItemError, match="no item with id 999"):
+        service.search(CatalogItem(999))
+
+
+def test_one_service_answers_many_threads_at_once_with_the_same_results(service, setup):
+    """A search keeps no state in the service: threads need no lock around it."""
+    queries = [setup["images"] / f"{c}-{p}.png" for c in CATEGORIES for p in range(3)] + [CatalogItem(i) for i in range(8)]
+    alone = [service.search(q, k=5, category=None).frame["id"].tolist() for q in queries]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda q: service.search(q, k=5).frame["id"].tolist(), queries * 4))
+    assert together == alone * 4
 
 
 def test_category_filter_still_returns_k(service):
     for category in CATEGORIES:
-        results = service.search_id(0, k=PER_CATEGORY, category=category)
+        results = service.search(CatalogItem(0), k=PER_CATEGORY, category=category).frame
         assert len(results) == PER_CATEGORY and set(results["category"]) == {category}
         assert 0 not in results["id"].tolist()
     with pytest.raises(CatalogError, match="no items in category 'hats'"):
-        service.search_id(0, category="hats")
+        service.search(CatalogItem(0), category="hats")
 
 
 @pytest.mark.parametrize("factory, knob", [("HNSW8", {"efSearch": 1}), ("IVF8,Flat", {"nprobe": 1}),
@@ -119,7 +131,7 @@ def test_category_filter_on_approximate_indexes(setup, tmp_path, factory, knob, 
 
 
 def test_near_duplicates_are_hidden(service):
-    plain = service.search_id(0, k=5)  # tops-0: its exact copy ranks first
+    plain = service.search(CatalogItem(0), k=5).frame  # tops-0: its exact copy ranks first
     copy_id = int(plain["id"].iloc[0])
     assert plain["path"].iloc[0] == "images/tops-0-copy.png" and plain["score"].iloc[0] == pytest.approx(1, abs=1e-4)
     query = service.catalog.vectors_of([copy_id])[0]
@@ -142,9 +154,9 @@ def test_a_catalog_built_with_another_model_is_refused(setup):
 
 def test_bad_query_photos_raise_image_errors(service, setup):
     with pytest.raises(ImageError):
-        service.search_image(b"not an image at all")
+        service.search(b"not an image at all")
     with pytest.raises(ImageError, match="not found"):
-        service.search_image(setup["images"] / "nope.png")
+        service.search(setup["images"] / "nope.png")
 
 
 def test_catalog_search_needs_no_model(setup):

@@ -9,6 +9,7 @@ import streamlit as st
 
 from app import components as ui
 from embedder.images import ImageError, decode_image
+from index.service import CatalogItem
 from index.store import CatalogError
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp"]
@@ -77,7 +78,7 @@ def decoded(kind: str, name, source):
 def run_search(service, kind: str, value, image, opts: dict) -> tuple[pd.DataFrame, float]:
     args = {"k": opts["k"], "category": opts["category"], "hide_duplicates_above": opts["hide_duplicates_above"]}
     started = time.perf_counter()
-    results = service.search_image(image, **args) if kind == "photo" else service.search_id(value, **args)
+    results = service.search(image if kind == "photo" else CatalogItem(value), **args).frame
     return results, time.perf_counter() - started
 
 
