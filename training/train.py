@@ -73,9 +73,10 @@ def _autocast(device: torch.device, precision: str = "bf16"):
 
 
 @torch.inference_mode()
-def evaluate(model: CoInsModel, data: TrainingSet, pre: Preprocessing, device: torch.device, ks, precision: str = "bf16") -> dict:
+def evaluate(model: CoInsModel, data: TrainingSet, pre: Preprocessing, device: torch.device, ks, precision: str = "bf16",
+             *, head_trained: bool = True) -> dict:
     """Fine-class Recall@k of the backbone feature f(x) (leave-one-out), and the category head's accuracy
-    where the objective trains one (Opt, Ins, MaskCon and Grafit leave it untrained)."""
+    where the objective trains one and it has been trained (Opt, Ins, MaskCon and Grafit leave it untrained)."""
     model.eval()
     features, coarse_logits = [], []
     for start in range(0, len(data), 1024):
@@ -86,7 +87,7 @@ def evaluate(model: CoInsModel, data: TrainingSet, pre: Preprocessing, device: t
         features.append(F.normalize(f.float(), dim=1).cpu())
     model.train()
     result = {}
-    if model.cfg.coarse_weight > 0:
+    if model.cfg.coarse_weight > 0 and head_trained:
         result["coarse_top1"] = classification_accuracy(torch.cat(coarse_logits), data.categories, topk=(1,))[1]
     if data.products is not None:
         report = recall_at_k(torch.cat(features).numpy(), data.products.numpy(), ks=ks)
@@ -195,7 +196,7 @@ def _train(cfg: TrainConfig, ranks: Ranks, *, resume: bool, stop_after_epoch: in
         log("--epochs 0: model.pt holds the backbone as it starts" + (f" ({cfg.pretrained} weights)" if cfg.pretrained
                                                                        else ", untrained (random weights)"))
         if val_set is not None and ranks.main:
-            history = [{"epoch": 0, **evaluate(model, val_set, pre, device, cfg.ks, precision)}]
+            history = [{"epoch": 0, **evaluate(model, val_set, pre, device, cfg.ks, precision, head_trained=False)}]
             _report(out, history, log, ranks)
     return _write_model(out, model, cfg, history, ranks, checkpoint)
 
