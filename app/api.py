@@ -17,9 +17,11 @@ a loaded version no longer needs them: metadata and index are in memory, embeddi
 # No `from __future__ import annotations`: FastAPI reads the endpoint signatures at definition
 # time, and the endpoints are defined inside create_app (fastapi is imported lazily).
 import argparse
+import contextlib
 import ipaddress
 import json
 import logging
+import math
 import os
 import sys
 import threading
@@ -41,10 +43,14 @@ DEFAULT_PORT = 8000
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024  # bytes of one uploaded photo (the app's cap as well)
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the other fields, on top of the photo
 MAX_K = 1000
-# Photos decoded at once per process: a photo at the decoder's pixel limit (50 Mpx) takes about
-# 150 MB decoded, and the server runs up to 40 requests at a time in its thread pool.
+# Uploaded photos in memory at once per process, held from reading the upload to the end of its
+# search: decoding one at the decoder's pixel limit peaks at about 210 MB, a decoded photo (long
+# side at most 2,048 px) keeps 12-16 MB, and the server runs up to 40 requests at a time in its
+# thread pool. docs/api.md ("Memory per worker") gives the measured worst case.
 DECODE_SLOTS = 2
 QUERY_THREADS = 1  # torch threads per worker process (see create_app_from_env)
+# What /health embeds before it says ok: a dark square on white (any photo would do).
+PROBE_SIDE = 64
 MAX_ID = 2**63 - 1  # catalog ids are int64
 DEFAULT_RELOAD_INTERVAL = 0.5  # seconds between looks at catalog.json (a stat, no read)
 # uvicorn kills a worker that does not answer its supervisor's ping within this many seconds; a
@@ -163,6 +169,45 @@ def _catalog_summary(info: dict, categories: list[str]) -> dict:
     }
 
 
+def _validation_problem(error: dict) -> dict:
+    """A request validation error without the value sent (FastAPI echoes it; it may be a file's bytes)."""
+    where = error.get("loc", ())
+    message = error.get("msg", "invalid value")
+    if tuple(where[-1:]) == ("image",) and "UploadFile" in message:
+        # A multipart part without a file name arrives as text, not as a file.
+        message = ('`image` must be sent as a file, with a file name: multipart/form-data with '
+                   'Content-Disposition: form-data; name="image"; filename="photo.jpg" (this one had no file name)')
+    return {"loc": list(where), "msg": message, "type": error.get("type", "value_error")}
+
+
+def _shown_name(filename: str | None) -> str:
+    """An uploaded file's name for a message: one line, not too long."""
+    from embedder.images import shown_path
+
+    return shown_path(filename)[:200] if filename else "upload"
+
+
+def _probe_photo():
+    from PIL import Image
+
+    photo = Image.new("RGB", (PROBE_SIDE, PROBE_SIDE), "white")
+    photo.paste((40, 40, 40), (PROBE_SIDE // 4, PROBE_SIDE // 4, 3 * PROBE_SIDE // 4, 3 * PROBE_SIDE // 4))
+    return photo
+
+
+def _embedding_problem(service: SearchService) -> str | None:
+    """Embed one photo as a search would: None if the model answers as the catalog needs, else why not."""
+    try:
+        vector = service.embed(_probe_photo())
+    except Exception as exc:  # whatever breaks here breaks every photo search
+        log.exception("the model failed to embed the /health probe photo")
+        return f"the model can't embed a photo ({type(exc).__name__}: {str(exc).strip()[:300]})"
+    expected = service.catalog.info.get("feature_dim")
+    if vector.shape != (expected,) or not all(map(math.isfinite, vector.tolist())):
+        return f"the model's vector for a photo has shape {vector.shape} (the catalog needs ({expected},)) or is not finite"
+    return None
+
+
 class _BodyLimit:
     """Refuses request bodies over `max_bytes` with 413 before reading them: at once when
     Content-Length says so, otherwise as soon as the bytes received pass the limit."""
@@ -215,6 +260,10 @@ def create_app(catalog: str | os.PathLike, model: str | os.PathLike, *, device: 
     api.state.live = live
     api.add_middleware(_BodyLimit, max_bytes=max_upload_bytes + FORM_OVERHEAD)
 
+    @api.exception_handler(fastapi.exceptions.RequestValidationError)
+    async def invalid_request(request, exc):  # 422, without echoing what was sent (it may be a photo's bytes)
+        return JSONResponse({"detail": [_validation_problem(error) for error in exc.errors()]}, 422)
+
     @api.exception_handler(Exception)
     async def unexpected(request, exc):  # a JSON 500, logged with its traceback
         log.exception("unexpected error on %s %s", request.method, request.url.path)
@@ -223,10 +272,12 @@ def create_app(catalog: str | os.PathLike, model: str | os.PathLike, *, device: 
     @api.get("/health")
     def health() -> dict:
         service = live.service
-        return {"status": "ok" if live.reload_error is None else "stale",
-                "catalog_version": service.catalog.info["version"], "items": len(service.catalog),
+        problem = _embedding_problem(service)
+        status = "error" if problem else "ok" if live.reload_error is None else "stale"
+        body = {"status": status, "catalog_version": service.catalog.info["version"], "items": len(service.catalog),
                 "model_fingerprint": service.embedder.fingerprint, "loaded_at": live.loaded_at,
-                "reload_error": live.reload_error, "pid": os.getpid()}
+                "reload_error": live.reload_error, "embedding_error": problem, "pid": os.getpid()}
+        return JSONResponse(body, 503) if problem else body
 
     @api.get("/catalog")
     def catalog_info() -> dict:
@@ -249,26 +300,28 @@ def create_app(catalog: str | os.PathLike, model: str | os.PathLike, *, device: 
         category = category or None
         options = {"k": k, "category": category, "hide_duplicates_above": hide_duplicates_above}
         decode_s, queue_s, query = 0.0, 0.0, {"id": id} if id is not None else {"image": image.filename}
-        if image is not None:
-            data = image.file.read(max_upload_bytes + 1)
-            if len(data) > max_upload_bytes:
-                raise HTTPException(413, f"upload too large: the limit is {format_size(max_upload_bytes)} per photo")
-            try:
-                waited = time.perf_counter()
-                with decoding:  # a few photos decoded at once: what bounds decoding memory
-                    queue_s = time.perf_counter() - waited
+        with contextlib.ExitStack() as held:
+            if image is not None:
+                # A photo slot from reading the upload to the end of its search: a decoded photo
+                # holds memory until its search is done.
+                held.enter_context(decoding)
+                queue_s = time.perf_counter() - started
+                data = image.file.read(max_upload_bytes + 1)
+                if len(data) > max_upload_bytes:
+                    raise HTTPException(413, f"upload too large: the limit is {format_size(max_upload_bytes)} per photo")
+                try:
                     photo = to_rgb(data)
-            except ImageError as exc:
-                raise HTTPException(422, f"{image.filename or 'upload'}: {exc}") from None
-            decode_s = time.perf_counter() - started - queue_s
-            query["bytes"] = len(data)
-        service = live.service
-        try:
-            found = service.search(CatalogItem(id) if id is not None else photo, **options)
-        except UnknownItemError as exc:
-            raise HTTPException(404, str(exc)) from None
-        except CatalogError as exc:  # e.g. an unknown category
-            raise HTTPException(422, str(exc)) from None
+                except ImageError as exc:
+                    raise HTTPException(422, f"{_shown_name(image.filename)}: {exc}") from None
+                decode_s = time.perf_counter() - started - queue_s
+                query["bytes"] = len(data)
+            service = live.service
+            try:
+                found = service.search(CatalogItem(id) if id is not None else photo, **options)
+            except UnknownItemError as exc:
+                raise HTTPException(404, str(exc)) from None
+            except CatalogError as exc:  # e.g. an unknown category
+                raise HTTPException(422, str(exc)) from None
         timing = found.timing
         return {"query": {**query, **options}, "catalog_version": service.catalog.info["version"],
                 "results": _results(found.frame),

@@ -5,12 +5,14 @@ with a check that this product wrote them, a file's content fingerprint, and byt
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import re
 import tempfile
 from pathlib import Path
+from stat import S_ISREG
 from typing import Callable, Iterator
 
 
@@ -60,6 +62,8 @@ def read_format_json(path: Path, fmt: str, kind: str, error: type[Exception], ab
 def file_facts(path: str | os.PathLike) -> tuple[str, int, int]:
     """(content hash of the bytes, size, mtime_ns): enough to tell whether a file changed."""
     stat = os.stat(path)
+    if not S_ISREG(stat.st_mode):  # a device or FIFO (a link to /dev/zero) would be read for ever
+        raise OSError(errno.EINVAL, "not a regular file (a device, pipe or socket)", str(path))
     with open(path, "rb") as f:
         digest = hashlib.file_digest(f, "sha256")
     return digest.hexdigest()[:32], int(stat.st_size), int(stat.st_mtime_ns)

@@ -1,24 +1,49 @@
 """The one image-decoding path of the product: catalog building, training and uploads all use it.
 
 Every accepted image comes out as an 8-bit RGB PIL image, upright (EXIF orientation
-applied), transparent parts laid on white. Anything else raises ImageError with a
-message a person can act on.
+applied), transparent parts laid on white, its long side at most MAX_SIDE pixels. Anything
+else raises ImageError with a message a person can act on.
+
+Memory is bounded by what the models need, not by what a file claims: JPEGs are decoded at a
+reduced DCT scale (`Image.draft`), other formats are reduced right after decoding, before any
+conversion, and high-bit-depth pixels are scaled to 8 bits only once the image is small.
 """
 from __future__ import annotations
 
 import io
+import math
 import os
 import re
+import stat
+import struct
 import warnings
 from pathlib import Path
 from typing import BinaryIO, Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
-# A 20k x 20k bomb is 400 Mpx; ordinary catalog photos are far below this.
+# A 20k x 20k bomb is 400 Mpx; ordinary catalog photos are far below this. PIL holds a decoded
+# RGB(A), 32-bit or float image at 4 bytes a pixel: 200 MB at this limit, the most one decode
+# needs (JPEGs much less, see MAX_SIDE). docs/api.md budgets the API's memory with it.
 MAX_PIXELS = 50_000_000
 MAX_BYTES = 50 * 1024 * 1024
+# The models look at a few hundred pixels at most; 2,048 keeps enough for a shopper to crop a
+# detail out of a photo and for sharp thumbnails.
+MAX_SIDE = 2048
+# Pseudo file systems: their files are not images and reading some (/proc/self/mem, devices)
+# fails or never ends.
+SPECIAL_ROOTS = ("/proc", "/sys", "/dev")
+ORIENTATION_TAG = 0x0112
+_TRANSPOSE = {  # EXIF orientation -> the transposition that makes the image upright
+    2: (Image.Transpose.FLIP_LEFT_RIGHT,),
+    3: (Image.Transpose.ROTATE_180,),
+    4: (Image.Transpose.FLIP_TOP_BOTTOM,),
+    5: (Image.Transpose.TRANSPOSE,),
+    6: (Image.Transpose.ROTATE_270,),
+    7: (Image.Transpose.TRANSVERSE,),
+    8: (Image.Transpose.ROTATE_90,),
+}
 
 ImageSource = Union[str, os.PathLike, bytes, BinaryIO]
 
@@ -27,16 +52,41 @@ class ImageError(ValueError):
     """An input that is not a usable image (missing, corrupt, not an image, too large)."""
 
 
+def shown_path(path: str | os.PathLike) -> str:
+    """A path as one printable line: control characters (a newline in a file name) escaped."""
+    return re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", os.fsdecode(path))
+
+
+def _read_file(path: Path, max_bytes: int) -> bytes:
+    """The bytes of a regular file, at most max_bytes + 1 of them; never opens devices, FIFOs or /proc."""
+    shown = shown_path(path)
+    try:
+        resolved = os.path.realpath(path)
+        if any(resolved == root or resolved.startswith(root + "/") for root in SPECIAL_ROOTS):
+            raise ImageError(f"not an image file: {shown} is a system file ({shown_path(resolved)})")
+        info = os.stat(resolved)
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a folder" if stat.S_ISDIR(info.st_mode) else "a device, pipe or socket"
+            raise ImageError(f"not an image file: {shown} is {kind}")
+        if info.st_size > max_bytes:
+            raise ImageError(f"file too large: {info.st_size:,} bytes (limit {max_bytes:,})")
+        # O_NONBLOCK: should the file be swapped for a FIFO after the check, opening it does not hang.
+        descriptor = os.open(resolved, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+        with os.fdopen(descriptor, "rb") as file:
+            if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+                raise ImageError(f"not an image file: {shown} is not a regular file")
+            return file.read(max_bytes + 1)
+    except FileNotFoundError:
+        raise ImageError(f"file not found: {shown}") from None
+    except OSError as exc:  # a name too long, a loop of links, no permission, an I/O error
+        raise ImageError(f"can't read {shown}: {exc.strerror or type(exc).__name__}") from None
+
+
 def _read_bytes(source: ImageSource, max_bytes: int) -> bytes:
     if isinstance(source, (bytes, bytearray)):
         data = bytes(source)
     elif isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.is_file():
-            raise ImageError(f"file not found: {path}")
-        if path.stat().st_size > max_bytes:
-            raise ImageError(f"file too large: {path.stat().st_size:,} bytes (limit {max_bytes:,})")
-        data = path.read_bytes()
+        data = _read_file(Path(source), max_bytes)
     else:
         data = source.read(max_bytes + 1)
     if len(data) == 0:
@@ -46,13 +96,72 @@ def _read_bytes(source: ImageSource, max_bytes: int) -> bytes:
     return data
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Compressed metadata that PIL inflates with a 1 MB cap (a guard against text bombs); the product
+# uses none of it (no colour management), so a PNG over the cap is decoded without it.
+PNG_UNUSED_CHUNKS = (b"iCCP", b"zTXt", b"iTXt", b"tEXt")
+
+
+def _png_without_unused_metadata(data: bytes) -> bytes | None:
+    """The PNG with its ICC profile and text chunks left out; None if it is not a well-formed PNG."""
+    if not data.startswith(PNG_SIGNATURE):
+        return None
+    kept, at = [PNG_SIGNATURE], len(PNG_SIGNATURE)
+    while at + 8 <= len(data):
+        (length,), kind = struct.unpack(">I", data[at:at + 4]), data[at + 4:at + 8]
+        end = at + 12 + length  # length, type, data, CRC
+        if end > len(data):
+            return None
+        if kind not in PNG_UNUSED_CHUNKS:
+            kept.append(data[at:end])
+        at = end
+    return b"".join(kept)
+
+
+def _reduction_factor(image: Image.Image, max_side: int | None) -> int:
+    """An integer box reduction that keeps the long side at max_side or more (1: none).
+
+    Reducing first keeps the exact resize small: resizing 7000 px straight to 2048 holds a
+    full-height intermediate (2048 x 7000 x 4 bytes = 57 MB). PIL can't reduce() palette, 1-bit
+    or 16-bit images; the resize reads those directly.
+    """
+    if not max_side or image.mode in ("P", "1") or image.mode.startswith("I;16"):
+        return 1
+    return max(image.size) // max_side
+
+
+def _fitted(image: Image.Image, max_side: int | None) -> Image.Image:
+    """The image with its long side at most max_side, in its own mode."""
+    if not max_side or max(image.size) <= max_side:
+        return image
+    scale = max_side / max(image.size)
+    target = max(1, round(image.width * scale)), max(1, round(image.height * scale))
+    # Palette indices can't be averaged: pick pixels.
+    method = Image.Resampling.NEAREST if image.mode in ("P", "1") else Image.Resampling.BILINEAR
+    return image.resize(target, method)
+
+
+def _to_8_bit_grey(image: Image.Image) -> Image.Image:
+    """16/32-bit integer or float grey -> 8-bit grey, scaled rather than clipped at 255."""
+    values = np.asarray(image)
+    if values.dtype.kind == "f":
+        values = np.nan_to_num(values.astype(np.float32, copy=False), nan=0.0, posinf=0.0, neginf=0.0)
+    top = float(values.max(initial=0))
+    if values.dtype.kind == "f" and 0 < top <= 1.0:
+        scale = 255.0  # float images in [0, 1]
+    elif top <= 255:
+        scale = 1.0
+    elif top <= 65535:
+        scale = 1 / 257  # 16-bit: white (65535) stays white (255)
+    else:
+        scale = 255.0 / top
+    scaled = np.clip(values.astype(np.float32) * np.float32(scale), 0, 255)
+    return Image.fromarray(np.rint(scaled).astype(np.uint8), mode="L")
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode.startswith("I") or image.mode == "F":
-        # 16/32-bit grey: scale to 8 bits instead of letting PIL clip at 255.
-        values = np.asarray(image, dtype=np.float64)
-        if values.max(initial=0) > 255:
-            values = values / 257.0
-        image = Image.fromarray(np.clip(values, 0, 255).astype(np.uint8), mode="L")
+        image = _to_8_bit_grey(image)
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
@@ -62,9 +171,48 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def decode_image(source: ImageSource, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_BYTES) -> Image.Image:
-    """Decode a path, bytes or file object into an upright RGB image, or raise ImageError."""
+def _orientation(image: Image.Image) -> int | None:
+    """The EXIF orientation, or None when there is none or the EXIF block is broken.
+
+    A broken EXIF block does not cost the photo: its pixels decoded fine, and a photo shown
+    sideways is better than a product missing from the catalog (the orientation is lost, nothing
+    else). PIL's EXIF parser fails in many ways on garbage (SyntaxError, struct.error,
+    ValueError, KeyError, ...), hence the broad except.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "Corrupt EXIF data": handled here
+            value = image.getexif().get(ORIENTATION_TAG)
+    except Exception:  # noqa: BLE001 - any parse failure of optional metadata
+        return None
+    return value if isinstance(value, int) else None
+
+
+def _upright(image: Image.Image, orientation: int | None) -> Image.Image:
+    for method in _TRANSPOSE.get(orientation, ()):
+        image = image.transpose(method)
+    return image
+
+
+def decode_image(source: ImageSource, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_BYTES,
+                 max_side: int | None = MAX_SIDE) -> Image.Image:
+    """Decode a path, bytes or file object into an upright RGB image, or raise ImageError.
+
+    max_side: the long side of the result is at most this many pixels (None: keep the full size).
+    """
     data = _read_bytes(source, max_bytes)
+    try:
+        return _decode(data, max_pixels, max_side)
+    except ImageError as exc:
+        if "MAX_TEXT_CHUNK" not in str(exc):
+            raise
+        smaller = _png_without_unused_metadata(data)
+        if smaller is None:
+            raise
+        return _decode(smaller, max_pixels, max_side)
+
+
+def _decode(data: bytes, max_pixels: int, max_side: int | None) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -75,7 +223,16 @@ def decode_image(source: ImageSource, max_pixels: int = MAX_PIXELS, max_bytes: i
                     f"image too large: {width}x{height} pixels (limit {max_pixels:,} pixels)"
                 )
             image.seek(0)  # animated formats: the first frame is the product photo
+            if max_side and image.format == "JPEG" and max(width, height) > max_side:
+                # Decode at 1/2, 1/4 or 1/8 scale, the smallest that keeps max_side.
+                scale = max_side / max(width, height)
+                image.draft(image.mode, (math.ceil(width * scale), math.ceil(height * scale)))
             image.load()
+            orientation = _orientation(image)
+            factor = _reduction_factor(image, max_side)
+            if factor >= 2:
+                image = image.reduce(factor)  # here, not in a helper: the full image is freed at once
+            image = _to_rgb(_fitted(image, max_side))
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -85,7 +242,9 @@ def decode_image(source: ImageSource, max_pixels: int = MAX_PIXELS, max_bytes: i
         claimed = re.search(r"\((\d+) pixels\)", str(exc))
         size = f"{int(claimed.group(1)):,} pixels" if claimed else "too many pixels"
         raise ImageError(f"image too large: {size} (limit {max_pixels:,} pixels)") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except MemoryError:
+        raise ImageError("image too large: not enough memory to decode it") from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
         raise ImageError(f"corrupt or truncated image: {exc}") from None
-    image = ImageOps.exif_transpose(image)
-    return _to_rgb(image)
+    return _upright(image, orientation)
+

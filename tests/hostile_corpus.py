@@ -17,6 +17,19 @@ Images (under `folder/catalog/images/`):
                        decompressed; the pixel data is really there): refused, "too large",
                        before any pixel is allocated
     animated.gif       a two-frame GIF (red, then blue): decodes to the first (red) frame
+    broken-exif.png/.webp/.jpg  an EXIF block that is not TIFF data: decodes as stored (40x20)
+    huge-icc.png       an ICC profile inflating to 4 MB (over PIL's 1 MB cap): decodes
+
+Large images (kind "large image": over small test upload caps, or about 1 s to decode):
+    grey16-49mpx.png, float32-49mpx.tif   7000x7000 (just under the 50 Mpx limit) in a few
+                       hundred KB: decode to 2048x2048 RGB, black left, white right
+    huge-exif.png      an 8 MB EXIF block with orientation 6; huge-icc.jpg: a 2 MB ICC profile
+
+Paths (kind "path": hostile as paths, for the doors that take one):
+    link-to-proc-mem.png, link-to-dev-zero.jpg   symbolic links to special files: refused
+    link-outside-root.png   a link to outside/sentinel.png: followed (documented)
+    ..dots..in-name.jpg, new<newline>line.jpg, unicodé-鞋-👟.jpg   ordinary photos, odd names
+    name-longer-than-name-max.jpg   a manifest row whose file name exceeds NAME_MAX: refused
 
 Manifests (beside `images/`, so `folder/catalog/` is the catalog's image root):
     manifest.csv           every image above, one row each (good ones must be indexed, bad ones
@@ -26,7 +39,9 @@ Manifests (beside `images/`, so `folder/catalog/` is the catalog's image root):
     outside/sentinel.png   (in `folder/outside/`) a valid image outside the catalog root: if it
                            ever ends up in a catalog, something read outside the root
 
-Checkpoint:
+Checkpoints:
+    settings-changed.pt, unknown-backbone.pt, unknown-preprocessing.pt, wrong-shapes.pt
+              edited after writing (a small model's settings no longer match its weights): refused
     evil.pt   a torch checkpoint with this product's format tag whose pickle, when unpickled
               without weights_only, calls open(marker, "w") (a harmless stand-in for running
               code): loading must fail with "not a safe, readable model checkpoint" and the
@@ -48,7 +63,16 @@ from PIL import Image
 BOMB_SIDE = 20_000
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
 HOSTILE_IMAGE_NAMES = ("plain.jpg", "truncated.jpg", "zero-bytes.jpg", "text.png", "grey16.png", "cmyk.jpg",
-                       "palette-alpha.png", "exif-rotated.jpg", "bomb.png", "animated.gif")
+                       "palette-alpha.png", "exif-rotated.jpg", "bomb.png", "animated.gif", "broken-exif.png",
+                       "broken-exif.webp", "broken-exif.jpg", "huge-icc.png")
+# Just under the decoder's pixel limit, or with metadata blobs far beyond the usual few KB: each
+# is larger than a small test upload cap, or slow enough (about 1 s) to keep out of loops.
+LARGE_IMAGE_NAMES = ("grey16-49mpx.png", "float32-49mpx.tif", "huge-exif.png", "huge-icc.jpg")
+# Hostile as paths, not as contents: for the doors that take a path (CLI, manifests).
+HOSTILE_PATH_NAMES = ("link-to-proc-mem.png", "link-to-dev-zero.jpg", "link-outside-root.png", "..dots..in-name.jpg",
+                      "new\nline.jpg", "unicodé-鞋-👟.jpg", "name-longer-than-name-max.jpg")
+NEAR_LIMIT_SIDE = 7000  # 49 Mpx, under embedder.images.MAX_PIXELS (50 Mpx)
+NAME_MAX = 255
 
 
 @dataclass(frozen=True)
@@ -98,8 +122,61 @@ def _photo(width: int = 48, height: int = 32) -> Image.Image:
     return Image.fromarray(pixels, "RGB")
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _png(width: int, height: int, bit_depth: int, colour_type: int, first_row: bytes, *chunks: bytes) -> bytes:
+    """A PNG whose rows all repeat the first (filter "Up" with zero differences): any size in a few KB."""
+    compressor = zlib.compressobj(9)
+    same_as_above = b"\x02" + bytes(len(first_row))
+    data = compressor.compress(b"\x00" + first_row)
+    data += b"".join(compressor.compress(same_as_above) for _ in range(height - 1)) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
+    return (PNG_SIGNATURE + _png_chunk(b"IHDR", header) + b"".join(chunks) + _png_chunk(b"IDAT", data)
+            + _png_chunk(b"IEND", b""))
+
+
+@functools.lru_cache(maxsize=2)
+def grey16_png(side: int) -> bytes:
+    """A side x side 16-bit grey PNG, black (left) to white (right), in a few KB."""
+    row = np.linspace(0, 65535, side).astype(">u2").tobytes()
+    return _png(side, side, 16, 0, row)
+
+
+def rgb16_png(side: int) -> bytes:
+    """A side x side 48-bit RGB PNG (PIL holds it as 8-bit RGB at 4 bytes a pixel), in a few KB."""
+    ramp = np.linspace(0, 65535, side)
+    row = np.stack([ramp, ramp[::-1], np.full_like(ramp, 32768)], axis=-1).astype(">u2").tobytes()
+    return _png(side, side, 16, 2, row)
+
+
+@functools.lru_cache(maxsize=2)
+def float32_tiff(side: int) -> bytes:
+    """A side x side 32-bit float grey TIFF, 0.0 (left) to 1.0 (right): every strip points at the
+    same deflated row, so 200 MB of pixels take a few KB."""
+    row = zlib.compress(np.linspace(0.0, 1.0, side, dtype="<f4").tobytes(), 9)
+    entries = [  # (tag, type, count, value): type 3 SHORT, 4 LONG
+        (256, 4, 1, side), (257, 4, 1, side), (258, 3, 1, 32), (259, 3, 1, 8), (262, 3, 1, 1),
+        (273, 4, side, None), (277, 3, 1, 1), (278, 4, 1, 1), (279, 4, side, None), (339, 3, 1, 3),
+    ]
+    ifd_at = 8
+    arrays_at = ifd_at + 2 + 12 * len(entries) + 4
+    row_at = arrays_at + 8 * side
+    arrays = {273: struct.pack(f"<{side}I", *([row_at] * side)), 279: struct.pack(f"<{side}I", *([len(row)] * side))}
+    ifd, offset = struct.pack("<H", len(entries)), arrays_at
+    for tag, kind, count, value in entries:
+        if value is None:
+            ifd += struct.pack("<HHII", tag, kind, count, offset)
+            offset += len(arrays[tag])
+        else:
+            ifd += struct.pack("<HHI", tag, kind, count) + struct.pack("<I" if kind == 4 else "<HH", value, *(
+                () if kind == 4 else (0,)))
+    ifd += struct.pack("<I", 0)
+    return b"II*\x00" + struct.pack("<I", ifd_at) + ifd + arrays[273] + arrays[279] + row
 
 
 @functools.lru_cache(maxsize=1)
@@ -174,9 +251,13 @@ def make_hostile_corpus(folder: str | Path) -> dict[str, HostileFile]:
     image("animated.gif", _encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0),
           "an animated GIF (red frame, then blue)", size=(16, 16), pixels=(((8, 8), RED),))
 
+    _add_broken_metadata(image, rotated)
+    _add_near_limit(corpus, images)
+    _add_hostile_paths(corpus, images, outside)
+
     manifest = root / "manifest.csv"
-    pd.DataFrame([{"path": f"images/{name}", "category": "hostile", "product_id": name}
-                  for name in corpus]).to_csv(manifest, index=False)
+    pd.DataFrame([{"path": f"images/{f.path.name}", "category": "hostile", "product_id": name}
+                  for name, f in corpus.items()]).to_csv(manifest, index=False)
     corpus["manifest.csv"] = HostileFile("manifest.csv", manifest, "manifest",
                                          "every hostile image, one row each", size=None,
                                          extra={"good": sorted(n for n, f in corpus.items() if not f.refused),
@@ -197,8 +278,115 @@ def make_hostile_corpus(folder: str | Path) -> dict[str, HostileFile]:
     evil = write_malicious_checkpoint(folder / "evil.pt", marker)
     corpus["evil.pt"] = HostileFile("evil.pt", evil, "checkpoint", "a checkpoint whose pickle runs code",
                                     error="not a safe, readable model checkpoint", marker=marker)
+    _add_inconsistent_checkpoints(corpus, folder)
     return corpus
 
 
+def _add_inconsistent_checkpoints(corpus: dict[str, HostileFile], folder: Path) -> None:
+    """Checkpoints edited after they were written: settings that no longer match the weights."""
+    import torch
+
+    from embedder.backbones import build_backbone
+    from embedder.checkpoint import model_fingerprint, save_checkpoint
+    from embedder.preprocess import Preprocessing
+
+    spec = {"name": "smallcnn", "kwargs": {"in_channels": 3, "width": 4, "grid": 1}}
+    good = save_checkpoint(folder / "small-model.pt", backbone_spec=spec, backbone=build_backbone("smallcnn", **spec["kwargs"]),
+                           preprocessing=Preprocessing(size=32, channels=3), categories=["hostile"], config={})
+    original = torch.load(folder / "small-model.pt", weights_only=True)
+    assert original["fingerprint"] == good
+
+    def variant(name: str, description: str, error: str, refingerprint: bool = True, **changes) -> None:
+        payload = {**original, **changes}
+        if refingerprint:  # consistent with itself: only the deeper checks can refuse it
+            payload["fingerprint"] = model_fingerprint(payload["backbone"], payload["backbone_state"],
+                                                       payload["preprocessing"])
+        torch.save(payload, folder / name)
+        corpus[name] = HostileFile(name, folder / name, "checkpoint", description, error=error)
+
+    variant("settings-changed.pt", "the backbone's settings changed (grid 1 -> 2), the fingerprint copied",
+            "was changed after it was written", refingerprint=False,
+            backbone={"name": "smallcnn", "kwargs": {**spec["kwargs"], "grid": 2}})
+    variant("unknown-backbone.pt", "a backbone name this product does not know", "is not one this product knows",
+            backbone={"name": "vit_giant", "kwargs": {}})
+    variant("unknown-preprocessing.pt", "a preprocessing key this product does not know",
+            "settings this product does not know", preprocessing={**original["preprocessing"], "gamma": 2.2})
+    variant("wrong-shapes.pt", "weights of a narrower network than its settings say",
+            "weights do not fit", backbone={"name": "smallcnn", "kwargs": {**spec["kwargs"], "width": 8}})
+
+
 def hostile_images(corpus: dict[str, HostileFile]) -> list[HostileFile]:
+    """The small hostile image files: any door that takes an upload or a path can be given these."""
     return [f for f in corpus.values() if f.kind == "image"]
+
+
+def large_hostile_images(corpus: dict[str, HostileFile]) -> list[HostileFile]:
+    return [f for f in corpus.values() if f.kind == "large image"]
+
+
+def hostile_paths(corpus: dict[str, HostileFile]) -> list[HostileFile]:
+    return [f for f in corpus.values() if f.kind == "path"]
+
+
+def _add_broken_metadata(image, rotated: Image.Image) -> None:
+    """Broken EXIF in PNG, WebP and JPEG; a PNG whose ICC profile inflates to 4 MB."""
+    garbage = b"XX not a TIFF header, whatever an editor wrote here"
+    expect = {"size": (40, 20), "pixels": (((5, 10), RED), ((34, 10), BLUE))}  # orientation ignored, pixels kept
+    image("broken-exif.png", _encode(rotated, "PNG", exif=garbage), "a PNG whose eXIf chunk is not TIFF data", **expect)
+    image("broken-exif.webp", _encode(rotated, "WEBP", lossless=True, exif=garbage),
+          "a WebP whose EXIF chunk is not TIFF data", **expect)
+    image("broken-exif.jpg", _encode(rotated, "JPEG", quality=95, exif=b"Exif\x00\x00" + garbage),
+          "a JPEG whose APP1 EXIF block is not TIFF data", **expect)
+    profile = _png_chunk(b"iCCP", b"huge\x00\x00" + zlib.compress(bytes(4 * 1024 * 1024), 9))
+    first_row = np.repeat(np.array([RED, BLUE], np.uint8), 20, axis=0).tobytes()
+    image("huge-icc.png", _png(40, 20, 8, 2, first_row, profile),
+          "a PNG whose ICC profile inflates to 4 MB (PIL refuses more than 1 MB of compressed metadata)", **expect)
+
+
+def _add_near_limit(corpus: dict[str, HostileFile], images: Path) -> None:
+    """16-bit and 32-bit images just under the pixel limit; huge EXIF and ICC blobs."""
+    side = NEAR_LIMIT_SIDE
+
+    def large(name: str, data: bytes, description: str, **expect) -> None:
+        path = images / name
+        path.write_bytes(data)
+        corpus[name] = HostileFile(name, path, "large image", description, **expect)
+
+    shrunk = {"size": (2048, 2048), "pixels": (((2, 1000), (0, 0, 0)), ((2045, 1000), WHITE))}
+    large("grey16-49mpx.png", grey16_png(side), f"a {side}x{side} 16-bit grey PNG (49 Mpx) of about 130 KB",
+          **shrunk)
+    large("float32-49mpx.tif", float32_tiff(side), f"a {side}x{side} 32-bit float TIFF (49 Mpx) of about 80 KB",
+          **shrunk)
+    tiff = b"II*\x00\x08\x00\x00\x00\x01\x00\x12\x01\x03\x00\x01\x00\x00\x00\x06\x00\x00\x00\x00\x00\x00\x00"
+    blob = tiff + bytes(8 * 1024 * 1024)  # orientation 6, then 8 MB of padding
+    sideways = Image.new("RGB", (40, 20), RED)
+    sideways.paste(BLUE, (20, 0, 40, 20))
+    large("huge-exif.png", _encode(sideways, "PNG", exif=blob), "a PNG with an 8 MB EXIF block (orientation 6)",
+          size=(20, 40), pixels=(((10, 5), RED), ((10, 34), BLUE)))
+    profile = bytes(range(256)) * (2 * 1024 * 1024 // 256)  # 2 MB, in 32 APP2 segments
+    large("huge-icc.jpg", _encode(sideways, "JPEG", quality=95, icc_profile=profile),
+          "a JPEG with a 2 MB ICC profile", size=(40, 20), pixels=(((5, 10), RED),))
+
+
+def _add_hostile_paths(corpus: dict[str, HostileFile], images: Path, outside: Path) -> None:
+    """Links to device files and outside the root; names with .., a newline, unicode; a name too long."""
+    def path(name: str, file_name: str, description: str, **expect) -> Path:
+        where = images / file_name
+        corpus[name] = HostileFile(name, where, "path", description, **expect)
+        return where
+
+    path("link-to-proc-mem.png", "link-to-proc-mem.png", "a symbolic link to /proc/self/mem",
+         error="system file").symlink_to("/proc/self/mem")
+    path("link-to-dev-zero.jpg", "link-to-dev-zero.jpg", "a symbolic link to /dev/zero (endless zeros)",
+         error="system file").symlink_to("/dev/zero")
+    path("link-outside-root.png", "link-outside-root.png",
+         "a symbolic link to an image outside the catalog root (followed: see docs/hostile-input.md)",
+         size=(48, 32)).symlink_to(outside / "sentinel.png")
+    photo = _encode(_photo(), "JPEG", quality=90)
+    for name, description in (("..dots..in-name.jpg", "a file name with '..' in it (not a parent folder)"),
+                              ("new\nline.jpg", "a file name with a newline in it"),
+                              ("unicodé-鞋-👟.jpg", "a file name with accents, CJK and an emoji")):
+        path(name, name, description, size=(48, 32)).write_bytes(photo)
+    path("name-longer-than-name-max.jpg", "x" * (NAME_MAX + 45) + ".jpg",
+         f"a manifest row whose file name is longer than the file system allows ({NAME_MAX} bytes)",
+         error="File name too long")

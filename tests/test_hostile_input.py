@@ -16,7 +16,8 @@ from streamlit.testing.v1 import AppTest
 
 from embedder.checkpoint import CheckpointError, load_checkpoint
 from embedder.images import ImageError, decode_image
-from hostile_corpus import HOSTILE_IMAGE_NAMES, hostile_images, make_hostile_corpus
+from hostile_corpus import (HOSTILE_IMAGE_NAMES, HOSTILE_PATH_NAMES, LARGE_IMAGE_NAMES, hostile_images, hostile_paths,
+                            large_hostile_images, make_hostile_corpus)
 from index.__main__ import main
 from index.catalog import Catalog
 from index.store import read_info
@@ -24,6 +25,8 @@ from index.store import read_info
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app" / "main.py")
 PIXEL_TOLERANCE = 40  # per channel: JPEG is lossy
+EVERY_IMAGE_NAME = HOSTILE_IMAGE_NAMES + LARGE_IMAGE_NAMES + HOSTILE_PATH_NAMES
+INCONSISTENT_CHECKPOINTS = ("settings-changed.pt", "unknown-backbone.pt", "unknown-preprocessing.pt", "wrong-shapes.pt")
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +45,11 @@ def assert_one_line_error(code: int, out: str, err: str, fragment: str) -> None:
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
     assert fragment in err, err
     assert "Traceback" not in out + err
+
+
+def corpus_name(corpus, path: str) -> str:
+    """The corpus entry of a file named in a catalog's list of skipped files."""
+    return next(name for name, f in corpus.items() if f.path.name == Path(path).name)
 
 
 def assert_decoded_as_promised(image, expected) -> None:
@@ -73,24 +81,66 @@ def files_opened_under(folder: Path):
 
 def test_the_corpus_holds_every_hostile_kind(corpus):
     assert sorted(f.name for f in hostile_images(corpus)) == sorted(HOSTILE_IMAGE_NAMES)
-    assert {f.kind for f in corpus.values()} == {"image", "manifest", "checkpoint"}
-    assert all(f.path.is_file() for f in corpus.values())
+    assert sorted(f.name for f in large_hostile_images(corpus)) == sorted(LARGE_IMAGE_NAMES)
+    assert sorted(f.name for f in hostile_paths(corpus)) == sorted(HOSTILE_PATH_NAMES)
+    assert {f.kind for f in corpus.values()} == {"image", "large image", "path", "manifest", "checkpoint"}
+    assert all(f.path.is_file() for f in corpus.values() if f.kind != "path")
     assert corpus["bomb.png"].path.stat().st_size < 1_000_000  # small on disk, 400 Mpx claimed
+    assert corpus["grey16-49mpx.png"].path.stat().st_size < 1_000_000  # 49 Mpx, under the limit
+    assert os.readlink(corpus["link-to-proc-mem.png"].path) == "/proc/self/mem"
+    assert len(corpus["name-longer-than-name-max.jpg"].path.name) > 255
 
 
 # ---------------------------------------------------------------- the one decoding path
 
-@pytest.mark.parametrize("name", HOSTILE_IMAGE_NAMES)
+@pytest.mark.parametrize("name", EVERY_IMAGE_NAME)
 def test_decode_image_refuses_or_decodes_as_the_corpus_states(corpus, name):
     expected = corpus[name]
+    as_bytes = expected.kind != "path"  # uploads arrive as bytes; path hostility needs a path
     if expected.refused:
-        with pytest.raises(ImageError, match=expected.error):
+        with pytest.raises(ImageError, match=expected.error) as refused:
             decode_image(expected.path)
-        with pytest.raises(ImageError, match=expected.error):  # uploads arrive as bytes
-            decode_image(expected.path.read_bytes())
+        assert len(str(refused.value).splitlines()) == 1
+        if as_bytes:
+            with pytest.raises(ImageError, match=expected.error):
+                decode_image(expected.path.read_bytes())
     else:
         assert_decoded_as_promised(decode_image(expected.path), expected)
-        assert_decoded_as_promised(decode_image(expected.path.read_bytes()), expected)
+        if as_bytes:
+            assert_decoded_as_promised(decode_image(expected.path.read_bytes()), expected)
+
+
+def test_a_file_name_with_a_newline_stays_on_one_line_in_messages(tmp_path):
+    missing = tmp_path / "two\nlines.jpg"
+    with pytest.raises(ImageError) as refused:
+        decode_image(missing)
+    assert "two\\x0alines.jpg" in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_a_fifo_is_refused_without_waiting_for_a_writer(tmp_path):
+    fifo = tmp_path / "photo.jpg"
+    os.mkfifo(fifo)
+    with pytest.raises(ImageError, match="device, pipe or socket"):
+        decode_image(fifo)
+
+
+@pytest.mark.parametrize("name", ["grey16-49mpx.png", "float32-49mpx.tif"])
+def test_images_just_under_the_pixel_limit_decode_within_the_memory_budget(corpus, name):
+    """A fresh process, so its peak memory is this decode's. Decoded at full size and converted
+    through float64 these took 890 MB (16-bit) and 990 MB (32-bit float); the budget is the
+    4 bytes a pixel PIL needs to decode them (196 MB) and the reduced copies."""
+    script = ("import resource, sys\n"
+              "from embedder.images import decode_image\n"
+              "data = open(sys.argv[1], 'rb').read()\n"
+              "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+              "image = decode_image(data)\n"
+              "print(image.size, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(corpus[name].path)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    size, grown_kb = done.stdout.rsplit(" ", 1)
+    assert size.strip() == "(2048, 2048)"
+    assert int(grown_kb) < 300_000, f"decoding {name} raised peak memory by {int(grown_kb) // 1024} MB"
 
 
 def test_the_bomb_is_refused_before_its_pixels_are_allocated(corpus):
@@ -149,14 +199,14 @@ def test_cli_search_with_the_malicious_model_is_refused(corpus, tiny_shop, capsy
 
 # ---------------------------------------------------------------- the CLI
 
-@pytest.mark.parametrize("name", HOSTILE_IMAGE_NAMES)
+@pytest.mark.parametrize("name", EVERY_IMAGE_NAME)
 def test_cli_search_answers_every_hostile_photo(corpus, tiny_shop, capsys, name):
     expected = corpus[name]
     code, out, err = cli(capsys, "search", "--catalog", tiny_shop.catalog, "--model", tiny_shop.model,
                          "--image", expected.path, "--k", "3")
     if expected.refused:
         assert_one_line_error(code, out, err, expected.error)
-        assert name in err  # the message names the file
+        assert expected.path.name in err  # the message names the file
     else:
         assert code == 0 and "3 results over" in out and "Traceback" not in err
 
@@ -175,13 +225,13 @@ def test_cli_build_indexes_the_good_files_and_lists_the_bad_with_reasons(corpus,
     code, stdout, err = cli(capsys, "build", "--manifest", manifest.path, "--model", tiny_shop.model, "--out", out)
     assert code == 0 and "Traceback" not in err
     info = read_info(out)
-    reasons = {Path(entry["path"]).name: entry["reason"] for entry in info["skipped"]}
+    reasons = {corpus_name(corpus, entry["path"]): entry["reason"] for entry in info["skipped"]}
     assert sorted(reasons) == manifest.extra["bad"]
     for name, reason in reasons.items():
         assert corpus[name].error in reason, (name, reason)
-        assert name in stdout  # the command lists what it skipped
+        assert corpus[name].path.name[:40] in stdout  # the command lists what it skipped
     catalog = Catalog.load(out)
-    assert sorted(Path(p).name for p in catalog.metadata["path"]) == manifest.extra["good"]
+    assert sorted(map(str, catalog.metadata["product_id"])) == manifest.extra["good"]
     assert catalog.embeddings.shape[0] == len(manifest.extra["good"])
     assert np.isfinite(np.asarray(catalog.embeddings)).all()
 
@@ -198,11 +248,15 @@ def test_cli_add_adds_the_good_files_and_lists_the_bad_with_reasons(corpus, tiny
     code, stdout, err = cli(capsys, "add", "--catalog", out, "--manifest", manifest.path)
     assert code == 0 and "Traceback" not in err
     catalog = Catalog.load(out)
-    assert sorted(Path(p).name for p in catalog.metadata["path"]) == manifest.extra["good"]
-    skipped = {Path(entry["path"]).name: entry["reason"] for entry in catalog.info["skipped"]}
+    assert sorted(map(str, catalog.metadata["product_id"])) == manifest.extra["good"]
+    skipped = {corpus_name(corpus, entry["path"]): entry["reason"] for entry in catalog.info["skipped"]}
     assert sorted(skipped) == manifest.extra["bad"]
-    assert all(corpus[name].error in reason for name, reason in skipped.items())
-    assert all(name in stdout for name in manifest.extra["bad"])
+    for name, reason in skipped.items():
+        # `add` looks at each path before decoding it (to skip files it already holds), so path
+        # hostility gets that look's words ("file not readable: ...") rather than the decoder's.
+        expected = corpus[name].error if corpus[name].kind != "path" else ""
+        assert expected in reason and reason and "\n" not in reason, (name, reason)
+    assert all(corpus[name].path.name[:40] in stdout for name in manifest.extra["bad"])
 
 
 def test_cli_refuses_manifests_reaching_outside_the_catalog_root(corpus, tiny_shop, capsys, tmp_path):
@@ -283,3 +337,95 @@ def test_app_refuses_the_malicious_model_without_running_it(corpus, tiny_shop, m
     at.switch_page("pages/quality.py").run()
     assert not at.exception
     assert not evil.marker.exists()
+
+
+# ---------------------------------------------------------------- checkpoints edited after writing
+
+@pytest.mark.parametrize("name", INCONSISTENT_CHECKPOINTS)
+def test_a_checkpoint_edited_after_writing_is_refused_with_the_reason(corpus, name):
+    from embedder.embed import Embedder
+
+    expected = corpus[name]
+    with pytest.raises(CheckpointError, match=expected.error) as refused:
+        Embedder.from_checkpoint(expected.path)
+    assert len(str(refused.value).splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", INCONSISTENT_CHECKPOINTS)
+def test_cli_build_with_an_edited_checkpoint_is_refused_in_one_line(corpus, capsys, tmp_path, name):
+    expected = corpus[name]
+    out = tmp_path / "catalog"
+    assert_one_line_error(*cli(capsys, "build", "--manifest", corpus["manifest.csv"].path, "--model", expected.path,
+                               "--out", out), expected.error)
+    assert not (out / "catalog.json").exists()
+
+
+def test_the_api_refuses_to_start_with_an_edited_checkpoint(corpus, tiny_shop, capsys):
+    pytest.importorskip("fastapi")
+    from app import api
+
+    assert api.main(["--catalog", str(tiny_shop.catalog), "--model", str(corpus["settings-changed.pt"].path)]) == 2
+    assert "was changed after it was written" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the HTTP API
+
+@pytest.fixture(scope="module")
+def api_client(tiny_shop):
+    pytest.importorskip("fastapi")
+    import warnings
+
+    from app import api
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*httpx2")
+        from fastapi.testclient import TestClient
+    with TestClient(api.create_app(tiny_shop.catalog, tiny_shop.model)) as client:
+        yield client
+
+
+def test_api_upload_without_a_file_name_gets_a_clear_422_without_its_bytes(api_client, tiny_shop):
+    secret = b"\x89PNG-private-bytes-of-someone-else"
+    response = api_client.post("/search", files={"image": ("", secret)}, data={"k": "3"})
+    assert response.status_code == 422
+    assert "with a file name" in str(response.json()["detail"])
+    assert "private-bytes" not in response.text
+
+
+def test_api_health_embeds_a_photo_before_it_says_ok(api_client, monkeypatch):
+    assert api_client.get("/health").json()["status"] == "ok"
+    service = api_client.app.state.live.service
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("shape '[1, 512]' is invalid for input of size 128")
+
+    monkeypatch.setattr(service, "embed", broken)
+    response = api_client.get("/health")
+    assert response.status_code == 503 and response.json()["status"] == "error"
+    assert "can't embed a photo" in response.json()["embedding_error"]
+
+
+def test_api_under_16_clients_answers_every_hostile_photo_and_a_good_query_after(corpus, tiny_shop):
+    """A real server (uvicorn, one worker): a 500 would close keep-alive connections and reset others."""
+    pytest.importorskip("fastapi")
+    import httpx
+    from concurrent.futures import ThreadPoolExecutor
+
+    from benchmarks.loadtest import serve, wait_until_up
+
+    uploads = [f for f in hostile_images(corpus) + large_hostile_images(corpus)]
+    with serve(tiny_shop.catalog, tiny_shop.model) as (url, process):
+        wait_until_up(url, process)
+        with httpx.Client(base_url=url, timeout=120, limits=httpx.Limits(max_connections=16)) as http:
+            def ask(hostile):
+                return hostile, http.post("/search", files={"image": (hostile.path.name, hostile.path.read_bytes())},
+                                          data={"k": "3"})
+            with ThreadPoolExecutor(16) as pool:
+                answers = list(pool.map(ask, uploads * 2))
+            for hostile, response in answers:
+                if hostile.refused:
+                    assert response.status_code == 422 and hostile.error in response.json()["detail"], hostile.name
+                else:
+                    assert response.status_code == 200 and len(response.json()["results"]) == 3, hostile.name
+            good = http.post("/search", files={"image": ("plain.jpg", corpus["plain.jpg"].path.read_bytes())},
+                             data={"k": "3"})
+            assert good.status_code == 200 and http.get("/health").json()["status"] == "ok"
