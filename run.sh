@@ -2,7 +2,8 @@
 # One command for each promise of the README:
 #   ./run.sh        set up (first time) and open the search UI on the default catalog
 #   ./run.sh test   set up (first time) and run the test suite
-# Environment: PORT (8501), ADDRESS (127.0.0.1), PYTHON (python3), VENV (.venv).
+# Environment: PORT (8501), ADDRESS (127.0.0.1), PYTHON (python3), VENV (.venv), COINSP_ADMIN_TOKEN
+# (catalog management; made for this run when ADDRESS is a loopback address), COINSP_DATA_ROOT.
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
@@ -13,7 +14,21 @@ DATA_SOURCE=/usr/share/datasets/fashion-mnist
 MODEL=models/coinsp-fmnist.pt
 CATALOG=catalogs/fashion-mnist-test
 
+MAX_UPLOAD_MB=20
+
 step() { printf '\n==> %s\n' "$*"; }
+
+catalog_manager_token() {  # catalog management needs COINSP_ADMIN_TOKEN (app/settings.py)
+  if [ -n "${COINSP_ADMIN_TOKEN:-}" ]; then return 0; fi
+  case "$ADDRESS" in
+    127.*|localhost|::1|'[::1]')
+      COINSP_ADMIN_TOKEN=$("$VENV/bin/python" -c 'import secrets; print(secrets.token_urlsafe(24))')
+      export COINSP_ADMIN_TOKEN
+      echo "Catalog management token for this run (enter it on the Catalog page): $COINSP_ADMIN_TOKEN" ;;
+    *)
+      echo "note: serving on $ADDRESS without COINSP_ADMIN_TOKEN: the app serves search only (set it to manage the catalog)" >&2 ;;
+  esac
+}
 
 install_python_packages() {
   local requirements=$1
@@ -54,8 +69,12 @@ case "${1:-app}" in
     "$VENV/bin/python" -m index import-fashion-mnist --out data/fashion-mnist --split test \
       ${FASHION_MNIST_SOURCE:+--source "$FASHION_MNIST_SOURCE"}
     "$VENV/bin/python" -m index ensure --manifest data/fashion-mnist/test/manifest_store.csv --model "$MODEL" --out "$CATALOG"
+    catalog_manager_token
     step "Starting the search UI on http://$ADDRESS:$PORT (Ctrl-C stops it)"
-    exec "$VENV/bin/streamlit" run app/main.py --server.address "$ADDRESS" --server.port "$PORT" --server.headless true
+    # The server settings are passed here, not only in .streamlit/config.toml (read from the
+    # working folder only): the app refuses to serve without an address and the upload cap.
+    exec "$VENV/bin/streamlit" run app/main.py --server.address "$ADDRESS" --server.port "$PORT" \
+      --server.headless true --server.maxUploadSize "$MAX_UPLOAD_MB"
     ;;
   test)
     install_python_packages requirements-dev.txt

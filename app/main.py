@@ -16,6 +16,7 @@ if str(ROOT) not in sys.path:  # `streamlit run app/main.py` only puts app/ on t
 import streamlit as st  # noqa: E402
 
 from app.components import catalog_stamp, settings  # noqa: E402
+from app.settings import server_settings_problem  # noqa: E402
 
 st.set_page_config(page_title="Visual search", page_icon=":material/image_search:", layout="wide")
 
@@ -32,6 +33,13 @@ for key in ("search_k", "search_category", "search_hide_duplicates", "search_dup
             "search_mode", "search_item"):
     if key in st.session_state:
         st.session_state[key] = st.session_state[key]
+
+# Started from another folder, Streamlit has not read .streamlit/config.toml: it would listen on
+# every interface and take 200 MB uploads. Refuse to serve rather than serve that way.
+problem = server_settings_problem(st.get_option)
+if problem:
+    st.error(problem, icon=":material/error:")
+    st.stop()
 
 cfg = settings()
 with st.sidebar:

@@ -16,10 +16,23 @@ from index.evaluation import recall_at_k
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
 TIMEOUT = 60
+MANAGER_TOKEN = "a-test-token-for-catalog-managers"
+
+
+@pytest.fixture(autouse=True)
+def catalog_manager(monkeypatch, tmp_path_factory):
+    """These tests use the app as a catalog manager (tests/test_app_roles.py: as a shopper), over
+    files in pytest's temporary folders."""
+    monkeypatch.setenv("COINSP_ADMIN_TOKEN", MANAGER_TOKEN)
+    monkeypatch.setenv("COINSP_DATA_ROOT", str(tmp_path_factory.getbasetemp()))
 
 
 def start(page: str | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    from app.roles import SIGNED_IN_KEY, token_digest
+
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.session_state[SIGNED_IN_KEY] = token_digest(MANAGER_TOKEN)  # signed in (the form: test_app_roles.py)
+    at.run()
     assert not at.exception, at.exception
     if page:
         at.switch_page(f"pages/{page}.py").run()

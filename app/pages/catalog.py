@@ -12,6 +12,8 @@ import pandas as pd
 import streamlit as st
 
 from app import components as ui
+from app.roles import catalog_manager_gate
+from app.settings import OutsideDataRootError, inside_data_root
 from embedder.checkpoint import CheckpointError, load_checkpoint
 from embedder.images import ImageError
 from index.add import add_to_catalog
@@ -129,7 +131,9 @@ def add_form(folder: Path, model: Path) -> None:
                                     "manifest. Images must lie below the catalog's image folder.")
         submitted = st.form_submit_button("Add images", icon=":material/add_photo_alternate:", key="add_submit")
         if submitted and source.strip():
-            path = Path(source.strip()).expanduser()
+            path = confined(source.strip())
+            if path is None:
+                return
             where = {"images": path} if path.is_dir() else {"manifest": path}
             run_operation("Adding images", add_to_catalog, folder, model=model if model.is_file() else None, **where)
 
@@ -174,12 +178,24 @@ def build_form(folder: Path, model: Path, info: dict | None) -> None:
             if not replace:
                 st.warning("Tick *Replace the current catalog* to build over it.")
                 return
-            run_operation("Building", build_catalog, Path(manifest.strip()).expanduser(), model, folder,
-                          overwrite=info is not None)
+            path = confined(manifest.strip())
+            if path is not None:
+                run_operation("Building", build_catalog, path, model, folder, overwrite=info is not None)
+
+
+def confined(typed: str) -> Path | None:
+    """The typed path if it lies inside the app's data root; None after saying why not (nothing read)."""
+    try:
+        return inside_data_root(typed, ui.settings().data_root)
+    except OutsideDataRootError as exc:
+        st.error(f"{exc}", icon=":material/block:")
+        return None
 
 
 def page() -> None:
     st.title("Catalog")
+    if not catalog_manager_gate():  # shoppers: no status of server files, no way to change anything
+        return
     cfg = ui.settings()
     st.caption(f"`{cfg.catalog}` · model `{cfg.model}`")
     last_report()
