@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -33,12 +34,18 @@ class UnusablePhotoError(ImageError):
 class DomainSettings:
     """The measured parameters of the normalisation (chosen on held-out rendered photos)."""
     min_contrast: float = 0.05  # colour distance from the background that counts as product (0..1)
-    noise_factor: float = 2.0  # ... or this many times the border's own noise, whichever is larger
+    # The background is a plane per channel plus a palette of the border's colours around it
+    # (the tones of a striped or blotchy table): a pixel is product when it is farther from every
+    # palette colour than palette_factor x the palette_quantile of the border's own distances.
+    palette_size: int = 8
+    palette_quantile: float = 0.98
+    palette_factor: float = 1.5
     clutter_noise: float = 0.04  # border noise above this: the background is cluttered
     min_region_share: float = 0.02  # regions smaller than this share of the foreground are specks
     # On a cluttered backdrop: "region-mask" = the chosen product region, everything else set to
     # background; "region" = its bounding box only; "frame" = no crop (the whole photo).
-    clutter_crop: str = "region"
+    clutter_crop: str = "region-mask"
+    context: float = 0.25  # with a query region: background measured this share of it around it
 
 
 @dataclass
@@ -113,31 +120,62 @@ def _spread(values: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(values - np.median(values)))) if values.size else 0.0
 
 
-def analyse(image: Image.Image, settings: DomainSettings = DomainSettings()) -> Analysis:
-    """Background, clutter and the product's extent of one photo."""
+def palette(values: np.ndarray, size: int) -> np.ndarray:
+    """k-means colours (size, 3) of values (n, 3): OpenCV's k-means++, seeded the same way for
+    every photo so one photo always gives one answer."""
+    cv2.setRNGSeed(0)
+    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 10, 1e-3)
+    _, _, centres = cv2.kmeans(np.ascontiguousarray(values, np.float32), min(size, len(values)), None,
+                               criteria, 1, cv2.KMEANS_PP_CENTERS)
+    return centres
+
+
+def background_distance(pixels: np.ndarray, background: np.ndarray, settings: DomainSettings) -> tuple[np.ndarray, float]:
+    """Each pixel's colour distance from the background (the plane plus the border's palette of
+    tones around it), and the distance above which a pixel counts as product."""
+    h, w, _ = pixels.shape
+    residual = (pixels - background).reshape(-1, 3)
+    border = _border(h, w).reshape(-1)
+    centres = palette(residual[border], settings.palette_size)
+    distance = np.full(h * w, np.inf, np.float32)
+    for centre in centres:  # one pass per colour: no (pixels x colours x 3) array
+        np.minimum(distance, np.linalg.norm(residual - centre, axis=1), out=distance)
+    threshold = settings.palette_factor * float(np.quantile(distance[border], settings.palette_quantile))
+    return distance.reshape(h, w), max(settings.min_contrast, threshold)
+
+
+def analyse(image: Image.Image, settings: DomainSettings = DomainSettings(),
+            within: tuple[float, float, float, float] | None = None) -> Analysis:
+    """Background, clutter and the product's extent of one photo.
+
+    within: the shopper's query region (fractions of the photo): the product is whatever stands
+    out inside it, measured against the background around it."""
     pixels = shrink(image)
     h, w, _ = pixels.shape
     planes, noise, _ = fit_background(pixels)
     result = Analysis(planes, noise, False, None, None, 0.0)
     background = result.background_at(np.linspace(0, 1, w), np.linspace(0, 1, h))
-    distance = np.linalg.norm(pixels - background, axis=2)
-    result.contrast = float(distance.max())
-    threshold = max(settings.min_contrast, settings.noise_factor * noise)
+    result.contrast = float(np.linalg.norm(pixels - background, axis=2).max())
+    distance, threshold = background_distance(pixels, background, settings)
     foreground = distance > threshold
     result.cluttered = noise > settings.clutter_noise  # a textured or busy backdrop
-    if result.cluttered and settings.clutter_crop == "frame":
+    if result.cluttered and settings.clutter_crop == "frame" and within is None:
         result.box = (0.0, 0.0, 1.0, 1.0)
         return result
-    if result.cluttered:  # the product is one region among others: choose it, mask the rest
+    if within is not None:  # the shopper chose: everything that stands out inside the region
+        inside = np.zeros((h, w), bool)
+        inside[int(within[1] * h):int(np.ceil(within[3] * h)), int(within[0] * w):int(np.ceil(within[2] * w))] = True
+        foreground &= inside
+        chosen = foreground & ~specks(foreground, settings.min_region_share)
+        if not chosen.any():
+            result.box = within
+            return result
+    else:  # the product is one region among others (a plain backdrop may hold a stray thing too)
         chosen = product_region(foreground, min_share=settings.min_region_share)
         if chosen is None:
             return result
-        if settings.clutter_crop == "region-mask":
-            result.mask = fill_holes(dilate(chosen, 1))
-    else:  # a plain backdrop: everything that stands out (a sandal's straps are separate pieces)
-        chosen = foreground & ~specks(foreground, settings.min_region_share)
-        if not chosen.any():
-            return result
+    if result.cluttered and settings.clutter_crop == "region-mask":
+        result.mask = fill_holes(dilate(chosen, 1))
     ys, xs = np.nonzero(chosen)
     # On a shrunk photo the product's edge lies somewhere inside the outermost marked pixel
     # (only part of it is product): take its middle. A photo at full size keeps whole pixels.
@@ -163,7 +201,7 @@ def _placement(box, width: int, height: int, size: int, margin: float):
     """Pixel crop (left, top, right, bottom) of the product and its square side in photo pixels;
     None when the photo is already square, trimmed and centred to within one output pixel."""
     x0, y0, x1, y1 = box[0] * width, box[1] * height, box[2] * width, box[3] * height
-    side = max(x1 - x0, y1 - y0) / max(1e-6, 1.0 - 2 * margin)
+    side = max(1.0, x1 - x0, y1 - y0) / max(1e-6, 1.0 - 2 * margin)
     pixel = max(width, height) / size  # one output pixel, in photo pixels
     if (abs(width - height) <= pixel and side >= max(width, height) - pixel
             and abs((x0 + x1) / 2 - width / 2) <= pixel and abs((y0 + y1) / 2 - height / 2) <= pixel):
@@ -172,13 +210,29 @@ def _placement(box, width: int, height: int, size: int, margin: float):
     return (left, top, max(left + 1, int(np.ceil(x1))), max(top + 1, int(np.ceil(y1)))), side
 
 
+def with_context(image: Image.Image, region: tuple[int, int, int, int], share: float):
+    """The query region (whole pixels) with `share` of its size around it, and where the region
+    lies in that view (fractions): the background is measured on what surrounds the product."""
+    x0, y0, x1, y1 = region
+    dx, dy = round((x1 - x0) * share), round((y1 - y0) * share)
+    view = (max(0, x0 - dx), max(0, y0 - dy), min(image.width, x1 + dx), min(image.height, y1 + dy))
+    vw, vh = view[2] - view[0], view[3] - view[1]
+    within = ((x0 - view[0]) / vw, (y0 - view[1]) / vh, (x1 - view[0]) / vw, (y1 - view[1]) / vh)
+    return image.crop(view), within
+
+
 def normalise(image: Image.Image, *, size: int, channels: int, polarity: str, margin: float = 0.0,
-              settings: DomainSettings = DomainSettings()) -> np.ndarray:
+              settings: DomainSettings = DomainSettings(), region: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """RGB photo -> uint8 (C, size, size) in the catalog's domain.
 
     polarity: "light-on-dark" (the product bright on black, Fashion-MNIST), "dark-on-light", or
-    "keep" (the photo's own colours; only trimmed and padded)."""
-    analysis = analyse(image, settings)
+    "keep" (the photo's own colours; only trimmed and padded).
+    region: the shopper's query region in whole pixels (embedder.regions.check_box): the product
+    is found inside it, the background measured around it."""
+    within = None
+    if region is not None:
+        image, within = with_context(image, region, settings.context)
+    analysis = analyse(image, settings, within)
     width, height = image.size
     placed = _placement(analysis.box, width, height, size, margin) if analysis.box else None
     if placed is None:  # nothing to trim: the whole frame, padded to a square

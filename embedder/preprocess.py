@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from embedder.domain import normalise as normalise_to_domain
-from embedder.regions import crop_to_box
+from embedder.regions import check_box, crop_to_box
 
 POLARITIES = ("light-on-dark", "dark-on-light", "keep")
 
@@ -52,10 +52,11 @@ class Preprocessing:
 
         box: the query region (x0, y0, x1, y1) in the image's pixels, applied first;
         embedder.regions.BoxError if it does not select part of the image."""
-        image = crop_to_box(image, box)
-        if self.domain:
+        if self.domain:  # the region's surroundings show what the background looks like
+            region = None if box is None else check_box(box, *image.size)
             return normalise_to_domain(image.convert("RGB"), size=self.size, channels=self.channels,
-                                       polarity=self.polarity, margin=self.margin)
+                                       polarity=self.polarity, margin=self.margin, region=region)
+        image = crop_to_box(image, box)
         image = image.convert("L") if self.channels == 1 else image.convert("RGB")
         if image.size != (self.size, self.size):
             image = image.resize((self.size, self.size), Image.Resampling.BILINEAR)

@@ -122,3 +122,55 @@ def test_a_blank_uniform_or_tiny_photo_is_refused(image, words):
 
 def test_a_photo_of_a_product_passes_the_check():
     assert check_photo(photo()).box is not None
+
+
+def striped_photo(product_box=(150, 90, 250, 230), clutter_box=(262, 100, 300, 140), width=400, height=300):
+    """A dark product on a striped table (two tones a plane cannot model) with a coloured thing
+    lying just beside it: the product's extent is known exactly."""
+    xs = np.arange(width)
+    stripes = np.where((xs // 12) % 2 == 0, 0.85, 0.62)
+    array = np.empty((height, width, 3), np.float32)
+    array[:] = stripes[None, :, None] * np.array([1.0, 0.95, 0.9])
+    x0, y0, x1, y1 = product_box
+    array[y0:y1, x0:x1] = (0.1, 0.1, 0.15)
+    cx0, cy0, cx1, cy1 = clutter_box
+    array[cy0:cy1, cx0:cx1] = (0.2, 0.6, 0.3)
+    return Image.fromarray((array * 255).astype(np.uint8))
+
+
+def test_a_striped_table_is_background_and_the_thing_beside_the_product_is_left_out():
+    analysis = analyse(striped_photo())
+    assert np.allclose(analysis.box, (150 / 400, 90 / 300, 250 / 400, 230 / 300), atol=0.02)
+
+
+def test_the_automatic_crop_leaves_out_a_region_lying_beside_the_product():
+    mask = np.zeros((100, 100), bool)
+    mask[30:75, 35:65] = True  # the product
+    mask[40:55, 68:80] = True  # a smaller thing three pixels to its right
+    chosen = product_region(mask)
+    assert chosen[50, 50] and not chosen[45, 70]
+
+
+def test_pieces_of_the_product_split_by_a_one_pixel_gap_stay_together():
+    mask = np.zeros((100, 100), bool)
+    mask[30:75, 35:49] = True
+    mask[30:75, 50:65] = True  # the same product, a faint one-pixel stripe through it
+    chosen = product_region(mask)
+    assert chosen[50, 40] and chosen[50, 60]
+
+
+def test_a_loose_query_region_on_a_striped_table_is_trimmed_to_the_product_inside_it():
+    image = striped_photo(clutter_box=(20, 20, 60, 60))
+    loose = FMNIST.to_uint8(image, box=(120, 60, 290, 260))[0]
+    tight = FMNIST.to_uint8(image, box=(150, 90, 250, 230))[0]
+    for out in (loose, tight):  # product 100 x 140: its height fills 28 px, its width 20 px
+        rows, columns = np.nonzero(out.max(axis=1) > 128)[0], np.nonzero(out.max(axis=0) > 128)[0]
+        assert (rows.min(), rows.max()) == (0, 27)
+        assert 19 <= len(columns) <= 21 and out[:, :columns.min() - 1].max() < 40
+
+
+def test_the_same_photo_always_gives_the_same_result():
+    image = striped_photo()
+    first = FMNIST.to_uint8(image)
+    normalise(photo(), size=28, channels=1, polarity="light-on-dark")  # another photo in between
+    assert np.array_equal(first, FMNIST.to_uint8(image))
