@@ -82,13 +82,11 @@ def catalog_items(catalog: Catalog) -> pd.DataFrame:
 
 def thumbnail(image: Image.Image, side: int = THUMB_SIDE) -> Image.Image:
     """Scale to `side` on the longest edge; tiny images (28 px) are enlarged with crisp pixels."""
-    scale = side / max(image.size)
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    if scale >= 1:
+    if side >= max(image.size):
         method = Image.Resampling.NEAREST if max(image.size) <= 64 else Image.Resampling.BICUBIC
     else:
         method = Image.Resampling.LANCZOS
-    return image.resize(size, method)
+    return ImageOps.contain(image, (side, side), method)
 
 
 # A perceptual blue -> cyan -> yellow -> red ramp (like "turbo"), as control points in [0, 1].

@@ -35,7 +35,7 @@ import numpy as np
 
 from app.api import is_loopback
 from app.settings import DEFAULT_CATALOG, DEFAULT_MODEL
-from embedder.files import atomic_path
+from embedder.files import atomic_path, markdown_table
 
 DEFAULT_OUT = Path("reports") / "api_load"
 QUERY_PHOTOS = 256  # distinct catalog photos the clients upload, read into memory once
@@ -250,16 +250,15 @@ def markdown(report: dict) -> str:
         f"{report['machine_before']['load_average']}, after {report['machine_after']['load_average']}; the clients "
         f"ran on the same machine and used {report['client_cpu_seconds']:.0f} CPU-seconds.",
         "",
-        "| requests | errors | throughput | p50 | p95 | p99 | max | p99 / p50 |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
-        f"| {r['requests']:,} | {r['errors']:,} | {r['throughput_rps']:.1f} req/s | {lat['p50']:.1f} ms | "
-        f"{lat['p95']:.1f} ms | {lat['p99']:.1f} ms | {lat['max']:.1f} ms | {r['p99_over_p50']:.2f} |",
+        markdown_table(["requests", "errors", "throughput", "p50", "p95", "p99", "max", "p99 / p50"],
+                       [[f"{r['requests']:,}", f"{r['errors']:,}", f"{r['throughput_rps']:.1f} req/s",
+                         f"{lat['p50']:.1f} ms", f"{lat['p95']:.1f} ms", f"{lat['p99']:.1f} ms", f"{lat['max']:.1f} ms",
+                         f"{r['p99_over_p50']:.2f}"]], align="rrrrrrrr"),
         "",
-        "| kind | requests | p50 | p95 | p99 |",
-        "|---|---:|---:|---:|---:|",
+        markdown_table(["kind", "requests", "p50", "p95", "p99"],
+                       [[kind, f"{st['requests']:,}", f"{st['p50']:.1f} ms", f"{st['p95']:.1f} ms", f"{st['p99']:.1f} ms"]
+                        for kind, st in by.items()]),
     ]
-    for kind, st in by.items():
-        lines.append(f"| {kind} | {st['requests']:,} | {st['p50']:.1f} ms | {st['p95']:.1f} ms | {st['p99']:.1f} ms |")
     server = ", ".join(f"{name} {value:.1f}" for name, value in r["server_timing_ms_p50"].items())
     first = r["photo_searches_finding_the_item_first"]
     goals = ", ".join(f"{name}: {'met' if ok else 'NOT met'}" for name, ok in r["goals"].items())

@@ -92,3 +92,12 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def markdown_table(header: list[str], rows: list[list], align: str | None = None) -> str:
+    """A Markdown table; `align` has one letter per column, l or r (default: first left, rest right)."""
+    align = align or "l" + "r" * (len(header) - 1)
+    rule = "|" + "|".join("---:" if a == "r" else "---" for a in align) + "|"
+    lines = ["| " + " | ".join(str(h) for h in header) + " |", rule]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)

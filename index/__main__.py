@@ -238,8 +238,8 @@ def cmd_ensure(args) -> int:
         return cmd_build(argparse.Namespace(**vars(args), overwrite=False))
     info = read_info(args.out)
     fingerprint = load_checkpoint(args.model)["fingerprint"]
-    if fingerprint != info["model_fingerprint"]:
-        print(f"the model changed ({info['model_fingerprint']} -> {fingerprint}): re-embedding the catalog")
+    if fingerprint != info.model_fingerprint:
+        print(f"the model changed ({info.model_fingerprint} -> {fingerprint}): re-embedding the catalog")
         _print_report(rebuild_catalog(args.out, model=args.model, index=args.index, memory_budget=args.memory_budget,
                                       precision=args.precision, progress=not args.quiet, lock_timeout=args.wait))
     report = add_to_catalog(args.out, args.manifest, model=args.model, progress=not args.quiet, lock_timeout=args.wait)
@@ -307,28 +307,27 @@ def cmd_evaluate(args) -> int:
 def cmd_info(args) -> int:
     info = read_info(args.catalog)
     if args.json:
-        print(json.dumps(info, indent=2))
+        print(json.dumps(info.to_dict(), indent=2))
         return 0
-    index = info["index"]
-    counts = info.get("counts", {})
+    index, counts = info.index, info.counts
     lines = [
-        f"catalog      {args.catalog} (version {info['version']}, built {info.get('built_at')})",
+        f"catalog      {args.catalog} (version {info.version}, built {info.built_at})",
         f"items        {counts.get('items', 0):,}" + (" — " + ", ".join(f"{k} {v:,}" for k, v in
                                                      counts.get("categories", {}).items()) if counts.get("categories") else ""),
         f"skipped      {counts.get('skipped', 0):,} file(s)",
-        f"model        {info.get('model_path')} (fingerprint {info['model_fingerprint']}, {info['feature_dim']}-d, "
-        f"{info.get('precision')})",
+        f"model        {info.model_path} (fingerprint {info.model_fingerprint}, {info.feature_dim}-d, "
+        f"{info.precision})",
         f"index        {index['factory']} {index.get('params') or ''}; recall@10 vs exact "
         f"{index.get('recall_at_10', float('nan')):.3f}",
         f"             {index.get('reason', '')}",
-        f"images       {info.get('root')}",
-        *([f"vectors      in the embedding shards {info['vectors']['folder']} ({info['vectors'].get('dtype')}); "
-           "the index's inverted lists are memory-mapped from disk"] if info.get("vectors") else []),
-        f"next id      {info.get('next_id')}",
-        f"memory       budget {format_size(info.get('memory_budget_bytes', 0))}",
+        f"images       {info.root}",
+        *([f"vectors      in the embedding shards {info.vectors.folder} ({info.vectors.dtype}); "
+           "the index's inverted lists are memory-mapped from disk"] if info.vectors else []),
+        f"next id      {info.next_id}",
+        f"memory       budget {format_size(info.memory_budget_bytes)}",
     ]
     print("\n".join(lines))
-    for entry in info.get("skipped", [])[:10]:
+    for entry in info.skipped[:10]:
         print(f"  skipped {entry['path']}: {entry['reason']}")
     return 0
 

@@ -51,7 +51,7 @@ def add_to_catalog(folder: str | os.PathLike, manifest: str | os.PathLike | None
     with catalog_lock(folder, "add", lock_timeout):
         catalog = Catalog.load(folder)
         refuse_on_disk(catalog, "add")
-        info, old_meta = dict(catalog.info), catalog.metadata.drop(columns=[IMAGE_PATH_COLUMN], errors="ignore")
+        info, old_meta = catalog.info.replace(), catalog.metadata.drop(columns=[IMAGE_PATH_COLUMN], errors="ignore")
         rel = relative_paths(table, manifest.parent.absolute(), catalog.root, known=old_meta[PATH_COLUMN].astype(str))
         table = table.assign(**{PATH_COLUMN: rel}).drop_duplicates(PATH_COLUMN, keep="first").reset_index(drop=True)
         row_of_path = dict(zip(old_meta[PATH_COLUMN].astype(str), range(len(old_meta))))
@@ -111,10 +111,10 @@ def add_to_catalog(folder: str | os.PathLike, manifest: str | os.PathLike | None
         report = UpdateReport("add", folder, unchanged=len(set(unchanged)),
                               skipped=[(p, r) for p, r in failures])
         if not updated and not new_js:
-            info_skipped = merge_skipped(info.get("skipped", []), failures)
+            info_skipped = merge_skipped(info.skipped, failures)
             report.items, report.wrote = len(old_meta), False
-            if info_skipped != info.get("skipped", []):
-                info.update(skipped=info_skipped, counts=counts(old_meta, info_skipped))
+            if info_skipped != info.skipped:
+                info.skipped, info.counts = info_skipped, counts(old_meta, info_skipped)
                 write_info(folder, info)
             report.seconds = time.perf_counter() - started
             return report
@@ -129,7 +129,7 @@ def add_to_catalog(folder: str | os.PathLike, manifest: str | os.PathLike | None
                 new_meta.at[r, column] = table.at[j, column]
             h, s, m = facts_of[j]
             new_meta.at[r, HASH_COLUMN], new_meta.at[r, SIZE_COLUMN], new_meta.at[r, MTIME_COLUMN] = h, s, m
-        first_id = int(info["next_id"])
+        first_id = int(info.next_id)
         added_rows = table.iloc[new_js].reset_index(drop=True)
         added_rows.insert(0, ID_COLUMN, np.arange(first_id, first_id + len(new_js), dtype=np.int64))
         added_rows[HASH_COLUMN] = [facts_of[j][0] for j in new_js]
@@ -151,7 +151,7 @@ def add_to_catalog(folder: str | os.PathLike, manifest: str | os.PathLike | None
             blocks.append(catalog.embeddings[at:])
         blocks.append(new_vectors)
 
-        record = dict(info["index"])
+        record = dict(info.index)
         rebuilt = False
         flat = stores_no_vectors(record["factory"])  # nothing to update: its vectors are embeddings.npy
         index = None if flat else catalog.index
@@ -166,19 +166,19 @@ def add_to_catalog(folder: str | os.PathLike, manifest: str | os.PathLike | None
             all_vectors = np.concatenate(blocks)
             index, record = build_index(IndexChoice.from_dict(record), all_vectors, new_meta, info, progress,
                                          tune=False)
-            record = {**info["index"], **{k: v for k, v in record.items() if k in ("build_seconds",)}}
+            record = {**info.index, **{k: v for k, v in record.items() if k in ("build_seconds",)}}
         elif not flat:
             index.add_with_ids(new_vectors, new_meta[ID_COLUMN].to_numpy(np.int64)[len(old_meta):])
         ok_paths = set(table[PATH_COLUMN].iloc[[j for _, j in updated] + new_js])
-        info_skipped = merge_skipped(info.get("skipped", []), failures, now_ok=ok_paths)
-        info.update(next_id=first_id + len(new_js), index=record, counts=counts(new_meta, info_skipped),
-                    skipped=info_skipped)
+        info_skipped = merge_skipped(info.skipped, failures, now_ok=ok_paths)
+        info.next_id, info.index = first_id + len(new_js), record
+        info.counts, info.skipped = counts(new_meta, info_skipped), info_skipped
         report.items, report.updated = len(new_meta), len(updated)
         report.reused = sum(1 for j in new_js if j not in vector_of)
         report.added = len(new_js) - report.reused
         report.index = record
-        info["last_operation"] = {"operation": "add", "added": report.added + report.reused,
+        info.last_operation = {"operation": "add", "added": report.added + report.reused,
                                   "updated": report.updated, "skipped": len(failures), "at": now()}
-        commit_catalog(folder, blocks, new_meta, index, info, info.get("version"))
+        commit_catalog(folder, blocks, new_meta, index, info, info.version)
     report.seconds = time.perf_counter() - started
     return report

@@ -20,60 +20,32 @@ import faiss
 import numpy as np
 import pandas as pd
 
-from index.choose import IndexChoice
+from index.description import CatalogInfo
 from index.evaluation import NpyRows, RecallReport, recall_at_k
 from index.manifest import CATEGORY_COLUMN, PATH_COLUMN, PRODUCT_COLUMN
 from index.search import SearchHits, search_vectors
-from index.shards import ShardVectors
-from index.store import (EMBEDDINGS_FILE, ID_COLUMN, IMAGE_PATH_COLUMN, INDEX_FILE, INTERNAL_COLUMNS, METADATA_FILE,
-                         RERANK_VECTORS_FILE, VECTOR_LOCATIONS_FILE, VERSIONS_DIR, CatalogError, UnknownItemError, add_vectors,
-                         read_index, read_info, stores_no_vectors)
-
-
-class IndexCodes:
-    """An on-disk catalog's vectors as its index stores them (decoded codes), indexed by row.
-
-    Scores against these are the index's own scores, so re-scoring keeps the index's order;
-    reading the full vectors from the shards for every result would cost a row group each.
-    """
-
-    def __init__(self, catalog: "Catalog"):
-        self.catalog = catalog
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return len(self.catalog.ids), self.catalog.dim
-
-    def __getitem__(self, rows) -> np.ndarray:
-        ids = np.ascontiguousarray(self.catalog.ids[rows], np.int64).reshape(-1)
-        if len(ids) == 0:
-            return np.zeros((0, self.catalog.dim), np.float32)
-        return self.catalog.index.reconstruct_batch(ids)
+from index.store import (ID_COLUMN, IMAGE_PATH_COLUMN, INDEX_FILE, INTERNAL_COLUMNS, METADATA_FILE, VERSIONS_DIR,
+                         CatalogError, UnknownItemError, add_vectors, read_index, read_info, stores_no_vectors)
+from index.vectors import open_vectors, scoring_vectors
 
 
 class Catalog:
     """A loaded catalog (no model needed): embeddings, metadata, info and the search index."""
 
-    def __init__(self, folder: Path | None, info: dict, embeddings: np.ndarray, metadata: pd.DataFrame,
+    def __init__(self, folder: Path | None, info: CatalogInfo, embeddings: np.ndarray, metadata: pd.DataFrame,
                  index: faiss.Index | None = None, index_path: Path | None = None,
                  rerank_vectors: np.ndarray | None = None):
         self.folder = None if folder is None else Path(folder)
         self.info = info
         self.embeddings = embeddings
-        # Results are re-scored with these: the stored vectors, or for an on-disk catalog (whose
-        # vectors are in shards, too slow to read per result) its float16 copy of them where it has
-        # one, else the vectors its index codes decode to.
-        self.on_disk = bool(info.get("vectors"))
-        if not self.on_disk:
-            self.scoring_vectors = embeddings
-        else:
-            self.scoring_vectors = IndexCodes(self) if rerank_vectors is None else rerank_vectors
+        self.on_disk = info.vectors is not None
+        self.scoring_vectors = scoring_vectors(self, embeddings, rerank_vectors, self.on_disk)  # see index.vectors
         self._index, self._index_path = index, index_path
-        self.choice = IndexChoice.from_dict(info["index"])
+        self.choice = info.choice
         self.ids = metadata[ID_COLUMN].to_numpy(np.int64)
         if len(self.ids) > 1 and not (np.diff(self.ids) > 0).all():
             raise CatalogError("catalog metadata is not sorted by id: the catalog is damaged; rebuild it")
-        root = info.get("root") or ""
+        root = info.root or ""
         self.metadata = metadata
         if PATH_COLUMN in metadata:
             self.metadata = metadata.assign(**{IMAGE_PATH_COLUMN: root.rstrip("/\\") + os.sep
@@ -89,26 +61,19 @@ class Catalog:
         folder = Path(folder)
         for attempt in range(3):
             info = read_info(folder)
-            version = folder / VERSIONS_DIR / info["version"]
-            rerank_vectors = None
+            version = folder / VERSIONS_DIR / info.version
             try:
-                if info.get("vectors"):  # on-disk catalog: the vectors stay in the embedding shards
-                    locations = np.load(version / VECTOR_LOCATIONS_FILE, mmap_mode="r" if mmap else None)
-                    embeddings = ShardVectors(info["vectors"]["folder"], info["vectors"]["files"],
-                                              info["feature_dim"], locations)
-                    if info["vectors"].get("rerank_copy"):
-                        rerank_vectors = np.load(version / RERANK_VECTORS_FILE, mmap_mode="r")
-                else:
-                    embeddings = np.load(version / EMBEDDINGS_FILE, mmap_mode="r" if mmap else None)
+                holdings = open_vectors(version, info, mmap)
+                embeddings, rerank_vectors = holdings.stored, holdings.rerank_copy
                 metadata = pd.read_parquet(version / METADATA_FILE)
                 if not (version / INDEX_FILE).is_file():
                     raise FileNotFoundError(version / INDEX_FILE)
                 break
             except FileNotFoundError:
-                if attempt == 2 or read_info(folder)["version"] == info["version"]:
-                    raise CatalogError(f"catalog {folder} is damaged: version {info['version']} is incomplete; "
+                if attempt == 2 or read_info(folder).version == info.version:
+                    raise CatalogError(f"catalog {folder} is damaged: version {info.version} is incomplete; "
                                        "rebuild it with `python -m index build`") from None
-        if len(metadata) != embeddings.shape[0] or embeddings.shape[1] != info["feature_dim"] or (
+        if len(metadata) != embeddings.shape[0] or embeddings.shape[1] != info.feature_dim or (
                 rerank_vectors is not None and rerank_vectors.shape != embeddings.shape):
             raise CatalogError(f"catalog {folder} is inconsistent ({len(metadata)} rows, embeddings "
                                f"{embeddings.shape}); run `python -m index rebuild --catalog DIR --reembed`")
@@ -138,15 +103,15 @@ class Catalog:
 
     @property
     def dim(self) -> int:
-        return int(self.info["feature_dim"])
+        return self.info.feature_dim
 
     @property
     def fingerprint(self) -> str:
-        return self.info["model_fingerprint"]
+        return self.info.model_fingerprint
 
     @property
     def root(self) -> Path:
-        return Path(self.info["root"])
+        return Path(self.info.root)
 
     def categories(self) -> list[str]:
         if CATEGORY_COLUMN not in self.metadata:

@@ -19,6 +19,8 @@ import numpy as np
 from faiss.contrib.exhaustive_search import knn_ground_truth
 import pandas as pd
 
+from embedder.files import markdown_table
+
 DEFAULT_KS = (1, 2, 4, 8, 10, 100)
 DEFAULT_BLOCK_SIZE = 4096
 # Rows of the gallery read at once. knn_ground_truth holds the block it searches and its copy in a
@@ -161,11 +163,9 @@ class RecallReport:
 
     def to_markdown(self) -> str:
         frame = self.to_frame()
-        header = ["category", *frame.columns]
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * len(frame.columns)) + "|"]
-        for category, row in frame.iterrows():
-            cells = [f"{row[c]:.4f}" if c.startswith("R@") else f"{int(row[c])}" for c in frame.columns]
-            lines.append("| " + " | ".join([str(category), *cells]) + " |")
+        rows = [[str(category), *(f"{row[c]:.4f}" if c.startswith("R@") else f"{int(row[c])}" for c in frame.columns)]
+                for category, row in frame.iterrows()]
+        lines = [markdown_table(["category", *frame.columns], rows)]
         notes = [f"{self.num_queries} queries, {self.num_gallery} gallery items."]
         if self.clamped_ks:
             used = ", ".join(f"R@{k} uses k={used}" for k, used in self.clamped_ks.items())

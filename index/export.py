@@ -80,7 +80,7 @@ def export_parquet(folder: str | os.PathLike, out: str | os.PathLike, *, rows_pe
     meta_schema = pa.Schema.from_pandas(metadata, preserve_index=False)
     fields = [meta_schema.field(ID_COLUMN), pa.field(VECTOR_COLUMN, pa.list_(pa.float32(), dim))]
     fields += [f for f in meta_schema if f.name != ID_COLUMN]
-    provenance = {"catalog_version": catalog.info["version"], "model_fingerprint": catalog.fingerprint,
+    provenance = {"catalog_version": catalog.info.version, "model_fingerprint": catalog.fingerprint,
                   "feature_dim": dim, "items": len(catalog)}
     schema = pa.schema(fields, metadata={PARQUET_KEY: json.dumps(provenance).encode()})
     written = Stage(as_callback(progress), "exporting to Parquet", len(catalog))
@@ -91,7 +91,7 @@ def export_parquet(folder: str | os.PathLike, out: str | os.PathLike, *, rows_pe
             table = table.add_column(1, schema.field(VECTOR_COLUMN), vector_array)
             writer.write_table(table.select(schema.names).cast(schema))
             written.advance(len(rows))
-    return ExportReport(str(out), len(catalog), dim, catalog.info["version"])
+    return ExportReport(str(out), len(catalog), dim, catalog.info.version)
 
 
 def read_parquet_export(path: str | os.PathLike) -> tuple[pd.DataFrame, np.ndarray, dict]:
@@ -196,5 +196,5 @@ def export_qdrant(folder: str | os.PathLike, client, collection: str, *, batch_s
     except _qdrant_errors() as exc:
         raise CatalogError(f"Qdrant refused or could not be reached: {str(exc).strip() or type(exc).__name__} "
                            "(upserts are idempotent: run the export again)") from None
-    return ExportReport(f"Qdrant collection {collection!r}", len(catalog), catalog.dim, catalog.info["version"],
+    return ExportReport(f"Qdrant collection {collection!r}", len(catalog), catalog.dim, catalog.info.version,
                         deleted=len(stale))

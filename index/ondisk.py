@@ -44,7 +44,8 @@ from embedder.progress import ProgressOption, Stage, as_callback
 from index.catalog import Catalog
 from index.choose import DEFAULT_MEMORY_BUDGET, RERANK_QUANTISED, choice_from_factory, choose_index, index_kind
 from index.operations import UpdateReport, counts, merge_skipped
-from index.store import (FORMAT, ID_COLUMN, INDEX_FILE, IVFDATA_FILE, METADATA_FILE, RERANK_VECTORS_FILE,
+from index.description import CatalogInfo, VectorShards
+from index.store import (ID_COLUMN, INDEX_FILE, IVFDATA_FILE, METADATA_FILE, RERANK_VECTORS_FILE,
                          VECTOR_LOCATIONS_FILE, CatalogError, ModelMismatchError, catalog_lock,
                          check_new_catalog_folder, commit_version, now, quiet_c_stdout, read_info_or_none,
                          write_metadata)
@@ -135,14 +136,13 @@ def build_from_shards(shards: str | os.PathLike, model: str | os.PathLike, out: 
             if copy is not None:
                 copy.flush()
             stages["add_s"] = time.perf_counter() - clock
-            info = {
-                "format": FORMAT, "model_fingerprint": fingerprint, "model_path": str(Path(model).absolute()),
-                "precision": shard_info.get("precision", "bf16"), "feature_dim": d, "created_at": now(),
-                "root": shard_info["root"], "manifest": shard_info.get("manifest"),
-                "memory_budget_bytes": budget, "next_id": int(shard_info["next_id"]),
-                "vectors": {"storage": "parquet shards", "folder": str(shards), "files": shard_info["files"],
-                            "dtype": shard_info.get("vector_dtype", "float32"), "rerank_copy": rerank_copy},
-            }
+            info = CatalogInfo(
+                model_fingerprint=fingerprint, model_path=str(Path(model).absolute()),
+                precision=shard_info.get("precision", "bf16"), feature_dim=d, created_at=now(),
+                root=shard_info["root"], manifest=shard_info.get("manifest"), memory_budget_bytes=budget,
+                next_id=int(shard_info["next_id"]), index={},
+                vectors=VectorShards(folder=str(shards), files=shard_info["files"],
+                                     dtype=shard_info.get("vector_dtype", "float32"), rerank_copy=rerank_copy))
             skipped = merge_skipped([], _skipped(shards))
 
             def write(staging: Path) -> None:
@@ -157,7 +157,7 @@ def build_from_shards(shards: str | os.PathLike, model: str | os.PathLike, out: 
                 merged.set_direct_map_type(faiss.DirectMap.Hashtable)
                 record = {**choice.to_dict(), "params": dict(choice.params), "on_disk": True,
                           "user_given": bool(index)}
-                probe = Catalog(None, {**info, "index": record}, vectors, metadata, merged, rerank_vectors=copy)
+                probe = Catalog(None, info.replace(index=record), vectors, metadata, merged, rerank_vectors=copy)
                 record.update(tune_search(probe, progress, stop_gain=TUNE_STOP_GAIN), params=dict(probe.choice.params))
                 stages["tune_s"] = time.perf_counter() - clock
                 record.update(build_seconds=round(sum(stages.values()), 3),
@@ -170,14 +170,14 @@ def build_from_shards(shards: str | os.PathLike, model: str | os.PathLike, out: 
                     _fsync(work / RERANK_VECTORS_FILE)
                     os.replace(work / RERANK_VECTORS_FILE, staging / RERANK_VECTORS_FILE)
                 # commit_version writes this info as catalog.json once the version is in place.
-                info.update(index=record, counts=counts(metadata, skipped), skipped=skipped,
-                            last_operation={"operation": "build-from-shards", "added": n, "skipped": len(skipped),
-                                            "at": now()})
+                info.index, info.counts, info.skipped = record, counts(metadata, skipped), skipped
+                info.last_operation = {"operation": "build-from-shards", "added": n, "skipped": len(skipped),
+                                       "at": now()}
 
             commit_version(out, write, info, previous)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    return UpdateReport("build-from-shards", out, items=n, added=n, skipped=skipped, index=info["index"],
+    return UpdateReport("build-from-shards", out, items=n, added=n, skipped=skipped, index=info.index,
                         seconds=time.perf_counter() - started)
 
 

@@ -19,8 +19,9 @@ from embedder.files import file_facts
 from embedder.progress import ProgressCallback, ProgressOption, Stage, as_callback
 from index.catalog import Catalog
 from index.choose import DEFAULT_MEMORY_BUDGET, IndexChoice, choice_from_factory, choose_index
+from index.description import CatalogInfo
 from index.manifest import CATEGORY_COLUMN, PATH_COLUMN, read_manifest, resolve_image_paths
-from index.store import (FORMAT, HASH_COLUMN, ID_COLUMN, IMAGE_PATH_COLUMN, MTIME_COLUMN, RESERVED_COLUMNS,
+from index.store import (HASH_COLUMN, ID_COLUMN, IMAGE_PATH_COLUMN, MTIME_COLUMN, RESERVED_COLUMNS,
                          SIZE_COLUMN, CatalogError, catalog_lock, check_model, check_new_catalog_folder,
                          commit_catalog, normalise_rel, now, read_info_or_none, stores_no_vectors)
 from index.tune import build_index
@@ -184,25 +185,17 @@ def build_catalog(manifest: str | os.PathLike, model, out: str | os.PathLike, *,
         metadata[MTIME_COLUMN] = np.asarray([f[2] for f in facts], np.int64)
         skipped = [(normalise_rel(table[PATH_COLUMN].iloc[i]), reason) for i, reason in failures]
         choice = resolve_choice(index, len(vectors), vectors.shape[1], budget, None)
-        info = {
-            "format": FORMAT,
-            "model_fingerprint": embedder.fingerprint,
-            "model_path": model_path,
-            "precision": embedder.precision,
-            "feature_dim": int(vectors.shape[1]),
-            "created_at": now(),
-            "root": str(root),
-            "manifest": str(manifest.absolute()),
-            "memory_budget_bytes": budget,
-            "next_id": int(len(metadata)),
-        }
+        info = CatalogInfo(model_fingerprint=embedder.fingerprint, model_path=model_path, precision=embedder.precision,
+                           feature_dim=int(vectors.shape[1]), created_at=now(), root=str(root),
+                           manifest=str(manifest.absolute()), memory_budget_bytes=budget,
+                           next_id=int(len(metadata)), index={})
         index_obj, record = build_index(choice, vectors, metadata, info, progress)
         record["user_given"] = bool(index)
         skipped_list = merge_skipped([], skipped)
-        info.update(index=record, counts=counts(metadata, skipped_list), skipped=skipped_list)
+        info.index, info.counts, info.skipped = record, counts(metadata, skipped_list), skipped_list
         report = UpdateReport("build", out, items=len(metadata), added=len(metadata), skipped=skipped,
                               index=record)
-        info["last_operation"] = {"operation": "build", "added": len(metadata), "skipped": len(skipped), "at": now()}
+        info.last_operation = {"operation": "build", "added": len(metadata), "skipped": len(skipped), "at": now()}
         commit_catalog(out, [vectors], metadata, index_obj, info, previous)
     report.seconds = time.perf_counter() - started
     return report
@@ -211,10 +204,10 @@ def build_catalog(manifest: str | os.PathLike, model, out: str | os.PathLike, *,
 def open_embedder_for(catalog: Catalog, model) -> "Embedder":
     """The catalog's own model (by default the checkpoint it was built from), fingerprint-checked."""
     if model is None:
-        model = catalog.info.get("model_path")
+        model = catalog.info.model_path
         if not model:
             raise CatalogError("the catalog does not record its model's checkpoint path; pass --model")
-    embedder, _ = load_embedder(model, catalog.info.get("precision", "bf16"))
+    embedder, _ = load_embedder(model, catalog.info.precision)
     check_model(catalog.info, embedder.fingerprint, str(model) if isinstance(model, (str, os.PathLike)) else "the model")
     return embedder
 
@@ -266,14 +259,14 @@ def remove_from_catalog(folder: str | os.PathLike, *, ids: Iterable[int] = (), p
     with catalog_lock(folder, "remove", lock_timeout):
         catalog = Catalog.load(folder)
         refuse_on_disk(catalog, "remove")
-        info = dict(catalog.info)
+        info = catalog.info.replace()
         catalog.rows_of(ids)  # raises on unknown ids
         targets = np.unique(np.asarray(ids + ids_for_paths(catalog, paths), np.int64))
         if len(targets) >= len(catalog):
             raise CatalogError("that would remove every item; delete the catalog folder instead")
         keep = ~np.isin(catalog.ids, targets)
         metadata = catalog.metadata.drop(columns=[IMAGE_PATH_COLUMN])[keep].reset_index(drop=True)
-        record = dict(info["index"])
+        record = dict(info.index)
         flat = stores_no_vectors(record["factory"])
         index = None if flat else catalog.index
         try:
@@ -286,9 +279,9 @@ def remove_from_catalog(folder: str | os.PathLike, *, ids: Iterable[int] = (), p
             index, built = build_index(IndexChoice.from_dict(record), kept_vectors[0], metadata, info, progress,
                                         tune=False)
             record["build_seconds"] = built["build_seconds"]
-        info.update(index=record, counts=counts(metadata, info.get("skipped", [])))
-        info["last_operation"] = {"operation": "remove", "removed": int(len(targets)), "at": now()}
-        commit_catalog(folder, kept_vectors, metadata, index, info, info.get("version"))
+        info.index, info.counts = record, counts(metadata, info.skipped)
+        info.last_operation = {"operation": "remove", "removed": int(len(targets)), "at": now()}
+        commit_catalog(folder, kept_vectors, metadata, index, info, info.version)
     return UpdateReport("remove", folder, items=len(metadata), removed=int(len(targets)), index=record,
                         seconds=time.perf_counter() - started)
 
@@ -307,21 +300,21 @@ def rebuild_catalog(folder: str | os.PathLike, *, model=None, index: str | None 
     with catalog_lock(folder, "rebuild", lock_timeout):
         catalog = Catalog.load(folder)
         refuse_on_disk(catalog, "rebuild")
-        info = dict(catalog.info)
+        info = catalog.info.replace()
         metadata = catalog.metadata.drop(columns=[IMAGE_PATH_COLUMN])
         embeddings: np.ndarray = catalog.embeddings
         skipped: list[tuple[str, str]] = []
         report = UpdateReport("rebuild", folder)
         embedder = None
         if model is not None:
-            embedder, model_path = load_embedder(model, precision or info.get("precision", "bf16"))
-            if embedder.fingerprint != info["model_fingerprint"]:
+            embedder, model_path = load_embedder(model, precision or info.precision)
+            if embedder.fingerprint != info.model_fingerprint:
                 reembed = True
-            info["model_path"] = model_path or info.get("model_path")
+            info.model_path = model_path or info.model_path
         elif reembed:
             embedder = open_embedder_for(catalog, None)
             if precision and precision != embedder.precision:
-                embedder, _ = load_embedder(info["model_path"], precision)
+                embedder, _ = load_embedder(info.model_path, precision)
         if reembed:
             paths = [catalog.root / p for p in metadata[PATH_COLUMN].astype(str)]
             vectors, embedded, failures, facts = embed_files(embedder, paths, progress, "re-embedding")
@@ -334,20 +327,20 @@ def rebuild_catalog(folder: str | os.PathLike, *, model=None, index: str | None 
             metadata[SIZE_COLUMN] = np.asarray([f[1] for f in facts], np.int64)
             metadata[MTIME_COLUMN] = np.asarray([f[2] for f in facts], np.int64)
             embeddings = vectors
-            info.update(model_fingerprint=embedder.fingerprint, feature_dim=int(vectors.shape[1]),
-                        precision=embedder.precision)
+            info.model_fingerprint, info.feature_dim = embedder.fingerprint, int(vectors.shape[1])
+            info.precision = embedder.precision
             report.reembedded = True
-        budget = int(memory_budget) if memory_budget is not None else int(info.get("memory_budget_bytes", DEFAULT_MEMORY_BUDGET))
-        previous_index = info["index"] if index is None else None  # keeps a factory the user had given
+        budget = int(memory_budget) if memory_budget is not None else int(info.memory_budget_bytes)
+        previous_index = info.index if index is None else None  # keeps a factory the user had given
         choice = resolve_choice(index, len(metadata), embeddings.shape[1], budget, previous_index)
-        info["memory_budget_bytes"] = budget
+        info.memory_budget_bytes = budget
         index_obj, record = build_index(choice, embeddings, metadata, info, progress)
         record["user_given"] = bool(index) or bool(previous_index and previous_index.get("user_given"))
-        skipped_list = merge_skipped(info.get("skipped", []), skipped)
-        info.update(index=record, counts=counts(metadata, skipped_list), skipped=skipped_list)
-        info["last_operation"] = {"operation": "rebuild", "reembedded": report.reembedded,
+        skipped_list = merge_skipped(info.skipped, skipped)
+        info.index, info.counts, info.skipped = record, counts(metadata, skipped_list), skipped_list
+        info.last_operation = {"operation": "rebuild", "reembedded": report.reembedded,
                                   "skipped": len(skipped), "at": now()}
-        commit_catalog(folder, [embeddings], metadata, index_obj, info, info.get("version"))
+        commit_catalog(folder, [embeddings], metadata, index_obj, info, info.version)
     report.items, report.skipped, report.index = len(metadata), skipped, record
     report.seconds = time.perf_counter() - started
     return report

@@ -85,7 +85,7 @@ class SearchService:
     def __init__(self, catalog_folder: str | os.PathLike, checkpoint_path: str | os.PathLike,
                  device: str = "cpu", precision: str | None = None):
         self.catalog = Catalog.load(catalog_folder)
-        precision = precision or self.catalog.info.get("precision", "bf16")
+        precision = precision or self.catalog.info.precision
         self.embedder = Embedder.from_checkpoint(checkpoint_path, device=device, precision=precision)
         check_model(self.catalog.info, self.embedder.fingerprint, str(checkpoint_path))
 

@@ -45,8 +45,8 @@ from filelock import FileLock, Timeout
 from embedder.files import atomic_path, fsync_dir, read_format_json
 from embedder.progress import ProgressCallback, Stage, no_progress
 from index.choose import index_kind
+from index.description import FORMAT, CatalogInfo
 
-FORMAT = "coinsp-catalog/1"
 INFO_FILE = "catalog.json"
 LOCK_FILE = ".lock"
 LOCK_HOLDER_FILE = ".lock-holder"
@@ -125,37 +125,43 @@ def catalog_lock(folder: str | os.PathLike, operation: str, timeout: float = 0.0
 
 # ----------------------------------------------------------------------------- the description
 
-def read_info(folder: str | os.PathLike) -> dict:
-    """catalog.json of DIR; CatalogError saying how to build one when there is none."""
+def read_info(folder: str | os.PathLike) -> CatalogInfo:
+    """catalog.json of DIR, the one place it is read; CatalogError saying how to build one when
+    there is none."""
     folder = Path(folder)
 
     def absent() -> str:
         what = "no such folder" if not folder.exists() else "catalog.json missing"
         return (f"no catalog at {folder} ({what}); build one with "
                 "`python -m index build --manifest M --model CKPT --out DIR`")
-    return read_format_json(folder / INFO_FILE, FORMAT, "a catalog", CatalogError, absent)
+    stored = read_format_json(folder / INFO_FILE, FORMAT, "a catalog", CatalogError, absent)
+    try:
+        return CatalogInfo.from_dict(stored)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CatalogError(f"{folder / INFO_FILE} is damaged (missing or bad field: {exc}); "
+                           "build the catalog again") from None
 
 
 def read_info_or_none(folder: Path, key: str):
-    """One entry of catalog.json, or None where there is no readable catalog (or no such entry)."""
-    with contextlib.suppress(CatalogError, KeyError):
-        return read_info(folder)[key]
+    """One field of catalog.json, or None where there is no readable catalog."""
+    with contextlib.suppress(CatalogError):
+        return getattr(read_info(folder), key)
     return None
 
 
-def write_info(folder: Path, info: dict) -> None:
+def write_info(folder: Path, info: CatalogInfo) -> None:
     """Replace catalog.json atomically: the commit point of every change."""
     with atomic_path(folder / INFO_FILE) as tmp:
-        tmp.write_text(json.dumps(info, indent=2, default=str) + "\n")
+        tmp.write_text(json.dumps(info.to_dict(), indent=2, default=str) + "\n")
 
 
-def check_model(info: dict, fingerprint: str, model_name: str = "the model") -> None:
+def check_model(info: CatalogInfo, fingerprint: str, model_name: str = "the model") -> None:
     """ModelMismatchError unless the model is the one the catalog was built with."""
-    if fingerprint != info["model_fingerprint"]:
-        built_with = info.get("model_path") or "another model"
+    if fingerprint != info.model_fingerprint:
+        built_with = info.model_path or "another model"
         raise ModelMismatchError(
             f"{model_name} (fingerprint {fingerprint}) is not the model this catalog was built with "
-            f"({built_with}, fingerprint {info['model_fingerprint']}): its vectors are not comparable. "
+            f"({built_with}, fingerprint {info.model_fingerprint}): its vectors are not comparable. "
             "Rebuild the catalog with this model (`python -m index rebuild --catalog DIR --model CKPT`), "
             "or load the model it was built with")
 
@@ -295,16 +301,17 @@ def write_index(target: Path, index: faiss.Index | None, factory: str, d: int) -
 
 
 def commit_catalog(folder: Path, embedding_blocks: Sequence[np.ndarray], metadata: pd.DataFrame,
-                   index: faiss.Index | None, info: dict, previous: str | None) -> dict:
+                   index: faiss.Index | None, info: CatalogInfo, previous: str | None) -> CatalogInfo:
     """Write a complete new version (embeddings, metadata, index), then point catalog.json at it."""
     def write(staging: Path) -> None:
-        write_embeddings(staging / EMBEDDINGS_FILE, embedding_blocks, int(info["feature_dim"]))
+        write_embeddings(staging / EMBEDDINGS_FILE, embedding_blocks, info.feature_dim)
         write_metadata(staging / METADATA_FILE, metadata)
-        write_index(staging / INDEX_FILE, index, info["index"]["factory"], int(info["feature_dim"]))
+        write_index(staging / INDEX_FILE, index, info.index["factory"], info.feature_dim)
     return commit_version(folder, write, info, previous)
 
 
-def commit_version(folder: Path, write: Callable[[Path], None], info: dict, previous: str | None) -> dict:
+def commit_version(folder: Path, write: Callable[[Path], None], info: CatalogInfo,
+                   previous: str | None) -> CatalogInfo:
     """The commit protocol of every write: write(staging) fills a new version folder (each file
     complete and fsynced), which is renamed into place; then catalog.json is pointed at it."""
     versions = folder / VERSIONS_DIR
@@ -316,7 +323,7 @@ def commit_version(folder: Path, write: Callable[[Path], None], info: dict, prev
         write(staging)
         os.replace(staging, versions / version)
         fsync_dir(versions)
-        info = {**info, "version": version, "previous_version": previous, "built_at": now()}
+        info = info.replace(version=version, previous_version=previous, built_at=now())
         write_info(folder, info)  # the commit point
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

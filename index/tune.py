@@ -14,9 +14,11 @@ import pandas as pd
 from faiss.contrib.exhaustive_search import knn_ground_truth
 
 from embedder.progress import ProgressCallback, no_progress
-from index.catalog import Catalog, IndexCodes
+from index.catalog import Catalog
 from index.choose import RERANK_QUANTISED, IndexChoice, index_kind, quantised
+from index.description import CatalogInfo
 from index.store import ID_COLUMN, CatalogError, add_vectors
+from index.vectors import IndexCodes
 
 RECALL_TARGET = 0.95  # recall@10 against exact search that tuning aims for
 RECALL_K = 10
@@ -175,7 +177,7 @@ def tune_rerank(catalog: Catalog, exact, current: tuple[float, int, float], stop
     return recall, q, lower
 
 
-def build_index(choice: IndexChoice, embeddings: np.ndarray, metadata: pd.DataFrame, info: dict,
+def build_index(choice: IndexChoice, embeddings: np.ndarray, metadata: pd.DataFrame, info: CatalogInfo,
                 progress: ProgressCallback = no_progress, tune: bool = True) -> tuple[faiss.Index, dict]:
     """The index of a catalog's vectors and its record for catalog.json (choice, tuned
     parameters, recall against exact search, seconds spent)."""
@@ -188,7 +190,7 @@ def build_index(choice: IndexChoice, embeddings: np.ndarray, metadata: pd.DataFr
     record["params"] = dict(choice.params)
     quality = {}
     if tune:
-        probe = Catalog(None, {**info, "index": record}, embeddings, metadata, index)
+        probe = Catalog(None, info.replace(index=record), embeddings, metadata, index)
         quality = tune_search(probe, progress)
         record["params"] = dict(probe.choice.params)
     record.update(quality, build_seconds=round(built, 3), tune_seconds=round(time.perf_counter() - started - built, 3))

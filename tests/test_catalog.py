@@ -17,6 +17,7 @@ from embedder.preprocess import Preprocessing
 from index import store
 from index.add import add_to_catalog
 from index.catalog import Catalog
+from index.description import CatalogInfo
 from index.operations import build_catalog, rebuild_catalog, remove_from_catalog
 from index.store import CatalogError, CatalogLockedError, ModelMismatchError, catalog_lock, read_info
 from embedder.files import parse_size
@@ -325,3 +326,17 @@ def test_catalog_json_is_plain_json(shop):
     info = json.loads((folder / "catalog.json").read_text())
     assert {"model_fingerprint", "feature_dim", "index", "built_at", "counts", "skipped", "root", "next_id",
             "version"} <= set(info)
+
+
+def test_the_catalog_description_is_typed_and_keeps_what_it_does_not_know(shop):
+    _, folder, good = shop
+    info = read_info(folder)
+    assert isinstance(info, CatalogInfo) and info.counts["items"] == good and info.vectors is None
+    assert info.version == info["version"] and info.choice.factory == info.index["factory"] == "Flat"
+    stored = json.loads((folder / "catalog.json").read_text())
+    assert info.to_dict() == stored and CatalogInfo.from_dict(stored) == info
+    later = CatalogInfo.from_dict({**stored, "written_by_a_later_version": {"x": 1}})
+    assert later.to_dict()["written_by_a_later_version"] == {"x": 1}
+    (folder / "catalog.json").write_text(json.dumps({k: v for k, v in stored.items() if k != "feature_dim"}))
+    with pytest.raises(CatalogError, match="damaged.*feature_dim"):
+        read_info(folder)
