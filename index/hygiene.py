@@ -117,14 +117,14 @@ class HygieneReport:
 
 
 def markdown_table(table: pd.DataFrame) -> str:
-    """A plain Markdown table, floats with three decimals."""
+    """A data frame as a Markdown table (embedder.files.markdown_table), floats with three decimals."""
+    from embedder.files import markdown_table as write_table
+
     def cell(value) -> str:
         if isinstance(value, (float, np.floating)):
             return f"{value:.3f}"
         return str(value).replace("|", "\\|")
-    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines)
+    return write_table(list(table.columns), [[cell(v) for v in row] for row in table.itertuples(index=False)])
 
 
 # ---------------------------------------------------------------- the three reports
