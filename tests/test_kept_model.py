@@ -6,11 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from embedder.checkpoint import load_checkpoint
+from embedder.category_head import category_logits
+from embedder.checkpoint import backbone_from_checkpoint, load_checkpoint
 from embedder.preprocess import Preprocessing
 from embedder.embed import Embedder
+from index.importers import FASHION_MNIST_DIR, FASHION_MNIST_GROUPINGS, load_fashion_mnist_arrays
 from training.__main__ import config_from_args, parse_args
 from training.model import ObjectiveConfig
 
@@ -46,3 +49,20 @@ def test_the_kept_model_embeds_a_photo_into_a_unit_vector():
     assert embedder.categories == ["apparel", "bags", "footwear"]
     vector = embedder.embed_image(Image.new("RGB", (300, 200), "white"))
     assert vector.shape == (embedder.feature_dim,) and np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-3)
+
+
+@pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="Fashion-MNIST is not installed")
+def test_the_kept_model_names_the_category_of_catalog_photos_with_its_category_head():
+    payload = load_checkpoint(KEPT)
+    if "coarse_head" not in payload:
+        pytest.skip("this kept model was trained before checkpoints carried the category head")
+    backbone, pre = backbone_from_checkpoint(payload)
+    images, labels = load_fashion_mnist_arrays("test")
+    images, labels = images[:200], labels[:200]
+    batch = torch.from_numpy(np.stack([pre.to_uint8(Image.fromarray(image).convert("RGB")) for image in images]))
+    with torch.inference_mode():
+        logits = category_logits(payload["coarse_head"], backbone(pre.normalise(batch)))
+    category_of = {fine: name for name, fines in FASHION_MNIST_GROUPINGS["store"].items() for fine in fines}
+    predicted = [payload["categories"][i] for i in logits.argmax(1).tolist()]
+    accuracy = np.mean([p == category_of[int(label)] for p, label in zip(predicted, labels)])
+    assert accuracy >= 0.95

@@ -1,7 +1,7 @@
 """python -m training: train a model on a catalog manifest with one of the named presets.
 
 Example (Fashion-MNIST with store categories, at the budget the README's figures are measured at):
-    python -m training --fashion-mnist --preset coinsp --epochs 5 --out runs/coinsp
+    python -m training --fashion-mnist --preset coinsp_sampled --epochs 5 --set proxy_start=1 --out runs/coinsp
 Change any setting of a preset with --set, e.g. --set temperature=0.3 --set proxy_start=1.
 """
 from __future__ import annotations
@@ -54,7 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     data.add_argument("--fashion-mnist-source", help="folder with the four .gz IDX files (default: the Debian package's)")
     data.add_argument("--data-dir", default="data/fashion-mnist", help="where --fashion-mnist is imported")
     m = p.add_argument_group("method")
-    m.add_argument("--preset", choices=sorted(PRESETS), default="coinsp",
+    m.add_argument("--preset", choices=sorted(PRESETS), default="coinsp_sampled",
                    help="; ".join(f"{k} = {v}" for k, v in LABELS.items()))
     m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="change one setting of the preset (repeatable). KEY: "
