@@ -189,7 +189,9 @@ def query_row(folder: Path, query: int, other: Path | None = None) -> None:
             best = results.iloc[0]
             verdict = ("best match is the same product" if str(best["product_id"]) == product else
                        f"best match is product **{best['product_id']}** (id `{best['id']}`)")
-            st.caption((f"**{source.name}**: " if other else "") + f"{verdict}, score {float(best['score']):.3f}")
+            if other:
+                st.caption(f"**{source.name}**")
+            st.caption(f"{verdict}, score {float(best['score']):.3f}")
             ui.result_strip(results, same=lambda row: str(row["product_id"]) == product)
 
 
