@@ -332,9 +332,31 @@ def create_app(catalog: str | os.PathLike, model: str | os.PathLike, *, device: 
     return api
 
 
+def return_freed_memory_to_the_system() -> bool:
+    """Make glibc give big freed buffers back at once (True if it could be told).
+
+    By default glibc raises its mmap threshold after each big free (up to 32 MB), so the next
+    decoding buffers (reduced photos of 10-25 MB) come from per-thread heaps that keep the memory
+    once freed: with the server's thread pool, one worker kept 2.6 GB after 200 photo searches.
+    Buffers of 1 MB and more are mapped and unmapped instead, and threads share 2 heaps.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc
+        return False
+    m_mmap_threshold, m_arena_max = -3, -8
+    return bool(mallopt(m_mmap_threshold, 1 << 20)) and bool(mallopt(m_arena_max, 2))
+
+
 def create_app_from_env():
     """App factory for uvicorn workers: settings from the environment (see app/settings.py)."""
     import torch
+
+    return_freed_memory_to_the_system()
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(name)s: %(message)s")
     # Set once per worker, never per query: each request embeds one small photo, which gains
