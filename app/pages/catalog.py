@@ -6,35 +6,51 @@ loads the new one (caches are keyed on the catalog's build time).
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
 from app import components as ui
+from app.browse import browse_grid, clear_selection
 from app.roles import catalog_manager_gate
 from app.settings import OutsideDataRootError, inside_data_root
+from app.store_catalog import serving_story
+from app.uploads import UploadError, stage_uploads
 from embedder.checkpoint import CheckpointError, load_checkpoint
 from embedder.images import ImageError
 from index.add import add_to_catalog
-from index.operations import UpdateReport, build_catalog, rebuild_catalog, remove_from_catalog
+from index.operations import UpdateReport, build_catalog, rebuild_catalog, remove_from_catalog, restore_catalog
 from index.store import CatalogError, read_info
 from index.manifest import ManifestError
 
 USER_ERRORS = (CatalogError, ManifestError, CheckpointError, ImageError, FileNotFoundError, ValueError, OSError)
 REPORT_KEY = "catalog_last_report"
+REFUSED_KEY = "catalog_last_refused"  # uploaded files left out before the catalog was changed
+CONFIRM_KEY = "catalog_pending"  # the change waiting for its confirmation: ("remove", ids, paths) or ("restore",)
+SECTION_KEY = "catalog_section"
+SECTIONS = ("Browse and remove", "Add images", "Undo", "Rebuild", "Build anew")
+BROWSE_KEY = "catalog_browse"
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
-def model_fingerprint(path: str, mtime_ns: int) -> str:
-    return load_checkpoint(path)["fingerprint"]
+def model_record(path: str, mtime_ns: int) -> dict:
+    """What the catalog page needs of a checkpoint: fingerprint, backbone, preprocessing, training config."""
+    payload = load_checkpoint(path)
+    return {k: payload.get(k) for k in ("fingerprint", "backbone", "preprocessing", "config")}
+
+
+def configured_record(model: Path) -> dict | None:
+    try:
+        return model_record(str(model), model.stat().st_mtime_ns)
+    except (OSError, CheckpointError):
+        return None
 
 
 def configured_fingerprint(model: Path) -> str | None:
-    try:
-        return model_fingerprint(str(model), model.stat().st_mtime_ns)
-    except (OSError, CheckpointError):
-        return None
+    record = configured_record(model)
+    return None if record is None else record["fingerprint"]
 
 
 def status(info: dict, model: Path) -> None:
@@ -70,7 +86,7 @@ def status(info: dict, model: Path) -> None:
             "Manifest": info.get("manifest", "?"),
             "Image folder": info.get("root", "?"),
             "Index": index.get("factory", "?") + (f" · recall@10 vs exact {recall:.3f}" if recall is not None else ""),
-            "Why this index": index.get("reason", ""),
+            "Why this index": index_reason(index, counts.get("items", 0)),
             "Last change": _last_operation(info.get("last_operation")),
         }
         st.table(pd.DataFrame({"fact": list(facts), "value": list(facts.values())}), hide_index=True,
@@ -94,11 +110,39 @@ def _when(stamp: str | None) -> str:
     return f"{at:%Y-%m-%d %H:%M:%S} UTC"
 
 
+CHOSEN_SIZE = re.compile(r"([\d,]+) vectors")
+
+
+def index_reason(index: dict, items: int) -> str:
+    """Why this index, with the size it was chosen for when the catalog has changed size since."""
+    reason = index.get("reason", "")
+    chosen = CHOSEN_SIZE.search(reason)
+    if chosen and int(chosen.group(1).replace(",", "")) != items:
+        return (f"{reason} (chosen when the catalog held {chosen.group(1)} items; it now holds {items:,}: "
+                "Rebuild chooses again for the current size)")
+    return reason
+
+
+OPERATION_WORDS = {"build": "built", "add": "added to", "remove": "items removed", "rebuild": "rebuilt",
+                   "restore": "restored", "build-from-shards": "built from embedding shards"}
+
+
 def _last_operation(op: dict | None) -> str:
+    """The last change in words: "rebuilt (re-embedded) at …", "items removed (2 removed) at …"."""
     if not op:
         return "?"
-    details = ", ".join(f"{k} {v}" for k, v in op.items() if k not in ("operation", "at"))
-    return f"{op.get('operation')} at {_when(op.get('at'))}" + (f" ({details})" if details else "")
+    details = []
+    for name, value in op.items():
+        if name in ("operation", "at") or value in (None, False, 0, ""):
+            continue
+        if value is True:
+            details.append(name.replace("reembedded", "re-embedded").replace("_", " "))
+        elif isinstance(value, (int, float)):
+            details.append(f"{value:,} {name.replace('_', ' ')}")
+        else:
+            details.append(f"{name.replace('_', ' ')} {value}")
+    words = OPERATION_WORDS.get(op.get("operation"), str(op.get("operation")))
+    return words + (f" ({', '.join(details)})" if details else "") + f" at {_when(op.get('at'))}"
 
 
 def run_operation(label: str, operation, *args, **kwargs) -> None:
@@ -110,17 +154,20 @@ def run_operation(label: str, operation, *args, **kwargs) -> None:
         st.error(f"{label} failed: {exc}", icon=":material/error:")
         return
     st.session_state[REPORT_KEY] = report
-    st.rerun()  # show the new status (the app now serves the new version)
+    st.rerun()  # show the new status (the app now serves the new version); the chosen section stays
 
 
 def last_report() -> None:
     report: UpdateReport | None = st.session_state.get(REPORT_KEY)
-    if report is None:
+    refused: list[tuple[str, str]] = st.session_state.get(REFUSED_KEY, [])
+    if report is None and not refused:
         return
-    st.success(report.summary()[:1].upper() + report.summary()[1:], icon=":material/task_alt:")
-    if report.skipped:
-        st.warning(f"{len(report.skipped):,} files were skipped:", icon=":material/block:")
-        st.dataframe(pd.DataFrame(report.skipped, columns=["path", "reason"]), hide_index=True, key="report_skipped")
+    if report is not None:
+        st.success(report.summary()[:1].upper() + report.summary()[1:], icon=":material/task_alt:")
+    left_out = refused + list(report.skipped if report is not None else [])
+    if left_out:
+        st.warning(f"{len(left_out):,} files were left out (every one listed, with why):", icon=":material/block:")
+        st.dataframe(pd.DataFrame(left_out, columns=["path", "reason"]), hide_index=True, key="report_skipped")
 
 
 def add_form(folder: Path, model: Path) -> None:
@@ -138,24 +185,107 @@ def add_form(folder: Path, model: Path) -> None:
             run_operation("Adding images", add_to_catalog, folder, model=model if model.is_file() else None, **where)
 
 
-def remove_form(folder: Path, items: pd.DataFrame) -> None:
-    with st.form("remove_form"):
-        ids = []
-        if len(items) <= ui.PICKER_MAX_ITEMS:
-            labels = {i: f"{i} · {c} · {Path(str(p)).name}"
-                      for i, c, p in zip(items["id"], items.get("category", [""] * len(items)), items["path"])}
-            ids = st.multiselect("Items", list(labels), format_func=labels.get, key="remove_ids",
-                                 placeholder="Type an id or a file name")
-        lines = st.text_area("Item ids or image paths (relative to the image folder), one per line",
-                             key="remove_lines")
-        if st.form_submit_button("Remove items", icon=":material/delete:", key="remove_submit"):
-            entries = [line.strip() for line in lines.splitlines() if line.strip()]
-            ids += [int(e) for e in entries if e.isdigit()]
-            paths = [e for e in entries if not e.isdigit()]
-            if ids or paths:
-                run_operation("Removing items", remove_from_catalog, folder, ids=ids, paths=paths)
+def upload_form(folder: Path, model: Path, image_root: Path, categories: list[str]) -> None:
+    """Photos or zips from the browser, saved below the catalog's image folder, then added."""
+    with st.form("upload_form", clear_on_submit=False):
+        files = st.file_uploader("Photos, or zips of photos", accept_multiple_files=True, key="upload_files",
+                                 type=["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "zip"])
+        left, right = st.columns(2)
+        category = left.text_input("Category", key="upload_category",
+                                   placeholder=", ".join(categories[:4]) or "e.g. shoes",
+                                   help="Every uploaded photo gets this category.")
+        product = right.text_input("Product id (optional)", key="upload_product",
+                                   help="Several photos of one product: give them the same product id.")
+        if not st.form_submit_button("Upload and add", icon=":material/upload:", key="upload_submit"):
+            return
+        if not files:
+            st.warning("Choose the photos to upload first.")
+            return
+        if confined(str(image_root)) is None:  # uploads are saved below the image folder: it must be ours
+            return
+        try:
+            staged = stage_uploads([(f.name, f.getvalue()) for f in files], image_root, category, product)
+        except UploadError as exc:
+            st.error(f"Nothing was added: {exc}", icon=":material/error:")
+            return
+        st.session_state[REFUSED_KEY] = staged.bad
+        run_operation(f"Adding {len(staged.saved):,} uploaded photos", add_to_catalog, folder,
+                      manifest=staged.manifest, model=model if model.is_file() else None)
+
+
+def ask_to_confirm(what: tuple) -> None:
+    st.session_state[CONFIRM_KEY] = what
+    st.rerun()
+
+
+def pending_change(folder: Path, info: dict) -> bool:
+    """The change waiting for confirmation, with Confirm and Cancel; True while one waits."""
+    pending = st.session_state.get(CONFIRM_KEY)
+    if not pending:
+        return False
+    with st.container(border=True):
+        if pending[0] == "remove":
+            ids, paths = pending[1], pending[2]
+            count = len(ids) + len(paths)
+            st.warning(f"Remove {count:,} item{'s' * (count != 1)} from the catalog? Searches stop finding "
+                       "them; **Undo** restores the version before this change.", icon=":material/delete:")
+            st.caption("Ids: " + ", ".join(map(str, ids[:40])) + (" …" if len(ids) > 40 else "")
+                       + ("  \nPaths: " + ", ".join(paths[:20]) if paths else ""))
+        else:
+            st.warning(f"Restore the previous version `{info.get('previous_version')}`? The current version "
+                       f"`{info.get('version')}` ({info.get('counts', {}).get('items', 0):,} items) is replaced.",
+                       icon=":material/undo:")
+        yes, no, _ = st.columns([2, 2, 6])
+        if yes.button("Confirm", type="primary", key="confirm_change", icon=":material/check:"):
+            st.session_state.pop(CONFIRM_KEY, None)
+            if pending[0] == "remove":
+                clear_selection(BROWSE_KEY)
+                run_operation("Removing items", remove_from_catalog, folder, ids=pending[1], paths=pending[2])
             else:
-                st.warning("Choose the items to remove first.")
+                run_operation("Restoring the previous version", restore_catalog, folder)
+        if no.button("Cancel", key="cancel_change", icon=":material/close:"):
+            st.session_state.pop(CONFIRM_KEY, None)
+            st.rerun()
+    return True
+
+
+def remove_section(items: pd.DataFrame, skipped: list[dict]) -> None:
+    view = st.radio("Show", ["Catalog items", f"Skipped files ({len(skipped):,})"], horizontal=True,
+                    key="browse_view", label_visibility="collapsed")
+    if view != "Catalog items":
+        if skipped:
+            st.dataframe(pd.DataFrame(skipped), hide_index=True, key="browse_skipped")
+        else:
+            st.write("None: every image in the catalog's manifest could be read.")
+        return
+    chosen = browse_grid(items, key=BROWSE_KEY)
+    if st.button(f"Remove {len(chosen):,} selected", icon=":material/delete:", key="browse_remove",
+                 disabled=not chosen):
+        ask_to_confirm(("remove", chosen, []))
+    with st.expander("Remove by id or path", icon=":material/edit_note:"):
+        with st.form("remove_form"):
+            lines = st.text_area("Item ids or image paths (relative to the image folder), one per line",
+                                 key="remove_lines")
+            if st.form_submit_button("Remove items", icon=":material/delete:", key="remove_submit"):
+                entries = [line.strip() for line in lines.splitlines() if line.strip()]
+                ids = [int(e) for e in entries if e.isdigit()]
+                paths = [e for e in entries if not e.isdigit()]
+                if ids or paths:
+                    ask_to_confirm(("remove", ids, paths))
+                st.warning("Give the items to remove first.")
+
+
+def undo_section(folder: Path, info: dict) -> None:
+    previous = info.get("previous_version")
+    on_disk = bool(previous) and (folder / "versions" / str(previous)).is_dir()
+    st.caption(f"Current version `{info.get('version')}` · {_last_operation(info.get('last_operation'))}")
+    if not on_disk:
+        st.info("There is no previous version to restore (it is kept for one change).", icon=":material/info:")
+        return
+    st.write(f"The previous version `{previous}` is kept on disk. The CLI does the same: "
+             f"`python -m index restore --catalog {folder}`.")
+    if st.button("Restore previous version", icon=":material/undo:", key="restore_submit"):
+        ask_to_confirm(("restore",))
 
 
 def rebuild_form(folder: Path, model: Path, mismatch: bool) -> None:
@@ -192,6 +322,22 @@ def confined(typed: str) -> Path | None:
         return None
 
 
+def serving_model(info: dict, model: Path) -> None:
+    """Which model serves, why, and the one command that trains a better one on these categories."""
+    record = configured_record(model)
+    if record is None:
+        return
+    story = serving_story(record, info.get("manifest"), int(info.get("counts", {}).get("items", 0)))
+    with st.container(border=True):
+        st.markdown(f"**Serving model:** {story.model} — `{model.name}`")
+        st.caption(f"Why: {story.why}")
+        if story.train_command:
+            st.caption("A model trained on these categories finds the same product better. One command trains it "
+                       f"({story.expected_time or 'its time on this machine is not measured yet'}):")
+            st.code(story.train_command, language="bash")
+            st.caption("Then serve it: `./run.sh --images` picks it up from its run folder.")
+
+
 def page() -> None:
     st.title("Catalog")
     if not catalog_manager_gate():  # shoppers: no status of server files, no way to change anything
@@ -207,18 +353,26 @@ def page() -> None:
         build_form(cfg.catalog, cfg.model, None)
         return
     status(info, cfg.model)
+    serving_model(info, cfg.model)
     mismatch = configured_fingerprint(cfg.model) != info["model_fingerprint"]
     st.subheader("Change the catalog")
-    add_tab, remove_tab, rebuild_tab, build_tab = st.tabs(["Add images", "Remove items", "Rebuild", "Build anew"])
+    if pending_change(cfg.catalog, info):
+        return
+    # Tabs with a key track the chosen tab in session state, so it stays after an action's rerun.
+    browse_tab, add_tab, undo_tab, rebuild_tab, build_tab = st.tabs(SECTIONS, key=SECTION_KEY, on_change="rerun")
+    catalog = ui.load_catalog(cfg.catalog)
+    with browse_tab:
+        remove_section(ui.catalog_items(catalog), info.get("skipped", []))
     with add_tab:
+        st.markdown("**Upload photos**")
+        upload_form(cfg.catalog, cfg.model, catalog.root, sorted(info.get("counts", {}).get("categories", {})))
+        st.markdown("**Or add a folder or manifest already on the server**")
         add_form(cfg.catalog, cfg.model)
-    with remove_tab:
-        catalog = ui.load_catalog(cfg.catalog)
-        remove_form(cfg.catalog, ui.catalog_items(catalog))
+    with undo_tab:
+        undo_section(cfg.catalog, info)
     with rebuild_tab:
         rebuild_form(cfg.catalog, cfg.model, mismatch)
     with build_tab:
         build_form(cfg.catalog, cfg.model, info)
-
 
 page()

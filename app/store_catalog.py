@@ -1,0 +1,163 @@
+"""A store's own photos as a served catalog, in one command (`./run.sh --images FOLDER`):
+
+    python -m app.store_catalog FOLDER_OR_MANIFEST [--out catalogs/NAME] [--env-file FILE]
+
+imports the folder (category/[product/]image, or a manifest), picks the model that suits the photos,
+embeds them (progress shown) and writes the catalog; --env-file receives COINSP_CATALOG and
+COINSP_MODEL for the app. Which model, and why:
+  - photos of at most 32 px in grey, like Fashion-MNIST: the kept model (models/coinsp-fmnist.pt);
+  - a model trained on this store's categories, when its run folder holds one (the command below);
+  - otherwise frozen ImageNet features: EfficientNet-Lite0 from the installed weights package,
+    written once as models/efficientnet-lite0-imagenet.pt (`python -m training ... --epochs 0`).
+The Catalog page tells the same story from the served checkpoint (`serving_story`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+KEPT_MODEL = REPOSITORY / "models" / "coinsp-fmnist.pt"
+IMAGENET_MODEL = REPOSITORY / "models" / "efficientnet-lite0-imagenet.pt"
+SMALL_GREY_SIDE = 32  # pixels: photos this small and grey are what the kept model was trained on
+SAMPLE = 200  # photos looked at to decide
+TRAIN_EPOCHS = 15
+TRAINING_RATE_REPORT = REPOSITORY / "reports" / "store-import" / "report.json"
+
+
+@dataclass(frozen=True)
+class ServingStory:
+    model: str  # what serves, in words
+    why: str
+    train_command: str | None  # the one command that trains a better model on these categories
+    expected_time: str | None  # of that command on this machine, from the measured rate
+
+
+def store_run_folder(manifest: Path) -> Path:
+    """Where the command below trains a model on this store's categories."""
+    return REPOSITORY / "runs" / f"store-{manifest.parent.name}"
+
+
+def train_command(manifest: Path) -> str:
+    return (f"python -m training --train-manifest {shlex.quote(str(manifest))} --backbone efficientnet_lite0 "
+            f"--pretrained imagenet --grid 1 --val-fraction 0.1 --epochs {TRAIN_EPOCHS} "
+            f"--out {shlex.quote(str(store_run_folder(manifest)))}")
+
+
+def expected_training_time(photos: int, epochs: int = TRAIN_EPOCHS) -> str | None:
+    """From the training rate measured on this machine by benchmarks/store_import.py (None: not measured)."""
+    try:
+        rate = float(json.loads(TRAINING_RATE_REPORT.read_text())["training"]["photos_per_second"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    hours = photos * epochs / rate / 3600
+    return (f"about {hours:.1f} h for {photos:,} photos × {epochs} epochs at the {rate:.1f} photos/s "
+            f"measured on this machine (reports/store-import/)")
+
+
+def small_grey_photos(paths: list[Path]) -> bool:
+    """True when the sampled photos are all at most 32 px and grey (one band, or three equal bands)."""
+    step = max(1, len(paths) // SAMPLE)
+    for path in paths[::step][:SAMPLE]:
+        try:
+            with Image.open(path) as image:
+                if max(image.size) > SMALL_GREY_SIDE:
+                    return False
+                if image.mode not in ("L", "1", "I;16", "I"):
+                    bands = image.convert("RGB").split()
+                    if bands[0].tobytes() != bands[1].tobytes() or bands[1].tobytes() != bands[2].tobytes():
+                        return False
+        except OSError:
+            continue  # an unreadable file is skipped by the build; it does not decide the model
+    return True
+
+
+def serving_story(checkpoint: dict, manifest: str | None, photos: int) -> ServingStory:
+    """Which model serves a catalog and why, from its checkpoint's record of how it was made."""
+    config, spec = checkpoint.get("config") or {}, checkpoint.get("backbone") or {}
+    pre = checkpoint.get("preprocessing") or {}
+    backbone = spec.get("name", config.get("backbone", "?"))
+    frozen = config.get("epochs") == 0 or config.get("frozen_features")
+    command = train_command(Path(manifest)) if manifest else None
+    expected = expected_training_time(photos) if manifest else None
+    trained_on = config.get("train_manifest")
+    if frozen and config.get("pretrained"):
+        return ServingStory(
+            f"{backbone} with frozen ImageNet features ({pre.get('size')} px, colour)",
+            "these are colour photos of ordinary size, which the kept 28 px grey model was not made for, and no "
+            "model has been trained on this store's categories yet: ImageNet features find look-alikes of any "
+            "kind of product without training.", command, expected)
+    if manifest and trained_on and Path(trained_on).resolve() == Path(manifest).resolve():
+        return ServingStory(f"{backbone} trained on this catalog's categories ({config.get('preset', '?')})",
+                            "it was trained on this catalog's own photos and categories.", None, None)
+    return ServingStory(
+        f"{backbone} trained on {Path(str(trained_on)).parent.name if trained_on else 'another catalog'} "
+        f"({pre.get('size')} px, {'grey' if pre.get('channels') == 1 else 'colour'})",
+        "the kept model is the one for small grey product photos like Fashion-MNIST's: it was trained on "
+        "them and finds the same product best there.", command if pre.get("channels") != 1 else None,
+        expected if pre.get("channels") != 1 else None)
+
+
+def run(command: list[str]) -> None:
+    print("$", " ".join(shlex.quote(c) for c in command), flush=True)
+    subprocess.run(command, check=True, cwd=REPOSITORY)
+
+
+def imagenet_model(manifest: Path) -> Path:
+    """The frozen ImageNet checkpoint, written once (the weights come from the installed package)."""
+    if not IMAGENET_MODEL.is_file():
+        run_dir = REPOSITORY / "runs" / "efficientnet-lite0-imagenet"
+        run([sys.executable, "-m", "training", "--train-manifest", str(manifest), "--backbone", "efficientnet_lite0",
+             "--pretrained", "imagenet", "--grid", "1", "--epochs", "0", "--out", str(run_dir)])
+        IMAGENET_MODEL.parent.mkdir(parents=True, exist_ok=True)
+        (run_dir / "model.pt").replace(IMAGENET_MODEL)
+    return IMAGENET_MODEL
+
+
+def choose_model(manifest: Path) -> tuple[Path, str]:
+    from index.manifest import read_manifest, resolve_image_paths
+
+    paths = resolve_image_paths(read_manifest(manifest), manifest.parent.absolute())
+    if small_grey_photos(paths):
+        return KEPT_MODEL, f"photos of at most {SMALL_GREY_SIDE} px in grey: the kept model"
+    trained = store_run_folder(manifest) / "model.pt"
+    if trained.is_file():
+        return trained, "a model trained on this store's categories"
+    return imagenet_model(manifest), "colour photos: frozen ImageNet features (EfficientNet-Lite0)"
+
+
+def prepare(source: Path, out: Path | None) -> tuple[Path, Path]:
+    from index.importers import import_image_folder
+
+    source = source.absolute()
+    manifest = import_image_folder(source) if source.is_dir() else source
+    out = out or REPOSITORY / "catalogs" / f"store-{manifest.parent.name}"
+    model, why = choose_model(manifest)
+    print(f"model: {model.relative_to(REPOSITORY) if model.is_relative_to(REPOSITORY) else model} ({why})", flush=True)
+    run([sys.executable, "-m", "index", "ensure", "--manifest", str(manifest), "--model", str(model), "--out", str(out)])
+    return out, model
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m app.store_catalog", description=__doc__.split("\n\n")[0])
+    parser.add_argument("source", type=Path, help="folder of <category>/[<product>/]<image>, or a manifest")
+    parser.add_argument("--out", type=Path, help="catalog folder (default catalogs/store-<folder name>)")
+    parser.add_argument("--env-file", type=Path, help="write COINSP_CATALOG and COINSP_MODEL here for the app")
+    args = parser.parse_args(argv)
+    if not args.source.exists():
+        parser.error(f"{args.source} does not exist")
+    out, model = prepare(args.source, args.out)
+    if args.env_file:
+        args.env_file.write_text(f"COINSP_CATALOG={shlex.quote(str(out))}\nCOINSP_MODEL={shlex.quote(str(model))}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
