@@ -34,7 +34,8 @@ class UnusablePhotoError(ImageError):
 class DomainSettings:
     """The measured parameters of the normalisation (chosen on held-out rendered photos)."""
     min_contrast: float = 0.05  # colour distance from the background that counts as product (0..1)
-    # The background is a plane per channel plus a palette of the border's colours around it
+    noise_factor: float = 2.0  # ... or this many times the border's own noise, whichever is larger
+    # A cluttered background is a plane per channel plus a palette of the border's colours around it
     # (the tones of a striped or blotchy table): a pixel is product when it is farther from every
     # palette colour than palette_factor x the palette_quantile of the border's own distances.
     palette_size: int = 8
@@ -156,9 +157,13 @@ def analyse(image: Image.Image, settings: DomainSettings = DomainSettings(),
     result = Analysis(planes, noise, False, None, None, 0.0)
     background = result.background_at(np.linspace(0, 1, w), np.linspace(0, 1, h))
     result.contrast = float(np.linalg.norm(pixels - background, axis=2).max())
-    distance, threshold = background_distance(pixels, background, settings)
-    foreground = distance > threshold
     result.cluttered = noise > settings.clutter_noise  # a textured or busy backdrop
+    if result.cluttered:
+        distance, threshold = background_distance(pixels, background, settings)
+    else:  # a plain backdrop (or a catalog image: the product may fill the border's palette)
+        distance = np.linalg.norm(pixels - background, axis=2)
+        threshold = max(settings.min_contrast, settings.noise_factor * noise)
+    foreground = distance > threshold
     if result.cluttered and settings.clutter_crop == "frame" and within is None:
         result.box = (0.0, 0.0, 1.0, 1.0)
         return result
