@@ -18,9 +18,9 @@ from embedder.files import file_facts
 from embedder.progress import ProgressOption, Stage, as_callback
 from index.catalog import Catalog
 from index.choose import IndexChoice
-from index.manifest import PATH_COLUMN, read_manifest
-from index.operations import (UpdateReport, check_columns, counts, embed_files, merge_skipped, open_embedder_for,
-                              refuse_on_disk, relative_paths)
+from index.manifest import PATH_COLUMN, read_manifest, validate_manifest
+from index.operations import (UpdateReport, check_columns, counts, drop_duplicate_paths, embed_files, merge_skipped,
+                              open_embedder_for, refuse_on_disk, relative_paths)
 from index.store import (HASH_COLUMN, ID_COLUMN, IMAGE_PATH_COLUMN, MTIME_COLUMN, SIZE_COLUMN, CatalogError,
                          catalog_lock, commit_catalog, now, stores_no_vectors, write_info)
 from index.tune import build_index
@@ -40,20 +40,24 @@ def add_to_catalog(folder: str | os.PathLike, manifest: str | os.PathLike | None
     if (manifest is None) == (images is None):
         raise CatalogError("give a manifest or an image folder to add")
     if images is not None:
-        from index.importers import import_image_folder
+        # Rows made from the folder's layout, held in memory: nothing is written into the
+        # user's folder (a manifest.csv there is theirs, and stays as it is).
+        from index.importers import image_folder_table
         try:
-            manifest = import_image_folder(images)
+            table = validate_manifest(image_folder_table(images), f"images in {images}")
         except FileNotFoundError as exc:
             raise CatalogError(str(exc)) from None
-    manifest = Path(manifest)
-    table = read_manifest(manifest)
-    check_columns(table, f"manifest {manifest}")
+        source, source_root = f"images in {images}", Path(images).absolute()
+    else:
+        table = read_manifest(manifest)
+        source, source_root = f"manifest {manifest}", Path(manifest).parent.absolute()
+    check_columns(table, source)
     with catalog_lock(folder, "add", lock_timeout):
         catalog = Catalog.load(folder)
         refuse_on_disk(catalog, "add")
         info, old_meta = catalog.info.replace(), catalog.metadata.drop(columns=[IMAGE_PATH_COLUMN], errors="ignore")
-        rel = relative_paths(table, manifest.parent.absolute(), catalog.root, known=old_meta[PATH_COLUMN].astype(str))
-        table = table.assign(**{PATH_COLUMN: rel}).drop_duplicates(PATH_COLUMN, keep="first").reset_index(drop=True)
+        rel = relative_paths(table, source_root, catalog.root, known=old_meta[PATH_COLUMN].astype(str))
+        table, duplicates = drop_duplicate_paths(table.assign(**{PATH_COLUMN: rel}))
         row_of_path = dict(zip(old_meta[PATH_COLUMN].astype(str), range(len(old_meta))))
         old_hash = old_meta[HASH_COLUMN].to_numpy(object)
         old_size = old_meta[SIZE_COLUMN].to_numpy(np.int64)
@@ -68,8 +72,11 @@ def add_to_catalog(folder: str | os.PathLike, manifest: str | os.PathLike | None
             file = os.path.join(root, path)
             try:
                 stat = os.stat(file)
-            except OSError:
+            except FileNotFoundError:
                 failures.append((path, f"file not found: {file}"))
+                continue
+            except OSError as exc:  # a name longer than the file system allows, no permission, a loop
+                failures.append((path, f"file not readable: {exc.strerror or exc}"))
                 continue
             r = row_of_path.get(path)
             # Same size and modification time: the same file (as git and rsync assume); not read.
@@ -108,7 +115,7 @@ def add_to_catalog(folder: str | os.PathLike, manifest: str | os.PathLike | None
         vector_of = dict(zip(embedded_j, vectors))
         updated = [(r, j) for r, j in zip(changed_rows, changed_j) if j in vector_of]
         new_js = [j for j in sorted(set(reuse) | set(to_embed)) if j in vector_of or j in reuse]
-        report = UpdateReport("add", folder, unchanged=len(set(unchanged)),
+        report = UpdateReport("add", folder, unchanged=len(set(unchanged)), duplicates=duplicates,
                               skipped=[(p, r) for p, r in failures])
         if not updated and not new_js:
             info_skipped = merge_skipped(info.skipped, failures)
@@ -178,7 +185,8 @@ def add_to_catalog(folder: str | os.PathLike, manifest: str | os.PathLike | None
         report.added = len(new_js) - report.reused
         report.index = record
         info.last_operation = {"operation": "add", "added": report.added + report.reused,
-                                  "updated": report.updated, "skipped": len(failures), "at": now()}
+                                  "updated": report.updated, "skipped": len(failures), "duplicates": duplicates,
+                                  "at": now()}
         commit_catalog(folder, blocks, new_meta, index, info, info.version)
     report.seconds = time.perf_counter() - started
     return report

@@ -72,7 +72,17 @@ def _is_hidden(parts: Sequence[str]) -> bool:
 
 
 def import_image_folder(root: str | os.PathLike) -> Path:
-    """Manifest for a tree root/category/[product/...]/image; writes root/manifest.csv.
+    """Manifest for a tree root/category/[product/...]/image; writes root/manifest.csv
+    (image_folder_table without writing anything)."""
+    table = image_folder_table(root)
+    manifest = Path(root) / "manifest.csv"
+    if _is_complete(manifest, table):  # leaves the file (and its timestamp) alone
+        return manifest
+    return write_manifest(table, manifest)
+
+
+def image_folder_table(root: str | os.PathLike) -> pd.DataFrame:
+    """The manifest rows of a tree root/category/[product/...]/image (paths relative to root).
 
     When images sit in a folder below their category folder, that first subfolder is the
     product_id; when they sit directly in the category folder there is no product_id. A
@@ -99,10 +109,7 @@ def import_image_folder(root: str | os.PathLike) -> Path:
         loose = next(path for path, nested in zip(relative, in_product_folder) if not nested)
         raise ManifestError(f"{root} mixes images in product folders with images directly in a category "
                             f"folder (e.g. {loose.as_posix()}); put every image in a product folder or none")
-    manifest = root / "manifest.csv"
-    if _is_complete(manifest, table):  # leaves the file (and its timestamp) alone
-        return manifest
-    return write_manifest(table, manifest)
+    return table
 
 
 # --- Fashion-MNIST -------------------------------------------------------------------------

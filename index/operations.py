@@ -23,7 +23,8 @@ from index.description import CatalogInfo
 from index.manifest import CATEGORY_COLUMN, PATH_COLUMN, read_manifest, resolve_image_paths
 from index.store import (HASH_COLUMN, ID_COLUMN, IMAGE_PATH_COLUMN, MTIME_COLUMN, RESERVED_COLUMNS,
                          SIZE_COLUMN, CatalogError, catalog_lock, check_model, check_new_catalog_folder,
-                         commit_catalog, normalise_rel, now, read_info_or_none, stores_no_vectors)
+                         commit_catalog, normalise_rel, now, read_info_or_none, restore_version,
+                         stores_no_vectors)
 from index.tune import build_index
 
 if TYPE_CHECKING:  # torch is imported only where a model runs: loading and evaluating need none
@@ -60,20 +61,28 @@ class UpdateReport:
     updated: int = 0  # items whose file changed: re-embedded, same id
     unchanged: int = 0  # items already in the catalog
     removed: int = 0
+    duplicates: int = 0  # manifest rows dropped because an earlier row names the same image
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) this operation
     index: dict = field(default_factory=dict)
     seconds: float = 0.0
     reembedded: bool = False
     wrote: bool = True
+    version: str | None = None  # the version current afterwards (restore)
+    undone_version: str | None = None  # the version a restore replaced
 
     def summary(self) -> str:
         parts = [f"{self.operation}: {self.items:,} items"]
+        if self.operation == "restore" and self.wrote:
+            parts[0] = f"restore: version {self.version} is current again ({self.items:,} items)"
+            parts.append(f"version {self.undone_version} undone (restore it with --version {self.undone_version})")
         for name in ("added", "reused", "updated", "unchanged", "removed"):
             value = getattr(self, name)
             if value:
                 parts.append(f"{value:,} {name}" if name != "reused" else f"{value:,} added from identical images")
         if self.skipped:
             parts.append(f"{len(self.skipped):,} skipped")
+        if self.duplicates:
+            parts.append(f"{self.duplicates:,} duplicate manifest row{'s' if self.duplicates > 1 else ''} dropped")
         if self.index:
             recall = self.index.get("recall_at_10")
             parts.append(f"index {self.index.get('factory')}"
@@ -85,9 +94,10 @@ class UpdateReport:
     def to_dict(self) -> dict:
         return {"operation": self.operation, "folder": str(self.folder), "items": self.items, "added": self.added,
                 "reused": self.reused, "updated": self.updated, "unchanged": self.unchanged,
-                "removed": self.removed, "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
+                "removed": self.removed, "duplicates": self.duplicates,
+                "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
                 "index": self.index, "seconds": round(self.seconds, 3), "reembedded": self.reembedded,
-                "wrote": self.wrote}
+                "wrote": self.wrote, "version": self.version, "undone_version": self.undone_version}
 
 
 def load_embedder(model, precision: str) -> tuple["Embedder", str | None]:
@@ -129,6 +139,13 @@ def relative_paths(table: pd.DataFrame, manifest_root: Path, catalog_root: Path,
     return out
 
 
+def drop_duplicate_paths(table: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The table with one row per image path (the first row naming it), and how many were dropped:
+    two rows of one file would be two items with the same vector."""
+    unique = table.drop_duplicates(PATH_COLUMN, keep="first").reset_index(drop=True)
+    return unique, len(table) - len(unique)
+
+
 def merge_skipped(old: list[dict], new: list[tuple[str, str]], now_ok: Iterable[str] = ()) -> list[dict]:
     merged = {entry["path"]: entry["reason"] for entry in old}
     for path in now_ok:
@@ -167,6 +184,9 @@ def build_catalog(manifest: str | os.PathLike, model, out: str | os.PathLike, *,
     table = read_manifest(manifest)
     check_columns(table, f"manifest {manifest}")
     root = manifest.parent.absolute()
+    resolve_image_paths(table, root)  # refuses paths outside the root, naming the rows as written
+    normalised = table.assign(**{PATH_COLUMN: [normalise_rel(p) for p in table[PATH_COLUMN]]})
+    table, duplicates = drop_duplicate_paths(normalised)
     paths = resolve_image_paths(table, root)
     check_new_catalog_folder(out, overwrite)
     embedder, model_path = load_embedder(model, precision)
@@ -178,7 +198,6 @@ def build_catalog(manifest: str | os.PathLike, model, out: str | os.PathLike, *,
             reasons = "; ".join(f"{table[PATH_COLUMN].iloc[i]}: {r}" for i, r in failures[:3])
             raise CatalogError(f"none of the {len(paths):,} images of {manifest} could be used ({reasons})")
         metadata = table.iloc[embedded].reset_index(drop=True)
-        metadata[PATH_COLUMN] = [normalise_rel(p) for p in metadata[PATH_COLUMN]]
         metadata.insert(0, ID_COLUMN, np.arange(len(metadata), dtype=np.int64))
         metadata[HASH_COLUMN] = [f[0] for f in facts]
         metadata[SIZE_COLUMN] = np.asarray([f[1] for f in facts], np.int64)
@@ -194,8 +213,9 @@ def build_catalog(manifest: str | os.PathLike, model, out: str | os.PathLike, *,
         skipped_list = merge_skipped([], skipped)
         info.index, info.counts, info.skipped = record, counts(metadata, skipped_list), skipped_list
         report = UpdateReport("build", out, items=len(metadata), added=len(metadata), skipped=skipped,
-                              index=record)
-        info.last_operation = {"operation": "build", "added": len(metadata), "skipped": len(skipped), "at": now()}
+                              duplicates=duplicates, index=record)
+        info.last_operation = {"operation": "build", "added": len(metadata), "skipped": len(skipped),
+                               "duplicates": duplicates, "at": now()}
         commit_catalog(out, [vectors], metadata, index_obj, info, previous)
     report.seconds = time.perf_counter() - started
     return report
@@ -342,5 +362,23 @@ def rebuild_catalog(folder: str | os.PathLike, *, model=None, index: str | None 
                                   "skipped": len(skipped), "at": now()}
         commit_catalog(folder, [embeddings], metadata, index_obj, info, info.version)
     report.items, report.skipped, report.index = len(metadata), skipped, record
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def restore_catalog(folder: str | os.PathLike, version: str | None = None, *, progress: ProgressOption = False,
+                    lock_timeout: float = 0.0) -> UpdateReport:
+    """Undo: make an earlier version current again (default: the previous one), atomically and
+    under the catalog's lock. The undone version stays on disk as the previous one, so restoring
+    it undoes the restore. `index.store.list_versions(folder)` says which versions there are.
+    `progress` is accepted so every catalog change can be called alike; a restore has no stages.
+    """
+    started = time.perf_counter()
+    folder = Path(folder)
+    with catalog_lock(folder, "restore", lock_timeout):
+        restored, undone = restore_version(folder, version)
+    report = UpdateReport("restore", folder, items=int(restored.counts.get("items", 0)), index=restored.index,
+                          wrote=restored.version != undone.version, version=restored.version,
+                          undone_version=undone.version if restored.version != undone.version else None)
     report.seconds = time.perf_counter() - started
     return report

@@ -9,6 +9,9 @@ Layout of a catalog folder DIR:
     DIR/versions/<version>/index.faiss       the search index, keyed by the stable ids (an exact,
                                              Flat index is stored empty and filled from
                                              embeddings.npy on load: its vectors are stored once)
+    DIR/versions/<version>/catalog.json      the description of that version (a copy of what
+                                             DIR/catalog.json said when it was written), so
+                                             the version can be restored
     DIR/.lock                                held (an OS lock) by the one process changing DIR;
     DIR/.lock-holder                         says who, for the message another writer gets
 
@@ -16,7 +19,9 @@ Every change writes a complete new version folder (first as versions/.tmp-<versi
 when complete) and only then replaces catalog.json, which names the version. catalog.json is
 the commit point: a crash at any moment leaves the previous catalog.json naming the previous,
 untouched version, so readers see the old catalog or the new one, never a mix. The previous
-version stays on disk one step longer for readers that are still loading it.
+version stays on disk one step longer for readers that are still loading it, and can be made
+current again (restore_version: catalog.json pointed back at it, the undone version kept as the
+previous one, so a restore can itself be undone).
 
 On-disk catalogs (index.ondisk, docs/scale.md) have no embeddings.npy: their inverted lists are a
 memory-mapped index.ivfdata, their full vectors stay in the embedding shards (vector_locations.npy
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import json
 import os
 import posixpath
@@ -34,6 +40,7 @@ import secrets
 import shutil
 import socket
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -99,13 +106,79 @@ def normalise_rel(path: str) -> str:
 
 # ----------------------------------------------------------------------------- locking
 
+# Errors that mean "this folder cannot be written" (a read-only mount, no permission).
+READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)
+
+
+def not_writable_error(folder: Path, reason: str) -> CatalogError:
+    return CatalogError(f"catalog folder {folder} is not writable ({reason}): nothing was changed; make it "
+                        "writable (or copy the catalog to a writable folder) and run the command again")
+
+
+def check_writable(folder: Path) -> None:
+    """CatalogError unless this process may write the catalog folder and its versions folder."""
+    for path in (folder, folder / VERSIONS_DIR):
+        if path.is_dir() and not os.access(path, os.W_OK):  # access() also answers EROFS
+            raise not_writable_error(folder, "Read-only file system" if _read_only_mount(path) else "Permission denied")
+
+
+def _read_only_mount(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):
+        return False
+
+
+# Descriptors this process holds its catalog locks with. A forked child (a data-loader worker)
+# gets copies, and an OS lock stays held while any copy is open: after a kill -9 of the writer
+# its orphaned workers would hold the catalog for seconds. The child closes its copies at once.
+_LOCK_DESCRIPTORS: set[int] = set()
+
+
+def _close_lock_descriptors_in_child() -> None:
+    for fd in _LOCK_DESCRIPTORS:
+        with contextlib.suppress(OSError):
+            os.close(fd)  # close, never unlock: unlocking would release the parent's lock
+    _LOCK_DESCRIPTORS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_close_lock_descriptors_in_child)
+
+
+def _descriptors_of(path: Path) -> set[int]:
+    """This process's open descriptors on the file `path` (matched by device and inode)."""
+    try:
+        target = os.stat(path)
+    except OSError:
+        return set()
+    for listing in ("/proc/self/fd", "/dev/fd"):
+        try:
+            names = os.listdir(listing)
+        except OSError:
+            continue
+        found = set()
+        for name in names:
+            with contextlib.suppress(OSError, ValueError):
+                facts = os.fstat(int(name))
+                if (facts.st_dev, facts.st_ino) == (target.st_dev, target.st_ino):
+                    found.add(int(name))
+        return found
+    return set()
+
+
 @contextlib.contextmanager
 def catalog_lock(folder: str | os.PathLike, operation: str, timeout: float = 0.0) -> Iterator[None]:
-    """Hold DIR/.lock (an OS lock, released even if the process dies); wait up to `timeout` s."""
+    """Hold DIR/.lock (an OS lock, released even if the process dies); wait up to `timeout` s.
+
+    Only this process holds it: processes it forks (data-loader workers) close their copy, so
+    the lock is free the moment this process ends, however it ends. A folder that cannot be
+    written is refused here, before any work, with a CatalogError saying so.
+    """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     lock = FileLock(folder / LOCK_FILE, mode=0o644)
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         lock.acquire(timeout=max(timeout, 0.0), poll_interval=0.1)
     except Timeout:
         holder = ""
@@ -113,13 +186,21 @@ def catalog_lock(folder: str | os.PathLike, operation: str, timeout: float = 0.0
             holder = (folder / LOCK_HOLDER_FILE).read_text().strip()
         raise CatalogLockedError(f"catalog {folder} is being changed by another process ({holder or 'unknown'}); "
                                  "wait for it to finish and try again") from None
+    except OSError as exc:
+        if exc.errno in READ_ONLY_ERRNOS:
+            raise not_writable_error(folder, exc.strerror or str(exc)) from None
+        raise
+    held = _descriptors_of(folder / LOCK_FILE)
+    _LOCK_DESCRIPTORS.update(held)
     try:
+        check_writable(folder)
         # Not data: only who holds the lock, for the message above.
         with contextlib.suppress(OSError):
             (folder / LOCK_HOLDER_FILE).write_text(
                 f"pid {os.getpid()} on {socket.gethostname()}, {operation} since {now()}")
         yield
     finally:
+        _LOCK_DESCRIPTORS.difference_update(held)
         lock.release()
 
 
@@ -321,9 +402,10 @@ def commit_version(folder: Path, write: Callable[[Path], None], info: CatalogInf
     staging.mkdir()
     try:
         write(staging)
+        info = info.replace(version=version, previous_version=previous, built_at=now())
+        write_info(staging, info)  # the version's own description, for restore_version
         os.replace(staging, versions / version)
         fsync_dir(versions)
-        info = info.replace(version=version, previous_version=previous, built_at=now())
         write_info(folder, info)  # the commit point
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -345,3 +427,70 @@ def _collect_garbage(folder: Path, keep: set) -> None:
     for entry in versions.iterdir():
         if entry.name not in keep:
             shutil.rmtree(entry, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- versions and restore
+
+@dataclass(frozen=True)
+class CatalogVersion:
+    """A complete version on disk, as `restore --list` shows it."""
+    version: str
+    current: bool
+    built_at: str | None = None
+    items: int | None = None
+    last_operation: dict | None = None
+    restorable: bool = True
+    why_not: str = ""  # when not restorable
+
+
+def list_versions(folder: str | os.PathLike) -> list[CatalogVersion]:
+    """The complete versions in DIR/versions, the current one first, then newest first."""
+    folder = Path(folder)
+    current = read_info(folder).version
+    found = []
+    versions = folder / VERSIONS_DIR
+    for entry in sorted(versions.iterdir() if versions.is_dir() else [], key=lambda p: p.name, reverse=True):
+        if entry.name.startswith(".") or not entry.is_dir():
+            continue  # an unfinished write
+        try:
+            info = read_info(entry)
+        except CatalogError:
+            found.append(CatalogVersion(entry.name, entry.name == current, restorable=False,
+                                        why_not="written before versions kept their own description"))
+            continue
+        found.append(CatalogVersion(entry.name, entry.name == current, info.built_at, info.counts.get("items"),
+                                    info.last_operation))
+    return sorted(found, key=lambda v: not v.current)
+
+
+def restore_version(folder: Path, version: str | None) -> tuple[CatalogInfo, CatalogInfo]:
+    """Point catalog.json at an earlier complete version (default: the previous one); returns
+    (the description now current, the one it replaced). Call under the catalog's lock.
+
+    The undone version becomes the previous one (so the restore can be undone), and ids are never
+    given out twice: the restored catalog goes on numbering after the highest id ever used.
+    """
+    current = read_info(folder)
+    target = version or current.previous_version
+    if not target:
+        raise CatalogError(f"catalog {folder} has no earlier version to restore (version {current.version} "
+                           "is its first); `python -m index restore --catalog DIR --list` shows its versions")
+    if target == current.version:
+        return current, current
+    stored = folder / VERSIONS_DIR / target
+    if posixpath.basename(target) != target or target.startswith(".") or not stored.is_dir():
+        kept = ", ".join(v.version for v in list_versions(folder)) or "none"
+        raise CatalogError(f"catalog {folder} has no version {target!r} on disk (versions: {kept}); only the "
+                           "current and the previous version are kept")
+    try:
+        restored = read_info(stored)
+    except CatalogError:
+        raise CatalogError(f"version {target} of {folder} was written before versions kept their own "
+                           "description, so it cannot be restored; rebuild the catalog instead") from None
+    restored = restored.replace(version=target, previous_version=current.version,
+                                next_id=max(int(restored.next_id), int(current.next_id)),
+                                last_operation={"operation": "restore", "restored": target,
+                                                "undone": current.version, "at": now()})
+    write_info(folder, restored)  # the commit point, as for every change
+    _collect_garbage(folder, keep={target, current.version})
+    return restored, current

@@ -340,3 +340,74 @@ def test_the_catalog_description_is_typed_and_keeps_what_it_does_not_know(shop):
     (folder / "catalog.json").write_text(json.dumps({k: v for k, v in stored.items() if k != "feature_dim"}))
     with pytest.raises(CatalogError, match="damaged.*feature_dim"):
         read_info(folder)
+
+
+# ---------------------------------------------------------------- image folders, duplicates, long names
+
+def folder_state(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_adding_an_image_folder_writes_nothing_into_it(shop):
+    manifest, folder, good = shop
+    arrivals = manifest.parent / "images" / "arrivals"
+    for p in range(2):
+        (arrivals / "tops" / f"tops-7{p}").mkdir(parents=True)
+        product_image(0, 70 + p, 0).save(arrivals / "tops" / f"tops-7{p}" / "front.png")
+    # The store's own, curated manifest of that folder: it must survive every add, even a refused one.
+    curated = "path,category,product_id,brand\ntops/tops-70/front.png,tops,SKU-70,Acme\n"
+    (arrivals / "manifest.csv").write_text(curated)
+    before = folder_state(arrivals)
+
+    report = add_to_catalog(folder, images=arrivals, progress=False)
+    assert report.added == 2 and folder_state(arrivals) == before
+    catalog = Catalog.load(folder)
+    assert set(catalog.metadata["path"].iloc[-2:]) == {"images/arrivals/tops/tops-70/front.png",
+                                                      "images/arrivals/tops/tops-71/front.png"}
+
+    outside = manifest.parent.parent / "elsewhere"  # not below the catalog's image folder: refused
+    (outside / "bags" / "bags-80").mkdir(parents=True)
+    product_image(2, 80, 0).save(outside / "bags" / "bags-80" / "front.png")
+    with pytest.raises(CatalogError, match="outside the catalog's image folder"):
+        add_to_catalog(folder, images=outside, progress=False)
+    assert not (outside / "manifest.csv").exists()
+    assert (arrivals / "manifest.csv").read_text() == curated
+
+
+def test_build_keeps_one_item_per_image_and_says_how_many_rows_repeated_one(tmp_path, models):
+    manifest, good = make_shop(tmp_path / "shop")
+    table = pd.read_csv(manifest)
+    repeats = table.iloc[[0, 1]].assign(title="repeated")
+    repeats.iloc[1, repeats.columns.get_loc("path")] = "images/./" + repeats.iloc[1]["path"].split("/")[-1]
+    pd.concat([table, repeats]).to_csv(manifest, index=False)
+    report = build_catalog(manifest, models[0], tmp_path / "catalog", progress=False)
+    assert report.items == good and report.duplicates == 2
+    assert "2 duplicate manifest rows dropped" in report.summary()
+    catalog = Catalog.load(tmp_path / "catalog")
+    assert catalog.metadata["path"].is_unique and len(catalog) == good
+    assert "repeated" not in set(catalog.metadata["title"])  # the first row naming a file is the one kept
+    assert catalog.info.last_operation["duplicates"] == 2
+    # `add` drops repeated rows the same way, and says so.
+    again = add_to_catalog(tmp_path / "catalog", manifest, progress=False)
+    assert again.duplicates == 2 and not again.wrote
+
+
+def test_a_path_longer_than_the_file_system_allows_is_skipped_like_any_unreadable_row(shop, tmp_path, models):
+    manifest, folder, good = shop
+    too_long_name = "images/" + "x" * 300 + ".png"  # over NAME_MAX (255)
+    too_long_path = "images/" + "/".join(["y" * 200] * 25) + ".png"  # over PATH_MAX (4096)
+    table = pd.read_csv(manifest)
+    rows = pd.DataFrame([{"path": too_long_name, "category": "tops", "product_id": "long", "title": "long"},
+                         {"path": too_long_path, "category": "tops", "product_id": "long", "title": "long"}])
+    longer = manifest.parent / "longer.csv"
+    pd.concat([table.iloc[:2], rows, table.iloc[2:]]).to_csv(longer, index=False)
+
+    built = build_catalog(longer, models[0], tmp_path / "built", progress=False)
+    assert built.items == good
+    reasons = dict(built.skipped)
+    assert "File name too long" in reasons[too_long_name] and "File name too long" in reasons[too_long_path]
+
+    added = add_to_catalog(folder, longer, progress=False)
+    reasons = dict(added.skipped)
+    assert added.unchanged == good
+    assert reasons[too_long_name] == reasons[too_long_path] == "file not readable: File name too long"
