@@ -3,7 +3,9 @@
     python -m app.api --catalog catalogs/fashion-mnist-test --model models/coinsp-fmnist.pt [--port 8000] [--workers 2]
 
     POST /search    multipart or url-encoded form: image=<file> or id=<catalog id>; k, category,
-                    hide_duplicates_above  ->  {"results": [{rank, id, score, category, path, metadata}], "timing_ms": ...}
+                    hide_duplicates_above, box (x0,y0,x1,y1: the photo's query region), min_score
+                    ->  {"results": [{rank, id, score, category, path, metadata}], "predicted_category",
+                         "confidence", "dropped_below_min_score", "timing_ms": ...}
     GET  /health    catalog version, item count, model fingerprint
     GET  /catalog   what the catalog is: index type and why, counts, categories
 
@@ -31,6 +33,7 @@ from typing import Annotated
 
 from app.settings import DEFAULT_CATALOG, DEFAULT_DEVICE, DEFAULT_MODEL, ENV
 from embedder.images import ImageError
+from embedder.regions import BoxError, parse_box
 from embedder.files import format_size, parse_size
 from index.catalog import Catalog
 from index.service import CatalogItem, SearchService, to_rgb
@@ -149,6 +152,16 @@ def _results(frame) -> list[dict]:
     """JSON-ready result rows; the server's absolute image paths are not sent."""
     frame = frame.drop(columns=["image_path"], errors="ignore")
     return [_record(row) for row in json.loads(frame.to_json(orient="records"))]
+
+
+def query_box(text: str | None, item_id: int | None):
+    """The `box` form field -> four numbers, or None; BoxError (an ImageError) when it is not a box."""
+    if text is None or not text.strip():
+        return None
+    if item_id is not None:
+        raise BoxError("a query region applies to a photo (`image`), not to a catalog item (`id`)")
+    spelled = text.strip().removeprefix("[").removesuffix("]")
+    return parse_box(spelled if "," in spelled else ",".join(spelled.split()))
 
 
 def _catalog_summary(info: dict, categories: list[str]) -> dict:
@@ -292,13 +305,21 @@ def create_app(catalog: str | os.PathLike, model: str | os.PathLike, *, device: 
         category: Annotated[str | None, Form(description="only items of this category")] = None,
         hide_duplicates_above: Annotated[float | None, Form(
             ge=-1.0, le=1.0, description="drop a result more similar than this cosine to a better one")] = None,
+        box: Annotated[str | None, Form(max_length=200, description=(
+            "the photo's query region in its pixels: x0,y0,x1,y1 (or four numbers separated by spaces, or a JSON "
+            "list); default: the product, found automatically"))] = None,
+        min_score: Annotated[float | None, Form(ge=-1.0, le=1.0, description="leave out results scoring below this")] = None,
     ) -> dict:
         started = time.perf_counter()
         if (image is None) == (id is None):
             raise HTTPException(422, "give exactly one of `image` (a file) or `id` (a catalog item), as form fields "
                                      "(multipart/form-data or application/x-www-form-urlencoded)")
         category = category or None
-        options = {"k": k, "category": category, "hide_duplicates_above": hide_duplicates_above}
+        try:
+            region = query_box(box, id)
+        except ImageError as exc:
+            raise HTTPException(422, f"box: {exc}") from None
+        options = {"k": k, "category": category, "hide_duplicates_above": hide_duplicates_above, "min_score": min_score}
         decode_s, queue_s, query = 0.0, 0.0, {"id": id} if id is not None else {"image": image.filename}
         with contextlib.ExitStack() as held:
             if image is not None:
@@ -317,14 +338,16 @@ def create_app(catalog: str | os.PathLike, model: str | os.PathLike, *, device: 
                 query["bytes"] = len(data)
             service = live.service
             try:
-                found = service.search(CatalogItem(id) if id is not None else photo, **options)
+                found = service.search(CatalogItem(id) if id is not None else photo, box=region, **options)
+            except ImageError as exc:  # nothing to search for in the photo, or a box outside it
+                raise HTTPException(422, f"{_shown_name(image.filename)}: {exc}") from None
             except UnknownItemError as exc:
                 raise HTTPException(404, str(exc)) from None
             except CatalogError as exc:  # e.g. an unknown category
                 raise HTTPException(422, str(exc)) from None
         timing = found.timing
-        return {"query": {**query, **options}, "catalog_version": service.catalog.info["version"],
-                "results": _results(found.frame),
+        return {"query": {**query, **options, "box": list(region) if region else None},
+                "catalog_version": service.catalog.info["version"], "results": _results(found.frame), **found.summary(),
                 "timing_ms": {"decode_ms": 1000 * decode_s, "embed_ms": 1000 * timing.decode_embed_s,
                               "search_ms": 1000 * timing.search_s, "queue_ms": 1000 * queue_s,
                               "total_ms": 1000 * (time.perf_counter() - started)}}

@@ -123,6 +123,38 @@ def show_image(image: Image.Image, heat: Callable[[Image.Image], np.ndarray] | N
     st.image(shown, width="stretch")
 
 
+# ---------------------------------------------------------------- the query region
+
+CROP_SIDE = 340  # pixels: the photo is shown this big (longest side) in the crop box
+BOX_COLOUR = "#ff4b4b"
+
+
+def crop_box(image: Image.Image, default: tuple[int, int, int, int], key: str) -> tuple[int, int, int, int] | None:
+    """The shopper's query region over the photo, starting at `default` (the automatic product
+    region): a box to drag and resize (streamlit-cropper). Returns it in the photo's pixels, or
+    None while it is still the automatic region (then the search finds the product itself)."""
+    from streamlit_cropper import st_cropper
+
+    shown = ImageOps.contain(image, (CROP_SIDE, CROP_SIDE), Image.Resampling.LANCZOS)
+    scale = image.width / shown.width
+    x0, y0, x1, y1 = (round(v / scale) for v in default)
+    rect = st_cropper(shown, realtime_update=True, default_coords=(x0, x1, y0, y1), box_color=BOX_COLOUR,
+                      return_type="box", should_resize_image=False, key=key)
+    drawn = (rect["left"], rect["top"], rect["left"] + rect["width"], rect["top"] + rect["height"])
+    if max(abs(a - b) for a, b in zip(drawn, (x0, y0, x1, y1))) <= 1:  # not moved (rounding aside)
+        return None
+    return (max(0, round(drawn[0] * scale)), max(0, round(drawn[1] * scale)),
+            min(image.width, round(drawn[2] * scale)), min(image.height, round(drawn[3] * scale)))
+
+
+def show_model_view(view: np.ndarray) -> None:
+    """What the model sees of the query (uint8 C x H x W): the product cropped and brought into
+    the catalog's style."""
+    array = view[0] if view.shape[0] == 1 else view.transpose(1, 2, 0)
+    st.image(thumbnail(Image.fromarray(array), 160), width=160,
+             caption="What the model sees: the product, cropped and prepared like the catalog's photos")
+
+
 # ---------------------------------------------------------------- results
 
 _STANDARD_COLUMNS = {"rank", "score", "id", "path", "category", "product_id", "image_path", *INTERNAL_COLUMNS}

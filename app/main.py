@@ -30,7 +30,7 @@ navigation = st.navigation([
 # Streamlit forgets a widget's value once a run does not draw it; re-storing the search options
 # keeps them while the user visits the other pages (an uploaded file can't be kept this way).
 for key in ("search_k", "search_category", "search_hide_duplicates", "search_dup_threshold", "search_why",
-            "search_mode", "search_item"):
+            "search_min_score", "search_mode", "search_item"):
     if key in st.session_state:
         st.session_state[key] = st.session_state[key]
 

@@ -5,7 +5,8 @@
     remove   --catalog DIR (--ids N ... | --paths P ...)
     rebuild  --catalog DIR [--model CKPT] [--index FACTORY] [--memory-budget 2GB] [--reembed]
     ensure   --manifest M --model CKPT --out DIR   (build, or bring up to date: model, new images)
-    search   --catalog DIR --model CKPT (--image FILE | --id N) [--k 10] [--category C] [--hide-duplicates 0.98]
+    search   --catalog DIR --model CKPT (--image FILE [--box X0,Y0,X1,Y1] | --id N) [--k 10] [--category C]
+             [--hide-duplicates 0.98] [--min-score S]
     evaluate --catalog DIR [--out PREFIX] [--label product_id] [--max-queries N]
     info     --catalog DIR [--json]
     embed-ray         --manifest M --model CKPT --out SHARDS [--address ADDR] [--num-cpus N] [--actors N] [--batch-size B]
@@ -29,6 +30,7 @@ import time
 from pathlib import Path
 
 from embedder.images import ImageError
+from embedder.regions import parse_box
 from index.add import add_to_catalog
 from index.catalog import Catalog
 from index.operations import build_catalog, rebuild_catalog, remove_from_catalog
@@ -119,6 +121,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--category")
     p.add_argument("--hide-duplicates", type=float, default=None, metavar="COSINE",
                    help="hide results more similar than this to a better-ranked result (e.g. 0.98)")
+    p.add_argument("--box", metavar="X0,Y0,X1,Y1",
+                   help="query region of the photo in its pixels (default: the product, found automatically)")
+    p.add_argument("--min-score", type=float, default=None, metavar="SCORE",
+                   help="leave out results scoring below this (cosine similarity, e.g. 0.9)")
     p.add_argument("--json", action="store_true", help="print the results as JSON records")
 
     p = sub.add_parser("evaluate", help="Recall@k of the catalog (leave-one-out, labels = product_id)")
@@ -232,16 +238,25 @@ def cmd_rebuild(args) -> int:
 
 
 def cmd_ensure(args) -> int:
-    from embedder.checkpoint import load_checkpoint
+    from embedder.checkpoint import load_checkpoint, preprocessing_from_checkpoint
+    from index.embedding_settings import preprocessing_changed
 
     if not (args.out / INFO_FILE).exists():
         return cmd_build(argparse.Namespace(**vars(args), overwrite=False))
     info = read_info(args.out)
-    fingerprint = load_checkpoint(args.model)["fingerprint"]
+    payload = load_checkpoint(args.model)
+    fingerprint = payload["fingerprint"]
+    changed = None
     if fingerprint != info.model_fingerprint:
-        print(f"the model changed ({info.model_fingerprint} -> {fingerprint}): re-embedding the catalog")
+        changed = f"the model changed ({info.model_fingerprint} -> {fingerprint})"
+    elif preprocessing_changed(info.preprocessing, preprocessing_from_checkpoint(payload)):
+        changed = ("the catalog was embedded with " + ("an earlier" if info.preprocessing else "the old (before domain "
+                   "normalisation)") + " preparation of images")
+    if changed:
+        print(f"{changed}: re-embedding the catalog")
         _print_report(rebuild_catalog(args.out, model=args.model, index=args.index, memory_budget=args.memory_budget,
-                                      precision=args.precision, progress=not args.quiet, lock_timeout=args.wait))
+                                      precision=args.precision, reembed=True, progress=not args.quiet,
+                                      lock_timeout=args.wait))
     report = add_to_catalog(args.out, args.manifest, model=args.model, progress=not args.quiet, lock_timeout=args.wait)
     if report.wrote or report.skipped:
         _print_report(report)
@@ -255,23 +270,40 @@ def cmd_search(args) -> int:
 
     if args.k < 1:
         raise UsageError("--k must be at least 1")
+    box = None
+    if args.box is not None:
+        if args.image is None:
+            raise UsageError("--box is a region of the photo given with --image")
+        try:
+            box = parse_box(args.box)
+        except ImageError as exc:
+            raise UsageError(f"--box: {exc}") from None
     service = SearchService(args.catalog, args.model)
-    options = {"k": args.k, "category": args.category, "hide_duplicates_above": args.hide_duplicates}
+    options = {"k": args.k, "category": args.category, "hide_duplicates_above": args.hide_duplicates,
+               "min_score": args.min_score}
     if args.image is not None:
         try:
-            found = service.search(args.image, **options)
+            found = service.search(args.image, box=box, **options)
         except ImageError as exc:
             raise UsageError(f"{args.image}: {exc}") from None
     else:
         found = service.search(CatalogItem(args.id), **options)
     results, timing = found.frame, found.timing.as_dict()
     if args.json:
-        print(json.dumps({"results": json.loads(results.to_json(orient="records")), "timing_ms": timing}, indent=2))
+        print(json.dumps({"results": json.loads(results.to_json(orient="records")), **found.summary(),
+                          "timing_ms": timing}, indent=2))
         return 0
+    if found.category is not None:
+        print(f"predicted category: {found.category.name} ({found.category.probability:.0%})")
     shown = [c for c in ("rank", "score", "id", "category", "product_id", "path") if c in results.columns]
-    print(results[shown].to_string(index=False, formatters={"score": "{:.4f}".format}))
+    if len(results):
+        print(results[shown].to_string(index=False, formatters={"score": "{:.4f}".format}))
     print(f"{len(results)} results over {len(service.catalog):,} items; decode+embed "
           f"{timing['decode_embed_ms']:.1f} ms, search {timing['search_ms']:.1f} ms")
+    if found.dropped:
+        print(f"{found.dropped} result(s) scoring below --min-score {args.min_score} left out")
+    if found.confidence is not None and found.confidence.weak:
+        print(found.confidence.notice())
     return 0
 
 

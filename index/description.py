@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from index.calibration import ScoreCalibration
 from index.choose import DEFAULT_MEMORY_BUDGET, IndexChoice
 
 FORMAT = "coinsp-catalog/1"
@@ -51,6 +52,10 @@ class CatalogInfo(Mapping):
     skipped: list = field(default_factory=list)
     last_operation: dict | None = None
     vectors: VectorShards | None = None  # on-disk catalogs only
+    # How the vectors were made besides the weights (index.embedding_settings); None: before it was recorded.
+    preprocessing: dict | None = None
+    # What a real match scores here (index.calibration); None: not measured yet, or no two items of a product.
+    calibration: ScoreCalibration | None = None
     extra: dict = field(default_factory=dict)  # keys this version of the product does not know, kept
 
     @property
@@ -65,6 +70,8 @@ class CatalogInfo(Mapping):
         if isinstance(values.get("vectors"), dict):
             values["vectors"] = VectorShards(**{k: v for k, v in values["vectors"].items()
                                                 if k in {f.name for f in dataclasses.fields(VectorShards)}})
+        if isinstance(values.get("calibration"), dict):
+            values["calibration"] = ScoreCalibration.from_dict(values["calibration"])
         missing = [name for name in ("model_fingerprint", "feature_dim", "root", "index") if name not in values]
         if missing:
             raise KeyError(", ".join(missing))
@@ -78,10 +85,13 @@ class CatalogInfo(Mapping):
             if f.name == "extra":
                 continue
             value = getattr(self, f.name)
-            if f.name == "vectors":
+            if f.name in ("vectors", "preprocessing", "calibration"):
                 if value is None:
                     continue
-                value = dataclasses.asdict(value)
+                if f.name == "vectors":
+                    value = dataclasses.asdict(value)
+                elif f.name == "calibration":
+                    value = value.to_dict()
             out[f.name] = value
         return {**out, **self.extra}
 

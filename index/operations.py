@@ -20,6 +20,7 @@ from embedder.progress import ProgressCallback, ProgressOption, Stage, as_callba
 from index.catalog import Catalog
 from index.choose import DEFAULT_MEMORY_BUDGET, IndexChoice, choice_from_factory, choose_index
 from index.description import CatalogInfo
+from index.embedding_settings import preprocessing_record
 from index.manifest import CATEGORY_COLUMN, PATH_COLUMN, read_manifest, resolve_image_paths
 from index.store import (HASH_COLUMN, ID_COLUMN, IMAGE_PATH_COLUMN, MTIME_COLUMN, RESERVED_COLUMNS,
                          SIZE_COLUMN, CatalogError, catalog_lock, check_model, check_new_catalog_folder,
@@ -207,7 +208,8 @@ def build_catalog(manifest: str | os.PathLike, model, out: str | os.PathLike, *,
         info = CatalogInfo(model_fingerprint=embedder.fingerprint, model_path=model_path, precision=embedder.precision,
                            feature_dim=int(vectors.shape[1]), created_at=now(), root=str(root),
                            manifest=str(manifest.absolute()), memory_budget_bytes=budget,
-                           next_id=int(len(metadata)), index={})
+                           next_id=int(len(metadata)), index={},
+                           preprocessing=preprocessing_record(embedder.preprocessing))
         index_obj, record = build_index(choice, vectors, metadata, info, progress)
         record["user_given"] = bool(index)
         skipped_list = merge_skipped([], skipped)
@@ -349,6 +351,7 @@ def rebuild_catalog(folder: str | os.PathLike, *, model=None, index: str | None 
             embeddings = vectors
             info.model_fingerprint, info.feature_dim = embedder.fingerprint, int(vectors.shape[1])
             info.precision = embedder.precision
+            info.preprocessing = preprocessing_record(embedder.preprocessing)
             report.reembedded = True
         budget = int(memory_budget) if memory_budget is not None else int(info.memory_budget_bytes)
         previous_index = info.index if index is None else None  # keeps a factory the user had given

@@ -1,10 +1,19 @@
 """The search the CLI, the app and the HTTP API use: a photo or a catalog item in, similar items out.
 
     service = SearchService("catalogs/fashion-mnist-test", "models/coinsp-fmnist.pt")
-    results = service.search("query.jpg", k=10, category="footwear", hide_duplicates_above=0.98)
+    results = service.search("query.jpg", k=10, category="footwear", hide_duplicates_above=0.98,
+                             box=(120, 40, 610, 580), min_score=0.8)
     results.frame                # rank, score, id, metadata, image_path
     results.timing.as_dict()     # {"decode_embed_ms": ..., "search_ms": ..., "total_ms": ...}
+    results.category             # CategoryGuess("footwear", 0.97), when the model has a category head
+    results.confidence.weak      # the best score is below what a real match scores in this catalog
+    results.dropped              # results under min_score left out
     service.search(CatalogItem(42), k=10)    # items like catalog item 42, itself left out
+
+A photo is decoded once, refused when it holds nothing to search for (blank, uniform, tiny:
+embedder.domain.UnusablePhotoError) and brought into the catalog's domain by the embedder; `box`
+(x0, y0, x1, y1 in the photo's pixels) is the shopper's query region (embedder.regions.BoxError
+when it selects no part of the photo).
 
 A search keeps no state in the service: each call returns its results and their timing, so
 one service answers many threads at once. Results are a DataFrame: rank, score (cosine
@@ -21,17 +30,23 @@ from typing import BinaryIO, Union
 
 import numpy as np
 import pandas as pd
+import torch
 from PIL import Image
 
+from embedder.domain import UnusablePhotoError, check_photo
 from embedder.embed import Embedder
 from embedder.images import decode_image
+from embedder.regions import Box, BoxError, check_box
+from index.calibration import MatchConfidence, assess
 from index.catalog import Catalog
+from index.category_guess import CategoryGuess, CategoryPredictor
 from index.store import CatalogError, ModelMismatchError, UnknownItemError, check_model
 
 ImageInput = Union[bytes, bytearray, str, os.PathLike, Image.Image, BinaryIO]
 
-__all__ = ["SearchService", "SearchTiming", "Results", "CatalogItem", "ModelMismatchError", "CatalogError",
-           "UnknownItemError", "to_rgb"]
+__all__ = ["SearchService", "SearchTiming", "Results", "CatalogItem", "CategoryGuess", "MatchConfidence",
+           "ModelMismatchError", "CatalogError", "UnknownItemError", "UnusablePhotoError", "BoxError", "to_rgb",
+           "product_region"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +76,18 @@ class SearchTiming:
 class Results:
     frame: pd.DataFrame
     timing: SearchTiming
+    category: CategoryGuess | None = None  # the model's category for the photo (None: no category head, or an item)
+    confidence: MatchConfidence | None = None  # the best score against the catalog's calibration (None: not calibrated)
+    dropped: int = 0  # results under min_score left out
+    region: tuple[int, int, int, int] | None = None  # the query region used, in whole pixels (None: automatic)
+    view: np.ndarray | None = None  # what the model saw: uint8 C x size x size (photo queries)
+
+    def summary(self) -> dict:
+        """What the CLI's JSON and the HTTP API return beside the results."""
+        return {"predicted_category": self.category.as_dict() if self.category else None,
+                "confidence": self.confidence.as_dict() if self.confidence else None,
+                "dropped_below_min_score": self.dropped,
+                "region": list(self.region) if self.region else None}
 
 
 def to_rgb(image: ImageInput) -> Image.Image:
@@ -73,6 +100,29 @@ def to_rgb(image: ImageInput) -> Image.Image:
         image.save(buffer, format="PNG")
         return decode_image(buffer.getvalue())
     return decode_image(image)
+
+
+def product_region(image: Image.Image) -> tuple[int, int, int, int]:
+    """The automatic product region of a decoded photo, in whole pixels (the default query
+    region to show a shopper); UnusablePhotoError when the photo holds nothing to search for."""
+    x0, y0, x1, y1 = check_photo(image).box
+    w, h = image.size
+    return (max(0, int(np.floor(x0 * w))), max(0, int(np.floor(y0 * h))),
+            min(w, int(np.ceil(x1 * w))), min(h, int(np.ceil(y1 * h))))
+
+
+def check_query_photo(image: Image.Image, box: Box | None) -> tuple[int, int, int, int] | None:
+    """The query region in whole pixels (None: the whole photo), after refusing a photo or region
+    that holds nothing to search for."""
+    region = None if box is None else check_box(box, *image.size)
+    if region is None:
+        check_photo(image)
+        return None
+    try:
+        check_photo(image.crop(region))
+    except UnusablePhotoError as exc:
+        raise UnusablePhotoError(f"in the chosen region {list(region)}: {exc}") from None
+    return region
 
 
 class SearchService:
@@ -88,36 +138,56 @@ class SearchService:
         precision = precision or self.catalog.info.precision
         self.embedder = Embedder.from_checkpoint(checkpoint_path, device=device, precision=precision)
         check_model(self.catalog.info, self.embedder.fingerprint, str(checkpoint_path))
+        self.categories = CategoryPredictor.from_checkpoint(checkpoint_path, self.embedder)
 
     @classmethod
-    def from_parts(cls, catalog: Catalog, embedder: Embedder) -> "SearchService":
+    def from_parts(cls, catalog: Catalog, embedder: Embedder, categories: CategoryPredictor | None = None
+                   ) -> "SearchService":
         """A service over an already loaded catalog and model (fingerprint still checked)."""
         service = cls.__new__(cls)
         check_model(catalog.info, embedder.fingerprint)
-        service.catalog, service.embedder = catalog, embedder
+        service.catalog, service.embedder, service.categories = catalog, embedder, categories
         return service
 
-    def embed(self, image: ImageInput) -> np.ndarray:
+    def embed(self, image: ImageInput, box: Box | None = None) -> np.ndarray:
         """The query's feature vector (d,), L2-normalised. Raises embedder.images.ImageError."""
-        return self.embedder.embed_image(to_rgb(image))
+        return self.embedder.embed_image(to_rgb(image), box)
 
     def search(self, query: Query, k: int = 10, category: str | None = None,
-               hide_duplicates_above: float | None = None) -> Results:
+               hide_duplicates_above: float | None = None, *, box: Box | None = None,
+               min_score: float | None = None) -> Results:
         """Catalog items most similar to a photo (bytes, path, file object or PIL image) or to a
         CatalogItem (the item itself left out).
 
-        Raises embedder.images.ImageError for an unusable photo, UnknownItemError for an id the
-        catalog does not hold, CatalogError for other requests it cannot answer (a category it
-        does not have)."""
+        box: the query region of a photo (x0, y0, x1, y1 in its pixels); min_score: results
+        scoring under it are left out (counted in Results.dropped).
+        Raises embedder.images.ImageError for an unusable photo (UnusablePhotoError: nothing in
+        it to search for; BoxError: a box that selects no part of it), UnknownItemError for an id
+        the catalog does not hold, CatalogError for other requests it cannot answer (a category
+        it does not have)."""
         started = time.perf_counter()
-        exclude = None
+        exclude, guess, region, view = None, None, None, None
         if isinstance(query, CatalogItem):
+            if box is not None:
+                raise BoxError("a query region (box) applies to a photo, not to a catalog item")
             vector, exclude = self.catalog.vectors_of([int(query.id)])[0], [[int(query.id)]]
             embedded = started
         else:
-            vector = self.embed(query)
+            image = to_rgb(query)
+            region = check_query_photo(image, box)
+            view = self.embedder.preprocessing.to_uint8(image, region)
+            batch = torch.from_numpy(view)[None]
+            vector = self.embedder.embed_uint8(batch)[0]
+            guess = self.categories.predict(batch) if self.categories else None
             embedded = time.perf_counter()
         hits = self.catalog.search_vectors(vector[None], k, category=category, exclude_ids=exclude,
                                            hide_duplicates_above=hide_duplicates_above, normalised=True)
         frame = self.catalog.results_frame(hits.scores[0], hits.ids[0], rows=hits.rows[0])
-        return Results(frame, SearchTiming(embedded - started, time.perf_counter() - embedded))
+        confidence = assess(float(frame["score"].iloc[0]) if len(frame) else None, self.catalog.info.calibration)
+        dropped = 0
+        if min_score is not None:
+            keep = frame["score"] >= float(min_score)
+            dropped = int((~keep).sum())
+            frame = frame[keep].reset_index(drop=True)
+        return Results(frame, SearchTiming(embedded - started, time.perf_counter() - embedded), category=guess,
+                       confidence=confidence, dropped=dropped, region=region, view=view)

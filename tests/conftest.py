@@ -142,3 +142,97 @@ def tiny_shop_env(tiny_shop, monkeypatch) -> TinyShop:
     monkeypatch.setenv("COINSP_MODEL", str(tiny_shop.model))
     monkeypatch.setenv("COINSP_CATALOGS_DIR", str(tiny_shop.catalogs_dir))
     return tiny_shop
+
+
+# ---------------------------------------------------------------- a shop with wrong best matches
+
+@pytest.fixture(scope="session")
+def mixed_up_shop(tiny_shop, tmp_path_factory) -> Path:
+    """The tiny shop with the second photo of each product filed under the next product of its
+    category, so best matches show another product id: failures and confused pairs exist.
+    Returns its catalogs folder (mixed-a and mixed-b, both built with model A)."""
+    import shutil
+
+    from index.operations import build_catalog
+
+    root = tmp_path_factory.mktemp("mixed-up")
+    shutil.copytree(tiny_shop.manifest.parent, root / "shop")
+    items = tiny_shop.items.copy()
+    second = items["view"] == 1
+    number = items["product_id"].str.rsplit("-", n=1).str[1].astype(int)
+    items.loc[second, "product_id"] = items.loc[second, "category"] + "-" + ((number[second] + 1) % 3).astype(str)
+    items.to_csv(root / "shop" / "manifest.csv", index=False)
+    catalogs = root / "catalogs"
+    build_catalog(root / "shop" / "manifest.csv", tiny_shop.model, catalogs / "mixed-a", progress=False)
+    build_catalog(root / "shop" / "manifest.csv", tiny_shop.model, catalogs / "mixed-b", progress=False)
+    return catalogs
+
+
+# ---------------------------------------------------------------- Fashion-MNIST shop and shopper photos
+
+KEPT_MODEL = ROOT / "models" / "coinsp-fmnist.pt"
+FASHION_SHOP_ITEMS = 400  # the first Fashion-MNIST test photos
+
+
+@dataclass(frozen=True)
+class FashionShop:
+    catalog: Path  # the first FASHION_SHOP_ITEMS test photos, embedded with `model`
+    model: Path  # the kept model, with a category head
+    train_images: np.ndarray  # Fashion-MNIST training photos (never in the catalog): shopper photos are made of them
+    train_labels: np.ndarray
+
+
+def centroid_head(backbone, preprocessing: Preprocessing, images: np.ndarray, coarse: np.ndarray, classes: int) -> dict:
+    """A category head (embedder/category_head.py) of nearest class means of the features: what
+    a checkpoint trained without one gets here for the tests that need a category prediction."""
+    batch = torch.from_numpy(np.stack([preprocessing.to_uint8(Image.fromarray(i).convert("RGB")) for i in images]))
+    with torch.inference_mode():
+        features = torch.nn.functional.normalize(backbone(preprocessing.normalise(batch)).float(), dim=1)
+    means = torch.stack([features[torch.from_numpy(coarse == c)].mean(0) for c in range(classes)])
+    return {"input": "feature", "normalise": True, "weight": means, "bias": None, "cosine": True, "scale": 20.0}
+
+
+@pytest.fixture(scope="session")
+def fashion_shop(tmp_path_factory) -> FashionShop:
+    """A small Fashion-MNIST catalog searched with the kept model (skipped without the data)."""
+    from embedder.checkpoint import backbone_from_checkpoint, load_checkpoint
+    from index.importers import (FASHION_MNIST_DIR, FASHION_MNIST_GROUPINGS, import_fashion_mnist,
+                                 load_fashion_mnist_arrays)
+    from index.operations import build_catalog
+
+    if not (FASHION_MNIST_DIR.is_dir() and KEPT_MODEL.is_file()):
+        pytest.skip("Fashion-MNIST or the kept model is not installed")
+    root = tmp_path_factory.mktemp("fashion-shop")
+    payload = load_checkpoint(KEPT_MODEL)
+    train_images, train_labels = load_fashion_mnist_arrays("train")
+    model = KEPT_MODEL
+    if "coarse_head" not in payload:  # same weights and preprocessing (same fingerprint), plus a head
+        backbone, preprocessing = backbone_from_checkpoint(payload)
+        coarse_of = {fine: payload["categories"].index(name)
+                     for name, fines in FASHION_MNIST_GROUPINGS["store"].items() for fine in fines}
+        sample = np.arange(30_000, 31_500)  # training photos the tests' shopper photos are not made of
+        coarse = np.asarray([coarse_of[int(label)] for label in train_labels[sample]])
+        head = centroid_head(backbone, preprocessing, train_images[sample], coarse, len(payload["categories"]))
+        model = root / "kept-with-head.pt"
+        save_checkpoint(model, backbone_spec=payload["backbone"], backbone=backbone, preprocessing=preprocessing,
+                        categories=payload["categories"], config=payload["config"], coarse_head=head)
+    manifest = import_fashion_mnist(root / "data", "test", limit=FASHION_SHOP_ITEMS)
+    build_catalog(manifest, model, root / "catalog", progress=False)
+    return FashionShop(root / "catalog", model, train_images, train_labels)
+
+
+def shopper_photo(item: np.ndarray, *, size: tuple[int, int] = (900, 700), side: int = 420,
+                  at: tuple[int, int] = (300, 160), quality: int = 85) -> bytes:
+    """A 28-px light-on-black Fashion-MNIST item as a shopper photographs it: a dark product on a
+    white table, upscaled, off-centre, JPEG."""
+    import io
+
+    product = Image.fromarray(item).resize((side, side), Image.Resampling.BICUBIC)
+    darkness = np.asarray(product, np.float32)[..., None] / 255.0
+    colour = np.array([40, 45, 60], np.float32)  # a dark navy product
+    canvas = np.full((size[1], size[0], 3), 248, np.float32)
+    x, y = at
+    canvas[y:y + side, x:x + side] = canvas[y:y + side, x:x + side] * (1 - darkness) + colour * darkness
+    buffer = io.BytesIO()
+    Image.fromarray(canvas.clip(0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()

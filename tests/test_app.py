@@ -150,7 +150,7 @@ def test_search_accepts_any_size_and_colour_mode(tiny_shop_env):
         "big.jpg": _encoded(photo.resize((2400, 1600)).convert("CMYK"), "JPEG"),
         "grey16.png": _encoded(Image.fromarray((np.asarray(photo.convert("L"), np.uint16) * 257)), "PNG"),
         "alpha.webp": _encoded(photo.convert("RGBA"), "WEBP"),
-        "tiny.png": _encoded(photo.resize((8, 8)), "PNG"),
+        "small.png": _encoded(photo.resize((20, 20)), "PNG"),
     }
     at = start()
     at.toggle(key="search_why").set_value(True).run()
@@ -160,6 +160,88 @@ def test_search_accepts_any_size_and_colour_mode(tiny_shop_env):
         assert len(result_captions(at)) == 10
     at.file_uploader(key="search_upload").set_value(("bomb.png", _png_claiming(9_000, 6_000), "image/png")).run()
     assert "image too large" in at.error[0].value
+
+
+@pytest.mark.parametrize("name, image, words", [
+    ("blank.png", Image.new("RGB", (1, 1), "white"), "too small"),
+    ("white.jpg", Image.new("RGB", (800, 600), (250, 250, 250)), "blank or uniform"),
+    ("grey-noise.png", Image.fromarray(np.random.default_rng(0).integers(120, 124, (300, 400, 3), dtype=np.uint8)),
+     "blank or uniform"),
+    ("tiny.png", Image.new("RGB", (8, 8), "black"), "too small"),
+])
+def test_a_photo_with_nothing_to_search_for_gets_a_message_instead_of_results(tiny_shop_env, name, image, words):
+    at = start()
+    at.file_uploader(key="search_upload").set_value((name, _encoded(image, "PNG"), "image/png")).run()
+    assert not at.exception
+    assert len(at.error) == 1 and name in at.error[0].value and words in at.error[0].value
+    assert result_captions(at) == [] and not any("Search took" in c.value for c in at.caption)
+
+
+def fashion_app(fashion_shop, monkeypatch) -> AppTest:
+    monkeypatch.setenv("COINSP_CATALOG", str(fashion_shop.catalog))
+    monkeypatch.setenv("COINSP_MODEL", str(fashion_shop.model))
+    monkeypatch.setenv("COINSP_CATALOGS_DIR", str(fashion_shop.catalog.parent))
+    return start()
+
+
+def first_training_item(shop, fine_class: str) -> np.ndarray:
+    from index.importers import FASHION_MNIST_CLASSES
+
+    return shop.train_images[int(np.flatnonzero(shop.train_labels == FASHION_MNIST_CLASSES.index(fine_class))[0])]
+
+
+@pytest.mark.parametrize("fine_class, category", [("Sneaker", "footwear"), ("Trouser", "apparel"), ("Bag", "bags")])
+def test_a_shopper_photo_finds_its_product_type_and_shows_the_predicted_category(fashion_shop, monkeypatch,
+                                                                                 fine_class, category):
+    from conftest import shopper_photo
+
+    at = fashion_app(fashion_shop, monkeypatch)
+    photo = shopper_photo(first_training_item(fashion_shop, fine_class))  # not in the catalog: a training photo
+    at.file_uploader(key="search_upload").set_value(("phone.jpg", photo, "image/jpeg")).run()
+    assert not at.exception and not at.error, (at.exception, at.error)
+    captions = result_captions(at)
+    assert len(captions) == 10 and sum(f"product {fine_class}" in c for c in captions[:5]) >= 3
+    assert any(f"Predicted category: **{category}**" in m.value for m in at.markdown)
+    assert not at.warning  # a real match: no weak-match notice
+    assert any("What the model sees" in image.proto.imgs[0].caption for image in at.image)
+
+
+def out_of_catalog_item() -> np.ndarray:
+    """A five-pointed star: nothing a clothing catalog holds."""
+    from PIL import ImageDraw
+
+    star = Image.new("L", (28, 28), 0)
+    angles = np.linspace(0, 2 * np.pi, 11)[:-1] - np.pi / 2
+    radii = np.where(np.arange(10) % 2 == 0, 11, 5)
+    ImageDraw.Draw(star).polygon([(14 + r * np.cos(a), 14 + r * np.sin(a)) for r, a in zip(radii, angles)], fill=255)
+    return np.asarray(star)
+
+
+def test_a_photo_of_something_the_catalog_does_not_hold_gets_the_weak_match_notice(fashion_shop, monkeypatch):
+    from conftest import shopper_photo
+
+    at = fashion_app(fashion_shop, monkeypatch)
+    at.file_uploader(key="search_upload").set_value(("star.jpg", shopper_photo(out_of_catalog_item()),
+                                                     "image/jpeg")).run()
+    assert not at.exception and not at.error
+    assert len(at.warning) == 1 and at.warning[0].value.startswith("Weak match")
+    assert "lower than 95% of the scores between two photos of the same product" in at.warning[0].value
+    assert len(result_captions(at)) == 10  # the closest items are still shown
+
+
+def test_the_score_threshold_leaves_out_weaker_results_and_says_how_many(fashion_shop, monkeypatch):
+    from conftest import shopper_photo
+
+    at = fashion_app(fashion_shop, monkeypatch)
+    at.file_uploader(key="search_upload").set_value(("phone.jpg", shopper_photo(first_training_item(
+        fashion_shop, "Sneaker")), "image/jpeg")).run()
+    scores = [float(re.search(r"score \*\*([0-9.]+)\*\*", c).group(1)) for c in result_captions(at)]
+    threshold = round((scores[2] + scores[3]) / 2, 2)  # between the 3rd and the 4th result
+    assert scores[2] > threshold > scores[3]
+    at.slider(key="search_min_score").set_value(threshold).run()
+    kept = result_captions(at)
+    assert len(kept) == 3 and at.subheader[0].value == "3 matches"
+    assert any(c.value.startswith(f"7 result(s) scoring below {threshold:.2f} left out") for c in at.caption)
 
 
 def test_search_explains_a_missing_catalog(tmp_path, monkeypatch, tiny_shop):
@@ -313,12 +395,15 @@ def shop_recall(folder: Path):
     return recall_at_k(catalog.embeddings, catalog.metadata["product_id"].to_numpy(), ks=(1, 2, 4, 8, 10, 100))
 
 
-def test_quality_failure_gallery(tiny_shop_env):
+def test_quality_failure_gallery(mixed_up_shop, tiny_shop, monkeypatch):
+    monkeypatch.setenv("COINSP_CATALOG", str(mixed_up_shop / "mixed-a"))
+    monkeypatch.setenv("COINSP_MODEL", str(tiny_shop.model))
+    monkeypatch.setenv("COINSP_CATALOGS_DIR", str(mixed_up_shop))
     at = start("quality")
     summary = next(c.value for c in at.caption if "have another product as their best match" in c.value)
     failed = int(summary.split(" of ")[0])
-    expected = round((1 - shop_recall(tiny_shop_env.catalog).overall[1]) * 24)
-    assert failed == expected  # every product has two images, so failures = R@1 misses
+    expected = round((1 - shop_recall(mixed_up_shop / "mixed-a").overall[1]) * 24)
+    assert failed == expected > 0  # every product has two images, so failures = R@1 misses
     gallery = at.tabs[1]
     assert gallery.label == "Failure gallery"
     queries = [c.value for c in gallery.caption if c.value.startswith("**Query**")]

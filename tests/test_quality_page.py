@@ -2,7 +2,6 @@
 embedding map, the hygiene tables, and the model comparison's labels."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -11,26 +10,8 @@ from streamlit.testing.v1 import AppTest
 
 from index.catalog import Catalog
 from index.hygiene import hygiene_report
-from index.operations import build_catalog
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
-
-
-@pytest.fixture(scope="module")
-def mixed_up_shop(tiny_shop, tmp_path_factory):
-    """The tiny shop with the second photo of each product filed under the next product of its
-    category, so best matches show another product id: failures and confused pairs exist."""
-    root = tmp_path_factory.mktemp("mixed-up")
-    shutil.copytree(tiny_shop.manifest.parent, root / "shop")
-    items = tiny_shop.items.copy()
-    second = items["view"] == 1
-    number = items["product_id"].str.rsplit("-", n=1).str[1].astype(int)
-    items.loc[second, "product_id"] = items.loc[second, "category"] + "-" + ((number[second] + 1) % 3).astype(str)
-    items.to_csv(root / "shop" / "manifest.csv", index=False)
-    catalogs = root / "catalogs"
-    build_catalog(root / "shop" / "manifest.csv", tiny_shop.model, catalogs / "mixed-a", progress=False)
-    build_catalog(root / "shop" / "manifest.csv", tiny_shop.model, catalogs / "mixed-b", progress=False)
-    return catalogs
 
 
 @pytest.fixture

@@ -43,8 +43,8 @@ def setup(tmp_path_factory):
     for c, category in enumerate(CATEGORIES):
         for p in range(PER_CATEGORY):
             rng = np.random.default_rng(10 * c + p)
-            pixels = rng.integers(0, 255, (28, 28)).astype(np.uint8)
-            pixels[:, : 5 + 8 * c] = 0
+            pixels = np.zeros((28, 28), np.uint8)  # a textured product on the catalog's black background
+            pixels[4:24, 3 + 3 * c:25] = rng.integers(60, 255, (20, 22 - 3 * c))
             Image.fromarray(pixels, mode="L").save(images / f"{category}-{p}.png")
             rows.append({"path": f"images/{category}-{p}.png", "category": category, "product_id": f"{category}-{p}"})
     for name in ("tops-0", "shoes-0"):

@@ -1,6 +1,13 @@
-"""Search (shoppers): a product photo or a catalog item in, the most similar catalog items out."""
+"""Search (shoppers): a product photo or a catalog item in, the most similar catalog items out.
+
+A photo is checked (blank, uniform or tiny photos get a message instead of results), its product
+found automatically and shown in a crop box the shopper can move; the page shows what the model
+sees, the category it predicts, and a notice when even the best match scores lower than real
+matches do in this catalog.
+"""
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 
@@ -9,7 +16,7 @@ import streamlit as st
 
 from app import components as ui
 from embedder.images import ImageError, decode_image
-from index.service import CatalogItem
+from index.service import CatalogItem, Results, UnusablePhotoError, product_region
 from index.store import CatalogError
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp"]
@@ -27,8 +34,11 @@ def options(categories: list[str]) -> dict:
                               disabled=not hide)
         why = st.toggle("Why it matched", key="search_why",
                         help="Overlay where the model looks (attention of its last feature map).")
+        min_score = st.slider("Leave out results below score", 0.0, 1.0, 0.0, 0.01, key="search_min_score",
+                              help="Results scoring lower than this (cosine similarity) are not shown; 0 shows all.")
     return {"k": k, "category": None if category == "All categories" else category,
-            "hide_duplicates_above": threshold if hide else None, "why": why}
+            "hide_duplicates_above": threshold if hide else None, "why": why,
+            "min_score": min_score if min_score > 0 else None}
 
 
 def pick_random_item(ids: list) -> None:
@@ -75,11 +85,35 @@ def decoded(kind: str, name, source):
         return None
 
 
-def run_search(service, kind: str, value, image, opts: dict) -> tuple[pd.DataFrame, float]:
-    args = {"k": opts["k"], "category": opts["category"], "hide_duplicates_above": opts["hide_duplicates_above"]}
+def photo_region(name: str, image) -> tuple[int, int, int, int] | None:
+    """The automatic product region, or None after telling the shopper why the photo can't be searched."""
+    try:
+        return product_region(image)
+    except UnusablePhotoError as exc:
+        st.error(f"**{name}** can't be searched: {exc}.", icon=":material/hide_image:")
+        return None
+
+
+def run_search(service, kind: str, value, image, opts: dict, box=None) -> tuple[Results, float]:
+    args = {"k": opts["k"], "category": opts["category"], "hide_duplicates_above": opts["hide_duplicates_above"],
+            "min_score": opts["min_score"]}
     started = time.perf_counter()
-    results = service.search(image if kind == "photo" else CatalogItem(value), **args).frame
-    return results, time.perf_counter() - started
+    if kind == "photo":
+        found = service.search(image, box=box, **args)
+    else:
+        found = service.search(CatalogItem(value), **args)
+    return found, time.perf_counter() - started
+
+
+def show_verdict(found: Results, opts: dict) -> None:
+    """The predicted category, the weak-match notice and what the score threshold left out."""
+    if found.category is not None:
+        st.markdown(f"Predicted category: **{found.category.name}** ({found.category.probability:.0%} sure)")
+    if found.confidence is not None and found.confidence.weak:
+        st.warning(found.confidence.notice(), icon=":material/help:")
+    if found.dropped:
+        st.caption(f"{found.dropped} result(s) scoring below {opts['min_score']:.2f} left out "
+                   "(*Leave out results below score* in the sidebar)")
 
 
 def page() -> None:
@@ -107,21 +141,40 @@ def page() -> None:
         image = decoded(kind, value, source)
         if image is None:
             return  # the page and its options stay as they are: the next upload just works
+        region = photo_region(value, image) if kind == "photo" else None
+        if kind == "photo" and region is None:
+            return
+    box = None
+    with query_column:
+        if kind == "photo":  # the product's region, which the shopper may move or resize
+            box = ui.crop_box(image, region, key=f"search_crop_{hashlib.sha1(source).hexdigest()[:16]}")
+    with results_column:
         heat = service.embedder.attention_map if opts["why"] else None
         try:
-            results, seconds = run_search(service, kind, value, image, opts)
+            found, seconds = run_search(service, kind, value, image, opts, box)
+        except ImageError as exc:  # a region the shopper drew that holds nothing to search for
+            st.error(f"**{value}** can't be searched: {exc}.", icon=":material/hide_image:")
+            return
         except CatalogError as exc:  # e.g. an item or category that a catalog change just removed
             st.error(f"Search failed: {exc}", icon=":material/error:")
             return
+        results = found.frame
         where = f" in {opts['category']}" if opts["category"] else ""
         st.subheader(f"{len(results)} matches{where}")
+        show_verdict(found, opts)
         st.caption(f"Search took {seconds * 1000:.0f} ms over {len(metadata):,} items"
                    + (" · overlays show where the model looks" if heat else ""))
         if results.empty:
-            st.info("No matches: try another category or turn off *Hide near-duplicates*.")
+            st.info("No matches: try another category, lower *Leave out results below score*, or turn off "
+                    "*Hide near-duplicates*.")
         ui.result_grid(results, columns=5, heat=heat)
     with query_column:
-        ui.show_image(image, heat)
-        st.caption("Your photo" if kind == "photo" else f"Catalog item {value}")
+        if kind == "photo":
+            st.caption("Your photo: move or resize the box around the product")
+            if found.view is not None:
+                ui.show_model_view(found.view)
+        else:
+            ui.show_image(image, heat)
+            st.caption(f"Catalog item {value}")
 
 page()
