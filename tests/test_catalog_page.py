@@ -229,3 +229,45 @@ def test_signed_out_with_the_token_set_nothing_is_offered_either(shop):
     at.switch_page("pages/catalog.py").run()
     keys = {w.key for kind in ("button", "checkbox", "text_input", "file_uploader") for w in getattr(at, kind) if w.key}
     assert keys & NEW_MANAGEMENT_KEYS == set() and "manager_token" in keys
+
+
+# ---------------------------------------------------------------- which model serves a store's photos
+
+def test_small_grey_photos_get_the_kept_model_and_colour_photos_do_not(tmp_path):
+    from app.store_catalog import small_grey_photos
+
+    grey, colour = [], []
+    for i in range(3):
+        Image.fromarray(np.full((28, 28), 40 * i, np.uint8)).save(tmp_path / f"g{i}.png")
+        grey.append(tmp_path / f"g{i}.png")
+        (tmp_path / f"c{i}.jpg").write_bytes(photo_bytes((200, 40, 40), "JPEG"))
+        colour.append(tmp_path / f"c{i}.jpg")
+    assert small_grey_photos(grey)
+    assert not small_grey_photos(colour) and not small_grey_photos(grey + colour)
+
+
+def test_the_page_says_which_model_serves_why_and_how_to_train_a_better_one(shop):
+    at = manager()
+    said = " ".join(m.value for m in at.markdown) + " ".join(c.value for c in at.caption)
+    assert "Serving model:" in said and "not trained on this catalog's categories" in said
+    assert any("python -m training --train-manifest" in c.value and "efficientnet_lite0" in c.value for c in at.code)
+
+
+def test_frozen_imagenet_features_are_named_as_such():
+    from app.store_catalog import serving_story
+
+    frozen = {"backbone": {"name": "efficientnet_lite0"}, "preprocessing": {"size": 224, "channels": 3},
+              "config": {"epochs": 0, "pretrained": "imagenet", "train_manifest": "x/seed.csv"}}
+    story = serving_story(frozen, "data/shop/manifest.csv", 1000)
+    assert "frozen ImageNet features" in story.model and "no model has been trained" in story.why
+    assert "--train-manifest data/shop/manifest.csv" in story.train_command
+
+
+@pytest.mark.parametrize("args, says", [([], "usage: ./run.sh --images FOLDER"),
+                                        (["/no/such/folder"], "no such folder or manifest")])
+def test_run_sh_images_needs_an_existing_folder(args, says):
+    import subprocess
+
+    done = subprocess.run(["bash", str(Path(APP).parents[1] / "run.sh"), "--images", *args], capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode != 0 and says in done.stderr
