@@ -2,14 +2,18 @@
 live pick-up of new catalog versions, several processes on one catalog folder, a short load."""
 from __future__ import annotations
 
+import io
+import re
 import shutil
 import socket
 import threading
 import time
 import warnings
 
+import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 pytest.importorskip("fastapi", reason="optional extra: pip install -r requirements-distributed.txt")
 with warnings.catch_warnings():  # Starlette suggests httpx2 for its TestClient; httpx is what is installed
@@ -20,9 +24,11 @@ from app import api  # noqa: E402
 from benchmarks.loadtest import check_loopback, load_queries, run_load, serve, wait_until_up  # noqa: E402
 from conftest import TINY_SHOP_CATEGORIES  # noqa: E402
 from embedder.checkpoint import load_checkpoint  # noqa: E402
+from embedder.domain import UnusablePhotoError, check_photo  # noqa: E402
 from hostile_corpus import hostile_images, make_hostile_corpus  # noqa: E402
 from index.add import add_to_catalog  # noqa: E402
 from index.catalog import Catalog  # noqa: E402
+from index.service import to_rgb  # noqa: E402
 from index.operations import build_catalog, rebuild_catalog  # noqa: E402
 from index.store import ModelMismatchError, read_info  # noqa: E402
 
@@ -148,6 +154,9 @@ def test_every_hostile_photo_gets_a_result_or_a_clear_4xx(client, tmp_path):
         if hostile.refused:
             assert response.status_code in (413, 415, 422), hostile.name
             assert hostile.error in response.json()["detail"], hostile.name
+        elif nothing_to_search_for(hostile.path):  # decodes, but blank, uniform or tiny
+            assert response.status_code == 422, hostile.name
+            assert re.search("too small|blank or uniform", response.json()["detail"]), hostile.name
         else:
             assert response.status_code == 200, (hostile.name, response.text)
             assert len(response.json()["results"]) == 3, hostile.name
@@ -247,6 +256,93 @@ def test_server_processes_on_two_ports_and_uvicorn_workers_serve_one_catalog_fol
         summary = result.summary()
         assert result.requests > 8 and summary["errors"] == 0, summary["errors_by_kind"]
         assert summary["photo_searches_finding_the_item_first"] == 1.0
+
+
+def nothing_to_search_for(path) -> bool:
+    try:
+        check_photo(to_rgb(path))
+    except UnusablePhotoError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("image, words", [
+    (Image.new("RGB", (1, 1), "white"), "too small"),
+    (Image.new("RGB", (640, 480), (240, 240, 240)), "blank or uniform"),
+])
+def test_a_photo_with_nothing_to_search_for_gets_422_with_the_reason(client, image, words):
+    response = client.post("/search", files={"image": ("empty.png", encoded(image))})
+    assert response.status_code == 422 and words in response.json()["detail"]
+    assert response.json()["detail"].startswith("empty.png: ")
+
+
+def encoded(image: Image.Image, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def test_a_query_region_spelled_as_in_the_cli_or_as_four_numbers_searches_that_part(client, shop):
+    name, data = photo(shop, 4)  # a 64-px catalog photo: the product fills most of it
+    whole = client.post("/search", files={"image": (name, data)}, data={"k": "3"}).json()
+    assert whole["region"] is None and whole["query"]["box"] is None
+    for spelling in ("0,0,64,64", "0 0 64 64", "[0, 0, 64, 64]"):
+        boxed = client.post("/search", files={"image": (name, data)}, data={"k": "3", "box": spelling})
+        assert boxed.status_code == 200, boxed.text
+        assert boxed.json()["region"] == [0, 0, 64, 64] == boxed.json()["query"]["box"]
+    corner = client.post("/search", files={"image": (name, data)}, data={"k": "3", "box": "30,30,64,64"}).json()
+    assert corner["region"] == [30, 30, 64, 64]
+    assert [r["id"] for r in corner["results"]] != [r["id"] for r in whole["results"]]  # another query
+
+
+@pytest.mark.parametrize("box, message", [
+    ("1,2,3", "a box is four numbers x0,y0,x1,y1"),
+    ("a,b,c,d", "a box is four numbers x0,y0,x1,y1"),
+    ("30,10,20,40", "empty or reversed"),
+    ("0,0,500,40", "reaches outside the 64x64 photo"),
+    ("0,0,nan,40", "not a finite number"),
+])
+def test_a_bad_box_gets_422_saying_what_is_wrong(client, shop, box, message):
+    response = client.post("/search", files={"image": photo(shop, 4)}, data={"box": box})
+    assert response.status_code == 422 and message in response.json()["detail"], response.text
+
+
+def test_a_box_with_a_catalog_item_is_refused(client):
+    response = client.post("/search", data={"id": "1", "box": "0,0,10,10"})
+    assert response.status_code == 422 and "not to a catalog item" in response.json()["detail"]
+
+
+def test_min_score_leaves_out_weaker_results_and_says_how_many(client, shop):
+    everything = client.post("/search", data={"id": str(id_of(shop, 0)), "k": "6"}).json()
+    scores = [r["score"] for r in everything["results"]]
+    threshold = (scores[1] + scores[2]) / 2
+    kept = client.post("/search", data={"id": str(id_of(shop, 0)), "k": "6", "min_score": str(threshold)}).json()
+    assert [r["score"] for r in kept["results"]] == scores[:2] and kept["dropped_below_min_score"] == 4
+    assert kept["query"]["min_score"] == pytest.approx(threshold)
+    assert client.post("/search", data={"id": "1", "min_score": "1.5"}).status_code == 422
+
+
+def test_the_answer_carries_the_calibrated_confidence_and_no_category_without_a_head(client, shop):
+    body = client.post("/search", files={"image": photo(shop, 4)}, data={"k": "3"}).json()
+    assert body["predicted_category"] is None  # the tiny shop's model has no category head
+    confidence = body["confidence"]
+    calibration = read_info(shop["folder"]).calibration
+    assert confidence["best_score"] == pytest.approx(body["results"][0]["score"])
+    assert confidence["weak_below"] == pytest.approx(calibration.weak_below) and confidence["same"] == "product_id"
+    assert confidence["weak"] is False  # the photo is in the catalog: score 1
+
+
+def test_a_shopper_photo_gets_its_predicted_category_and_product_type(fashion_shop):
+    from conftest import shopper_photo
+    from index.importers import FASHION_MNIST_CLASSES
+
+    sneaker = fashion_shop.train_images[int(np.flatnonzero(fashion_shop.train_labels == 7)[0])]
+    assert FASHION_MNIST_CLASSES[7] == "Sneaker"
+    with TestClient(api.create_app(fashion_shop.catalog, fashion_shop.model)) as http:
+        body = http.post("/search", files={"image": ("phone.jpg", shopper_photo(sneaker))}, data={"k": "5"}).json()
+    assert body["predicted_category"]["name"] == "footwear" and 0.34 < body["predicted_category"]["probability"] <= 1
+    assert sum(r["metadata"]["product_id"] == "Sneaker" for r in body["results"]) >= 3
+    assert body["confidence"]["weak"] is False
 
 
 @pytest.mark.parametrize("url", ["http://10.0.0.8:8000", "http://example.com", "ftp://127.0.0.1:21"])

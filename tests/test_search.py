@@ -168,3 +168,93 @@ def test_catalog_search_needs_no_model(setup):
     padded_scores, padded_ids = catalog.search_vectors(np.asarray(catalog.embeddings[:1]), 100,
                                                        category="bags").padded(100)
     assert (padded_ids[0] >= 0).sum() == PER_CATEGORY and np.isnan(padded_scores[0, PER_CATEGORY:]).all()
+
+
+# ---------------------------------------------------------------- query region, unusable photos, threshold (CLI)
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    from index.__main__ import main
+
+    status = main(["-q", *map(str, args)])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_the_cli_searches_a_query_region_given_with_box(setup, capsys):
+    photo = setup["images"] / "bags-3.png"
+    base = ["search", "--catalog", setup["folder"], "--model", setup["model"], "--image", photo, "--json"]
+    status, out, _ = cli(capsys, *base, "--box", "0,0,28,28")
+    import json
+
+    whole = json.loads(out)
+    assert status == 0 and whole["region"] == [0, 0, 28, 28]
+    status, out, _ = cli(capsys, *base, "--box", "12,2,28,26")
+    part = json.loads(out)
+    assert status == 0 and part["region"] == [12, 2, 28, 26]
+    assert [r["id"] for r in part["results"]] != [r["id"] for r in whole["results"]]
+
+
+@pytest.mark.parametrize("box, message", [
+    ("1,2,3", "--box: a box is four numbers x0,y0,x1,y1; got '1,2,3'"),
+    ("one,2,3,4", "a box is four numbers"),
+    ("20,2,10,26", "empty or reversed"),
+    ("0,0,29,40", "reaches outside the 28x28 photo"),
+])
+def test_a_bad_box_is_a_clear_cli_error(setup, capsys, box, message):
+    status, out, err = cli(capsys, "search", "--catalog", setup["folder"], "--model", setup["model"],
+                           "--image", setup["images"] / "bags-3.png", "--box", box)
+    assert status == 2 and out == "" and err.startswith("error: ") and message in err
+
+
+def test_a_box_needs_a_photo(setup, capsys):
+    status, _, err = cli(capsys, "search", "--catalog", setup["folder"], "--model", setup["model"], "--id", 1,
+                         "--box", "0,0,5,5")
+    assert status == 2 and "--box is a region of the photo given with --image" in err
+
+
+@pytest.mark.parametrize("image, words", [(Image.new("RGB", (1, 1)), "too small"),
+                                          (Image.new("RGB", (300, 200), "white"), "blank or uniform")])
+def test_a_photo_with_nothing_to_search_for_is_refused_with_exit_status_2(setup, capsys, tmp_path, image, words):
+    path = tmp_path / "blank.png"
+    image.save(path)
+    status, out, err = cli(capsys, "search", "--catalog", setup["folder"], "--model", setup["model"], "--image", path)
+    assert status == 2 and out == "" and err.startswith(f"error: {path}: ") and words in err
+    with pytest.raises(ImageError, match=words):
+        SearchService(setup["folder"], setup["model"]).search(path)
+
+
+def test_min_score_leaves_out_weaker_results_and_says_how_many(service, setup, capsys):
+    scores = service.search(CatalogItem(3), k=8).frame["score"].tolist()
+    threshold = (scores[4] + scores[5]) / 2
+    found = service.search(CatalogItem(3), k=8, min_score=threshold)
+    assert found.frame["score"].tolist() == scores[:5] and found.dropped == 3
+    status, out, _ = cli(capsys, "search", "--catalog", setup["folder"], "--model", setup["model"], "--id", 3,
+                         "--k", 8, "--min-score", threshold)
+    assert status == 0 and f"3 result(s) scoring below --min-score {threshold} left out" in out
+    assert "5 results over 26 items" in out
+
+
+def test_the_cli_prints_the_predicted_category_and_the_weak_match_notice(fashion_shop, capsys, tmp_path):
+    from conftest import shopper_photo
+    from index.importers import FASHION_MNIST_CLASSES
+
+    bag = fashion_shop.train_images[int(np.flatnonzero(fashion_shop.train_labels == FASHION_MNIST_CLASSES.index("Bag"))[0])]
+    (tmp_path / "bag.jpg").write_bytes(shopper_photo(bag))
+    status, out, _ = cli(capsys, "search", "--catalog", fashion_shop.catalog, "--model", fashion_shop.model,
+                         "--image", tmp_path / "bag.jpg", "--k", 5)
+    assert status == 0 and out.startswith("predicted category: bags (") and "Weak match" not in out
+    assert out.count(" Bag ") >= 3
+    ring = Image.new("L", (28, 28))
+    from PIL import ImageDraw
+
+    ImageDraw.Draw(ring).line([(4, 5), (24, 9), (6, 22), (23, 24), (12, 3)], fill=255, width=2)  # a scribble
+    (tmp_path / "scribble.jpg").write_bytes(shopper_photo(np.asarray(ring)))
+    status, out, _ = cli(capsys, "search", "--catalog", fashion_shop.catalog, "--model", fashion_shop.model,
+                         "--image", tmp_path / "scribble.jpg", "--k", 5)
+    assert status == 0 and "Weak match: the best score here" in out
+
+
+def test_a_model_without_a_category_head_predicts_nothing(service):
+    assert service.categories is None
+    found = service.search(CatalogItem(1), k=3)
+    assert found.category is None and found.summary()["predicted_category"] is None
