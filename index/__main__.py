@@ -5,6 +5,7 @@
     remove   --catalog DIR (--ids N ... | --paths P ...)
     rebuild  --catalog DIR [--model CKPT] [--index FACTORY] [--memory-budget 2GB] [--reembed]
     ensure   --manifest M --model CKPT --out DIR   (build, or bring up to date: model, new images)
+    restore  --catalog DIR [--version V] [--list]   (undo: the previous version current again)
     search   --catalog DIR --model CKPT (--image FILE [--box X0,Y0,X1,Y1] | --id N) [--k 10] [--category C]
              [--hide-duplicates 0.98] [--min-score S]
     evaluate --catalog DIR [--out PREFIX] [--label product_id] [--max-queries N]
@@ -33,7 +34,7 @@ from embedder.images import ImageError
 from embedder.regions import parse_box
 from index.add import add_to_catalog
 from index.catalog import Catalog
-from index.operations import build_catalog, rebuild_catalog, remove_from_catalog
+from index.operations import build_catalog, rebuild_catalog, remove_from_catalog, restore_catalog
 from index.store import INFO_FILE, CatalogError, read_info
 from embedder.files import format_size, parse_size
 from index.choose import IndexChoiceError
@@ -99,6 +100,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-budget", type=_size, default=None)
     p.add_argument("--precision", choices=("bf16", "fp32"), default=None)
     p.add_argument("--reembed", action="store_true", help="embed every image again even with the same model")
+    wait_option(p)
+
+    p = sub.add_parser("restore", help="undo: make the previous catalog version current again")
+    p.add_argument("--catalog", required=True, type=Path)
+    p.add_argument("--version", help="the version to restore (default: the previous one; see --list)")
+    p.add_argument("--list", action="store_true", help="list the versions on disk and change nothing")
     wait_option(p)
 
     p = sub.add_parser("ensure", help="build the catalog if missing, else bring it up to date with the model "
@@ -234,6 +241,20 @@ def cmd_rebuild(args) -> int:
     _print_report(rebuild_catalog(args.catalog, model=args.model, index=args.index, memory_budget=args.memory_budget,
                                   precision=args.precision, reembed=args.reembed, progress=not args.quiet,
                                   lock_timeout=args.wait))
+    return 0
+
+
+def cmd_restore(args) -> int:
+    from index.store import list_versions
+
+    if args.list:
+        for v in list_versions(args.catalog):
+            what = (f"{v.items:,} items, built {v.built_at}, by {(v.last_operation or {}).get('operation', '?')}"
+                    if v.restorable else f"cannot be restored: {v.why_not}")
+            print(f"{v.version}  {'current' if v.current else 'earlier'}  {what}")
+        return 0
+    report = restore_catalog(args.catalog, args.version, lock_timeout=args.wait)
+    print(report.summary() if report.wrote else f"version {report.version} is already the current one")
     return 0
 
 
@@ -426,6 +447,7 @@ def cmd_import_fashion_mnist(args) -> int:
 
 
 COMMANDS = {"build": cmd_build, "add": cmd_add, "remove": cmd_remove, "rebuild": cmd_rebuild, "ensure": cmd_ensure,
+            "restore": cmd_restore,
             "search": cmd_search, "evaluate": cmd_evaluate, "info": cmd_info,
             "import-fashion-mnist": cmd_import_fashion_mnist, "export": cmd_export, "embed-ray": cmd_embed_ray,
             "build-from-shards": cmd_build_from_shards, "hygiene": cmd_hygiene}

@@ -51,7 +51,6 @@ from filelock import FileLock, Timeout
 
 from embedder.files import atomic_path, fsync_dir, read_format_json
 from embedder.progress import ProgressCallback, Stage, no_progress
-from index.calibration import calibrate
 from index.choose import index_kind
 from index.description import FORMAT, CatalogInfo
 
@@ -130,51 +129,14 @@ def _read_only_mount(path: Path) -> bool:
         return False
 
 
-# Descriptors this process holds its catalog locks with. A forked child (a data-loader worker)
-# gets copies, and an OS lock stays held while any copy is open: after a kill -9 of the writer
-# its orphaned workers would hold the catalog for seconds. The child closes its copies at once.
-_LOCK_DESCRIPTORS: set[int] = set()
-
-
-def _close_lock_descriptors_in_child() -> None:
-    for fd in _LOCK_DESCRIPTORS:
-        with contextlib.suppress(OSError):
-            os.close(fd)  # close, never unlock: unlocking would release the parent's lock
-    _LOCK_DESCRIPTORS.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_close_lock_descriptors_in_child)
-
-
-def _descriptors_of(path: Path) -> set[int]:
-    """This process's open descriptors on the file `path` (matched by device and inode)."""
-    try:
-        target = os.stat(path)
-    except OSError:
-        return set()
-    for listing in ("/proc/self/fd", "/dev/fd"):
-        try:
-            names = os.listdir(listing)
-        except OSError:
-            continue
-        found = set()
-        for name in names:
-            with contextlib.suppress(OSError, ValueError):
-                facts = os.fstat(int(name))
-                if (facts.st_dev, facts.st_ino) == (target.st_dev, target.st_ino):
-                    found.add(int(name))
-        return found
-    return set()
-
-
 @contextlib.contextmanager
 def catalog_lock(folder: str | os.PathLike, operation: str, timeout: float = 0.0) -> Iterator[None]:
     """Hold DIR/.lock (an OS lock, released even if the process dies); wait up to `timeout` s.
 
-    Only this process holds it: processes it forks (data-loader workers) close their copy, so
-    the lock is free the moment this process ends, however it ends. A folder that cannot be
-    written is refused here, before any work, with a CatalogError saying so.
+    Only this process holds it: filelock closes its descriptor in forked children (data-loader
+    workers), so the lock is free the moment this process ends, even while orphaned workers live
+    on (tests/test_faults.py checks it). A folder that cannot be written is refused here, before
+    any work, with a CatalogError saying so.
     """
     folder = Path(folder)
     lock = FileLock(folder / LOCK_FILE, mode=0o644)
@@ -191,8 +153,6 @@ def catalog_lock(folder: str | os.PathLike, operation: str, timeout: float = 0.0
         if exc.errno in READ_ONLY_ERRNOS:
             raise not_writable_error(folder, exc.strerror or str(exc)) from None
         raise
-    held = _descriptors_of(folder / LOCK_FILE)
-    _LOCK_DESCRIPTORS.update(held)
     try:
         check_writable(folder)
         # Not data: only who holds the lock, for the message above.
@@ -201,7 +161,6 @@ def catalog_lock(folder: str | os.PathLike, operation: str, timeout: float = 0.0
                 f"pid {os.getpid()} on {socket.gethostname()}, {operation} since {now()}")
         yield
     finally:
-        _LOCK_DESCRIPTORS.difference_update(held)
         lock.release()
 
 
@@ -385,7 +344,6 @@ def write_index(target: Path, index: faiss.Index | None, factory: str, d: int) -
 def commit_catalog(folder: Path, embedding_blocks: Sequence[np.ndarray], metadata: pd.DataFrame,
                    index: faiss.Index | None, info: CatalogInfo, previous: str | None) -> CatalogInfo:
     """Write a complete new version (embeddings, metadata, index), then point catalog.json at it."""
-    info.calibration = calibrate(embedding_blocks, metadata)  # what a real match scores in this version
     def write(staging: Path) -> None:
         write_embeddings(staging / EMBEDDINGS_FILE, embedding_blocks, info.feature_dim)
         write_metadata(staging / METADATA_FILE, metadata)

@@ -411,3 +411,90 @@ def test_a_path_longer_than_the_file_system_allows_is_skipped_like_any_unreadabl
     reasons = dict(added.skipped)
     assert added.unchanged == good
     assert reasons[too_long_name] == reasons[too_long_path] == "file not readable: File name too long"
+
+
+# ---------------------------------------------------------------- undo: restore an earlier version
+
+def test_restore_makes_the_previous_version_current_and_can_itself_be_undone(shop):
+    from index.operations import restore_catalog
+    from index.store import list_versions
+
+    manifest, folder, good = shop
+    before = snapshot(folder)
+    remove_from_catalog(folder, ids=[0, 1], progress=False)
+    removed = snapshot(folder)
+    versions = list_versions(folder)
+    assert [(v.version, v.current, v.items) for v in versions] == [(removed[0], True, good - 2),
+                                                                   (before[0], False, good)]
+    assert versions[0].last_operation["operation"] == "remove" and all(v.restorable for v in versions)
+
+    report = restore_catalog(folder)
+    assert (report.operation, report.version, report.undone_version, report.items) == ("restore", before[0],
+                                                                                       removed[0], good)
+    assert "is current again" in report.summary()
+    restored = snapshot(folder)
+    assert restored[0] == before[0]
+    np.testing.assert_array_equal(restored[1], before[1])
+    pd.testing.assert_frame_equal(restored[2], before[2])
+    np.testing.assert_array_equal(restored[3][1], before[3][1])
+    info = read_info(folder)
+    assert info.previous_version == removed[0] and info.counts["items"] == good
+    assert info.last_operation["operation"] == "restore"
+
+    restore_catalog(folder)  # undo the undo: the removal again
+    assert snapshot(folder)[0] == removed[0] and len(Catalog.load(folder)) == good - 2
+
+
+def test_ids_given_out_before_a_restore_are_never_given_out_again(shop, tmp_path):
+    from index.operations import restore_catalog
+
+    manifest, folder, good = shop
+    product_image(0, 9, 0).save(manifest.parent / "images" / "new-0.png")
+    more = tmp_path / "shop" / "more.csv"
+    pd.concat([pd.read_csv(manifest), pd.DataFrame([{"path": "images/new-0.png", "category": "tops",
+                                                      "product_id": "tops-9", "title": "n"}])]).to_csv(more, index=False)
+    add_to_catalog(folder, more, progress=False)  # id `good` given to new-0.png
+    restore_catalog(folder)  # new-0.png is gone again
+    assert read_info(folder).next_id == good + 1
+    add_to_catalog(folder, more, progress=False)
+    assert Catalog.load(folder).ids.max() == good + 1
+
+
+def test_restore_refuses_what_it_cannot_do_and_changes_nothing(shop, tmp_path, models):
+    from index.operations import restore_catalog
+
+    manifest, folder, good = shop
+    with pytest.raises(CatalogError, match="no earlier version to restore"):
+        restore_catalog(folder)  # a new catalog has one version
+    remove_from_catalog(folder, ids=[0], progress=False)
+    current = read_info(folder).version
+    for bad in ("20990101T000000000000-abcdef", "../catalog", ".tmp-x"):
+        with pytest.raises(CatalogError, match="has no version"):
+            restore_catalog(folder, bad)
+    assert not restore_catalog(folder, current).wrote  # already current: nothing written
+    with catalog_lock(folder, "rebuild"):
+        with pytest.raises(CatalogLockedError):
+            restore_catalog(folder)
+    previous = read_info(folder).previous_version
+    (folder / "versions" / previous / "catalog.json").unlink()  # as versions written before they kept one
+    with pytest.raises(CatalogError, match="cannot be restored"):
+        restore_catalog(folder)
+    assert read_info(folder).version == current and len(Catalog.load(folder)) == good - 1
+
+
+def test_an_interrupted_restore_leaves_the_catalog_as_it_was(shop, monkeypatch):
+    from index.operations import restore_catalog
+
+    manifest, folder, good = shop
+    remove_from_catalog(folder, ids=[0], progress=False)
+    before = snapshot(folder)
+
+    def fail(*args, **kwargs):
+        raise OSError("disk gone")
+    monkeypatch.setattr(store, "write_info", fail)
+    with pytest.raises(OSError):
+        restore_catalog(folder)
+    monkeypatch.undo()
+    after = snapshot(folder)
+    assert after[0] == before[0] and len(Catalog.load(folder)) == good - 1
+    assert restore_catalog(folder).items == good

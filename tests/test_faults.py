@@ -387,3 +387,111 @@ def test_two_rebuilds_with_wait_run_one_after_the_other(shop, tmp_path):
     # The second's version is the last, written on top of the first's.
     assert info["index"]["factory"] == "Flat"
     assert info["previous_version"] not in (None, before["version"]) and leftovers(shop["catalog"]) == []
+
+
+# ---------------------------------------------------------------- kill -9 while data-loader workers run
+
+# `add` with data-loader workers (as for a manifest of thousands of images), each worker stuck in
+# decoding so it outlives the writer. Each worker writes its pid into the folder given first.
+ADD_WITH_BUSY_WORKERS = """
+import os, sys, time
+from embedder import embed
+from index.__main__ import main
+pids, argv = sys.argv[1], sys.argv[2:]
+embed_files = embed.Embedder.embed_files
+def with_workers(self, paths, **kwargs):
+    return embed_files(self, paths, **{**kwargs, "num_workers": 2, "batch_size": 1})
+embed.Embedder.embed_files = with_workers
+decode = embed.decode_image
+def stuck_decode(path, *args, **kwargs):
+    open(os.path.join(pids, str(os.getpid())), "w").close()
+    time.sleep(WAIT)
+    return decode(path, *args, **kwargs)
+embed.decode_image = stuck_decode
+sys.exit(main(argv))
+""".replace("WAIT", str(WAIT_S))
+
+
+def test_kill_9_of_a_writer_frees_the_catalog_at_once_though_its_loader_workers_live_on(shop, tmp_path):
+    from index.store import catalog_lock
+
+    before = consistent_snapshot(shop["catalog"])
+    pids = tmp_path / "worker-pids"
+    pids.mkdir()
+    child = subprocess.Popen([sys.executable, "-c", ADD_WITH_BUSY_WORKERS, str(pids), "-q", "add", "--catalog",
+                              str(shop["catalog"]), "--manifest", str(shop["manifest"])],
+                             cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    workers: list[int] = []
+    try:
+        wait_for(lambda: len(list(pids.iterdir())) >= 2, process=child)
+        workers = [int(p.name) for p in pids.iterdir()]
+        kill_hard(child)
+        assert all(Path(f"/proc/{pid}").exists() for pid in workers), "the workers died with the writer"
+        # The workers are orphaned, busy and alive, yet the catalog is free: they hold no copy of the lock.
+        with catalog_lock(shop["catalog"], "test", timeout=0):
+            pass
+        report = add_to_catalog(shop["catalog"], shop["manifest"], progress=False, lock_timeout=0)
+        assert report.added == HELD_OUT and all(Path(f"/proc/{pid}").exists() for pid in workers)
+    finally:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        kill_hard(child)
+    after = consistent_snapshot(shop["catalog"])
+    assert len(after["ids"]) == len(before["ids"]) + HELD_OUT and leftovers(shop["catalog"]) == []
+
+
+# ---------------------------------------------------------------- a read-only catalog folder
+
+# Ways to make the catalog folder read-only for one command, in the order tried: a read-only bind
+# mount in a private mount namespace (as root, or in a user namespace), else its permissions
+# (which do not stop root).
+READ_ONLY_METHODS = {
+    "read-only bind mount": ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                             'mount --bind "$DIR" "$DIR" && mount -o remount,ro,bind "$DIR" && exec "$@"', "sh"],
+    "read-only bind mount in a user namespace": [
+        "unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+        'mount --bind "$DIR" "$DIR" && mount -o remount,ro,bind "$DIR" && exec "$@"', "sh"],
+}
+
+
+def read_only_wrapper(folder: Path) -> tuple[str, list[str]]:
+    """A command prefix under which `folder` cannot be written; skips the test where there is none."""
+    probe = [sys.executable, "-c", "import sys; open(sys.argv[1] + '/probe', 'w')", str(folder)]
+    env = {**ENV, "DIR": str(folder)}
+    for method, wrapper in READ_ONLY_METHODS.items():
+        if shutil.which("unshare") is None:
+            break
+        done = subprocess.run(wrapper + probe, env=env, capture_output=True, text=True, timeout=WAIT_S)
+        if done.returncode != 0 and "Read-only file system" in done.stderr:
+            return method, wrapper
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        (folder / "versions").chmod(0o555)
+        return "permissions 0555", []
+    pytest.skip("no way to make a folder read-only here (no mount namespace, and root ignores permissions)")
+
+
+@pytest.mark.parametrize("operation", ["add", "rebuild", "remove", "build", "restore"])
+def test_a_read_only_catalog_is_refused_in_one_line_and_left_as_it_was(shop, operation):
+    folder = shop["catalog"]
+    add_to_catalog(folder, shop["manifest"], progress=False)  # a previous version, for restore
+    before = consistent_snapshot(folder)
+    argv = {"add": ["add", "--catalog", folder, "--manifest", shop["manifest"]],
+            "rebuild": ["rebuild", "--catalog", folder, "--index", "HNSW32"],
+            "remove": ["remove", "--catalog", folder, "--ids", "0"],
+            "build": ["build", "--manifest", shop["manifest"], "--model", shop["model"], "--out", folder, "--overwrite"],
+            "restore": ["restore", "--catalog", folder]}[operation]
+    method, wrapper = read_only_wrapper(folder)
+    try:
+        done = subprocess.run(wrapper + [sys.executable, "-m", "index", "-q", *map(str, argv)], cwd=ROOT,
+                              env={**ENV, "DIR": str(folder)}, capture_output=True, text=True, timeout=WAIT_S)
+    finally:
+        for path in (folder, folder / "versions"):
+            path.chmod(0o755)
+    assert done.returncode == 2, (method, done.stderr)
+    assert done.stderr.startswith(f"error: catalog folder {folder} is not writable ("), (method, done.stderr)
+    assert "nothing was changed" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in done.stderr + done.stdout
+    after = consistent_snapshot(folder)
+    assert after["version"] == before["version"] and same_results(after, before)

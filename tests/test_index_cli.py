@@ -162,3 +162,30 @@ def test_module_runs_as_a_program(shop):
     done = subprocess.run([sys.executable, "-m", "index", "info", "--catalog", str(shop["tmp"] / "none")],
                           capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
     assert done.returncode == 2 and done.stderr.startswith("error: no catalog at") and "Traceback" not in done.stderr
+
+
+def test_restore_lists_versions_and_undoes_the_last_change(shop, capsys):
+    assert build(shop, capsys)[0] == 0
+    code, _, err = run(capsys, "restore", "--catalog", shop["catalog"])
+    assert code == 2 and err.startswith("error: ") and "no earlier version to restore" in err
+    first = read_info(shop["catalog"]).version
+    assert run(capsys, "remove", "--catalog", shop["catalog"], "--ids", "0", "1")[0] == 0
+    second = read_info(shop["catalog"]).version
+
+    code, out, err = run(capsys, "restore", "--catalog", shop["catalog"], "--list")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith(f"{second}  current  10 items") and lines[0].endswith("by remove")
+    assert lines[1].startswith(f"{first}  earlier  12 items") and lines[1].endswith("by build")
+    assert read_info(shop["catalog"]).version == second  # --list changes nothing
+
+    code, out, err = run(capsys, "restore", "--catalog", shop["catalog"])
+    assert code == 0, err
+    assert out.startswith(f"restore: version {first} is current again (12 items)") and f"--version {second}" in out
+    assert len(Catalog.load(shop["catalog"])) == 12
+    code, out, _ = run(capsys, "restore", "--catalog", shop["catalog"], "--version", second)
+    assert code == 0 and len(Catalog.load(shop["catalog"])) == 10
+    code, out, _ = run(capsys, "restore", "--catalog", shop["catalog"], "--version", second)
+    assert code == 0 and out.strip() == f"version {second} is already the current one"
+    code, _, err = run(capsys, "restore", "--catalog", shop["catalog"], "--version", "nope")
+    assert code == 2 and "has no version 'nope'" in err and len(err.strip().splitlines()) == 1
