@@ -125,7 +125,7 @@ def show_image(image: Image.Image, heat: Callable[[Image.Image], np.ndarray] | N
 
 # ---------------------------------------------------------------- the query region
 
-CROP_SIDE = 340  # pixels: the photo is shown this big (longest side) in the crop box
+CROP_SIDE = 240  # pixels: the photo is shown this big (longest side) in the crop box, to fit its column
 BOX_COLOUR = "#ff4b4b"
 
 

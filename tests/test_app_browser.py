@@ -14,6 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from index.catalog import Catalog
@@ -38,9 +39,19 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def app_url(tiny_shop, tmp_path_factory):
     """The app served by `streamlit run` on a free port, pointed at the tiny shop; always stopped."""
+    yield from _serve(tiny_shop.catalog, tiny_shop.model, tiny_shop.catalogs_dir, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def fashion_url(fashion_shop, tmp_path_factory):
+    """The app over the small Fashion-MNIST catalog and the kept model (with a category head)."""
+    yield from _serve(fashion_shop.catalog, fashion_shop.model, fashion_shop.catalog.parent, tmp_path_factory)
+
+
+def _serve(catalog: Path, model: Path, catalogs_dir: Path, tmp_path_factory):
     port = _free_port()
-    env = {**os.environ, "COINSP_CATALOG": str(tiny_shop.catalog), "COINSP_MODEL": str(tiny_shop.model),
-           "COINSP_CATALOGS_DIR": str(tiny_shop.catalogs_dir)}
+    env = {**os.environ, "COINSP_CATALOG": str(catalog), "COINSP_MODEL": str(model),
+           "COINSP_CATALOGS_DIR": str(catalogs_dir)}
     log_path = tmp_path_factory.mktemp("server") / "streamlit.log"
     with open(log_path, "wb") as log:
         server = subprocess.Popen(
@@ -86,11 +97,20 @@ def browser():
 
 @pytest.fixture
 def page(browser, app_url):
+    yield from _open(browser, app_url)
+
+
+@pytest.fixture
+def fashion_page(browser, fashion_url):
+    yield from _open(browser, fashion_url)
+
+
+def _open(browser, url: str):
     ARTIFACTS.mkdir(exist_ok=True)
     context = browser.new_context(viewport={"width": 1440, "height": 1000})
     page = context.new_page()
     page.set_default_timeout(WAIT_MS)
-    page.goto(app_url, timeout=WAIT_MS)
+    page.goto(url, timeout=WAIT_MS)
     page.get_by_role("heading", name="Find similar products").wait_for()
     yield page
     context.close()
@@ -171,3 +191,52 @@ def test_every_page_renders_and_search_options_survive_a_visit(page, app_url):
     page.get_by_role("link", name="Search").click()
     page.get_by_role("heading", name="Find similar products").wait_for()
     assert page.locator('[data-testid="stSlider"] input[type="range"]').first.get_attribute("value") == "12"
+
+
+def test_a_shopper_photo_shows_its_crop_box_the_predicted_category_and_its_product_type(fashion_page, fashion_shop,
+                                                                                       tmp_path):
+    from conftest import shopper_photo
+    from index.importers import FASHION_MNIST_CLASSES
+
+    sneaker = fashion_shop.train_images[int(np.flatnonzero(
+        fashion_shop.train_labels == FASHION_MNIST_CLASSES.index("Sneaker"))[0])]
+    photo = tmp_path / "my-sneaker.jpg"  # a training photo (never in the catalog), as a phone shows it
+    photo.write_bytes(shopper_photo(sneaker))
+    page = fashion_page
+    _upload(page, photo)
+    page.get_by_text("Predicted category:").wait_for()
+    assert "Predicted category: footwear" in page.get_by_text("Predicted category:").inner_text()
+    first = page.locator('[data-testid="stCaptionContainer"]', has_text=re.compile(r"^#1 ·")).first
+    first.wait_for()
+    captions = [page.locator('[data-testid="stCaptionContainer"]', has_text=re.compile(rf"^#{rank} ·")).first
+                .inner_text() for rank in range(1, 6)]
+    assert sum("product Sneaker" in c for c in captions) >= 3, captions
+    # The crop box (a drawing canvas in the component's frame) over the photo, and what the model sees.
+    cropper = page.frame_locator('iframe[title="streamlit_cropper.st_cropper"]').locator("canvas").first
+    cropper.wait_for()
+    page.get_by_text("What the model sees").wait_for()
+    assert page.locator('[data-testid="stAlertContentWarning"]').count() == 0  # no weak-match notice
+    _wait_for_images(page, 6)
+    time.sleep(1)  # let the component draw the photo and its box
+    page.screenshot(path=str(ARTIFACTS / "search-shopper-photo.png"), full_page=True)
+
+    # Dragging the box off the product, onto the bare table: that region holds nothing to search for.
+    from PIL import Image
+
+    from app.components import CROP_SIDE
+    from index.service import product_region
+
+    with Image.open(photo) as image:
+        x0, y0, x1, y1 = product_region(image.convert("RGB"))
+        scale = CROP_SIDE / max(image.size)
+    canvas = page.frame_locator('iframe[title="streamlit_cropper.st_cropper"]').locator("canvas").last.bounding_box()
+    start = (canvas["x"] + (x0 + x1) / 2 * scale, canvas["y"] + (y0 + y1) / 2 * scale)
+    page.mouse.move(*start)
+    page.mouse.down()
+    for step in range(1, 11):  # in steps, as a hand moves
+        page.mouse.move(start[0], start[1] + step * ((y1 - y0) * scale + 8) / 10)
+    page.mouse.up()
+    error = page.locator('[data-testid="stAlertContentError"]')
+    error.wait_for()
+    assert "can't be searched: in the chosen region" in error.inner_text() and "blank or uniform" in error.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "search-shopper-photo-empty-region.png"), full_page=True)

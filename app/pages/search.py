@@ -129,7 +129,7 @@ def page() -> None:
     categories = sorted(metadata["category"].dropna().astype(str).unique()) if "category" in metadata else []
     opts = options(categories)
 
-    query_column, results_column = st.columns([1, 3], gap="large")
+    query_column, results_column = st.columns([2, 5], gap="large")
     with query_column:
         query = query_input(metadata)
     with results_column:
