@@ -79,6 +79,11 @@ def small_grey_photos(paths: list[Path]) -> bool:
     return True
 
 
+def _source_name(manifest: str) -> str:
+    """A training manifest named by its two folders, e.g. fashion-mnist/train."""
+    return "/".join(Path(manifest).parent.parts[-2:])
+
+
 def serving_story(checkpoint: dict, manifest: str | None, photos: int) -> ServingStory:
     """Which model serves a catalog and why, from its checkpoint's record of how it was made."""
     config, spec = checkpoint.get("config") or {}, checkpoint.get("backbone") or {}
@@ -100,10 +105,10 @@ def serving_story(checkpoint: dict, manifest: str | None, photos: int) -> Servin
     grey_small = pre.get("channels") == 1 and (pre.get("size") or 999) <= SMALL_GREY_SIDE
     if grey_small and trained_on:
         return ServingStory(
-            f"{backbone} trained on {Path(str(trained_on)).parent.name} ({pre.get('size')} px grey)",
+            f"{backbone} trained on {_source_name(trained_on)} ({pre.get('size')} px grey)",
             "the kept model is the one for small grey product photos like Fashion-MNIST's: it was trained on "
             "them and finds the same product best there.", None, None)
-    made = f"trained on {Path(str(trained_on)).parent.name}" if trained_on else "with no record of its training"
+    made = f"trained on {_source_name(trained_on)}" if trained_on else "with no record of its training"
     return ServingStory(
         f"{backbone} {made} ({pre.get('size')} px, {'grey' if pre.get('channels') == 1 else 'colour'})",
         "it was chosen when the app was started (--model / COINSP_MODEL); it was not trained on this "
