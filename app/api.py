@@ -128,7 +128,7 @@ class LiveCatalog:
             current = self._service
             if read_info(self.folder)["version"] == current.catalog.info["version"]:
                 return  # rewritten without a new version (e.g. skipped files listed)
-            fresh = SearchService.from_parts(Catalog.load(self.folder), current.embedder)
+            fresh = SearchService.from_parts(Catalog.load(self.folder), current.embedder, current.categories)
             self._warm(fresh)
             self._service = fresh  # the swap: one reference assignment
             self.loaded_at, self.reload_error = time.time(), None
@@ -308,7 +308,8 @@ def create_app(catalog: str | os.PathLike, model: str | os.PathLike, *, device: 
         box: Annotated[str | None, Form(max_length=200, description=(
             "the photo's query region in its pixels: x0,y0,x1,y1 (or four numbers separated by spaces, or a JSON "
             "list); default: the product, found automatically"))] = None,
-        min_score: Annotated[float | None, Form(ge=-1.0, le=1.0, description="leave out results scoring below this")] = None,
+        min_score: Annotated[float | None, Form(
+            ge=-1.0, le=1.0, description="leave out results scoring below this cosine")] = None,
     ) -> dict:
         started = time.perf_counter()
         if (image is None) == (id is None):

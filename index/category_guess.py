@@ -30,7 +30,8 @@ class CategoryPredictor:
 
     def __init__(self, head: dict, categories: list[str], embedder):
         if head["weight"].shape[0] != len(categories):
-            raise ValueError(f"the category head has {head['weight'].shape[0]} outputs for {len(categories)} categories")
+            raise ValueError(f"the category head has {head['weight'].shape[0]} outputs "
+                             f"for {len(categories)} categories")
         self.head, self.categories, self.embedder = head, list(categories), embedder
         self.mlp = mlp_from_state(head["mlp"]) if head.get("input") == "mlp" else None
 

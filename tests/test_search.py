@@ -238,7 +238,8 @@ def test_the_cli_prints_the_predicted_category_and_the_weak_match_notice(fashion
     from conftest import shopper_photo
     from index.importers import FASHION_MNIST_CLASSES
 
-    bag = fashion_shop.train_images[int(np.flatnonzero(fashion_shop.train_labels == FASHION_MNIST_CLASSES.index("Bag"))[0])]
+    bags = np.flatnonzero(fashion_shop.train_labels == FASHION_MNIST_CLASSES.index("Bag"))
+    bag = fashion_shop.train_images[int(bags[0])]
     (tmp_path / "bag.jpg").write_bytes(shopper_photo(bag))
     status, out, _ = cli(capsys, "search", "--catalog", fashion_shop.catalog, "--model", fashion_shop.model,
                          "--image", tmp_path / "bag.jpg", "--k", 5)
