@@ -8,6 +8,11 @@ model was trained on. An image already in the domain (a native 28-px catalog ima
 border, already trimmed and centred) passes through unchanged: the same path serves training,
 catalog building and queries.
 
+Only when confident: a photo without a clear background (a border that is neither plain nor
+set apart from the middle: noise, a full-frame texture, a product filling the frame edge to edge)
+is left as it is, only fitted into the model's square; nothing is trimmed, masked or re-levelled,
+so distinct photos stay distinct.
+
 Measuring runs on the photo shrunk to ANALYSIS_SIDE px; only the final crop is resampled from
 the full-resolution photo, straight to the model's size.
 """
@@ -19,7 +24,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from embedder.images import ImageError
+from embedder.images import ImageError, as_rgb
 from embedder.regions import dilate, fill_holes, product_region, specks
 
 ANALYSIS_SIDE = 128
@@ -47,6 +52,13 @@ class DomainSettings:
     # background; "region" = its bounding box only; "frame" = no crop (the whole photo).
     clutter_crop: str = "region-mask"
     context: float = 0.25  # with a query region: background measured this share of it around it
+    # Confidence that the photo has a background at all (otherwise it is left as it is): the
+    # product region covers at least min_product_share of the photo and holds at least
+    # min_coherence of everything that stands out (scattered specks mean noise or texture), and
+    # no more than max_border_product of the border stands out.
+    min_product_share: float = 0.005
+    min_coherence: float = 0.15
+    max_border_product: float = 0.5
 
 
 @dataclass
@@ -57,7 +69,13 @@ class Analysis:
     cluttered: bool
     box: tuple[float, float, float, float] | None  # the product's extent, None if nothing stands out
     mask: np.ndarray | None  # on a cluttered background: the product's pixels (analysis grid)
-    contrast: float  # largest colour distance of any pixel from the background
+    contrast: float  # how far the photo's colours spread (see photo_contrast), 0..1.7
+    clear_background: bool = False  # False: no confident background; the photo is left as it is
+    # The evidence for it: the product region's share of the photo, its share of all that stands
+    # out, and the share of the border that stands out.
+    product_share: float = 0.0
+    coherence: float = 0.0
+    border_product: float = 0.0
 
     def background_at(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
         """Background colour (H, W, 3) at relative coordinates xs (W,) and ys (H,)."""
@@ -71,13 +89,15 @@ class Analysis:
 
 
 def shrink(image: Image.Image, side: int = ANALYSIS_SIDE) -> np.ndarray:
-    """RGB float32 (H, W, 3) in 0..1 with the longest side at most `side` (never enlarged)."""
+    """RGB float32 (H, W, 3) in 0..1 with the longest side at most `side` (never enlarged).
+    16-bit and float images are scaled to their range as the decoder does, not clipped."""
+    image = as_rgb(image)
     w, h = image.size
     scale = min(1.0, side / max(w, h))
     if scale < 1.0:
         image = image.resize((max(1, round(w * scale)), max(1, round(h * scale))),
                              Image.Resampling.BILINEAR, reducing_gap=2.0)
-    return np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return np.asarray(image, dtype=np.float32) / 255.0
 
 
 def _border(h: int, w: int) -> np.ndarray:
@@ -145,18 +165,29 @@ def background_distance(pixels: np.ndarray, background: np.ndarray, settings: Do
     return distance.reshape(h, w), max(settings.min_contrast, threshold)
 
 
+def photo_contrast(pixels: np.ndarray) -> float:
+    """How far a photo's colours spread: the 99.5th percentile of the colour distance from its
+    median colour, after a 3x3 blur (sensor noise and a few specks on a blank photo count for
+    little; any product covering more than a speck counts in full)."""
+    smooth = cv2.blur(pixels, (3, 3)) if min(pixels.shape[:2]) >= 3 else pixels
+    colours = smooth.reshape(-1, 3)
+    return float(np.quantile(np.linalg.norm(colours - np.median(colours, axis=0), axis=1), 0.995))
+
+
 def analyse(image: Image.Image, settings: DomainSettings = DomainSettings(),
             within: tuple[float, float, float, float] | None = None) -> Analysis:
     """Background, clutter and the product's extent of one photo.
 
+    Without a confident background (see DomainSettings' confidence fields) the box is the whole
+    photo (or the query region) and clear_background is False: nothing is to be trimmed.
     within: the shopper's query region (fractions of the photo): the product is whatever stands
     out inside it, measured against the background around it."""
     pixels = shrink(image)
     h, w, _ = pixels.shape
     planes, noise, _ = fit_background(pixels)
-    result = Analysis(planes, noise, False, None, None, 0.0)
+    result = Analysis(planes, noise, False, (0.0, 0.0, 1.0, 1.0) if within is None else within, None,
+                      photo_contrast(pixels))
     background = result.background_at(np.linspace(0, 1, w), np.linspace(0, 1, h))
-    result.contrast = float(np.linalg.norm(pixels - background, axis=2).max())
     result.cluttered = noise > settings.clutter_noise  # a textured or busy backdrop
     if result.cluttered:
         distance, threshold = background_distance(pixels, background, settings)
@@ -164,21 +195,26 @@ def analyse(image: Image.Image, settings: DomainSettings = DomainSettings(),
         distance = np.linalg.norm(pixels - background, axis=2)
         threshold = max(settings.min_contrast, settings.noise_factor * noise)
     foreground = distance > threshold
+    result.border_product = float(foreground[_border(h, w)].mean())
     if result.cluttered and settings.clutter_crop == "frame" and within is None:
-        result.box = (0.0, 0.0, 1.0, 1.0)
+        result.clear_background = True
         return result
     if within is not None:  # the shopper chose: everything that stands out inside the region
         inside = np.zeros((h, w), bool)
         inside[int(within[1] * h):int(np.ceil(within[3] * h)), int(within[0] * w):int(np.ceil(within[2] * w))] = True
         foreground &= inside
         chosen = foreground & ~specks(foreground, settings.min_region_share)
-        if not chosen.any():
-            result.box = within
-            return result
     else:  # the product is one region among others (a plain backdrop may hold a stray thing too)
         chosen = product_region(foreground, min_share=settings.min_region_share)
-        if chosen is None:
-            return result
+    if chosen is None or not chosen.any():
+        return result
+    result.product_share = float(chosen.sum() / (h * w))
+    result.coherence = float(chosen.sum() / foreground.sum())
+    result.clear_background = (result.product_share >= settings.min_product_share
+                               and result.coherence >= settings.min_coherence
+                               and result.border_product <= settings.max_border_product)
+    if not result.clear_background:
+        return result
     if result.cluttered and settings.clutter_crop == "region-mask":
         result.mask = fill_holes(dilate(chosen, 1))
     ys, xs = np.nonzero(chosen)
@@ -189,14 +225,16 @@ def analyse(image: Image.Image, settings: DomainSettings = DomainSettings(),
     return result
 
 
-def check_photo(image: Image.Image, *, min_side: int = 16, min_contrast: float = 0.06) -> Analysis:
-    """Refuse a photo that holds nothing to search for; returns its analysis otherwise."""
+def check_photo(image: Image.Image, *, min_side: int = 16, min_contrast: float = 0.04) -> Analysis:
+    """Refuse a photo that holds nothing to search for (smaller than min_side, or its colours
+    spread less than min_contrast: blank or uniform); returns its analysis otherwise. A photo
+    without a clear background (a texture, a product filling the frame) is searched as it is."""
     w, h = image.size
     if min(w, h) < min_side:
         raise UnusablePhotoError(f"the photo is too small ({w}x{h} pixels): use one at least "
                                  f"{min_side} pixels on each side that shows the product")
     analysis = analyse(image)
-    if analysis.contrast < min_contrast or analysis.box is None:
+    if analysis.contrast < min_contrast:
         raise UnusablePhotoError("the photo looks blank or uniform: nothing in it stands out from the "
                                  "background; use a photo that shows the product")
     return analysis
@@ -233,13 +271,15 @@ def normalise(image: Image.Image, *, size: int, channels: int, polarity: str, ma
     polarity: "light-on-dark" (the product bright on black, Fashion-MNIST), "dark-on-light", or
     "keep" (the photo's own colours; only trimmed and padded).
     region: the shopper's query region in whole pixels (embedder.regions.check_box): the product
-    is found inside it, the background measured around it."""
+    is found inside it, the background measured around it.
+    A photo (or region) without a clear background is only fitted into the square, as it is."""
+    image = as_rgb(image)
     within = None
     if region is not None:
         image, within = with_context(image, region, settings.context)
     analysis = analyse(image, settings, within)
     width, height = image.size
-    placed = _placement(analysis.box, width, height, size, margin) if analysis.box else None
+    placed = _placement(analysis.box, width, height, size, margin)
     if placed is None:  # nothing to trim: the whole frame, padded to a square
         crop, side = (0, 0, width, height), float(max(width, height))
     else:
@@ -248,6 +288,8 @@ def normalise(image: Image.Image, *, size: int, channels: int, polarity: str, ma
     tw, th = max(1, round(size * cw / side)), max(1, round(size * ch / side))
     tw, th = min(tw, size), min(th, size)
     part = image.crop(crop).resize((tw, th), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    if not analysis.clear_background:
+        return _as_it_is(part, size, channels)
     pixels = np.asarray(part, dtype=np.float32) / 255.0
     xs = (crop[0] + (np.arange(tw) + 0.5) * cw / tw) / width
     ys = (crop[1] + (np.arange(th) + 0.5) * ch / th) / height
@@ -266,6 +308,18 @@ def normalise(image: Image.Image, *, size: int, channels: int, polarity: str, ma
     left, top = (size - tw) // 2, (size - th) // 2
     canvas[top:top + th, left:left + tw] = out
     return np.ascontiguousarray((canvas.clip(0, 1) * 255 + 0.5).astype(np.uint8).transpose(2, 0, 1))
+
+
+def _as_it_is(part: Image.Image, size: int, channels: int) -> np.ndarray:
+    """The photo's own pixels, centred in the square; any padding in the colour of its edge."""
+    part = part.convert("L") if channels == 1 else part
+    pixels = np.asarray(part, dtype=np.uint8).reshape(part.height, part.width, channels)
+    edge = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
+    canvas = np.empty((size, size, channels), np.uint8)
+    canvas[:] = np.median(edge, axis=0).round().astype(np.uint8)
+    left, top = (size - part.width) // 2, (size - part.height) // 2
+    canvas[top:top + part.height, left:left + part.width] = pixels
+    return np.ascontiguousarray(canvas.transpose(2, 0, 1))
 
 
 def _mask_at(mask: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:

@@ -171,6 +171,12 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def as_rgb(image: Image.Image) -> Image.Image:
+    """An image already in memory, of any mode, as RGB by the decoder's rules (16-bit and float
+    scaled to 8 bits rather than clipped, transparent parts white); an RGB image as it is."""
+    return image if image.mode == "RGB" else _to_rgb(image)
+
+
 def _orientation(image: Image.Image) -> int | None:
     """The EXIF orientation, or None when there is none or the EXIF block is broken.
 

@@ -176,3 +176,67 @@ def test_the_same_photo_always_gives_the_same_result():
     first = FMNIST.to_uint8(image)
     normalise(photo(), size=28, channels=1, polarity="light-on-dark")  # another photo in between
     assert np.array_equal(first, FMNIST.to_uint8(image))
+
+
+def noise(side_or_shape, seed):
+    return np.random.default_rng(seed).integers(0, 256, side_or_shape, dtype=np.uint8)
+
+
+def test_a_noise_image_without_a_background_is_left_as_it_is():
+    native = noise((28, 28), 0)
+    assert np.array_equal(FMNIST.to_uint8(Image.fromarray(native).convert("RGB"))[0], native)
+    larger = Image.fromarray(noise((96, 96, 3), 1))  # only resized, with the resize of the trimmed path
+    expected = np.asarray(larger.resize((28, 28), Image.Resampling.BILINEAR, reducing_gap=2.0).convert("L"))
+    assert np.array_equal(FMNIST.to_uint8(larger)[0], expected)
+    assert not analyse(larger).clear_background and analyse(larger).box == (0.0, 0.0, 1.0, 1.0)
+
+
+def test_distinct_images_without_a_background_stay_distinct():
+    images = [noise((28, 28), seed) for seed in range(20)]
+    striped = [image.copy() for image in images]
+    for image in striped:
+        image[:, :10] //= 3  # a darker band down one side, as a category's stripe
+    outputs = {FMNIST.to_uint8(Image.fromarray(image).convert("RGB")).tobytes() for image in images + striped}
+    assert len(outputs) == 40
+
+
+def test_a_full_frame_texture_is_not_trimmed_and_keeps_its_tones():
+    x = np.arange(300)
+    stripes = np.repeat((128 + 100 * np.sin(x / 5))[None, :], 300, axis=0).astype(np.uint8)
+    image = Image.fromarray(stripes).convert("RGB")
+    assert not analyse(image).clear_background
+    expected = np.asarray(image.resize((28, 28), Image.Resampling.BILINEAR, reducing_gap=2.0).convert("L"))
+    assert np.array_equal(FMNIST.to_uint8(image)[0], expected)
+
+
+def test_a_wide_image_without_a_background_is_fitted_into_the_square_padded_in_its_edge_colour():
+    wide = Image.fromarray(noise((40, 80), 3))
+    out = FMNIST.to_uint8(wide.convert("RGB"))[0]
+    fitted = np.asarray(wide.resize((28, 14), Image.Resampling.BILINEAR, reducing_gap=2.0))
+    edge = np.concatenate([fitted[0], fitted[-1], fitted[:, 0], fitted[:, -1]])
+    assert np.array_equal(out[7:21], fitted)
+    assert (out[:7] == round(np.median(edge))).all() and (out[21:] == round(np.median(edge))).all()
+
+
+def test_a_dark_low_contrast_product_photo_passes_the_check_and_is_trimmed():
+    array = np.full((240, 320, 3), 28, np.uint8)  # a dark grey product (40) on a dark backdrop (28)
+    array[60:200, 120:200] = 40
+    array = (array + np.random.default_rng(0).normal(0, 1.5, array.shape)).clip(0, 255).astype(np.uint8)
+    analysis = check_photo(Image.fromarray(array))
+    assert analysis.clear_background
+    assert np.allclose(analysis.box, (120 / 320, 60 / 240, 200 / 320, 200 / 240), atol=0.02)
+
+
+def test_a_16_bit_grey_ramp_is_a_photo_scaled_not_clipped():
+    ramp = np.tile(np.linspace(0, 65535, 24, dtype=np.uint16), (16, 1))  # black to white, 16-bit
+    assert check_photo(Image.fromarray(ramp)).contrast > 0.5
+    faint = Image.fromarray(np.tile(np.linspace(20_000, 26_000, 64, dtype=np.uint16), (64, 1)))  # 78..101 of 255
+    assert check_photo(faint).contrast > 0.06  # 23 grey levels from end to end: not blank
+    with pytest.raises(UnusablePhotoError, match="blank or uniform"):
+        check_photo(Image.fromarray(np.full((64, 64), 40_000, np.uint16)))
+
+
+@pytest.mark.parametrize("image", [Image.new("RGB", (16, 16), (255, 0, 0)), Image.new("L", (200, 100), 0)])
+def test_a_single_colour_photo_of_any_size_or_mode_is_refused(image):
+    with pytest.raises(UnusablePhotoError, match="blank or uniform"):
+        check_photo(image)
