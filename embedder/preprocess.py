@@ -54,7 +54,7 @@ class Preprocessing:
         embedder.regions.BoxError if it does not select part of the image."""
         if self.domain:  # the region's surroundings show what the background looks like
             region = None if box is None else check_box(box, *image.size)
-            return normalise_to_domain(image.convert("RGB"), size=self.size, channels=self.channels,
+            return normalise_to_domain(image, size=self.size, channels=self.channels,  # any mode: 16-bit scaled
                                        polarity=self.polarity, margin=self.margin, region=region)
         image = crop_to_box(image, box)
         image = image.convert("L") if self.channels == 1 else image.convert("RGB")

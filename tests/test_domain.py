@@ -240,3 +240,9 @@ def test_a_16_bit_grey_ramp_is_a_photo_scaled_not_clipped():
 def test_a_single_colour_photo_of_any_size_or_mode_is_refused(image):
     with pytest.raises(UnusablePhotoError, match="blank or uniform"):
         check_photo(image)
+
+
+def test_a_16_bit_image_is_embedded_as_its_8_bit_scaling():
+    ramp16 = np.tile(np.linspace(0, 65535, 64, dtype=np.uint16), (64, 1))
+    ramp8 = np.rint(ramp16 / 257).astype(np.uint8)
+    assert np.array_equal(FMNIST.to_uint8(Image.fromarray(ramp16)), FMNIST.to_uint8(Image.fromarray(ramp8).convert("RGB")))
