@@ -7,6 +7,7 @@ loads the new one (caches are keyed on the catalog's build time).
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -145,15 +146,19 @@ def _last_operation(op: dict | None) -> str:
     return words + (f" ({', '.join(details)})" if details else "") + f" at {_when(op.get('at'))}"
 
 
-def run_operation(label: str, operation, *args, **kwargs) -> None:
-    """Run a catalog change with a progress bar; keep its report for the next run, then reload."""
+def run_operation(label: str, operation, *args, refused: list[tuple[str, str]] = (), discard: Path | None = None,
+                  **kwargs) -> None:
+    """Run a catalog change with a progress bar; keep its report (and the files `refused` before it)
+    for the next run, then reload. On failure the files saved for it (`discard`) are removed."""
     try:
         with ui.catalog_progress(label) as progress:
             report: UpdateReport = operation(*args, progress=progress, **kwargs)
     except USER_ERRORS as exc:
+        if discard is not None:
+            shutil.rmtree(discard, ignore_errors=True)
         st.error(f"{label} failed: {exc}", icon=":material/error:")
         return
-    st.session_state[REPORT_KEY] = report
+    st.session_state[REPORT_KEY], st.session_state[REFUSED_KEY] = report, list(refused)
     st.rerun()  # show the new status (the app now serves the new version); the chosen section stays
 
 
@@ -208,9 +213,8 @@ def upload_form(folder: Path, model: Path, image_root: Path, categories: list[st
         except UploadError as exc:
             st.error(f"Nothing was added: {exc}", icon=":material/error:")
             return
-        st.session_state[REFUSED_KEY] = staged.bad
-        run_operation(f"Adding {len(staged.saved):,} uploaded photos", add_to_catalog, folder,
-                      manifest=staged.manifest, model=model if model.is_file() else None)
+        run_operation(f"Adding {len(staged.saved):,} uploaded photos", add_to_catalog, folder, refused=staged.bad,
+                      discard=staged.folder, manifest=staged.manifest, model=model if model.is_file() else None)
 
 
 def ask_to_confirm(what: tuple) -> None:
