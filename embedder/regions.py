@@ -63,8 +63,8 @@ def crop_to_box(image: Image.Image, box: Sequence | None) -> Image.Image:
     return image.crop(check_box(box, *image.size))
 
 
-def label_regions(mask: np.ndarray) -> np.ndarray:
-    """4-connected regions of a boolean mask: int32 labels (-1 outside the mask), each region
+def label_regions(mask: np.ndarray, connectivity: int = 4) -> np.ndarray:
+    """4- or 8-connected regions of a boolean mask: int32 labels (-1 outside the mask), each region
     labelled by its smallest pixel index. Min-label propagation with pointer jumping: a handful
     of whole-array passes on a 128-px mask instead of a per-pixel Python loop."""
     h, w = mask.shape
@@ -77,6 +77,11 @@ def label_regions(mask: np.ndarray) -> np.ndarray:
         np.minimum(nxt[:-1, :], labels[1:, :], out=nxt[:-1, :])
         np.minimum(nxt[:, 1:], labels[:, :-1], out=nxt[:, 1:])
         np.minimum(nxt[:, :-1], labels[:, 1:], out=nxt[:, :-1])
+        if connectivity == 8:  # diagonal neighbours too
+            np.minimum(nxt[1:, 1:], labels[:-1, :-1], out=nxt[1:, 1:])
+            np.minimum(nxt[:-1, :-1], labels[1:, 1:], out=nxt[:-1, :-1])
+            np.minimum(nxt[1:, :-1], labels[:-1, 1:], out=nxt[1:, :-1])
+            np.minimum(nxt[:-1, 1:], labels[1:, :-1], out=nxt[:-1, 1:])
         nxt = np.where(mask, nxt, big)
         flat = np.append(nxt.reshape(-1), big)
         nxt = np.where(mask, flat[flat[nxt]], big)  # jump twice along the label chains
@@ -86,10 +91,10 @@ def label_regions(mask: np.ndarray) -> np.ndarray:
     return np.where(mask, labels, -1)
 
 
-def regions(mask: np.ndarray) -> list[dict]:
+def regions(mask: np.ndarray, connectivity: int = 4) -> list[dict]:
     """Each connected region of the mask: its label, pixel count, bounding box (x0, y0, x1, y1)
     in mask pixels, centroid, and how much of it lies on the mask's edge."""
-    labels = label_regions(mask)
+    labels = label_regions(mask, connectivity)
     h, w = mask.shape
     found = labels[labels >= 0]
     if found.size == 0:
@@ -114,9 +119,9 @@ def regions(mask: np.ndarray) -> list[dict]:
     return out
 
 
-def specks(mask: np.ndarray, min_share: float) -> np.ndarray:
+def specks(mask: np.ndarray, min_share: float, connectivity: int = 4) -> np.ndarray:
     """Pixels of the regions smaller than min_share of the mask (noise, JPEG ringing)."""
-    labels = label_regions(mask)
+    labels = label_regions(mask, connectivity)
     ids, counts = np.unique(labels[labels >= 0], return_counts=True)
     small = ids[counts < min_share * mask.sum()]
     return np.isin(labels, small)
@@ -147,7 +152,7 @@ def erode(mask: np.ndarray, steps: int = 1) -> np.ndarray:
     return ~dilate(~mask, steps)
 
 
-def product_region(mask: np.ndarray, *, min_share: float = 0.02) -> np.ndarray | None:
+def product_region(mask: np.ndarray, *, min_share: float = 0.02, connectivity: int = 4) -> np.ndarray | None:
     """The automatic product crop: the region most likely to be the product, with the pieces
     of it that a one-pixel gap separates (a product split by a faint stripe).
 
@@ -157,10 +162,10 @@ def product_region(mask: np.ndarray, *, min_share: float = 0.02) -> np.ndarray |
     mask, or None when nothing stands out."""
     h, w = mask.shape
     closed = erode(dilate(mask, 1), 1) | mask
-    found = [r for r in regions(closed) if r["area"] >= min_share * closed.sum()]
+    found = [r for r in regions(closed, connectivity) if r["area"] >= min_share * closed.sum()]
     if not found:
         return None
-    labels = label_regions(closed)
+    labels = label_regions(closed, connectivity)
     diagonal = math.hypot(w, h)
 
     def score(r: dict) -> float:

@@ -246,3 +246,7 @@ def test_a_16_bit_image_is_embedded_as_its_8_bit_scaling():
     ramp16 = np.tile(np.linspace(0, 65535, 64, dtype=np.uint16), (64, 1))
     ramp8 = np.rint(ramp16 / 257).astype(np.uint8)
     assert np.array_equal(FMNIST.to_uint8(Image.fromarray(ramp16)), FMNIST.to_uint8(Image.fromarray(ramp8).convert("RGB")))
+
+
+def test_small_noise_images_never_look_like_a_product_on_a_background():
+    assert not any(analyse(Image.fromarray(noise((28, 28), seed)).convert("RGB")).clear_background for seed in range(100))
