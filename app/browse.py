@@ -68,7 +68,7 @@ def thumbnail_png(path: str, mtime_ns: int, side: int = THUMB_SIDE) -> bytes | N
     return out.getvalue()
 
 
-def _mtime(path: str) -> int:
+def file_mtime(path: str) -> int:
     try:
         return os.stat(path).st_mtime_ns
     except OSError:
@@ -158,7 +158,7 @@ def browse_grid(items: pd.DataFrame, *, key: str, columns: int = 6, action: str 
         for column, (_, row) in zip(st.columns(columns), rows.iloc[start:start + columns].iterrows()):
             item = int(row["id"])
             with column.container(border=True):
-                png = thumbnail_png(str(row["image_path"]), _mtime(str(row["image_path"])))
+                png = thumbnail_png(str(row["image_path"]), file_mtime(str(row["image_path"])))
                 if png is None:
                     st.caption(":orange[image unavailable]")
                 else:

@@ -57,8 +57,9 @@ def expected_training_time(photos: int, epochs: int = TRAIN_EPOCHS) -> str | Non
         rate = float(json.loads(TRAINING_RATE_REPORT.read_text())["training"]["photos_per_second"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    hours = photos * epochs / rate / 3600
-    return (f"about {hours:.1f} h for {photos:,} photos × {epochs} epochs at the {rate:.1f} photos/s "
+    seconds = photos * epochs / rate
+    took = f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{max(1, round(seconds / 60))} min"
+    return (f"about {took} for {photos:,} photos × {epochs} epochs at the {rate:.1f} photos/s "
             f"measured on this machine (reports/store-import/)")
 
 

@@ -100,6 +100,7 @@ def test_browse_select_and_remove_waits_for_the_confirmation(shop):
     at.button(key="browse_remove").click().run()
     no_errors(at)
     assert "Remove 2 items" in at.warning[0].value
+    assert len(at.image) >= 1  # the photos to be removed are shown with the question
     assert read_info(shop["catalog"])["version"] == version  # nothing changed before the confirmation
 
     at.button(key="cancel_change").click().run()

@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from app import components as ui
-from app.browse import browse_grid, clear_selection
+from app.browse import browse_grid, clear_selection, file_mtime, thumbnail_png
 from app.roles import catalog_manager_gate
 from app.settings import OutsideDataRootError, inside_data_root
 from app.store_catalog import serving_story
@@ -222,6 +222,19 @@ def ask_to_confirm(what: tuple) -> None:
     st.rerun()
 
 
+def removal_preview(folder: Path, ids: list[int], shown: int = 12) -> None:
+    """The first photos that a removal would take out, so the confirmation shows what it confirms."""
+    catalog = ui.load_catalog(folder)
+    if catalog is None or not ids:
+        return
+    rows = catalog.metadata[catalog.metadata["id"].isin(ids[:shown])]
+    thumbs = [(thumbnail_png(str(path), file_mtime(str(path)), 96), f"id {item}")
+              for item, path in zip(rows["id"], rows["image_path"])]
+    thumbs = [(png, caption) for png, caption in thumbs if png is not None]
+    if thumbs:
+        st.image([png for png, _ in thumbs], width=96, caption=[caption for _, caption in thumbs])
+
+
 def pending_change(folder: Path, info: dict) -> bool:
     """The change waiting for confirmation, with Confirm and Cancel; True while one waits."""
     pending = st.session_state.get(CONFIRM_KEY)
@@ -232,7 +245,9 @@ def pending_change(folder: Path, info: dict) -> bool:
             ids, paths = pending[1], pending[2]
             count = len(ids) + len(paths)
             st.warning(f"Remove {count:,} item{'s' * (count != 1)} from the catalog? Searches stop finding "
-                       "them; **Undo** restores the version before this change.", icon=":material/delete:")
+                       f"{'them' if count != 1 else 'it'}; **Undo** restores the version before this change.",
+                       icon=":material/delete:")
+            removal_preview(folder, ids)
             st.caption("Ids: " + ", ".join(map(str, ids[:40])) + (" …" if len(ids) > 40 else "")
                        + ("  \nPaths: " + ", ".join(paths[:20]) if paths else ""))
         else:
