@@ -199,6 +199,21 @@ def test_cli_search_with_the_malicious_model_is_refused(corpus, tiny_shop, capsy
 
 # ---------------------------------------------------------------- the CLI
 
+NOTHING_TO_SEARCH_FOR = ("too small", "blank or uniform")  # embedder.domain.check_photo's reasons
+
+
+def nothing_to_search_for(path) -> bool:
+    """A photo that decodes but holds nothing to search for (tiny, blank, uniform): searches
+    answer it with that reason instead of results."""
+    from embedder.domain import UnusablePhotoError, check_photo
+
+    try:
+        check_photo(decode_image(path))
+    except UnusablePhotoError:
+        return True
+    return False
+
+
 @pytest.mark.parametrize("name", EVERY_IMAGE_NAME)
 def test_cli_search_answers_every_hostile_photo(corpus, tiny_shop, capsys, name):
     expected = corpus[name]
@@ -207,6 +222,9 @@ def test_cli_search_answers_every_hostile_photo(corpus, tiny_shop, capsys, name)
     if expected.refused:
         assert_one_line_error(code, out, err, expected.error)
         assert expected.path.name in err  # the message names the file
+    elif nothing_to_search_for(expected.path):
+        assert code == 2 and err.startswith("error: ") and any(w in err for w in NOTHING_TO_SEARCH_FOR)
+        assert expected.path.name in err and "Traceback" not in err
     else:
         assert code == 0 and "3 results over" in out and "Traceback" not in err
 
@@ -320,6 +338,9 @@ def test_app_search_page_answers_every_hostile_upload_and_keeps_working(corpus, 
             assert len(at.error) == 1, (name, [e.value for e in at.error])
             assert name in at.error[0].value and expected.error in at.error[0].value
             assert result_count(at) == 0
+        elif nothing_to_search_for(expected.path):
+            assert len(at.error) == 1 and name in at.error[0].value, (name, [e.value for e in at.error])
+            assert any(w in at.error[0].value for w in NOTHING_TO_SEARCH_FOR) and result_count(at) == 0
         else:
             assert not at.error, (name, at.error[0].value)
             assert result_count(at) == 4  # the option set before the first upload still holds
@@ -424,6 +445,9 @@ def test_api_under_16_clients_answers_every_hostile_photo_and_a_good_query_after
             for hostile, response in answers:
                 if hostile.refused:
                     assert response.status_code == 422 and hostile.error in response.json()["detail"], hostile.name
+                elif nothing_to_search_for(hostile.path):
+                    detail = response.json()["detail"]
+                    assert response.status_code == 422 and any(w in detail for w in NOTHING_TO_SEARCH_FOR), hostile.name
                 else:
                     assert response.status_code == 200 and len(response.json()["results"]) == 3, hostile.name
             good = http.post("/search", files={"image": ("plain.jpg", corpus["plain.jpg"].path.read_bytes())},
