@@ -26,6 +26,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 ARTIFACTS = ROOT / "test-artifacts"
 WAIT_S = 60  # every wait is bounded by this
 WAIT_MS = WAIT_S * 1000
+MANAGER_TOKEN = "a-browser-test-token-for-catalog-managers"
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
 
@@ -51,7 +52,7 @@ def fashion_url(fashion_shop, tmp_path_factory):
 def _serve(catalog: Path, model: Path, catalogs_dir: Path, tmp_path_factory):
     port = _free_port()
     env = {**os.environ, "COINSP_CATALOG": str(catalog), "COINSP_MODEL": str(model),
-           "COINSP_CATALOGS_DIR": str(catalogs_dir)}
+           "COINSP_CATALOGS_DIR": str(catalogs_dir), "COINSP_ADMIN_TOKEN": MANAGER_TOKEN}
     log_path = tmp_path_factory.mktemp("server") / "streamlit.log"
     with open(log_path, "wb") as log:
         server = subprocess.Popen(
@@ -179,6 +180,8 @@ def test_every_page_renders_and_search_options_survive_a_visit(page, app_url):
 
     page.get_by_role("link", name="Catalog").click()
     page.get_by_role("heading", name="Catalog", exact=True).wait_for()
+    page.get_by_label("Catalog manager token").fill(MANAGER_TOKEN)  # the Catalog page is for catalog managers
+    page.get_by_role("button", name="Sign in").click()
     page.get_by_text("matches this catalog").wait_for()
     page.get_by_role("link", name="Quality").click()
     page.get_by_role("heading", name="Retrieval quality").wait_for()
