@@ -116,7 +116,7 @@ def test_browse_select_and_remove_waits_for_the_confirmation(shop):
     assert facts["Last change"].startswith("items removed (2 removed) at")
 
 
-def test_the_chosen_tab_stays_after_an_action(shop):
+def test_the_chosen_tab_stays_after_an_action_and_its_confirmation(shop):
     at = manager()
     at.session_state["catalog_section"] = "Rebuild"
     at.run()
@@ -124,6 +124,15 @@ def test_the_chosen_tab_stays_after_an_action(shop):
     no_errors(at)
     assert at.success[0].value.startswith("Rebuild: 24 items")
     assert at.session_state["catalog_section"] == "Rebuild"
+
+    at.session_state["catalog_section"] = "Undo"
+    at.run()
+    at.text_area(key="remove_lines").set_value("3\n")
+    at.button(key="remove_submit").click().run()
+    assert len(at.tabs) == 0  # the confirmation stands alone
+    at.button(key="confirm_change").click().run()
+    no_errors(at)
+    assert "1 removed" in at.success[0].value and at.session_state["catalog_section"] == "Undo"
 
 
 # ---------------------------------------------------------------- undo

@@ -31,6 +31,7 @@ REPORT_KEY = "catalog_last_report"
 REFUSED_KEY = "catalog_last_refused"  # uploaded files left out before the catalog was changed
 CONFIRM_KEY = "catalog_pending"  # the change waiting for its confirmation: ("remove", ids, paths) or ("restore",)
 SECTION_KEY = "catalog_section"
+KEPT_SECTION_KEY = "catalog_section_kept"
 SECTIONS = ("Browse and remove", "Add images", "Undo", "Rebuild", "Build anew")
 BROWSE_KEY = "catalog_browse"
 
@@ -378,7 +379,12 @@ def page() -> None:
     if pending_change(cfg.catalog, info):
         return
     # Tabs with a key track the chosen tab in session state, so it stays after an action's rerun.
-    browse_tab, add_tab, undo_tab, rebuild_tab, build_tab = st.tabs(SECTIONS, key=SECTION_KEY, on_change="rerun")
+    # The tab is also kept under a key of its own: a run that asks for a confirmation draws no tabs,
+    # and Streamlit forgets the state of a widget that a run does not draw.
+    kept = st.session_state.get(KEPT_SECTION_KEY, SECTIONS[0])
+    browse_tab, add_tab, undo_tab, rebuild_tab, build_tab = st.tabs(SECTIONS, key=SECTION_KEY, on_change="rerun",
+                                                                     default=kept)
+    st.session_state[KEPT_SECTION_KEY] = st.session_state.get(SECTION_KEY) or kept
     catalog = ui.load_catalog(cfg.catalog)
     with browse_tab:
         remove_section(ui.catalog_items(catalog), info.get("skipped", []))
