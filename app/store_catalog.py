@@ -158,11 +158,29 @@ def choose_model(manifest: Path) -> tuple[Path, str]:
     return imagenet_model(manifest), "colour photos: frozen ImageNet features (EfficientNet-Lite0)"
 
 
-def prepare(source: Path, out: Path | None) -> tuple[Path, Path]:
-    from index.importers import import_image_folder
+FOLDER_MANIFEST = ".store-manifest.csv"  # beside the photos (manifest paths are relative to it); a store's
+# own manifest.csv is left alone
 
+
+def folder_manifest(folder: Path) -> Path:
+    """The manifest of a category/[product/]image tree, written as FOLDER/.store-manifest.csv when it changed."""
+    import pandas as pd
+
+    from index.importers import image_folder_table
+    from index.manifest import write_manifest
+
+    table, manifest = image_folder_table(folder), folder / FOLDER_MANIFEST
+    try:
+        if pd.read_csv(manifest).astype(str).equals(table.astype(str)):
+            return manifest
+    except (OSError, ValueError):
+        pass
+    return write_manifest(table, manifest)
+
+
+def prepare(source: Path, out: Path | None) -> tuple[Path, Path]:
     source = source.absolute()
-    manifest = import_image_folder(source) if source.is_dir() else source
+    manifest = folder_manifest(source) if source.is_dir() else source
     out = out or REPOSITORY / "catalogs" / f"store-{manifest.parent.name}"
     model, why = choose_model(manifest)
     print(f"model: {model.relative_to(REPOSITORY) if model.is_relative_to(REPOSITORY) else model} ({why})", flush=True)

@@ -119,7 +119,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from app import store_catalog
-    from index.importers import import_image_folder
 
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
            "PYTHONPATH": str(ROOT)}
@@ -134,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 
     stages = {}
     started = time.perf_counter()
-    manifest = import_image_folder(store)
+    manifest = store_catalog.folder_manifest(store)
     stages["import (manifest)"] = time.perf_counter() - started
     at = time.perf_counter()
     model, why = store_catalog.choose_model(manifest)
