@@ -234,12 +234,42 @@ def recall_at_k(queries, query_labels, gallery=None, gallery_labels=None, ks: Se
         hits = gallery_codes[block_ids] == query_codes[start:start + len(block_ids), None]
         first_hit[start:start + len(block_ids)] = np.where(hits.any(axis=1), hits.argmax(axis=1), depth)
 
+    return _report(first_hit, used_ks, query_codes, gallery_codes, query_rows, query_categories, len(gallery))
+
+
+def recall_of_rankings(ranked_ids, query_labels, gallery_labels, ks: Sequence[int] = DEFAULT_KS,
+                       query_categories=None, *, query_gallery_rows=None) -> RecallReport:
+    """Recall@k of rankings made some other way (a re-ranking): row i of `ranked_ids` holds the
+    gallery rows query i retrieved, best first, -1 where it retrieved fewer. `query_gallery_rows`
+    gives each query's own gallery row (leave-one-out: the rankings must not hold it)."""
+    ranked = np.asarray(ranked_ids, np.int64)
+    query_codes, gallery_codes = _label_codes(query_labels, gallery_labels)
+    query_rows = None if query_gallery_rows is None else np.asarray(query_gallery_rows, dtype=np.int64)
+    if ranked.ndim != 2 or len(ranked) != len(query_codes):
+        raise ValueError("ranked_ids needs one row of gallery rows per query")
+    if query_rows is not None and (ranked == query_rows[:, None]).any():
+        raise ValueError("a leave-one-out ranking holds the query's own row")
+    ks = sorted({int(k) for k in ks})
+    if not ks or ks[0] < 1:
+        raise ValueError(f"ks must be positive integers, got {ks}")
+    visible = len(gallery_codes) - int(query_rows is not None)
+    used_ks = {k: min(k, visible, ranked.shape[1]) for k in ks}
+    depth = ranked.shape[1]
+    hits = (ranked >= 0) & (gallery_codes[np.maximum(ranked, 0)] == query_codes[:, None])
+    first_hit = np.where(hits.any(axis=1), hits.argmax(axis=1), depth)
+    return _report(first_hit, used_ks, query_codes, gallery_codes, query_rows, query_categories, len(gallery_codes))
+
+
+def _report(first_hit: np.ndarray, used_ks: dict, query_codes: np.ndarray, gallery_codes: np.ndarray,
+            query_rows: np.ndarray | None, query_categories, num_gallery: int) -> RecallReport:
+    """The report from each query's rank of its first same-label neighbour."""
+    ks = sorted(used_ks)
     found = {k: first_hit < used for k, used in used_ks.items()}
     overall = {k: float(hit.mean()) for k, hit in found.items()}
     per_category = pd.DataFrame(columns=[*(f"R@{k}" for k in ks), "queries"])
     if query_categories is not None:
         categories = pd.Series(np.asarray(query_categories, dtype=object), name="category")
-        if len(categories) != len(queries):
+        if len(categories) != len(query_codes):
             raise ValueError("query_categories needs one category per query")
         per_category = pd.DataFrame({f"R@{k}": hit for k, hit in found.items()}).groupby(categories.astype(str)).mean()
         per_category["queries"] = categories.astype(str).value_counts().reindex(per_category.index).astype(int)
@@ -249,8 +279,8 @@ def recall_at_k(queries, query_labels, gallery=None, gallery_labels=None, ks: Se
     return RecallReport(
         overall=overall,
         per_category=per_category,
-        num_queries=len(queries),
-        num_gallery=len(gallery),
+        num_queries=len(query_codes),
+        num_gallery=num_gallery,
         clamped_ks={k: used for k, used in used_ks.items() if used < k},
         queries_without_match=int((others <= 0).sum()),
     )
