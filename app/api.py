@@ -3,7 +3,8 @@
     python -m app.api --catalog catalogs/fashion-mnist-test --model models/coinsp-fmnist.pt [--port 8000] [--workers 2]
 
     POST /search    multipart or url-encoded form: image=<file> or id=<catalog id>; k, category,
-                    hide_duplicates_above, box (x0,y0,x1,y1: the photo's query region), min_score
+                    hide_duplicates_above, box (x0,y0,x1,y1: the photo's query region), min_score,
+                    group_by (e.g. product_id), filter (`color=red OR color=blue AND brand=X`)
                     ->  {"results": [{rank, id, score, category, path, metadata}], "predicted_category",
                          "confidence", "dropped_below_min_score", "timing_ms": ...}
     GET  /health    catalog version, item count, model fingerprint
@@ -310,6 +311,11 @@ def create_app(catalog: str | os.PathLike, model: str | os.PathLike, *, device: 
             "list); default: the product, found automatically"))] = None,
         min_score: Annotated[float | None, Form(
             ge=-1.0, le=1.0, description="leave out results scoring below this cosine")] = None,
+        group_by: Annotated[str | None, Form(max_length=200, description=(
+            "one result per value of this metadata column (product_id: each product's best photo), still k"))] = None,
+        filter: Annotated[str | None, Form(max_length=2000, description=(
+            "only items meeting it: column=value, OR between values of one column, AND between columns, e.g. "
+            "`color=red OR color=blue AND brand=X`"))] = None,
     ) -> dict:
         started = time.perf_counter()
         if (image is None) == (id is None):
@@ -320,7 +326,8 @@ def create_app(catalog: str | os.PathLike, model: str | os.PathLike, *, device: 
             region = query_box(box, id)
         except ImageError as exc:
             raise HTTPException(422, f"box: {exc}") from None
-        options = {"k": k, "category": category, "hide_duplicates_above": hide_duplicates_above, "min_score": min_score}
+        options = {"k": k, "category": category, "hide_duplicates_above": hide_duplicates_above, "min_score": min_score,
+                   "group_by": group_by or None, "metadata_filter": filter or None}
         decode_s, queue_s, query = 0.0, 0.0, {"id": id} if id is not None else {"image": image.filename}
         with contextlib.ExitStack() as held:
             if image is not None:
@@ -347,7 +354,8 @@ def create_app(catalog: str | os.PathLike, model: str | os.PathLike, *, device: 
             except CatalogError as exc:  # e.g. an unknown category
                 raise HTTPException(422, str(exc)) from None
         timing = found.timing
-        return {"query": {**query, **options, "box": list(region) if region else None},
+        echoed = {name: value for name, value in options.items() if name != "metadata_filter"}
+        return {"query": {**query, **echoed, "filter": options["metadata_filter"], "box": list(region) if region else None},
                 "catalog_version": service.catalog.info["version"], "results": _results(found.frame), **found.summary(),
                 "timing_ms": {"decode_ms": 1000 * decode_s, "embed_ms": 1000 * timing.decode_embed_s,
                               "search_ms": 1000 * timing.search_s, "queue_ms": 1000 * queue_s,

@@ -7,7 +7,7 @@
     ensure   --manifest M --model CKPT --out DIR   (build, or bring up to date: model, new images)
     restore  --catalog DIR [--version V] [--list]   (undo: the previous version current again)
     search   --catalog DIR --model CKPT (--image FILE [--box X0,Y0,X1,Y1] | --id N) [--k 10] [--category C]
-             [--hide-duplicates 0.98] [--min-score S]
+             [--hide-duplicates 0.98] [--min-score S] [--group-by product_id] [--filter "color=red OR color=blue AND brand=X"]
     evaluate --catalog DIR [--out PREFIX] [--label product_id] [--max-queries N]
     info     --catalog DIR [--json]
     embed-ray         --manifest M --model CKPT --out SHARDS [--address ADDR] [--num-cpus N] [--actors N] [--batch-size B]
@@ -132,6 +132,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="query region of the photo in its pixels (default: the product, found automatically)")
     p.add_argument("--min-score", type=float, default=None, metavar="SCORE",
                    help="leave out results scoring below this (cosine similarity, e.g. 0.9)")
+    p.add_argument("--group-by", metavar="COLUMN",
+                   help="one result per value of this column (e.g. product_id: each product's best photo), still k")
+    p.add_argument("--filter", metavar="EXPRESSION",
+                   help="only items meeting it: column=value, OR between values of one column, AND between "
+                        "columns, e.g. \"color=red OR color=blue AND brand=X\"")
     p.add_argument("--json", action="store_true", help="print the results as JSON records")
 
     p = sub.add_parser("evaluate", help="Recall@k of the catalog (leave-one-out, labels = product_id)")
@@ -301,7 +306,7 @@ def cmd_search(args) -> int:
             raise UsageError(f"--box: {exc}") from None
     service = SearchService(args.catalog, args.model)
     options = {"k": args.k, "category": args.category, "hide_duplicates_above": args.hide_duplicates,
-               "min_score": args.min_score}
+               "min_score": args.min_score, "group_by": args.group_by, "metadata_filter": args.filter}
     if args.image is not None:
         try:
             found = service.search(args.image, box=box, **options)
@@ -316,9 +321,14 @@ def cmd_search(args) -> int:
         return 0
     if found.category is not None:
         print(f"predicted category: {found.category.name} ({found.category.probability:.0%})")
-    shown = [c for c in ("rank", "score", "id", "category", "product_id", "path") if c in results.columns]
+    if found.filter_matches == 0:
+        print(f"no item matches the filter {found.filter}")
+    shown = [c for c in ("rank", "score", "id", "category", "product_id", "matched_photos", "product_photos", "path")
+             if c in results.columns]
     if len(results):
         print(results[shown].to_string(index=False, formatters={"score": "{:.4f}".format}))
+    if found.hidden is not None and len(found.hidden):
+        print(f"{len(found.hidden)} near-duplicate(s) hidden: ids {', '.join(map(str, found.hidden['id']))}")
     print(f"{len(results)} results over {len(service.catalog):,} items; decode+embed "
           f"{timing['decode_embed_ms']:.1f} ms, search {timing['search_ms']:.1f} ms")
     if found.dropped:

@@ -65,7 +65,8 @@ def faiss_threads(n: int | None) -> Iterator[None]:
 
 def search_vectors(catalog: "Catalog", vectors, k: int = 10, *, category: str | None = None,
                    exclude_ids: Sequence[Iterable[int]] | None = None,
-                   hide_duplicates_above: float | None = None, normalised: bool = False) -> SearchHits:
+                   hide_duplicates_above: float | None = None, normalised: bool = False,
+                   pool: tuple[np.ndarray, "faiss.IDSelector"] | None = None) -> SearchHits:
     """Top-k catalog items for each query vector (rows L2-normalised, or they are normalised).
 
     category: only items of that category, still k of them when it has at least k: a small
@@ -75,6 +76,7 @@ def search_vectors(catalog: "Catalog", vectors, k: int = 10, *, category: str | 
     exclude_ids: per query, ids never to return (e.g. the query item itself).
     hide_duplicates_above: drop a result whose cosine to a better-ranked kept one is above it.
     normalised: the rows are L2-normalised already (the embedder's output, stored vectors).
+    pool: (rows, FAISS selector) to search within, searched as a category is (index.filters).
     """
     queries = np.ascontiguousarray(np.asarray(vectors, np.float32).reshape(-1, catalog.dim))
     if not normalised:
@@ -85,7 +87,7 @@ def search_vectors(catalog: "Catalog", vectors, k: int = 10, *, category: str | 
     excludes = [set()] * len(queries) if exclude_ids is None else [set(int(i) for i in e) for e in exclude_ids]
     if len(excludes) != len(queries):
         raise ValueError("exclude_ids needs one entry per query")
-    plan = _Plan(catalog, k, category, excludes, hide_duplicates_above)
+    plan = _Plan(catalog, k, category, excludes, hide_duplicates_above, pool)
     with faiss_threads(1 if len(queries) <= SINGLE_THREAD_QUERIES else None):
         return plan.run(queries)
 
@@ -94,13 +96,13 @@ class _Plan:
     """One search's pool, candidate counts and index parameters, and the loop that fills k places."""
 
     def __init__(self, catalog: "Catalog", k: int, category: str | None, excludes: list[set],
-                 hide_duplicates_above: float | None):
+                 hide_duplicates_above: float | None, pool: tuple | None = None):
         self.catalog, self.k, self.excludes, self.hide_above = catalog, k, excludes, hide_duplicates_above
         choice = catalog.choice
         self.kind = index_kind(choice.factory)
         self.rows, self.selector, self.effort, self.pool_size = None, None, 1.0, len(catalog.ids)
-        if category is not None:
-            self.rows, self.selector = catalog.category_pool(category)
+        if category is not None or pool is not None:
+            self.rows, self.selector = pool if pool is not None else catalog.category_pool(category)
             self.pool_size = len(self.rows)
             self.effort = max(1.0, len(catalog.ids) / self.pool_size)
         self.pool_ids = catalog.ids if self.rows is None else catalog.ids[self.rows]

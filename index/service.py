@@ -9,6 +9,9 @@
     results.confidence.weak      # the best score is below what a real match scores in this catalog
     results.dropped              # results under min_score left out
     service.search(CatalogItem(42), k=10)    # items like catalog item 42, itself left out
+    service.search(photo, group_by="product_id", metadata_filter="color=red OR color=blue AND brand=X")
+    results.hidden               # near-duplicates left out (with duplicate_of), when hiding them
+    results.filter_matches       # items the metadata filter admits (0: nothing to search)
 
 A photo is decoded once, refused when it holds nothing to search for (blank, uniform, tiny:
 embedder.domain.UnusablePhotoError) and brought into the catalog's domain by the embedder; `box`
@@ -40,13 +43,15 @@ from embedder.regions import Box, BoxError, check_box
 from index.calibration import MatchConfidence, assess
 from index.catalog import Catalog
 from index.category_guess import CategoryGuess, CategoryPredictor
+from index.filters import FilterError, FilterPool, MetadataFilter, filter_pool, metadata_filter as checked_filter
+from index.grouping import rank_results
 from index.store import CatalogError, ModelMismatchError, UnknownItemError, check_model
 
 ImageInput = Union[bytes, bytearray, str, os.PathLike, Image.Image, BinaryIO]
 
 __all__ = ["SearchService", "SearchTiming", "Results", "CatalogItem", "CategoryGuess", "MatchConfidence",
            "ModelMismatchError", "CatalogError", "UnknownItemError", "UnusablePhotoError", "BoxError", "to_rgb",
-           "product_region"]
+           "product_region", "FilterError"]
 
 
 @dataclass(frozen=True)
@@ -81,13 +86,23 @@ class Results:
     dropped: int = 0  # results under min_score left out
     region: tuple[int, int, int, int] | None = None  # the query region used, in whole pixels (None: automatic)
     view: np.ndarray | None = None  # what the model saw: uint8 C x size x size (photo queries)
+    hidden: pd.DataFrame | None = None  # near-duplicates left out among the places shown (duplicate_of: the id)
+    filter: MetadataFilter | None = None  # the metadata filter searched within
+    filter_matches: int | None = None  # how many catalog items it admits (0: no item matches it)
+    group_by: str | None = None  # one result per value of this column (product_id)
 
     def summary(self) -> dict:
         """What the CLI's JSON and the HTTP API return beside the results."""
+        hidden = [] if self.hidden is None else [{"id": int(i), "score": float(s), "duplicate_of": int(d)} for i, s, d
+                                                 in zip(self.hidden["id"], self.hidden["score"], self.hidden["duplicate_of"])]
         return {"predicted_category": self.category.as_dict() if self.category else None,
                 "confidence": self.confidence.as_dict() if self.confidence else None,
                 "dropped_below_min_score": self.dropped,
-                "region": list(self.region) if self.region else None}
+                "region": list(self.region) if self.region else None,
+                "hidden_near_duplicates": hidden,
+                "filter": None if self.filter is None else {"expression": str(self.filter),
+                                                            "matching_items": self.filter_matches},
+                "group_by": self.group_by}
 
 
 def to_rgb(image: ImageInput) -> Image.Image:
@@ -155,17 +170,30 @@ class SearchService:
 
     def search(self, query: Query, k: int = 10, category: str | None = None,
                hide_duplicates_above: float | None = None, *, box: Box | None = None,
-               min_score: float | None = None) -> Results:
+               min_score: float | None = None, group_by: str | None = None,
+               metadata_filter: str | MetadataFilter | None = None) -> Results:
         """Catalog items most similar to a photo (bytes, path, file object or PIL image) or to a
         CatalogItem (the item itself left out).
 
         box: the query region of a photo (x0, y0, x1, y1 in its pixels); min_score: results
-        scoring under it are left out (counted in Results.dropped).
+        scoring under it are left out (counted in Results.dropped); group_by: one result per
+        value of this column (its best photo; still k of them); metadata_filter: only items meeting
+        it (index.filters: `color=red OR color=blue AND brand=X`), FilterError when it cannot be read.
+        A photo's own catalog copy (the same picture) is marked `query_copy` and hides no near-duplicate.
         Raises embedder.images.ImageError for an unusable photo (UnusablePhotoError: nothing in
         it to search for; BoxError: a box that selects no part of it), UnknownItemError for an id
         the catalog does not hold, CatalogError for other requests it cannot answer (a category
         it does not have)."""
         started = time.perf_counter()
+        flt, pool = None, None
+        if metadata_filter is not None and str(metadata_filter).strip():
+            flt = checked_filter(metadata_filter, self.catalog.metadata.columns)
+            if category is not None:
+                flt = flt.and_also("category", category)
+            found_pool = self.filter_pool(flt)
+            pool = (found_pool.rows, found_pool.selector)
+        elif category is not None:
+            pool = self.catalog.category_pool(category)
         exclude, guess, region, view = None, None, None, None
         if isinstance(query, CatalogItem):
             if box is not None:
@@ -180,9 +208,13 @@ class SearchService:
             vector = self.embedder.embed_uint8(batch)[0]
             guess = self.categories.predict(batch) if self.categories else None
             embedded = time.perf_counter()
-        hits = self.catalog.search_vectors(vector[None], k, category=category, exclude_ids=exclude,
-                                           hide_duplicates_above=hide_duplicates_above, normalised=True)
-        frame = self.catalog.results_frame(hits.scores[0], hits.ids[0], rows=hits.rows[0])
+        if pool is not None and len(pool[0]) == 0:  # no item matches the filter: nothing to search
+            frame, hidden = self.catalog.results_frame(np.zeros(0), np.zeros(0, np.int64)), None
+        else:
+            shown = rank_results(self.catalog, vector, k, exclude=set(exclude[0]) if exclude else None, pool=pool,
+                                 hide_duplicates_above=hide_duplicates_above, group_by=group_by,
+                                 mark_copies=not isinstance(query, CatalogItem))
+            frame, hidden = shown.frame, shown.hidden
         confidence = assess(float(frame["score"].iloc[0]) if len(frame) else None, self.catalog.info.calibration)
         dropped = 0
         if min_score is not None:
@@ -190,4 +222,15 @@ class SearchService:
             dropped = int((~keep).sum())
             frame = frame[keep].reset_index(drop=True)
         return Results(frame, SearchTiming(embedded - started, time.perf_counter() - embedded), category=guess,
-                       confidence=confidence, dropped=dropped, region=region, view=view)
+                       confidence=confidence, dropped=dropped, region=region, view=view, hidden=hidden, filter=flt,
+                       filter_matches=None if flt is None else len(pool[0]), group_by=group_by)
+
+    def filter_pool(self, flt: MetadataFilter) -> FilterPool:
+        """The catalog rows a filter admits, cached per filter (a service serves one catalog version)."""
+        pools = self.__dict__.setdefault("_filter_pools", {})
+        key = str(flt)
+        if key not in pools:
+            if len(pools) >= 64:
+                pools.pop(next(iter(pools)))
+            pools[key] = filter_pool(self.catalog, flt)
+        return pools[key]

@@ -1,0 +1,136 @@
+"""What a search shows, once candidates are ranked: the query's own catalog copy marked,
+near-duplicates hidden (and listed), one result per product.
+
+    shown = rank_results(catalog, vector, k=10, group_by="product_id", hide_duplicates_above=0.95,
+                         pool=filter_pool(catalog, flt), mark_copies=True)
+    shown.frame     # k results (k products when grouped): rank, score, id, metadata, image_path,
+                    # query_copy, and when grouped product_photos / matched_photos
+    shown.hidden    # the near-duplicates left out, each with duplicate_of (the id it repeats)
+
+The index is asked for more candidates, four times as many each round, until k results survive
+the hiding and the grouping or the pool is exhausted, so a grouped search still returns k
+distinct products where the catalog holds k.
+
+Near-duplicates are compared among the results only: a photo that is the query itself (score
+at least SAME_PHOTO_SCORE: the shopper uploaded a catalog photo) is shown and marked, but hides
+nothing, so the query's own copy does not take every close variant with it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from index.search import search_vectors
+from index.store import CatalogError
+
+SAME_PHOTO_SCORE = 0.995  # cosine: at or above, a result is the query photo itself (re-encoding aside)
+GROW = 4  # each round asks the index for this many times more candidates
+
+
+@dataclass(frozen=True)
+class Shown:
+    frame: pd.DataFrame  # the results, best first
+    hidden: pd.DataFrame  # near-duplicates left out among the places shown, with duplicate_of
+
+
+def check_group_column(catalog, column: str) -> str:
+    usable = [c for c in catalog.metadata.columns if c not in ("image_path", "id")]
+    if column not in usable:
+        raise CatalogError(f"cannot group by {column!r}: the catalog has no such column (columns: {', '.join(usable)})")
+    return column
+
+
+def group_keys(catalog, column: str, rows: np.ndarray) -> np.ndarray:
+    """The group of each row: its value in `column`, or its own id where the value is missing."""
+    values = catalog.metadata[column].to_numpy()[rows]
+    missing = pd.isna(values)
+    keys = values.astype(str).astype(object)
+    keys[missing] = [f"\0id:{i}" for i in catalog.ids[rows][missing]]
+    return keys
+
+
+def rank_results(catalog, vector: np.ndarray, k: int, *, exclude: set[int] | None = None,
+                 pool: tuple[np.ndarray, object] | None = None, pool_size: int | None = None,
+                 hide_duplicates_above: float | None = None, group_by: str | None = None,
+                 mark_copies: bool = False) -> Shown:
+    """The k results of one normalised query vector (see the module's docstring).
+
+    pool: (rows, FAISS selector) to search within (a category or a metadata filter);
+    exclude: ids never shown (the query item); mark_copies: the query is a photo, so results
+    scoring SAME_PHOTO_SCORE or more are its own catalog copy."""
+    exclude = exclude or set()
+    total = len(catalog.ids) if pool is None else len(pool[0])
+    if pool_size is not None:
+        total = pool_size
+    per_group = 1
+    if group_by is not None:
+        check_group_column(catalog, group_by)
+        per_group = max(1, int(np.ceil(total / max(1, group_sizes(catalog, group_by, pool).size))))
+    n = min(total, k * per_group * (2 if hide_duplicates_above is not None else 1) + 1)
+    while True:
+        hits = search_vectors(catalog, vector[None], max(1, n), exclude_ids=[exclude], normalised=True, pool=pool)
+        scores, ids, rows = hits.scores[0], hits.ids[0], hits.rows[0]
+        shown = _arrange(catalog, scores, ids, rows, k, hide_duplicates_above, group_by, mark_copies, pool)
+        if len(shown.frame) >= k or len(ids) < n or n >= total:
+            return shown
+        n = min(total, n * GROW)
+
+
+def group_sizes(catalog, column: str, pool: tuple | None) -> pd.Series:
+    """Photos per group within the pool (a category or filter), by group key."""
+    rows = np.arange(len(catalog.ids)) if pool is None else np.asarray(pool[0])
+    return pd.Series(group_keys(catalog, column, rows)).value_counts()
+
+
+def _arrange(catalog, scores, ids, rows, k, hide_above, group_by, mark_copies, pool) -> Shown:
+    copies = (scores >= SAME_PHOTO_SCORE) if mark_copies else np.zeros(len(ids), bool)
+    keys = group_keys(catalog, group_by, rows) if group_by is not None else None
+    shown, hidden, duplicate_of = _walk(catalog, rows, copies, keys, k, hide_above)
+    frame = catalog.results_frame(scores[shown], ids[shown], rows=rows[shown])
+    _add_column(frame, "query_copy", copies[shown])
+    if keys is not None and shown:
+        floor = scores[shown[-1]]  # a product's photos that match at least as well as the last one shown
+        above = pd.Series(keys[scores >= floor]).value_counts()
+        sizes = group_sizes(catalog, group_by, pool)
+        _add_column(frame, "matched_photos", [int(above.get(key, 0)) for key in keys[shown]])
+        _add_column(frame, "product_photos", [int(sizes.get(key, 1)) for key in keys[shown]])
+    hidden_frame = catalog.results_frame(scores[hidden], ids[hidden], rows=rows[hidden])
+    _add_column(hidden_frame, "duplicate_of", [duplicate_of[j] for j in hidden])
+    return Shown(frame, hidden_frame)
+
+
+def _add_column(frame: pd.DataFrame, name: str, values) -> None:
+    """Add a column before image_path, which stays last (the results' documented layout)."""
+    at = frame.columns.get_loc("image_path") if "image_path" in frame.columns else len(frame.columns)
+    frame.insert(at, name, values)
+
+
+def _walk(catalog, rows, copies, keys, k, hide_above) -> tuple[list[int], list[int], dict[int, int]]:
+    """(shown positions, hidden positions, hidden position -> the id it repeats), best first, down
+    to the k-th result shown.
+
+    A result is hidden when its cosine to a better shown result, not a copy of the query, is above
+    `hide_above`; with `keys`, only the best result of each group is shown."""
+    vectors = np.asarray(catalog.scoring_vectors[rows], np.float32) if hide_above is not None else None
+    ids = catalog.ids[rows]
+    shown, references, hidden, duplicate_of, groups = [], [], [], {}, set()
+    for j in range(len(rows)):
+        if vectors is not None and references:
+            similar = vectors[references] @ vectors[j]
+            best = int(np.argmax(similar))
+            if float(similar[best]) > hide_above:
+                hidden.append(j)
+                duplicate_of[j] = int(ids[references[best]])
+                continue
+        if keys is not None:
+            if keys[j] in groups:
+                continue  # another photo of a product shown: neither shown nor compared with
+            groups.add(keys[j])
+        shown.append(j)
+        if not copies[j]:
+            references.append(j)
+        if len(shown) == k:
+            break
+    return shown, hidden, duplicate_of

@@ -1,0 +1,176 @@
+"""Grouped search (one result per product, still k products) and metadata filters (AND across
+columns, OR within one), in the search service, the CLI and the HTTP API."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+import torch
+
+from embedder.backbones import build_backbone
+from embedder.checkpoint import save_checkpoint
+from embedder.preprocess import Preprocessing
+from index.__main__ import main as cli
+from index.filters import FilterError, parse_filter
+from index.operations import build_catalog
+from index.service import CatalogItem, SearchService
+from index.store import CatalogError
+
+COLOURS, BRANDS = ["red", "blue", "green"], ["X", "Y"]
+PRODUCTS, PHOTOS = 24, 4
+
+
+def make_model(path):
+    torch.manual_seed(0)
+    spec = {"name": "smallcnn", "kwargs": {"in_channels": 1, "width": 8, "grid": 2}}
+    save_checkpoint(path, backbone_spec=spec, backbone=build_backbone(spec["name"], **spec["kwargs"]),
+                    preprocessing=Preprocessing(size=28, channels=1, mean=(0.286,), std=(0.353,)),
+                    categories=["tops", "shoes"], config={})
+    return path
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    """24 products x 4 photos each (a base pattern plus noise), with colour and brand columns."""
+    root = tmp_path_factory.mktemp("grouped")
+    images = root / "shop" / "images"
+    images.mkdir(parents=True)
+    rows = []
+    for p in range(PRODUCTS):
+        base = np.random.default_rng(p).integers(40, 255, (20, 20))
+        for v in range(PHOTOS):
+            pixels = np.zeros((28, 28), np.uint8)
+            noise = np.random.default_rng(1000 * p + v).integers(-25, 25, (20, 20))
+            pixels[4:24, 4:24] = np.clip(base + noise, 0, 255)
+            Image.fromarray(pixels, mode="L").save(images / f"p{p}-v{v}.png")
+            rows.append({"path": f"images/p{p}-v{v}.png", "category": ["tops", "shoes"][p % 2],
+                         "product_id": f"p{p}", "color": COLOURS[p % 3], "brand": BRANDS[(p // 3) % 2]})
+    manifest = root / "shop" / "manifest.csv"
+    pd.DataFrame(rows).to_csv(manifest, index=False)
+    model = make_model(root / "model.pt")
+    build_catalog(manifest, model, root / "catalog", progress=False)
+    return {"folder": root / "catalog", "model": model, "images": images}
+
+
+@pytest.fixture(scope="module")
+def service(shop):
+    return SearchService(shop["folder"], shop["model"])
+
+
+def brute_force(service, query_id: int, keep: pd.Series, k: int) -> list[int]:
+    """The exact top-k ids among rows where `keep` holds, the query item left out."""
+    metadata = service.catalog.metadata
+    vectors = np.asarray(service.catalog.embeddings, np.float32)
+    query = vectors[int(np.flatnonzero(metadata["id"] == query_id)[0])]
+    scores = vectors @ query
+    allowed = keep.to_numpy() & (metadata["id"] != query_id).to_numpy()
+    order = [i for i in np.lexsort((metadata["id"].to_numpy(), -scores)) if allowed[i]]
+    return metadata["id"].to_numpy()[order[:k]].tolist()
+
+
+def test_grouping_returns_k_distinct_products_each_its_best_photo(service):
+    metadata = service.catalog.metadata
+    for query in (0, 17, 50):
+        found = service.search(CatalogItem(query), k=8, group_by="product_id").frame
+        assert len(found) == 8 and found["product_id"].is_unique
+        ungrouped = service.search(CatalogItem(query), k=len(metadata) - 1).frame
+        best = ungrouped.drop_duplicates("product_id").head(8)  # each product's best photo, in order
+        assert found["id"].tolist() == best["id"].tolist()
+        assert (found["product_photos"] == PHOTOS).all()
+        last = found["score"].iloc[-1]
+        for _, row in found.iterrows():  # matched: its photos scoring at least as well as the last product shown
+            same = ungrouped[(ungrouped["product_id"] == row["product_id"]) & (ungrouped["score"] >= last)]
+            assert row["matched_photos"] == len(same)
+
+
+def test_grouping_needs_a_column_the_catalog_has(service):
+    with pytest.raises(CatalogError, match="cannot group by 'sku'"):
+        service.search(CatalogItem(0), k=5, group_by="sku")
+
+
+@pytest.mark.parametrize("expression, keep", [
+    ("color=red", lambda m: m["color"] == "red"),
+    ("color=red OR color=blue", lambda m: m["color"].isin(["red", "blue"])),
+    ("brand=X AND color=green", lambda m: (m["brand"] == "X") & (m["color"] == "green")),
+    ("color=red OR color=blue AND brand=Y", lambda m: m["color"].isin(["red", "blue"]) & (m["brand"] == "Y")),
+    ('brand="Y" AND category=tops', lambda m: (m["brand"] == "Y") & (m["category"] == "tops")),
+])
+def test_filters_match_a_brute_force_reference_and_still_return_k(service, expression, keep):
+    metadata = service.catalog.metadata
+    mask = keep(metadata)
+    for query in (0, 33):
+        found = service.search(CatalogItem(query), k=10, metadata_filter=expression)
+        assert found.frame["id"].tolist() == brute_force(service, query, mask, 10)
+        assert len(found.frame) == min(10, int(mask.sum()) - int(mask[metadata["id"] == query].sum()))
+        assert found.filter_matches == int(mask.sum())
+
+
+def test_a_filter_combines_with_category_and_grouping(service):
+    metadata = service.catalog.metadata
+    found = service.search(CatalogItem(0), k=3, category="shoes", metadata_filter="color=red OR color=green",
+                           group_by="product_id").frame
+    assert len(found) == 3 and found["product_id"].is_unique
+    assert set(found["category"]) == {"shoes"} and set(found["color"]) <= {"red", "green"}
+    mask = (metadata["category"] == "shoes") & metadata["color"].isin(["red", "green"])
+    assert found["id"].tolist()[0] == brute_force(service, 0, mask, 1)[0]
+
+
+def test_a_filter_no_item_meets_returns_nothing_and_says_so(service):
+    found = service.search(CatalogItem(0), k=5, metadata_filter="color=purple")
+    assert found.frame.empty and found.filter_matches == 0
+    assert found.summary()["filter"] == {"expression": "color=purple", "matching_items": 0}
+
+
+@pytest.mark.parametrize("expression, message", [
+    ("color", "cannot read 'color'"),
+    ("color=red OR brand=X", "OR joins values of one column"),
+    ("", "the filter is empty"),
+    ("color=red AND", "cannot read"),
+])
+def test_bad_filter_syntax_is_a_clear_error(expression, message):
+    with pytest.raises(FilterError, match=message):
+        parse_filter(expression)
+
+
+def test_an_unknown_filter_column_names_the_columns_there_are(service):
+    with pytest.raises(FilterError, match="no column 'size'.*color"):
+        service.search(CatalogItem(0), k=5, metadata_filter="size=M")
+
+
+def test_the_cli_groups_and_filters(shop, capsys):
+    common = ["search", "--catalog", str(shop["folder"]), "--model", str(shop["model"]), "--id", "0", "--k", "5"]
+    assert cli([*common, "--group-by", "product_id", "--filter", "color=red OR color=blue", "--json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    products = [r["product_id"] for r in body["results"]]
+    assert len(products) == 5 == len(set(products))
+    assert {r["color"] for r in body["results"]} <= {"red", "blue"}
+    assert body["group_by"] == "product_id" and body["filter"]["expression"] == "color=blue OR color=red"
+    assert cli([*common, "--filter", "color=purple"]) == 0
+    assert "no item matches the filter color=purple" in capsys.readouterr().out
+    assert cli([*common, "--filter", "colour=red"]) == 2
+    assert "error: the catalog has no column 'colour'" in capsys.readouterr().err
+
+
+def test_the_api_groups_and_filters_and_refuses_bad_ones(shop):
+    pytest.importorskip("fastapi", reason="optional extra: pip install -r requirements-distributed.txt")
+    from fastapi.testclient import TestClient
+
+    from app import api
+
+    with TestClient(api.create_app(shop["folder"], shop["model"])) as http:
+        body = http.post("/search", data={"id": "0", "k": "6", "group_by": "product_id",
+                                          "filter": "brand=X AND color=red OR color=green"}).json()
+        products = [r["metadata"]["product_id"] for r in body["results"]]
+        assert len(products) == 6 == len(set(products))
+        assert all(r["metadata"]["brand"] == "X" for r in body["results"])
+        assert body["query"]["filter"] == "brand=X AND color=red OR color=green"
+        none = http.post("/search", data={"id": "0", "filter": "brand=Z"}).json()
+        assert none["results"] == [] and none["filter"]["matching_items"] == 0
+        for form, words in (({"filter": "brand"}, "cannot read"), ({"filter": "size=M"}, "no column 'size'"),
+                            ({"group_by": "sku"}, "cannot group by 'sku'")):
+            response = http.post("/search", data={"id": "0", **form})
+            assert response.status_code == 422 and words in response.json()["detail"]
