@@ -157,36 +157,96 @@ def show_model_view(view: np.ndarray) -> None:
 
 # ---------------------------------------------------------------- results
 
-_STANDARD_COLUMNS = {"rank", "score", "id", "path", "category", "product_id", "image_path", *INTERNAL_COLUMNS}
+# Columns a result card shows itself, or that are bookkeeping: the details list the rest.
+_CARD_COLUMNS = {"rank", "score", "image_path", "query_copy", "matched_photos", "product_photos", "duplicate_of",
+                 *INTERNAL_COLUMNS}
+PRODUCT_CHARS = 22  # the card's first line is cut to this (the details give it whole), so every card has two
+
+
+def column_label(name: str) -> str:
+    """A metadata column as people read it: `fine_label` -> "Fine label", `path` -> "File"."""
+    return {"id": "Catalog id", "path": "File", "product_id": "Product"}.get(name, name.replace("_", " ").capitalize())
+
+
+def product_label(row: pd.Series) -> str:
+    """What a result is, in a few words: its title, else its product, else its file name."""
+    for column in ("title", "product_id"):
+        if column in row and pd.notna(row[column]) and str(row[column]).strip():
+            return str(row[column])
+    return Path(str(row.get("path", row.get("image_path", "")))).name
+
+
+def _cut(text: str, limit: int = PRODUCT_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def result_caption(row: pd.Series) -> str:
-    """Markdown caption of one match: rank, score, category, product, id, file and extra metadata."""
-    lines = [f"**#{int(row['rank'])}** · score **{float(row['score']):.3f}**"]
-    what = [str(row["category"])] if "category" in row and pd.notna(row["category"]) else []
-    if "product_id" in row and pd.notna(row["product_id"]):
-        what.append(f"product {row['product_id']}")
-    if what:
-        lines.append(" · ".join(what))
-    extra = [f"{k}: {v}" for k, v in row.items() if k not in _STANDARD_COLUMNS and pd.notna(v) and str(v) != ""]
-    if extra:
-        lines.append(" · ".join(extra[:4]))
-    lines.append(f"id `{row['id']}` · `{Path(str(row.get('path', row.get('image_path', '')))).name}`")
+    """The card's two lines: rank and product; score, the category as a tag and what marks the card."""
+    place = f"≈ #{int(row['rank'])}" if "duplicate_of" in row else f"#{int(row['rank'])}"  # a hidden one: ≈
+    first = f"**{place}** · {_cut(product_label(row))}"
+    second = [f"score **{float(row['score']):.3f}**"]
+    if "category" in row and pd.notna(row["category"]):
+        second.append(f":gray-badge[{row['category']}]")
+    if bool(row.get("query_copy", False)):
+        second.append(":orange-badge[your photo]")
+    if "matched_photos" in row and pd.notna(row["matched_photos"]):
+        second.append(f":blue-badge[{int(row['matched_photos'])}/{int(row['product_photos'])} photos]")
+    return f"{first}  \n{' '.join(second)}"
+
+
+def result_details(row: pd.Series) -> str:
+    """Every other fact of a result, labelled for people (markdown)."""
+    lines = [f"**{product_label(row)}**"]
+    if bool(row.get("query_copy", False)):
+        lines.append("The catalog's copy of your photo (the same picture).")
+    if "matched_photos" in row and pd.notna(row["matched_photos"]):
+        lines.append(f"{int(row['matched_photos'])} of this product's {int(row['product_photos'])} photos match at "
+                     "least as well as the last product shown; this is its best.")
+    if "duplicate_of" in row and pd.notna(row["duplicate_of"]):
+        lines.append(f"Almost the same image as catalog item {int(row['duplicate_of'])}, which is shown.")
+    for name, value in row.items():
+        if name in _CARD_COLUMNS or pd.isna(value) or str(value) == "":
+            continue
+        shown = Path(str(value)).name if name == "path" else value
+        lines.append(f"{column_label(str(name))}: `{shown}`")
+    lines.append(f"Score (cosine similarity): {float(row['score']):.3f}")
     return "  \n".join(lines)
 
 
-def result_grid(results: pd.DataFrame, *, columns: int = 5,
-                heat: Callable[[Image.Image], np.ndarray] | None = None) -> None:
-    """The matches as a grid of images (with attention overlays when `heat` is given) and captions."""
+def padded_square(shown: Image.Image) -> Image.Image:
+    """A thumbnail padded to a square (light grey), so every card's picture is the same height."""
+    side = max(shown.size)
+    if shown.width == shown.height:
+        return shown
+    return ImageOps.pad(shown.convert("RGB"), (side, side), color=(242, 242, 242))
+
+
+def result_grid(results: pd.DataFrame, *, columns: int = 3,
+                heat: Callable[[Image.Image], np.ndarray] | None = None,
+                search_from: Callable[[int], None] | None = None, key: str = "search") -> None:
+    """The matches as cards of equal height: a square picture (with the attention overlay when
+    `heat` is given), two caption lines, the details on demand and, with `search_from`, a button
+    that searches from that item (called with its id)."""
     rows = list(results.iterrows())
     for start in range(0, len(rows), columns):
         for column, (_, row) in zip(st.columns(columns), rows[start:start + columns]):
+            item = int(row["id"])
             with column.container(border=True):
                 try:
-                    show_image(decode_image(row["image_path"]), heat)
+                    image = decode_image(row["image_path"])
+                    shown = thumbnail(image)
+                    if heat is not None:  # the map covers the whole image: laid over it before the padding
+                        shown = overlay(shown, heat(image))
+                    st.image(padded_square(shown), width="stretch")
                 except ImageError as exc:
                     st.warning(f"image unavailable: {exc}")
                 st.caption(result_caption(row))
+                with st.container(horizontal=True, gap="small"):
+                    if search_from is not None:
+                        st.button("Search from this", key=f"{key}_from_{item}", icon=":material/image_search:",
+                                  on_click=search_from, args=(item,), help="Find items like this one")
+                    with st.popover("Details", icon=":material/info:"):
+                        st.markdown(result_details(row))
 
 
 def result_strip(results: pd.DataFrame, same: Callable[[pd.Series], bool] | None = None, side: int = 104) -> None:

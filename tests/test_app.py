@@ -44,8 +44,9 @@ def result_captions(at: AppTest) -> list[str]:
     return [c.value for c in at.caption if c.value.startswith("**#")]
 
 
-def caption_id(caption: str) -> int:
-    return int(re.search(r"id `(\d+)`", caption).group(1))
+def result_ids(at: AppTest) -> list[int]:
+    """The results' catalog ids, in order (from each card's *Search from this* button)."""
+    return [int(b.key.removeprefix("search_from_")) for b in at.button if str(b.key).startswith("search_from_")]
 
 
 def catalog_id_of(shop, row: int) -> int:
@@ -65,8 +66,8 @@ def test_search_by_upload_finds_the_same_item_first(tiny_shop_env):
         assert not at.exception and not at.error, (at.exception, at.error)
         captions = result_captions(at)
         assert len(captions) == 10
-        assert caption_id(captions[0]) == catalog_id_of(shop, row)
-        assert "score **1.000**" in captions[0] and name in captions[0]
+        assert result_ids(at)[0] == catalog_id_of(shop, row)
+        assert "score **1.000**" in captions[0] and any(f"File: `{name}`" in m.value for m in at.markdown)
     assert any("Search took" in c.value for c in at.caption)
 
 
@@ -77,11 +78,11 @@ def test_search_by_catalog_item_category_filter_and_options(tiny_shop_env):
     item = catalog_id_of(shop, 4)
     at.selectbox(key="search_item").set_value(item).run()
     captions = result_captions(at)
-    assert len(captions) == 10 and item not in [caption_id(c) for c in captions]  # never the item itself
+    assert len(captions) == 10 and item not in result_ids(at)  # never the item itself
 
     at.selectbox(key="search_category").set_value("shoes").run()
     captions = result_captions(at)
-    assert 1 <= len(captions) <= 6 and all("\nshoes" in c or " shoes" in c for c in captions)
+    assert 1 <= len(captions) <= 6 and all(":gray-badge[shoes]" in c for c in captions)
     assert at.subheader[0].value.endswith("in shoes")
 
     at.slider(key="search_k").set_value(3).run()
@@ -123,7 +124,7 @@ def test_bad_upload_shows_a_message_and_the_app_keeps_working(tiny_shop_env, nam
     # The app is still up and keeps its state: the next photo is searched with k = 5.
     at.file_uploader(key="search_upload").set_value(("ok.png", shop.image_bytes(5), "image/png")).run()
     assert not at.error and len(result_captions(at)) == 5
-    assert caption_id(result_captions(at)[0]) == catalog_id_of(shop, 5)
+    assert result_ids(at)[0] == catalog_id_of(shop, 5)
 
 
 def _png_claiming(width: int, height: int) -> bytes:
@@ -200,7 +201,7 @@ def test_a_shopper_photo_finds_its_product_type_and_shows_the_predicted_category
     at.file_uploader(key="search_upload").set_value(("phone.jpg", photo, "image/jpeg")).run()
     assert not at.exception and not at.error, (at.exception, at.error)
     captions = result_captions(at)
-    assert len(captions) == 10 and sum(f"product {fine_class}" in c for c in captions[:5]) >= 3
+    assert len(captions) == 10 and sum(f"· {fine_class}" in c for c in captions[:5]) >= 3
     assert any(f"Predicted category: **{category}**" in m.value for m in at.markdown)
     assert not at.warning  # a real match: no weak-match notice
     assert any("What the model sees" in image.proto.imgs[0].caption for image in at.image)
@@ -330,7 +331,7 @@ def test_catalog_rebuild_with_another_model_re_embeds_and_search_works_again(tin
     at.switch_page("pages/search.py").run()
     assert not at.error
     at.file_uploader(key="search_upload").set_value(("a.png", tiny_shop.image_bytes(7), "image/png")).run()
-    assert caption_id(result_captions(at)[0]) == catalog_id_of(tiny_shop, 7)
+    assert result_ids(at)[0] == catalog_id_of(tiny_shop, 7)
 
 
 def test_catalog_built_from_a_manifest_when_there_is_none(tiny_shop, tmp_path, monkeypatch):

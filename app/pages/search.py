@@ -4,6 +4,12 @@ A photo is checked (blank, uniform or tiny photos get a message instead of resul
 found automatically and shown in a crop box the shopper can move; the page shows what the model
 sees, the category it predicts, and a notice when even the best match scores lower than real
 matches do in this catalog.
+
+Results are cards (picture, two lines, details on demand); a card's *Search from this* searches
+from that item, and *Back* returns to the query before (photos included). The options sit in an
+expander above the results, so they stay in reach on a phone: one result per product, filters on
+any metadata column (OR within a column, AND across columns), near-duplicate hiding that says
+what it hid. A catalog item is picked by browsing the catalog (app.browse) or by its id.
 """
 from __future__ import annotations
 
@@ -15,30 +21,116 @@ import pandas as pd
 import streamlit as st
 
 from app import components as ui
+from app.browse import browse_grid, filter_columns
 from embedder.images import ImageError, decode_image
+from index.filters import Condition, MetadataFilter, as_text
 from index.service import CatalogItem, Results, UnusablePhotoError, product_region
 from index.store import CatalogError
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp"]
+GROUP_COLUMN = "product_id"
+HISTORY_KEY, CURRENT_KEY, BACK_PHOTO_KEY = "search_history", "search_current", "search_back_photo"
+HISTORY_LENGTH = 10  # earlier queries kept for *Back* (a photo's bytes included)
+RESULT_COLUMNS = 3  # cards per row: pictures of about 180 px in the results column at 1400 px
 
 
-def options(categories: list[str]) -> dict:
-    """The search options, in the sidebar."""
-    with st.sidebar:
-        st.subheader("Search options")
-        k = st.slider("Number of results", 1, 50, 10, key="search_k")
-        category = st.selectbox("Category", ["All categories", *categories], key="search_category")
-        hide = st.toggle("Hide near-duplicates", key="search_hide_duplicates",
-                         help="Leave out matches that are almost the same image as a better one.")
-        threshold = st.slider("Near-duplicate above similarity", 0.90, 1.0, 0.98, 0.005, key="search_dup_threshold",
-                              disabled=not hide)
-        why = st.toggle("Why it matched", key="search_why",
-                        help="Overlay where the model looks (attention of its last feature map).")
-        min_score = st.slider("Leave out results below score", 0.0, 1.0, 0.0, 0.01, key="search_min_score",
-                              help="Results scoring lower than this (cosine similarity) are not shown; 0 shows all.")
+def options(categories: list[str], items: pd.DataFrame) -> dict:
+    """The search options, in an expander above the results (a collapsed sidebar would hide them on a phone)."""
+    with st.expander("Search options", icon=":material/tune:"):
+        left, right = st.columns(2)
+        with left:
+            k = st.slider("Number of results", 1, 50, 10, key="search_k")
+            category = st.selectbox("Category", ["All categories", *categories], key="search_category")
+            group = st.toggle("One result per product", key="search_group", disabled=GROUP_COLUMN not in items,
+                              help="Show each product once, by its best-matching photo, and still as many products "
+                                   "as asked for.")
+            expression = filter_controls(items)
+        with right:
+            hide = st.toggle("Hide near-duplicates", key="search_hide_duplicates",
+                             help="Leave out matches that are almost the same image as a better one shown.")
+            threshold = st.slider("Near-duplicate above similarity", 0.90, 1.0, 0.98, 0.005,
+                                  key="search_dup_threshold", disabled=not hide)
+            why = st.toggle("Why it matched", key="search_why",
+                            help="Overlay where the model looks (attention of its last feature map).")
+            min_score = st.slider("Leave out results below score", 0.0, 1.0, 0.0, 0.01, key="search_min_score",
+                                  help="Results scoring lower than this (cosine similarity) are not shown; 0 shows all.")
     return {"k": k, "category": None if category == "All categories" else category,
             "hide_duplicates_above": threshold if hide else None, "why": why,
-            "min_score": min_score if min_score > 0 else None}
+            "min_score": min_score if min_score > 0 else None,
+            "group_by": GROUP_COLUMN if group and GROUP_COLUMN in items else None, "filter": expression}
+
+
+def filter_controls(items: pd.DataFrame) -> str | None:
+    """Filters on metadata columns: any of the values picked in a column, all the columns picked.
+    Returns the filter in the search's syntax (index.filters), or None."""
+    columns = filter_columns(items)
+    if not columns:
+        return None
+    chosen = st.multiselect("Filter on", columns, key="search_filter_columns", format_func=ui.column_label,
+                            placeholder="Choose metadata columns")
+    conditions = []
+    for column in chosen:
+        values = sorted(v for v in as_text(items[column]).unique() if v != "")
+        picked = st.multiselect(f"{ui.column_label(column)}: any of", values, key=f"search_filter_{column}")
+        if picked:
+            conditions.append(Condition(column, frozenset(picked)))
+    if not conditions:
+        return None
+    expression = str(MetadataFilter(tuple(conditions)))
+    st.caption(f"Filter: `{expression}`")
+    return expression
+
+
+# ---------------------------------------------------------------- the query and its history
+
+def remember(query: tuple) -> None:
+    """Put the query shown now on the history, for *Back*."""
+    history = st.session_state.setdefault(HISTORY_KEY, [])
+    if query is not None and (not history or history[-1] != query):
+        history.append(query)
+        del history[:-HISTORY_LENGTH]
+
+
+def search_from(item: int) -> None:
+    """A result's *Search from this*: that catalog item becomes the query."""
+    remember(st.session_state.get(CURRENT_KEY))
+    st.session_state["search_mode"] = "Pick a catalog item"
+    st.session_state["search_item"] = int(item)
+
+
+def go_back() -> None:
+    history = st.session_state.get(HISTORY_KEY) or []
+    if not history:
+        return
+    earlier = history.pop()
+    if earlier[0] == "item":
+        st.session_state["search_mode"] = "Pick a catalog item"
+        st.session_state["search_item"] = earlier[1]
+    else:
+        st.session_state["search_mode"] = "Upload a photo"
+        st.session_state[BACK_PHOTO_KEY] = (earlier[1], earlier[2])
+
+
+def describe(query: tuple) -> str:
+    return f"photo {query[1]}" if query[0] == "photo" else f"item {query[1]}"
+
+
+def history_controls() -> None:
+    history = st.session_state.get(HISTORY_KEY) or []
+    if history:
+        st.button(f"Back to {describe(history[-1])}", icon=":material/arrow_back:", key="search_back",
+                  on_click=go_back, help="Earlier: " + " → ".join(describe(q) for q in history))
+
+
+def browse_to_pick(items: pd.DataFrame) -> None:
+    """A catalog item picked from a browsable, filterable grid becomes the query (before the id box is drawn)."""
+    if not st.toggle("Browse the catalog to pick an item", key="search_browse_open",
+                     help="Thumbnails of the catalog, filtered by category, metadata and text"):
+        return  # drawn only when asked for: a page of thumbnails on every search would slow each one
+    picked = browse_grid(items, key="search_browse", action="Search from this")
+    if picked and picked[0] != st.session_state.get("search_item"):
+        remember(st.session_state.get(CURRENT_KEY))
+        st.session_state["search_item"] = picked[0]
 
 
 def pick_random_item(ids: list) -> None:
@@ -51,7 +143,14 @@ def query_input(metadata: pd.DataFrame):
                     key="search_mode", label_visibility="collapsed")
     if mode == "Upload a photo":
         upload = st.file_uploader("Product photo (JPEG, PNG or WebP)", type=UPLOAD_TYPES, key="search_upload")
-        return None if upload is None else ("photo", upload.name, upload.getvalue())
+        if upload is not None:
+            st.session_state.pop(BACK_PHOTO_KEY, None)
+            return "photo", upload.name, upload.getvalue()
+        if BACK_PHOTO_KEY in st.session_state:  # *Back* to a photo: the uploader forgot it, the history did not
+            name, data = st.session_state[BACK_PHOTO_KEY]
+            st.caption(f"Searching with your earlier photo **{name}**; upload another to replace it.")
+            return "photo", name, data
+        return None
     ids = metadata["id"].tolist()
     if st.session_state.get("search_item") is None:
         st.session_state["search_item"] = ids[0]
@@ -96,7 +195,7 @@ def photo_region(name: str, image) -> tuple[int, int, int, int] | None:
 
 def run_search(service, kind: str, value, image, opts: dict, box=None) -> tuple[Results, float]:
     args = {"k": opts["k"], "category": opts["category"], "hide_duplicates_above": opts["hide_duplicates_above"],
-            "min_score": opts["min_score"]}
+            "min_score": opts["min_score"], "group_by": opts["group_by"], "metadata_filter": opts["filter"]}
     started = time.perf_counter()
     if kind == "photo":
         found = service.search(image, box=box, **args)
@@ -113,7 +212,21 @@ def show_verdict(found: Results, opts: dict) -> None:
         st.warning(found.confidence.notice(), icon=":material/help:")
     if found.dropped:
         st.caption(f"{found.dropped} result(s) scoring below {opts['min_score']:.2f} left out "
-                   "(*Leave out results below score* in the sidebar)")
+                   "(*Leave out results below score* in the search options)")
+    if found.filter_matches == 0:
+        st.warning(f"No item matches the filter `{found.filter}`: pick other values or fewer columns in the "
+                   "search options.", icon=":material/filter_alt_off:")
+
+
+def show_hidden(found: Results, opts: dict) -> None:
+    """The near-duplicates the search left out, on demand."""
+    if found.hidden is None or found.hidden.empty:
+        return
+    count = len(found.hidden)
+    if st.toggle(f"{count} near-duplicate{'s' if count != 1 else ''} hidden — show", key="search_show_hidden"):
+        st.caption(f"Each is almost the same image (similarity above {opts['hide_duplicates_above']:.3f}) as a "
+                   "better result shown; the copy of your own photo hides none.")
+        ui.result_grid(found.hidden, columns=RESULT_COLUMNS, search_from=search_from, key="search_hidden")
 
 
 def page() -> None:
@@ -126,12 +239,18 @@ def page() -> None:
                 "right `--catalog` / `--model` (see app/settings.py).")
         return
     metadata = service.catalog.metadata
+    items = ui.catalog_items(service.catalog)
     categories = sorted(metadata["category"].dropna().astype(str).unique()) if "category" in metadata else []
-    opts = options(categories)
+    opts = options(categories, items)
+    if st.session_state.get("search_mode") == "Pick a catalog item":
+        browse_to_pick(items)
 
     query_column, results_column = st.columns([2, 5], gap="large")
     with query_column:
+        history_controls()
         query = query_input(metadata)
+        st.session_state[CURRENT_KEY] = None if query is None else (
+            ("photo", query[1], query[2]) if query[0] == "photo" else ("item", int(query[1])))
     with results_column:
         if query is None:
             st.info(f"Upload a product photo, or pick one of the {len(metadata):,} catalog items, "
@@ -160,14 +279,16 @@ def page() -> None:
             return
         results = found.frame
         where = f" in {opts['category']}" if opts["category"] else ""
-        st.subheader(f"{len(results)} matches{where}")
+        what = "products" if opts["group_by"] else "matches"
+        st.subheader(f"{len(results)} {what}{where}")
         show_verdict(found, opts)
         st.caption(f"Search took {seconds * 1000:.0f} ms over {len(metadata):,} items"
                    + (" · overlays show where the model looks" if heat else ""))
-        if results.empty:
+        if results.empty and found.filter_matches != 0:
             st.info("No matches: try another category, lower *Leave out results below score*, or turn off "
                     "*Hide near-duplicates*.")
-        ui.result_grid(results, columns=5, heat=heat)
+        ui.result_grid(results, columns=RESULT_COLUMNS, heat=heat, search_from=search_from)
+        show_hidden(found, opts)
     with query_column:
         if kind == "photo":
             st.caption("Your photo: move or resize the box around the product")
