@@ -17,6 +17,7 @@ nothing, so the query's own copy does not take every close variant with it.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,13 +43,20 @@ def check_group_column(catalog, column: str) -> str:
     return column
 
 
-def group_keys(catalog, column: str, rows: np.ndarray) -> np.ndarray:
-    """The group of each row: its value in `column`, or its own id where the value is missing."""
-    values = catalog.metadata[column].to_numpy()[rows]
-    missing = pd.isna(values)
-    keys = values.astype(str).astype(object)
-    keys[missing] = [f"\0id:{i}" for i in catalog.ids[rows][missing]]
-    return keys
+_CODES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # catalog -> {column: group code per row}
+
+
+def group_codes(catalog, column: str) -> np.ndarray:
+    """The group of each catalog row as an integer: one per value of `column`, and one of its own
+    for a row whose value is missing. Computed once per loaded catalog and column."""
+    per_catalog = _CODES.setdefault(catalog, {})
+    if column not in per_catalog:
+        codes, uniques = pd.factorize(catalog.metadata[column], use_na_sentinel=True)
+        missing = codes < 0
+        codes = codes.astype(np.int64)
+        codes[missing] = len(uniques) + np.flatnonzero(missing)
+        per_catalog[column] = codes
+    return per_catalog[column]
 
 
 def rank_results(catalog, vector: np.ndarray, k: int, *, exclude: set[int] | None = None,
@@ -64,38 +72,38 @@ def rank_results(catalog, vector: np.ndarray, k: int, *, exclude: set[int] | Non
     total = len(catalog.ids) if pool is None else len(pool[0])
     if pool_size is not None:
         total = pool_size
-    per_group = 1
+    per_group, sizes = 1, None
     if group_by is not None:
         check_group_column(catalog, group_by)
-        per_group = max(1, int(np.ceil(total / max(1, group_sizes(catalog, group_by, pool).size))))
+        sizes = group_sizes(catalog, group_by, pool)
+        per_group = max(1, int(np.ceil(total / max(1, int((sizes > 0).sum())))))
     n = min(total, k * per_group * (2 if hide_duplicates_above is not None else 1) + 1)
     while True:
         hits = search_vectors(catalog, vector[None], max(1, n), exclude_ids=[exclude], normalised=True, pool=pool)
         scores, ids, rows = hits.scores[0], hits.ids[0], hits.rows[0]
-        shown = _arrange(catalog, scores, ids, rows, k, hide_duplicates_above, group_by, mark_copies, pool)
+        shown = _arrange(catalog, scores, ids, rows, k, hide_duplicates_above, group_by, mark_copies, sizes)
         if len(shown.frame) >= k or len(ids) < n or n >= total:
             return shown
         n = min(total, n * GROW)
 
 
-def group_sizes(catalog, column: str, pool: tuple | None) -> pd.Series:
-    """Photos per group within the pool (a category or filter), by group key."""
-    rows = np.arange(len(catalog.ids)) if pool is None else np.asarray(pool[0])
-    return pd.Series(group_keys(catalog, column, rows)).value_counts()
+def group_sizes(catalog, column: str, pool: tuple | None) -> np.ndarray:
+    """Photos per group code (group_codes) within the pool (a category or filter)."""
+    codes = group_codes(catalog, column)
+    return np.bincount(codes if pool is None else codes[np.asarray(pool[0])], minlength=int(codes.max()) + 1)
 
 
-def _arrange(catalog, scores, ids, rows, k, hide_above, group_by, mark_copies, pool) -> Shown:
+def _arrange(catalog, scores, ids, rows, k, hide_above, group_by, mark_copies, sizes) -> Shown:
     copies = (scores >= SAME_PHOTO_SCORE) if mark_copies else np.zeros(len(ids), bool)
-    keys = group_keys(catalog, group_by, rows) if group_by is not None else None
+    keys = group_codes(catalog, group_by)[rows] if group_by is not None else None
     shown, hidden, duplicate_of = _walk(catalog, rows, copies, keys, k, hide_above)
     frame = catalog.results_frame(scores[shown], ids[shown], rows=rows[shown])
     _add_column(frame, "query_copy", copies[shown])
     if keys is not None and shown:
         floor = scores[shown[-1]]  # a product's photos that match at least as well as the last one shown
-        above = pd.Series(keys[scores >= floor]).value_counts()
-        sizes = group_sizes(catalog, group_by, pool)
-        _add_column(frame, "matched_photos", [int(above.get(key, 0)) for key in keys[shown]])
-        _add_column(frame, "product_photos", [int(sizes.get(key, 1)) for key in keys[shown]])
+        above = np.bincount(keys[scores >= floor], minlength=len(sizes))
+        _add_column(frame, "matched_photos", above[keys[shown]].astype(int))
+        _add_column(frame, "product_photos", sizes[keys[shown]].astype(int))
     hidden_frame = catalog.results_frame(scores[hidden], ids[hidden], rows=rows[hidden])
     _add_column(hidden_frame, "duplicate_of", [duplicate_of[j] for j in hidden])
     return Shown(frame, hidden_frame)
