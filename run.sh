@@ -69,7 +69,7 @@ serve() {
   step "Starting the search UI on http://$ADDRESS:$PORT (Ctrl-C stops it)"
   # The server settings are passed here, not only in .streamlit/config.toml (read from the
   # working folder only): the app refuses to serve without an address and the upload cap.
-  exec "$VENV/bin/streamlit" run app/main.py --server.address "$ADDRESS" --server.port "$PORT" \
+  exec "$VENV/bin/streamlit" run streamlit_app.py --server.address "$ADDRESS" --server.port "$PORT" \
     --server.headless true --server.maxUploadSize "$MAX_UPLOAD_MB"
 }
 

@@ -161,6 +161,7 @@ def show_model_view(view: np.ndarray) -> None:
 _CARD_COLUMNS = {"rank", "score", "image_path", "query_copy", "matched_photos", "product_photos", "duplicate_of",
                  *INTERNAL_COLUMNS}
 PRODUCT_CHARS = 22  # the card's first line is cut to this (the details give it whole), so every card has two
+CAPTION_HEIGHT = 68  # pixels: room for the two caption lines, and a third where the tags wrap
 
 
 def column_label(name: str) -> str:
@@ -240,7 +241,8 @@ def result_grid(results: pd.DataFrame, *, columns: int = 3,
                     st.image(padded_square(shown), width="stretch")
                 except ImageError as exc:
                     st.warning(f"image unavailable: {exc}")
-                st.caption(result_caption(row))
+                with st.container(height=CAPTION_HEIGHT, border=False):  # every card as tall, however it wraps
+                    st.caption(result_caption(row))
                 with st.container(horizontal=True, gap="small"):
                     if search_from is not None:
                         st.button("Search from this", key=f"{key}_from_{item}", icon=":material/image_search:",
