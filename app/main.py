@@ -1,6 +1,9 @@
 """Visual search: the Streamlit entry point.
 
-    streamlit run app/main.py [-- --catalog catalogs/fashion-mnist-test --model models/coinsp-fmnist.pt]
+    streamlit run streamlit_app.py [-- --catalog catalogs/fashion-mnist-test --model models/coinsp-fmnist.pt]
+
+(streamlit_app.py, at the project's root, runs this script: served from here, Streamlit would take
+the `pages` folder beside it for old-style pages in the first session after start-up.)
 
 Pages: Search (shoppers), Catalog (catalog managers), Quality (merchandisers).
 """
