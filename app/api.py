@@ -355,7 +355,8 @@ def create_app(catalog: str | os.PathLike, model: str | os.PathLike, *, device: 
                 raise HTTPException(422, str(exc)) from None
         timing = found.timing
         echoed = {name: value for name, value in options.items() if name != "metadata_filter"}
-        return {"query": {**query, **echoed, "filter": options["metadata_filter"], "box": list(region) if region else None},
+        return {"query": {**query, **echoed, "filter": options["metadata_filter"],
+                          "box": list(region) if region else None},
                 "catalog_version": service.catalog.info["version"], "results": _results(found.frame), **found.summary(),
                 "timing_ms": {"decode_ms": 1000 * decode_s, "embed_ms": 1000 * timing.decode_embed_s,
                               "search_ms": 1000 * timing.search_s, "queue_ms": 1000 * queue_s,

@@ -93,8 +93,9 @@ class Results:
 
     def summary(self) -> dict:
         """What the CLI's JSON and the HTTP API return beside the results."""
-        hidden = [] if self.hidden is None else [{"id": int(i), "score": float(s), "duplicate_of": int(d)} for i, s, d
-                                                 in zip(self.hidden["id"], self.hidden["score"], self.hidden["duplicate_of"])]
+        hidden = [] if self.hidden is None else [
+            {"id": int(i), "score": float(s), "duplicate_of": int(d)}
+            for i, s, d in zip(self.hidden["id"], self.hidden["score"], self.hidden["duplicate_of"])]
         return {"predicted_category": self.category.as_dict() if self.category else None,
                 "confidence": self.confidence.as_dict() if self.confidence else None,
                 "dropped_below_min_score": self.dropped,

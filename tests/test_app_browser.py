@@ -1,4 +1,5 @@
-"""End to end: `streamlit run streamlit_app.py` (as ./run.sh serves the app) as a real server, driven by a real Chromium (Playwright).
+"""End to end: `streamlit run streamlit_app.py` (as ./run.sh serves the app) as a real server, driven
+by a real Chromium (Playwright).
 
 Needs Debian's chromium at /usr/bin/chromium (./run.sh test installs it); skipped without it.
 Screenshots go to test-artifacts/.

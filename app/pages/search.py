@@ -53,7 +53,8 @@ def options(categories: list[str], items: pd.DataFrame) -> dict:
             why = st.toggle("Why it matched", key="search_why",
                             help="Overlay where the model looks (attention of its last feature map).")
             min_score = st.slider("Leave out results below score", 0.0, 1.0, 0.0, 0.01, key="search_min_score",
-                                  help="Results scoring lower than this (cosine similarity) are not shown; 0 shows all.")
+                                  help="Results scoring lower than this (cosine similarity) are not shown; "
+                                       "0 shows all.")
     return {"k": k, "category": None if category == "All categories" else category,
             "hide_duplicates_above": threshold if hide else None, "why": why,
             "min_score": min_score if min_score > 0 else None,
