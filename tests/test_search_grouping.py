@@ -174,3 +174,24 @@ def test_the_api_groups_and_filters_and_refuses_bad_ones(shop):
                             ({"group_by": "sku"}, "cannot group by 'sku'")):
             response = http.post("/search", data={"id": "0", **form})
             assert response.status_code == 422 and words in response.json()["detail"]
+
+
+@pytest.mark.parametrize("factory, knob", [("HNSW8", {"efSearch": 1}), ("IVF8,Flat", {"nprobe": 1})])
+def test_filters_and_grouping_still_fill_k_on_approximate_indexes(shop, tmp_path, factory, knob, monkeypatch):
+    import shutil
+
+    from index.operations import rebuild_catalog
+
+    folder = tmp_path / "catalog"
+    shutil.copytree(shop["folder"], folder)
+    rebuild_catalog(folder, index=factory, progress=False)
+    approximate = SearchService(folder, shop["model"])
+    approximate.catalog.choice.params.update(knob)  # the weakest search: the filter must still fill k
+    monkeypatch.setattr("index.search.EXACT_POOL_FLOATS", 0)  # the index path, not an exact scan of the pool
+    found = approximate.search(CatalogItem(0), k=6, metadata_filter="color=blue AND brand=Y",
+                               group_by="product_id").frame
+    metadata = approximate.catalog.metadata
+    mask = (metadata["color"] == "blue") & (metadata["brand"] == "Y")
+    products = metadata.loc[mask, "product_id"].nunique()
+    assert len(found) == min(6, products) and found["product_id"].is_unique
+    assert set(found["color"]) == {"blue"} and set(found["brand"]) == {"Y"}
