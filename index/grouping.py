@@ -11,9 +11,12 @@ The index is asked for more candidates, four times as many each round, until k r
 the hiding and the grouping or the pool is exhausted, so a grouped search still returns k
 distinct products where the catalog holds k.
 
-Near-duplicates are compared among the results only: a photo that is the query itself (score
-at least SAME_PHOTO_SCORE: the shopper uploaded a catalog photo) is shown and marked, but hides
-nothing, so the query's own copy does not take every close variant with it.
+Near-duplicates are compared among the results only. A photo query's own catalog copy is shown
+but hides nothing, so it does not take every close variant with it: that is every result scoring
+at least SAME_PHOTO_SCORE (the same picture; marked `query_copy`), and the best result when it is
+itself a near-duplicate of the photo (scores above the hiding threshold: the catalog photo
+re-encoded or resized by the shopper scores 0.987-0.992 on the default catalog, as close as its
+nearest other items, so it is not marked, but it hides nothing either).
 """
 from __future__ import annotations
 
@@ -96,7 +99,10 @@ def group_sizes(catalog, column: str, pool: tuple | None) -> np.ndarray:
 def _arrange(catalog, scores, ids, rows, k, hide_above, group_by, mark_copies, sizes) -> Shown:
     copies = (scores >= SAME_PHOTO_SCORE) if mark_copies else np.zeros(len(ids), bool)
     keys = group_codes(catalog, group_by)[rows] if group_by is not None else None
-    shown, hidden, duplicate_of = _walk(catalog, rows, copies, keys, k, hide_above)
+    hides_none = copies.copy()
+    if mark_copies and hide_above is not None and len(scores) and scores[0] > hide_above:
+        hides_none[0] = True  # the best result, a near-duplicate of the photo itself
+    shown, hidden, duplicate_of = _walk(catalog, rows, hides_none, keys, k, hide_above)
     frame = catalog.results_frame(scores[shown], ids[shown], rows=rows[shown])
     _add_column(frame, "query_copy", copies[shown])
     if keys is not None and shown:
@@ -115,7 +121,7 @@ def _add_column(frame: pd.DataFrame, name: str, values) -> None:
     frame.insert(at, name, values)
 
 
-def _walk(catalog, rows, copies, keys, k, hide_above) -> tuple[list[int], list[int], dict[int, int]]:
+def _walk(catalog, rows, hides_none, keys, k, hide_above) -> tuple[list[int], list[int], dict[int, int]]:
     """(shown positions, hidden positions, hidden position -> the id it repeats), best first, down
     to the k-th result shown.
 
@@ -137,7 +143,7 @@ def _walk(catalog, rows, copies, keys, k, hide_above) -> tuple[list[int], list[i
                 continue  # another photo of a product shown: neither shown nor compared with
             groups.add(keys[j])
         shown.append(j)
-        if not copies[j]:
+        if not hides_none[j]:
             references.append(j)
         if len(shown) == k:
             break

@@ -195,3 +195,29 @@ def test_filters_and_grouping_still_fill_k_on_approximate_indexes(shop, tmp_path
     products = metadata.loc[mask, "product_id"].nunique()
     assert len(found) == min(6, products) and found["product_id"].is_unique
     assert set(found["color"]) == {"blue"} and set(found["brand"]) == {"Y"}
+
+
+def test_a_photos_own_catalog_copy_hides_no_close_variant(fashion_shop):
+    """The shopper's copy of a catalog photo (enlarged, re-encoded) scores below the same-picture
+    score, but above the hiding threshold: it is shown first and hides nothing, so close variants
+    are compared with each other, not with it."""
+    import io
+
+    service = SearchService(fashion_shop.catalog, fashion_shop.model)
+    item = service.catalog.metadata.iloc[0]
+    with Image.open(item["image_path"]) as image:
+        buffer = io.BytesIO()
+        image.convert("RGB").resize((280, 280), Image.Resampling.BICUBIC).save(buffer, "JPEG", quality=85)
+    threshold = 0.95
+    found = service.search(buffer.getvalue(), k=10, hide_duplicates_above=threshold)
+    frame, hidden = found.frame, found.hidden
+    assert int(frame["id"].iloc[0]) == int(item["id"]) and frame["score"].iloc[0] > threshold
+    assert int(item["id"]) not in set(hidden["duplicate_of"])  # what was hidden repeats another result
+    assert len(frame) == 10
+    rest = frame.iloc[1:][~frame["query_copy"].iloc[1:]]  # the results that may hide others
+    vectors = np.asarray(service.catalog.scoring_vectors[service.catalog.rows_of(rest["id"])], np.float32)
+    gram = vectors @ vectors.T
+    assert (gram[np.triu_indices(len(vectors), 1)] <= threshold + 1e-6).all()  # no two of them alike
+    assert found.summary()["hidden_near_duplicates"] == [
+        {"id": int(i), "score": float(s), "duplicate_of": int(d)}
+        for i, s, d in zip(hidden["id"], hidden["score"], hidden["duplicate_of"])]
