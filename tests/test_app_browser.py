@@ -174,6 +174,7 @@ def test_upload_finds_the_same_catalog_item_first_then_survives_a_corrupt_file(p
 
 
 def test_every_page_renders_and_search_options_survive_a_visit(page, app_url):
+    _open_options(page)  # the options sit in an expander above the results
     k = page.locator('[data-testid="stSlider"] input[type="range"]').first
     k.focus()
     page.keyboard.press("ArrowRight")
@@ -199,6 +200,7 @@ def test_every_page_renders_and_search_options_survive_a_visit(page, app_url):
 
     page.get_by_role("link", name="Search").click()
     page.get_by_role("heading", name="Find similar products").wait_for()
+    _open_options(page)
     assert page.locator('[data-testid="stSlider"] input[type="range"]').first.get_attribute("value") == "12"
 
 
