@@ -51,6 +51,7 @@ from filelock import FileLock, Timeout
 
 from embedder.files import atomic_path, fsync_dir, read_format_json
 from embedder.progress import ProgressCallback, Stage, no_progress
+from index.calibration import calibrate
 from index.choose import index_kind
 from index.description import FORMAT, CatalogInfo
 
@@ -344,6 +345,7 @@ def write_index(target: Path, index: faiss.Index | None, factory: str, d: int) -
 def commit_catalog(folder: Path, embedding_blocks: Sequence[np.ndarray], metadata: pd.DataFrame,
                    index: faiss.Index | None, info: CatalogInfo, previous: str | None) -> CatalogInfo:
     """Write a complete new version (embeddings, metadata, index), then point catalog.json at it."""
+    info.calibration = calibrate(embedding_blocks, metadata)  # what a real match scores in this version
     def write(staging: Path) -> None:
         write_embeddings(staging / EMBEDDINGS_FILE, embedding_blocks, info.feature_dim)
         write_metadata(staging / METADATA_FILE, metadata)
