@@ -1,6 +1,7 @@
 """Training: every preset runs, resume reproduces an uninterrupted run, checkpoints load safely."""
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,19 @@ def test_resume_after_a_kill_gives_the_same_model_as_an_uninterrupted_run(tmp_pa
         assert torch.equal(a[name], b[name]), name
     assert whole["fingerprint"] == resumed["fingerprint"]
     assert [h["R@1"] for h in whole["history"]] == [h["R@1"] for h in resumed["history"]]
+
+
+def test_the_learning_rate_decays_along_a_cosine_to_zero_and_a_resume_continues_it(tmp_path):
+    """lr(s) = lr * batch / 256 * (1 + cos(pi * s / total)) / 2 after step s, checked at the end of each epoch."""
+    data = tiny_set()  # 96 photos in batches of 32: 3 steps an epoch, 9 in all
+    cfg = config(tmp_path, "cos", epochs=3)
+    peak, total = cfg.lr * cfg.batch_size / 256, 9
+    for epoch in (1, 2, 3):  # each run is killed after one more epoch and resumed by the next
+        train(cfg, sets=(data, data), resume=True, stop_after_epoch=epoch, log=lambda s: None)
+        state = load_checkpoint(Path(cfg.out_dir) / "last.pt")["training_state"]
+        expected = peak * 0.5 * (1 + math.cos(math.pi * 3 * epoch / total))
+        assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(expected, rel=1e-9, abs=1e-15)
+        assert state["schedule"]["last_epoch"] == 3 * epoch
 
 
 def test_memory_instance_weights_follow_the_features_of_their_images(tmp_path):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -230,7 +229,7 @@ def _optimiser(model: CoInsModel, cfg: TrainConfig, steps_per_epoch: int):
     total_steps = max(1, steps_per_epoch * cfg.epochs)
     lr = cfg.lr * cfg.batch_size / 256
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps, eta_min=0.0)
     return optimizer, schedule
 
 
