@@ -33,10 +33,6 @@ class ObjectiveConfig:
     temperature: float = 0.1
     mlp_head: bool = False  # `**`
     head_dim: int = 128
-    # How W^I starts: "random", or "pixels" = a fixed random projection of each image's pixels
-    # (cosine-preserving), so the instance task and the first proxies carry signal from step one
-    # instead of waiting an epoch for every row to be visited.
-    instance_init: str = "random"
     # 0: the instance softmax over every image (Eq. 3) or of the category (Eq. 4); N > 0: over the
     # positive and N sampled rows (of the category under Eq. 4), so its cost no longer grows with the catalog.
     instance_negatives: int = 0

@@ -170,7 +170,7 @@ def _train(cfg: TrainConfig, ranks: Ranks, *, resume: bool, stop_after_epoch: in
                        sharded_state=SHARDED_STATE)
     steps_per_epoch = len(train_set) // cfg.batch_size  # the last partial batch is dropped (BatchNorm)
     optimizer, schedule = _optimiser(model, cfg, steps_per_epoch)
-    if model.uses_instances and cfg.objective.instance_init == "pixels":
+    if model.uses_instances:  # W^I starts from the pixels (presets.py says why), so step one has signal
         model.memory.initialise_from_pixels(train_set.images, seed=cfg.seed)
     instance_index = instance_checkpoint.instance_parameter_index(optimizer, model.memory.weights)
     history, first_epoch = [], 0
