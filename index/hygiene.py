@@ -1,12 +1,18 @@
 """Catalog hygiene for merchandisers: near-duplicate listings, likely mis-categorised items, and
 products whose photos disagree with each other.
 
-Everything works from a catalog's stored vectors and metadata (no model, no images): one exact
+Everything works from a catalog's stored vectors and metadata (no model): one exact
 k-nearest-neighbour pass (index.evaluation.nearest_neighbours: FAISS inner product on the
 L2-normalised vectors, in blocks, so 10^5 items fit in memory) feeds all three reports.
 
-- Near-duplicates: two items whose cosine similarity reaches `duplicate_threshold` are linked;
-  linked items form a group (connected components), so a photo listed three times is one group.
+- Near-duplicates: the vectors propose pairs (cosine at or above `candidate_threshold` among the
+  k nearest) and the pixels confirm them: both photos are decoded (embedder.images.decode_image),
+  made grey, shrunk to THUMBNAIL_SIDE pixels a side and blurred; a pair whose thumbnails correlate
+  at `pixel_threshold` or more is linked. Resizing and re-encoding a small photo moves its vector
+  further than many distinct items sit apart, but barely changes its blurred thumbnail. Only photos in candidate pairs are decoded, each once. Without image paths
+  (or with pixel_threshold None), or where a photo cannot be read, a pair is linked when its
+  cosine reaches `duplicate_threshold`. Linked items form a group (connected components), so a
+  photo listed three times is one group.
 - Mis-categorised: an item's k nearest neighbours vote for their categories, each with its
   similarity as weight. An item is flagged when the neighbours mostly (over half the weight)
   carry another category; flagged items are ranked by that category's share of the weight, then
@@ -29,13 +35,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from embedder.images import ImageError, decode_image
 from index.evaluation import nearest_neighbours
 from index.manifest import CATEGORY_COLUMN, PATH_COLUMN, PRODUCT_COLUMN
+from index.store import IMAGE_PATH_COLUMN
 
 # Chosen on 10,000 Fashion-MNIST *training* photos with planted faults (python -m benchmarks.hygiene
 # --calibrate), never on the test catalog the benchmark reports.
 DEFAULT_NEIGHBOURS = 10
-DEFAULT_DUPLICATE_THRESHOLD = 0.97
+DEFAULT_DUPLICATE_THRESHOLD = 0.97  # vectors alone (no readable photos)
+DEFAULT_CANDIDATE_THRESHOLD = 0.90  # vectors propose a pair ...
+DEFAULT_PIXEL_THRESHOLD = 0.995  # ... its thumbnails' correlation confirms it
+THUMBNAIL_SIDE = 32
+THUMBNAIL_BLUR = 1.0  # Gaussian radius in thumbnail pixels
 ROW_BLOCK = 16_384  # rows of vectors read at once when summing products' photos
 PHOTO_BLOCK = 512  # photos compared with their candidate products at once (512 x k x d floats)
 ID_COLUMN = "id"
@@ -64,8 +76,8 @@ class HygieneReport:
         f = self.facts
         groups = self.duplicates["group"].nunique() if len(self.duplicates) else 0
         odd = int((self.products["odd_photos"] > 0).sum()) if len(self.products) else 0
-        return (f"{f['items']:,} items: {groups:,} near-duplicate groups ({len(self.duplicates):,} items at cosine "
-                f">= {f['duplicate_threshold']:.3f}), {len(self.miscategorised):,} likely mis-categorised items, "
+        return (f"{f['items']:,} items: {groups:,} near-duplicate groups ({len(self.duplicates):,} items, "
+                f"{duplicate_rule(f)}), {len(self.miscategorised):,} likely mis-categorised items, "
                 f"{odd:,} of {len(self.products):,} products with photos that look like another product "
                 f"({f['seconds']['total']:.1f} s)")
 
@@ -77,8 +89,8 @@ class HygieneReport:
                  f"inner product on the stored vectors). Similarities are cosines.", ""]
         for title, table, note in (
                 ("Near-duplicate listings", self.duplicates,
-                 f"Items linked at cosine >= {f['duplicate_threshold']:.3f}, grouped; `similarity` is the item's "
-                 "best match inside its group."),
+                 f"Items linked ({duplicate_rule(f)}), grouped; `similarity` is the cosine to the item's closest "
+                 "linked item (`closest_id`), `pixel_similarity` the correlation of their thumbnails."),
                 ("Likely mis-categorised items", self.miscategorised,
                  "Items whose nearest neighbours mostly carry another category; `share` is the similarity-weighted "
                  "share of the neighbours carrying `suggested_category`."),
@@ -116,6 +128,15 @@ class HygieneReport:
         return written
 
 
+def duplicate_rule(facts: dict) -> str:
+    """How two items were linked as duplicates, in words."""
+    if facts.get("pixel_threshold") is None:
+        return f"cosine >= {facts['duplicate_threshold']:.3f}"
+    return (f"cosine >= {facts['candidate_threshold']:.3f} confirmed by thumbnail correlation >= "
+            f"{facts['pixel_threshold']:.3f}; {facts.get('pixel_unreadable', 0)} unreadable photos judged by "
+            f"cosine >= {facts['duplicate_threshold']:.3f}")
+
+
 def markdown_table(table: pd.DataFrame) -> str:
     """A data frame as a Markdown table (embedder.files.markdown_table), floats with three decimals."""
     from embedder.files import markdown_table as write_table
@@ -137,13 +158,71 @@ def neighbours_of(vectors, k: int = DEFAULT_NEIGHBOURS) -> Neighbours:
     return Neighbours(scores, rows)
 
 
-def duplicate_groups(neighbours: Neighbours, threshold: float = DEFAULT_DUPLICATE_THRESHOLD
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pixel_thumbnail(path) -> np.ndarray:
+    """A photo's grey thumbnail: the whole frame shrunk to THUMBNAIL_SIDE pixels a side and blurred
+    (Gaussian, THUMBNAIL_BLUR pixels), flattened, zero-mean and unit-norm, so the dot product of two
+    thumbnails is their correlation (a plain photo: zeros). The blur takes out what resampling and
+    JPEG re-encoding add; the whole frame is kept because a resized copy keeps its framing, while
+    trimming to the product at a fixed contrast moved with the JPEG noise (reports/hygiene/thumbnails.md)."""
+    from PIL import Image, ImageFilter
+
+    image = decode_image(path, max_side=8 * THUMBNAIL_SIDE).convert("L")
+    small = image.resize((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0)
+    pixels = np.array(small.filter(ImageFilter.GaussianBlur(THUMBNAIL_BLUR)), np.float32).reshape(-1)
+    pixels -= pixels.mean()
+    norm = np.linalg.norm(pixels)
+    return pixels / norm if norm > 1e-6 else np.zeros_like(pixels)
+
+
+class Thumbnails:
+    """Thumbnails of catalog rows, decoded on first use and kept; rows whose photo cannot be read
+    are remembered (None) and counted, never retried."""
+
+    def __init__(self, paths):
+        self.paths = paths
+        self._cache: dict[int, np.ndarray | None] = {}
+        self.unreadable = 0
+
+    def __call__(self, row: int) -> np.ndarray | None:
+        if row not in self._cache:
+            try:
+                self._cache[row] = pixel_thumbnail(self.paths[row])
+            except (ImageError, OSError):
+                self._cache[row] = None
+                self.unreadable += 1
+        return self._cache[row]
+
+    def __len__(self) -> int:
+        return len(self._cache)
+
+
+def confirmed_links(neighbours: Neighbours, thumbnails: Thumbnails, *, candidate_threshold: float,
+                    pixel_threshold: float, fallback_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(linked (n, k) bool, pixel correlation (n, k), NaN where not compared): each neighbour at
+    cosine >= candidate_threshold is linked when the two thumbnails correlate at pixel_threshold or
+    more, or, when either photo is unreadable, when the cosine reaches fallback_threshold."""
+    candidate = (neighbours.scores >= candidate_threshold) & (neighbours.rows >= 0)
+    linked = np.zeros(candidate.shape, bool)
+    pixels = np.full(candidate.shape, np.nan, np.float32)
+    for i, j in zip(*np.nonzero(candidate)):
+        a, b = thumbnails(int(i)), thumbnails(int(neighbours.rows[i, j]))
+        if a is None or b is None:
+            linked[i, j] = neighbours.scores[i, j] >= fallback_threshold
+        else:
+            pixels[i, j] = float(a @ b)
+            linked[i, j] = pixels[i, j] >= pixel_threshold
+    return linked, pixels
+
+
+def duplicate_groups(neighbours: Neighbours, threshold: float = DEFAULT_DUPLICATE_THRESHOLD,
+                     linked: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(group of each row, -1 when it has no duplicate; its closest duplicate's row; that cosine).
 
-    Groups are numbered 0, 1, ... by their highest similarity, most alike first."""
+    linked: (n, k) which neighbours are duplicates (confirmed_links); by default those at cosine
+    >= threshold. Groups are numbered 0, 1, ... by their highest similarity, most alike first."""
     n = len(neighbours.rows)
-    close = (neighbours.scores >= threshold) & (neighbours.rows >= 0)
+    close = (neighbours.scores >= threshold) if linked is None else linked.copy()
+    close &= neighbours.rows >= 0
     a = np.repeat(np.arange(n), close.sum(axis=1))
     b = neighbours.rows[close]
     parent = np.arange(n)
@@ -159,10 +238,11 @@ def duplicate_groups(neighbours: Neighbours, threshold: float = DEFAULT_DUPLICAT
         if ri != rj:
             parent[max(ri, rj)] = min(ri, rj)
     roots = np.array([root(i) for i in range(n)]) if len(a) else parent
-    # The first neighbour at or above the threshold is the closest duplicate (scores are descending).
+    # The first linked neighbour is the closest duplicate (scores are descending).
     has_duplicate = close.any(axis=1)
-    closest = np.where(has_duplicate, neighbours.rows[:, 0], -1)
-    similarity = np.where(has_duplicate, neighbours.scores[:, 0], np.nan).astype(np.float32)
+    first = close.argmax(axis=1)
+    closest = np.where(has_duplicate, neighbours.rows[np.arange(n), first], -1)
+    similarity = np.where(has_duplicate, neighbours.scores[np.arange(n), first], np.nan).astype(np.float32)
     in_group = np.zeros(n, bool)
     in_group[a], in_group[b] = True, True
     group = np.full(n, -1, np.int64)
@@ -281,9 +361,13 @@ def _item_columns(metadata: pd.DataFrame) -> list[str]:
 
 
 def hygiene_report(catalog, *, k: int = DEFAULT_NEIGHBOURS,
-                   duplicate_threshold: float = DEFAULT_DUPLICATE_THRESHOLD) -> HygieneReport:
-    """The three reports for a loaded catalog (index.catalog.Catalog: embeddings, metadata, info)."""
+                   duplicate_threshold: float = DEFAULT_DUPLICATE_THRESHOLD,
+                   candidate_threshold: float = DEFAULT_CANDIDATE_THRESHOLD,
+                   pixel_threshold: float | None = DEFAULT_PIXEL_THRESHOLD) -> HygieneReport:
+    """The three reports for a loaded catalog (index.catalog.Catalog: embeddings, metadata with
+    image_path, info)."""
     return report_from_vectors(catalog.embeddings, catalog.metadata, k=k, duplicate_threshold=duplicate_threshold,
+                               candidate_threshold=candidate_threshold, pixel_threshold=pixel_threshold,
                                facts={"catalog": str(getattr(catalog, "folder", "") or ""),
                                       "model_fingerprint": catalog.info.get("model_fingerprint", ""),
                                       "version": catalog.info.get("version", "")})
@@ -291,30 +375,59 @@ def hygiene_report(catalog, *, k: int = DEFAULT_NEIGHBOURS,
 
 def report_from_vectors(vectors, metadata: pd.DataFrame, *, k: int = DEFAULT_NEIGHBOURS,
                         duplicate_threshold: float = DEFAULT_DUPLICATE_THRESHOLD,
+                        candidate_threshold: float = DEFAULT_CANDIDATE_THRESHOLD,
+                        pixel_threshold: float | None = DEFAULT_PIXEL_THRESHOLD,
+                        neighbours: Neighbours | None = None, thumbnails: Thumbnails | None = None,
                         facts: dict | None = None) -> HygieneReport:
-    """The three reports from vectors (n, d), L2-normalised, and their metadata rows (same order)."""
+    """The three reports from vectors (n, d), L2-normalised, and their metadata rows (same order).
+
+    The pixel check runs when the metadata has an image_path column and pixel_threshold is set.
+    neighbours / thumbnails: already computed for these vectors (several settings compared on one
+    catalog); neighbours must hold at least k columns."""
     if len(metadata) != len(vectors):
         raise HygieneError(f"{len(metadata)} metadata rows for {len(vectors)} vectors")
-    if not 0.0 < duplicate_threshold <= 1.0:
-        raise HygieneError(f"the duplicate threshold is a cosine in (0, 1], got {duplicate_threshold}")
+    for name, value in (("duplicate", duplicate_threshold), ("candidate", candidate_threshold)):
+        if not 0.0 < value <= 1.0:
+            raise HygieneError(f"the {name} threshold is a cosine in (0, 1], got {value}")
+    if pixel_threshold is not None and not -1.0 <= pixel_threshold <= 1.0:
+        raise HygieneError(f"the pixel threshold is a correlation in [-1, 1], got {pixel_threshold}")
     if k < 1:
         raise HygieneError(f"k must be at least 1, got {k}")
     seconds = {}
     started = time.perf_counter()
-    neighbours = neighbours_of(vectors, k)
+    if neighbours is None:
+        neighbours = neighbours_of(vectors, k)
+    elif neighbours.rows.shape[1] < k:
+        raise HygieneError(f"{neighbours.rows.shape[1]} neighbours given for k = {k}")
+    neighbours = Neighbours(neighbours.scores[:, :k], neighbours.rows[:, :k])
     seconds["neighbours"] = time.perf_counter() - started
     metadata = metadata.reset_index(drop=True)
     items = metadata[_item_columns(metadata)]
     ids = metadata[ID_COLUMN].to_numpy() if ID_COLUMN in metadata else np.arange(len(metadata))
 
     step = time.perf_counter()
-    group, closest, similarity = duplicate_groups(neighbours, duplicate_threshold)
+    pixel_check = pixel_threshold is not None and IMAGE_PATH_COLUMN in metadata
+    pixel_facts = {"pixel_threshold": None}
+    linked = pixels = None
+    if pixel_check:
+        if thumbnails is None:
+            thumbnails = Thumbnails(metadata[IMAGE_PATH_COLUMN].to_numpy())
+        decoded, unreadable = len(thumbnails), thumbnails.unreadable
+        linked, pixels = confirmed_links(neighbours, thumbnails, candidate_threshold=candidate_threshold,
+                                         pixel_threshold=pixel_threshold, fallback_threshold=duplicate_threshold)
+        pixel_facts = {"candidate_threshold": float(candidate_threshold), "pixel_threshold": float(pixel_threshold),
+                       "pixel_pairs": int(np.isfinite(pixels).sum()), "photos_decoded": len(thumbnails) - decoded,
+                       "pixel_unreadable": thumbnails.unreadable - unreadable}
+    group, closest, similarity = duplicate_groups(neighbours, duplicate_threshold, linked)
     members = np.flatnonzero(group >= 0)
     duplicates = items.iloc[members].reset_index(drop=True)
     duplicates.insert(0, "group", group[members])
     duplicates.insert(1, "group_size", np.bincount(group[members])[group[members]] if len(members) else [])
     duplicates["closest_id"] = ids[closest[members]]
     duplicates["similarity"] = similarity[members]
+    if pixels is not None:
+        first = linked[members].argmax(axis=1)
+        duplicates["pixel_similarity"] = pixels[members, first]
     duplicates = duplicates.sort_values(["group", "similarity"], ascending=[True, False], kind="stable")
     duplicates = duplicates.reset_index(drop=True)
     seconds["duplicates"] = time.perf_counter() - step
@@ -343,7 +456,7 @@ def report_from_vectors(vectors, metadata: pd.DataFrame, *, k: int = DEFAULT_NEI
     seconds["total"] = time.perf_counter() - started
     return HygieneReport(duplicates, miscategorised, products,
                          {**(facts or {}), "items": len(metadata), "k": int(neighbours.rows.shape[1]),
-                          "duplicate_threshold": float(duplicate_threshold),
+                          "duplicate_threshold": float(duplicate_threshold), **pixel_facts,
                           "seconds": {name: round(s, 3) for name, s in seconds.items()}})
 
 
@@ -358,7 +471,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--k", type=int, default=DEFAULT_NEIGHBOURS, help="nearest neighbours that vote "
                         f"(default {DEFAULT_NEIGHBOURS})")
     parser.add_argument("--duplicate-threshold", type=float, default=DEFAULT_DUPLICATE_THRESHOLD,
-                        help=f"cosine at which two items count as duplicates (default {DEFAULT_DUPLICATE_THRESHOLD})")
+                        help="cosine at which two items count as duplicates when their photos are not compared "
+                             f"(--no-pixel-check, unreadable photos; default {DEFAULT_DUPLICATE_THRESHOLD})")
+    parser.add_argument("--candidate-threshold", type=float, default=DEFAULT_CANDIDATE_THRESHOLD,
+                        help=f"cosine at which a pair's photos are compared (default {DEFAULT_CANDIDATE_THRESHOLD})")
+    parser.add_argument("--pixel-threshold", type=float, default=DEFAULT_PIXEL_THRESHOLD,
+                        help="correlation of the two photos' blurred grey thumbnails that confirms a duplicate "
+                             f"(default {DEFAULT_PIXEL_THRESHOLD})")
+    parser.add_argument("--no-pixel-check", action="store_true", help="judge duplicates by the vectors alone")
 
 
 def run_command(args) -> int:
@@ -366,7 +486,9 @@ def run_command(args) -> int:
     from index.catalog import Catalog
 
     try:
-        report = hygiene_report(Catalog.load(args.catalog), k=args.k, duplicate_threshold=args.duplicate_threshold)
+        report = hygiene_report(Catalog.load(args.catalog), k=args.k, duplicate_threshold=args.duplicate_threshold,
+                                candidate_threshold=args.candidate_threshold,
+                                pixel_threshold=None if args.no_pixel_check else args.pixel_threshold)
     except HygieneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -7,10 +7,12 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 
 from index.__main__ import main as index_main
 from index.catalog import Catalog
-from index.hygiene import HygieneError, neighbours_of, report_from_vectors
+from index.hygiene import (DEFAULT_PIXEL_THRESHOLD, THUMBNAIL_SIDE, HygieneError, neighbours_of, pixel_thumbnail,
+                           report_from_vectors)
 
 CATEGORIES = ("apparel", "bags", "footwear")
 PRODUCTS_PER_CATEGORY = 20
@@ -145,3 +147,84 @@ def test_hygiene_cli_writes_csv_and_markdown(tiny_shop, tmp_path, capsys):
 def test_hygiene_cli_on_a_missing_catalog_is_a_user_error(tmp_path, capsys):
     assert index_main(["hygiene", "--catalog", str(tmp_path / "nothing")]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the pixel check of duplicate candidates
+
+def garment(kind: str, seed: int) -> Image.Image:
+    """A 28-px catalog-style photo: a light garment with a smooth pattern on black."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((28, 28), bool)
+    if kind == "top":  # body and sleeves
+        mask[4:26, 8:20], mask[4:12, 2:26] = True, True
+    else:  # trousers: a waistband and two legs
+        mask[2:6, 7:21], mask[6:27, 7:13], mask[6:27, 15:21] = True, True, True
+    pattern = np.kron(rng.uniform(80, 250, (7, 7)), np.ones((4, 4)))
+    return Image.fromarray(np.where(mask, pattern, 0).astype(np.uint8)).convert("RGB")
+
+
+def resized_jpeg(image: Image.Image, scale: float, path) -> None:
+    side = round(image.width * scale)
+    image.resize((side, side), Image.Resampling.BICUBIC).save(path, quality=85)
+
+
+@pytest.fixture(scope="module")
+def photographed_shop(tmp_path_factory):
+    """A top, its copies resized by -8% and +8% and re-encoded as JPEG, trousers whose vector sits
+    just as close to the top (a model that confuses them), an unrelated item, and a listing whose
+    photo is missing. Vectors are made up; the photos are real files."""
+    folder = tmp_path_factory.mktemp("photographed-shop")
+    top = garment("top", 0)
+    top.save(folder / "top.png")
+    resized_jpeg(top, 0.92, folder / "top-smaller.jpg")
+    resized_jpeg(top, 1.08, folder / "top-larger.jpg")
+    garment("trousers", 1).save(folder / "trousers.png")
+    garment("top", 2).save(folder / "other.png")
+    names = ["top.png", "top-smaller.jpg", "top-larger.jpg", "trousers.png", "other.png", "missing.png"]
+    rng = np.random.default_rng(3)
+    base, other = rng.standard_normal(64), rng.standard_normal(64)
+
+    def at_cosine(cosine: float) -> np.ndarray:
+        noise = rng.standard_normal(64)
+        noise -= noise @ base / (base @ base) * base
+        return cosine * base / np.linalg.norm(base) + np.sqrt(1 - cosine ** 2) * noise / np.linalg.norm(noise)
+    vectors = unit(np.stack([base, at_cosine(0.95), at_cosine(0.96), at_cosine(0.985), other, at_cosine(0.985)]))
+    metadata = pd.DataFrame({"id": np.arange(len(names)), "path": names,
+                             "image_path": [str(folder / n) for n in names]})
+    return vectors, metadata, folder
+
+
+def test_a_resized_re_encoded_copy_keeps_its_thumbnail(photographed_shop):
+    folder = photographed_shop[2]
+    top = pixel_thumbnail(folder / "top.png")
+    assert top.shape == (THUMBNAIL_SIDE * THUMBNAIL_SIDE,) and np.isclose(np.linalg.norm(top), 1.0)
+    for copy in ("top-smaller.jpg", "top-larger.jpg"):
+        assert top @ pixel_thumbnail(folder / copy) >= DEFAULT_PIXEL_THRESHOLD
+    for different in ("trousers.png", "other.png"):
+        assert top @ pixel_thumbnail(folder / different) < DEFAULT_PIXEL_THRESHOLD
+
+
+def test_pixels_confirm_resized_copies_and_reject_a_look_alike(photographed_shop):
+    vectors, metadata, _ = photographed_shop
+    report = report_from_vectors(vectors, metadata, k=5, candidate_threshold=0.93,
+                                 pixel_threshold=DEFAULT_PIXEL_THRESHOLD)
+    group = dict(zip(report.duplicates["path"], report.duplicates["group"]))
+    # The copies are further from the top (cosine 0.95, 0.96) than the trousers (0.985), yet only
+    # the copies are grouped with it.
+    assert group["top-smaller.jpg"] == group["top-larger.jpg"] == group["top.png"]
+    assert "trousers.png" not in group and "other.png" not in group
+    pixels = dict(zip(report.duplicates["path"], report.duplicates["pixel_similarity"]))
+    assert pixels["top-smaller.jpg"] >= DEFAULT_PIXEL_THRESHOLD and pixels["top-larger.jpg"] >= DEFAULT_PIXEL_THRESHOLD
+    assert report.facts["pixel_pairs"] > 0 and report.facts["photos_decoded"] == 5
+    # The photo that cannot be read is judged by its vector alone (cosine 0.985 >= 0.97): no pixel figure.
+    assert report.facts["pixel_unreadable"] == 1 and group["missing.png"] == group["top.png"]
+    assert np.isnan(pixels["missing.png"])
+    assert "thumbnail correlation" in report.summary()
+
+
+def test_without_the_pixel_check_the_look_alike_is_grouped_and_the_copies_are_not(photographed_shop):
+    vectors, metadata, _ = photographed_shop
+    report = report_from_vectors(vectors, metadata, k=5, duplicate_threshold=0.97, pixel_threshold=None)
+    grouped = set(report.duplicates["path"])
+    assert {"top.png", "trousers.png"} <= grouped and not {"top-smaller.jpg", "top-larger.jpg"} & grouped
+    assert "pixel_similarity" not in report.duplicates and report.facts["pixel_threshold"] is None

@@ -19,7 +19,7 @@ from app import components as ui
 from app.embedding_map import map_chart, map_points, pca_2d, thumbnail_url
 from embedder.images import decode_image
 from index.evaluation import DEFAULT_KS, RecallReport, nearest_neighbours
-from index.hygiene import HygieneError, HygieneReport, hygiene_report
+from index.hygiene import HygieneError, HygieneReport, duplicate_rule, hygiene_report
 
 GALLERY_DEPTH = 5  # results shown per query in the galleries
 FULL_EVALUATION_UP_TO = 100_000  # items; bigger catalogs are evaluated on a sample of queries
@@ -318,7 +318,7 @@ def show_hygiene(folder: Path) -> None:
             ("Likely mis-categorised items", "miscategorised", report.miscategorised,
              "Items whose nearest neighbours mostly carry another category, most certain first."),
             ("Near-duplicate listings", "duplicates", report.duplicates,
-             f"Groups of items at cosine ≥ {report.facts['duplicate_threshold']:.3f}, most alike first."),
+             f"Groups of linked items ({duplicate_rule(report.facts)}), most alike first."),
             ("Products whose photos disagree", "products", report.products,
              "Products ranked by the share of their photos that look more like another product.")):
         st.subheader(title)
