@@ -8,34 +8,24 @@ from __future__ import annotations
 
 import os
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from index.catalog import Catalog
+from streamlit_server import WAIT_S, serve_streamlit  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ARTIFACTS = ROOT / "test-artifacts"
-WAIT_S = 60  # every wait is bounded by this
 WAIT_MS = WAIT_S * 1000
 MANAGER_TOKEN = "a-browser-test-token-for-catalog-managers"
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -51,38 +41,9 @@ def fashion_url(fashion_shop, tmp_path_factory):
 
 
 def _serve(catalog: Path, model: Path, catalogs_dir: Path, tmp_path_factory, script: str = "streamlit_app.py"):
-    port = _free_port()
-    env = {**os.environ, "COINSP_CATALOG": str(catalog), "COINSP_MODEL": str(model),
+    env = {"COINSP_CATALOG": str(catalog), "COINSP_MODEL": str(model),
            "COINSP_CATALOGS_DIR": str(catalogs_dir), "COINSP_ADMIN_TOKEN": MANAGER_TOKEN}
-    log_path = tmp_path_factory.mktemp("server") / "streamlit.log"
-    with open(log_path, "wb") as log:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", script, "--server.port", str(port),
-             "--server.address", "127.0.0.1", "--server.headless", "true"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + WAIT_S
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"streamlit exited with {server.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"streamlit not healthy after {WAIT_S} s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.3)
-        yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
+    yield from serve_streamlit(env, tmp_path_factory.mktemp("server") / "streamlit.log", script)
 
 
 @pytest.fixture(scope="module")

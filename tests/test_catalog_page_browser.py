@@ -7,23 +7,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from index.catalog import Catalog
 from index.operations import build_catalog
+from streamlit_server import WAIT_S, serve_streamlit  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = ROOT / "test-artifacts"
 TOKEN = "a-browser-test-token-for-managers"
-WAIT_S = 60
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
 
@@ -35,37 +30,10 @@ def served_shop(tiny_shop, tmp_path):
     shutil.copytree(tiny_shop.manifest.parent, data / "shop")
     catalog = tmp_path / "catalogs" / "shop"
     build_catalog(data / "shop" / "manifest.csv", tiny_shop.model, catalog, progress=False)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "COINSP_CATALOG": str(catalog), "COINSP_MODEL": str(tiny_shop.model),
+    env = {"COINSP_CATALOG": str(catalog), "COINSP_MODEL": str(tiny_shop.model),
            "COINSP_DATA_ROOT": str(data), "COINSP_ADMIN_TOKEN": TOKEN}
-    log = open(tmp_path / "streamlit.log", "wb")
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
-                               "--server.address", "127.0.0.1", "--server.headless", "true",
-                               "--server.maxUploadSize", "20"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + WAIT_S
-        while True:
-            assert server.poll() is None, (tmp_path / "streamlit.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "streamlit not healthy in time"
-            time.sleep(0.3)
+    for url in serve_streamlit(env, tmp_path / "streamlit.log", "app/main.py", ("--server.maxUploadSize", "20")):
         yield url, catalog
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(timeout=10)
-        log.close()
 
 
 def test_browse_remove_confirm_and_undo_in_a_browser(served_shop):
