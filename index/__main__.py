@@ -266,19 +266,14 @@ def cmd_restore(args) -> int:
 
 def cmd_ensure(args) -> int:
     from embedder.checkpoint import load_checkpoint, preprocessing_from_checkpoint
-    from index.embedding_settings import preprocessing_changed
+    from index.embedding_settings import why_reembed
 
     if not (args.out / INFO_FILE).exists():
         return cmd_build(argparse.Namespace(**vars(args), overwrite=False))
     info = read_info(args.out)
     payload = load_checkpoint(args.model)
-    fingerprint = payload["fingerprint"]
-    changed = None
-    if fingerprint != info.model_fingerprint:
-        changed = f"the model changed ({info.model_fingerprint} -> {fingerprint})"
-    elif preprocessing_changed(info.preprocessing, preprocessing_from_checkpoint(payload)):
-        changed = ("the catalog was embedded with " + ("an earlier" if info.preprocessing else "the old (before domain "
-                   "normalisation)") + " preparation of images")
+    changed = why_reembed(info.model_fingerprint, info.preprocessing, payload["fingerprint"],
+                          preprocessing_from_checkpoint(payload))
     if changed:
         print(f"{changed}: re-embedding the catalog")
         _print_report(rebuild_catalog(args.out, model=args.model, index=args.index, memory_budget=args.memory_budget,

@@ -30,3 +30,14 @@ def preprocessing_changed(stored: dict | None, preprocessing: "Preprocessing") -
     """True when a catalog's vectors were not made the way this preprocessing makes them now
     (a catalog that records nothing was built before the record existed)."""
     return stored != preprocessing_record(preprocessing)
+
+
+def why_reembed(stored_fingerprint: str, stored_record: dict | None, fingerprint: str,
+                preprocessing: "Preprocessing") -> str | None:
+    """Why a catalog's vectors no longer match this model and its preprocessing, in words; None when they do."""
+    if fingerprint != stored_fingerprint:
+        return f"the model changed ({stored_fingerprint} -> {fingerprint})"
+    if preprocessing_changed(stored_record, preprocessing):
+        return ("the catalog was embedded with " + ("an earlier" if stored_record else "the old (before domain "
+                "normalisation)") + " preparation of images")
+    return None
