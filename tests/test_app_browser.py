@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from playwright.sync_api import expect
 
 from index.catalog import Catalog
 from streamlit_server import WAIT_S, serve_streamlit  # noqa: E402
@@ -262,8 +263,12 @@ def test_search_from_a_result_then_one_result_per_product(page, tiny_shop):
     _open_options(page)
     page.get_by_text("One result per product").click()
     page.get_by_role("heading", name=re.compile(r"^10 products")).wait_for()
-    page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden")  # the run has drawn every card
-    captions = page.locator('[data-testid="stCaptionContainer"]', has_text=re.compile(r"^#\d+ ·")).all_inner_texts()
+    cards = page.locator('[data-testid="stCaptionContainer"]', has_text=re.compile(r"^#\d+ ·"))
+    # Streamlit keeps the previous run's cards on screen until the new run replaces them: wait until
+    # no ungrouped card is left (the status widget may not have appeared yet, so it cannot tell).
+    expect(cards.filter(has_not_text="photos")).to_have_count(0, timeout=WAIT_MS)
+    expect(cards).to_have_count(10, timeout=WAIT_MS)
+    captions = cards.all_inner_texts()
     products = [c.split("\n")[0].split(" · ", 1)[1] for c in captions]
     assert len(products) == 10 and len(set(products)) == 10, captions
     assert all("photos" in c for c in captions)
