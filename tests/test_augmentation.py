@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from training.augment import AUGMENTATIONS, augment, shopper_photo
+from training.augment import AUGMENTATIONS, augment, segmentation_residue, shopper_photo
 
 
 def _square(size=28, side=8, channels=1) -> torch.Tensor:
@@ -87,3 +87,54 @@ def test_what_the_warp_uncovers_is_the_background_not_a_smear_of_the_edge():
     y = shopper_photo(x, torch.Generator().manual_seed(0), **_still(scale=(0.5, 0.5)))
     # shrunk to half about the centre, the product ends at row 20; below it is background again
     assert torch.allclose(y[..., 22:, :], torch.full_like(y[..., 22:, :], 0.9), atol=1e-5)
+
+
+# ---------------------------------------------------------------- what an imperfect product crop leaves
+
+def _residue(x, seed=0, **changes):
+    settings = {"p": 1.0, "texture": (0.0, 0.0), "specks": (0, 0), "holes": (0, 0), **changes}
+    return segmentation_residue(x, torch.Generator().manual_seed(seed), **settings)
+
+
+def test_with_nothing_to_leave_behind_the_image_is_unchanged():
+    x = torch.rand(4, 3, 28, 28)
+    assert torch.equal(_residue(x), x)
+    assert torch.equal(segmentation_residue(x, torch.Generator().manual_seed(0), p=0.0), x)
+
+
+def test_stray_specks_stand_out_from_the_background_the_way_the_product_does():
+    light_on_dark = _square(side=10)
+    y = _residue(light_on_dark, specks=(6, 6))
+    outside = light_on_dark == 0
+    changed = (y != light_on_dark) & outside
+    assert changed.any() and (y[changed] > 0).all()  # bright specks on black
+    dark_on_light = 1 - light_on_dark
+    z = _residue(dark_on_light, specks=(6, 6))
+    assert torch.allclose(1 - z, y, atol=1e-6)  # the same specks, dark on white
+
+
+def test_holes_turn_parts_of_the_product_into_background_and_nothing_else():
+    x = _square(side=16)
+    y = _residue(x, holes=(4, 4))
+    changed = y != x
+    assert changed.any()
+    assert (y[changed] == 0).all()  # background, and only ever where the product was
+    assert (x[changed] > 0).all()
+
+
+def test_a_pattern_shows_through_the_product_but_not_on_the_background_away_from_it():
+    x = _square(side=14)
+    y = _residue(x, texture=(0.3, 0.3))
+    inside = x > 0
+    assert (y[inside] - x[inside]).abs().max() > 0.05
+    far = torch.ones_like(x, dtype=torch.bool)
+    far[..., 5:23, 5:23] = False  # more than one pixel away from the product
+    assert torch.equal(y[far], x[far])
+
+
+def test_the_residue_view_is_seeded_and_a_rank_gets_its_rows_of_the_whole_batch():
+    x = torch.rand(8, 1, 28, 28) * (torch.rand(8, 1, 28, 28) > 0.5)
+    whole = augment(x, "shopper_residue", torch.Generator().manual_seed(5))
+    assert torch.equal(whole, augment(x, "shopper_residue", torch.Generator().manual_seed(5)))
+    odd = augment(x[1::2], "shopper_residue", torch.Generator().manual_seed(5), part=(1, 2))
+    assert torch.allclose(odd, whole[1::2], atol=1e-6)
