@@ -18,7 +18,7 @@ from app.browse import browse_grid, clear_selection, file_mtime, thumbnail_png
 from app.roles import catalog_manager_gate
 from app.settings import OutsideDataRootError, inside_data_root
 from app.store_catalog import serving_story
-from app.uploads import UploadError, stage_uploads
+from app.uploads import ZIP_LAYOUT, UploadError, stage_uploads
 from embedder.checkpoint import CheckpointError, load_checkpoint
 from embedder.images import ImageError
 from index.add import add_to_catalog
@@ -201,7 +201,9 @@ def upload_form(folder: Path, model: Path, image_root: Path, categories: list[st
                                    placeholder=", ".join(categories[:4]) or "e.g. shoes",
                                    help="Every uploaded photo gets this category.")
         product = right.text_input("Product id (optional)", key="upload_product",
-                                   help="Several photos of one product: give them the same product id.")
+                                   help="Several photos of one product: give them the same product id. "
+                                        "Without one, a zip's folders are the product ids.")
+        st.caption(ZIP_LAYOUT)
         if not st.form_submit_button("Upload and add", icon=":material/upload:", key="upload_submit"):
             return
         if not files:
