@@ -54,6 +54,8 @@ from embedder.progress import ProgressCallback, Stage, no_progress
 from index.calibration import calibrate
 from index.choose import index_kind
 from index.description import FORMAT, CatalogInfo
+from index.manifest import PATH_COLUMN
+from index.uploaded_files import UPLOADS_FOLDER, delete_uploads, uploads_to_delete
 
 INFO_FILE = "catalog.json"
 LOCK_FILE = ".lock"
@@ -380,15 +382,40 @@ def commit_version(folder: Path, write: Callable[[Path], None], info: CatalogInf
 
 def _collect_garbage(folder: Path, keep: set) -> None:
     """Remove unfinished staging folders, versions older than the previous one, and the temporary
-    catalog.json of a writer that was killed (writers hold the lock, so none is being written)."""
+    catalog.json of a writer that was killed (writers hold the lock, so none is being written);
+    then the uploaded photos that only the removed versions named (index.uploaded_files)."""
     for stale in folder.glob(f".{INFO_FILE}.*.tmp"):
         stale.unlink(missing_ok=True)
     versions = folder / VERSIONS_DIR
     if not versions.is_dir():
         return
-    for entry in versions.iterdir():
-        if entry.name not in keep:
-            shutil.rmtree(entry, ignore_errors=True)
+    dropped = [entry for entry in versions.iterdir() if entry.name not in keep]
+    uploads = _uploads_only_in(dropped, [versions / name for name in keep if name])
+    for entry in dropped:
+        shutil.rmtree(entry, ignore_errors=True)
+    delete_uploads(uploads)
+
+
+def _image_paths(version: Path) -> tuple[str, list[str]] | None:
+    """(image root, catalog paths) of a version folder; None when it cannot be read."""
+    try:
+        root = read_info(version).root
+        paths = pd.read_parquet(version / METADATA_FILE, columns=[PATH_COLUMN])[PATH_COLUMN].astype(str).tolist()
+    except (CatalogError, OSError, ValueError, KeyError, ImportError):
+        return None
+    return root, paths
+
+
+def _uploads_only_in(dropped: list[Path], kept: list[Path]) -> list[Path]:
+    """Uploaded photos named by a dropped version and by no kept one. When a kept version cannot be
+    read, what it names is unknown, so nothing is deleted."""
+    readable = [found for found in map(_image_paths, (d for d in dropped if not d.name.startswith("."))) if found]
+    if not any((Path(root) / UPLOADS_FOLDER).is_dir() for root, _ in readable):
+        return []  # the usual case: no upload folder at all, nothing more is read
+    kept_paths = [_image_paths(version) for version in kept if version.is_dir()]
+    if any(found is None for found in kept_paths):
+        return []
+    return uploads_to_delete(readable, kept_paths)
 
 
 # ----------------------------------------------------------------------------- versions and restore
