@@ -24,7 +24,8 @@ import torch.nn.functional as F
 
 from embedder.checkpoint import backbone_from_checkpoint, load_checkpoint
 from index.manifest import read_manifest
-from training.__main__ import default_input, fashion_mnist_manifests
+from training.__main__ import fashion_mnist_manifests
+from training.input_settings import choose_input
 from training.data import load_training_set
 from training.instance_checkpoint import read_instance_weights
 
@@ -85,7 +86,7 @@ def main(argv=None) -> int:
     train_manifest, _ = fashion_mnist_manifests(Path(args.data_dir), None)
     manifest = train_manifest.with_name(f"manifest-first{args.images}.csv")  # image paths stay relative to it
     read_manifest(train_manifest).head(args.images).to_csv(manifest, index=False)
-    images = load_training_set(manifest, default_input("smallcnn", "imagenet"), cache_dir=".cache").images
+    images = load_training_set(manifest, choose_input(manifest, "smallcnn").preprocessing, cache_dir=".cache").images
 
     ways = [("1 process, 1 thread", 1, 1), ("1 process, 2 threads", 2, 1),
             (f"{args.processes} processes, 1 thread each", 1, args.processes)]

@@ -23,7 +23,7 @@ from embedder.preprocess import Preprocessing
 from index.evaluation import recall_at_k
 from index.importers import import_fashion_mnist
 from training import objectives
-from training.__main__ import default_input
+from training.input_settings import choose_input
 from training.augment import AUGMENTATIONS
 from training.presets import LABELS, PRESETS
 from training.train import TrainConfig, build_model, load_sets, train, train_step
@@ -161,7 +161,7 @@ def main(argv=None) -> int:
     started_all = time.perf_counter()
     train_manifest = import_fashion_mnist(a.data_dir, split="train", limit=a.limit)
     test_manifest = import_fashion_mnist(a.data_dir, split="test", limit=a.limit)
-    pre = default_input("smallcnn", "")
+    pre = choose_input(train_manifest, "smallcnn").preprocessing  # measured on the images, as the CLI does
     base = TrainConfig(train_manifest=str(train_manifest), val_manifest=str(test_manifest), out_dir="",
                        backbone_kwargs={"in_channels": 1, "grid": a.grid}, preprocessing=pre.to_dict(),
                        augmentation=a.augmentation, epochs=a.epochs, seed=a.seed, device=a.device, ks=KS)

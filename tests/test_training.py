@@ -161,9 +161,9 @@ def test_cli_set_changes_the_preset_eq3_with_sampled_negatives_and_is_stored_wit
     assert objective["instance_negatives"] == 8 and objective["instance_within_category"] is False
 
 
-def test_cli_set_changes_only_what_it_names_in_the_preset():
+def test_cli_set_changes_only_what_it_names_in_the_preset(tmp_path):
     from training.__main__ import config_from_args, parse_args
-    base = ["--train-manifest", "m.csv", "--out", "o"]
+    base = ["--train-manifest", str(_manifest(tmp_path)), "--out", "o"]
     plain = config_from_args(parse_args([*base, "--preset", "cos"])).objective
     assert plain == PRESETS["cos"]
     changed = config_from_args(parse_args([*base, "--preset", "cos", "--set", "cosine=true", "--set", "temperature=0.4"])).objective
@@ -190,7 +190,7 @@ def test_cli_help_shows_the_defaults(capsys):
         training_main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     for default in ("--epochs EPOCHS", "(default: 15)", "(default: 256)", "(default: 0.1)", "(default: smallcnn)",
-                    "(default: 4)", "(default: bf16)", "--epochs 5"):
+                    "(default: 4 for smallcnn, 1 for resnet18, 1 for efficientnet_lite0)", "(default: bf16)", "--epochs 5"):
         assert default in text, default
 
 

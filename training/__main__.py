@@ -3,6 +3,8 @@
 Example (Fashion-MNIST with store categories, at the budget the README's figures are measured at):
     python -m training --fashion-mnist --preset coinsp_sampled --epochs 5 --set proxy_start=1 --out runs/coinsp
 Change any setting of a preset with --set, e.g. --set temperature=0.3 --set proxy_start=1.
+The input (size, grey or colour, mean/std, polarity, margin) is measured on the training manifest's
+images (training/input_settings.py) and printed at the start; --input KEY=VALUE sets any of it by hand.
 """
 from __future__ import annotations
 
@@ -11,24 +13,22 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from embedder.preprocess import Preprocessing
 from training.augment import AUGMENTATIONS
 from training.distributed import Ranks
+from training.input_settings import choose_input
 from training.model import ObjectiveConfig
 from training.presets import LABELS, PRESETS
 from training.train import TrainConfig, train
 
-IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 # Settings of the schedule that --set takes beside the preset's fields.
 SCHEDULE_SETTINGS = {"proxy_start": int}
-
-
-def default_input(backbone: str, stem: str) -> Preprocessing:
-    if backbone == "smallcnn":
-        return Preprocessing(28, 1, (0.286,), (0.353,))
-    if stem == "cifar":
-        return Preprocessing(32, 3, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))
-    return Preprocessing(224, 3, *IMAGENET)
+# The feature grid when --grid is not given. smallcnn keeps where things are in a centred product
+# shot (4 x 4 cells: 2,048-d); the ImageNet backbones pool globally, as their weights were trained,
+# so their vectors stay 512-d (resnet18) and 1,280-d (efficientnet_lite0) instead of 16 times that.
+DEFAULT_GRID = {"smallcnn": 4, "resnet18": 1, "efficientnet_lite0": 1}
+# What --input KEY=VALUE converts each value to (mean and std: one number per channel, comma-separated).
+INPUT_SETTINGS = {"size": int, "channels": int, "mean": tuple, "std": tuple, "polarity": str, "margin": float,
+                  "domain": bool, "invert": bool}
 
 
 def fashion_mnist_manifests(data_dir: Path, source: str | None) -> tuple[Path, Path]:
@@ -39,7 +39,10 @@ def fashion_mnist_manifests(data_dir: Path, source: str | None) -> tuple[Path, P
 
 
 class _HelpFormat(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The docstring as written, and every option's default."""
+    """The docstring as written, and every option's default (none shown where there is none)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default in (None, []) else super()._get_help_string(action)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -64,7 +67,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     n.add_argument("--backbone", choices=["smallcnn", "resnet18", "efficientnet_lite0"], default="smallcnn",
                    help="the network f whose features are the search vectors")
     n.add_argument("--stem", choices=["cifar", "imagenet"], default="imagenet", help="resnet18 stem")
-    n.add_argument("--grid", type=int, default=4, help="pool the last map to grid x grid cells (1 = global average)")
+    n.add_argument("--grid", type=int, help="pool the last map to grid x grid cells (1 = global average) "
+                   "(default: " + ", ".join(f"{g} for {b}" for b, g in DEFAULT_GRID.items()) + ")")
+    n.add_argument("--input", action="append", default=[], metavar="KEY=VALUE",
+                   help="set one input setting by hand instead of measuring it on the training images (repeatable). "
+                   "KEY: size (px), channels (1 or 3), mean and std (one number per channel, e.g. 0.5,0.5,0.5), "
+                   "polarity (light-on-dark, dark-on-light, keep), margin, domain, invert")
     n.add_argument("--pretrained", help="start from ImageNet weights: 'imagenet' (efficientnet_lite0, from the "
                    "installed weights package), or for resnet18 a local .pth or 'torchvision' (downloads)")
     t = p.add_argument_group("training")
@@ -110,8 +118,34 @@ def parse_settings(settings: list[str]) -> tuple[dict, dict]:
     return objective, schedule
 
 
-def config_from_args(a: argparse.Namespace) -> TrainConfig:
+def parse_input(settings: list[str]) -> dict:
+    """--input KEY=VALUE pairs -> Preprocessing fields, each value converted to its field's type."""
+    given = {}
+    for setting in settings:
+        key, sep, value = setting.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or key not in INPUT_SETTINGS:
+            raise SystemExit(f"error: --input {setting!r}: expected KEY=VALUE with KEY one of: {', '.join(INPUT_SETTINGS)}")
+        kind = INPUT_SETTINGS[key]
+        try:
+            if kind is tuple:
+                given[key] = tuple(float(v) for v in value.split(","))
+            elif kind is bool:
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                given[key] = value.lower() in ("true", "1", "yes")
+            else:
+                given[key] = kind(value)
+        except ValueError:
+            expected = "comma-separated numbers" if kind is tuple else f"a {kind.__name__}"
+            raise SystemExit(f"error: --input {key}={value}: expected {expected}") from None
+    return given
+
+
+def config_from_args(a: argparse.Namespace, log=print) -> TrainConfig:
+    """The run's configuration; the input is measured on the training manifest (what was chosen goes to `log`)."""
     objective_settings, schedule = parse_settings(a.set)
+    given_input = parse_input(a.input)
     if a.fashion_mnist:
         a.train_manifest, a.val_manifest = map(str, fashion_mnist_manifests(Path(a.data_dir), a.fashion_mnist_source))
     if not a.train_manifest:
@@ -121,15 +155,20 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
     if a.epochs < 0:
         raise SystemExit("error: --epochs must be 0 or more")
     objective = dataclasses.replace(PRESETS[a.preset], **objective_settings)
-    pre = default_input(a.backbone, a.stem)
-    kwargs = {"in_channels": pre.channels, "grid": a.grid}
+    cache_dir = TrainConfig.cache_dir
+    choice = choose_input(a.train_manifest, a.backbone, pretrained=bool(a.pretrained), stem=a.stem,
+                          given=given_input, cache_dir=cache_dir, seed=a.seed)
+    pre = choice.preprocessing
+    grid = a.grid if a.grid is not None else DEFAULT_GRID[a.backbone]
+    log(f"{choice.why}; grid {grid}{' (given)' if a.grid is not None else f' ({a.backbone} default)'}")
+    kwargs = {"in_channels": pre.channels, "grid": grid}
     if a.backbone == "resnet18":
         kwargs["stem"] = a.stem
     return TrainConfig(train_manifest=a.train_manifest, val_manifest=a.val_manifest, out_dir=a.out, preset=a.preset,
                        objective=objective, backbone=a.backbone, backbone_kwargs=kwargs, pretrained=a.pretrained,
                        preprocessing=pre.to_dict(), augmentation=a.augmentation, epochs=a.epochs,
                        batch_size=a.batch_size, lr=a.lr, proxy_start=schedule.get("proxy_start"), seed=a.seed,
-                       device=a.device, val_fraction=a.val_fraction)
+                       device=a.device, val_fraction=a.val_fraction, cache_dir=cache_dir)
 
 
 def main(argv=None) -> int:
@@ -145,7 +184,8 @@ def main(argv=None) -> int:
         print(f"error: cannot join the torchrun process group: {exc}", file=sys.stderr)
         return 2
     try:
-        cfg = ranks.main_first(lambda: config_from_args(args))  # one process imports Fashion-MNIST
+        # One process imports Fashion-MNIST and decodes the training images to measure them; the others read its cache.
+        cfg = ranks.main_first(lambda: config_from_args(args, log=print if ranks.main else _quiet))
         result = train(cfg, resume=args.resume or args.resume_or_start, precision=args.precision)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -156,6 +196,10 @@ def main(argv=None) -> int:
         last = result["history"][-1] if result["history"] else {}
         print(f"model written to {result['model']} (fingerprint {result['fingerprint']}); last epoch: {last}")
     return 0
+
+
+def _quiet(*_args, **_kwargs) -> None:
+    pass
 
 
 if __name__ == "__main__":

@@ -70,8 +70,9 @@ def load_training_set(manifest: str | Path, preprocessing: Preprocessing, *, cac
     manifest = Path(manifest)
     table = read_manifest(manifest)
     paths = resolve_image_paths(table, manifest.parent)
-    key = hashlib.sha256(json.dumps([str(manifest.resolve()), manifest.stat().st_mtime_ns,
-                                     preprocessing.to_dict()]).encode()).hexdigest()[:16]
+    # Mean and std do not change the decoded pixels: training finds the set that measuring them decoded.
+    pixels = {k: v for k, v in preprocessing.to_dict().items() if k not in ("mean", "std")}
+    key = hashlib.sha256(json.dumps([str(manifest.resolve()), manifest.stat().st_mtime_ns, pixels]).encode()).hexdigest()[:16]
     cache = Path(cache_dir) / f"images-{key}.npz"
     if cache.is_file():
         stored = np.load(cache)
