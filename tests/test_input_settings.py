@@ -78,7 +78,7 @@ def test_colour_photos_keep_three_channels_and_their_colours_at_a_size_the_backb
     assert (small.size, small.channels, small.polarity) == (64, 3, "keep")  # 120 px, capped at smallcnn's 64
     assert len(small.mean) == 3 and all(0.1 < m < 0.9 for m in small.mean) and all(s > 0.05 for s in small.std)
     imagenet = choose_input(manifest, "efficientnet_lite0", pretrained=True, cache_dir=tmp_path / "cache").preprocessing
-    # Under the pretrained 224 px the photos' own size; the mean and std the ImageNet weights expect.
+    # Within the pretrained 112-224 px the photos' own size; the mean and std the ImageNet weights expect.
     assert (imagenet.size, imagenet.channels, imagenet.polarity) == (120, 3, "keep")
     assert (imagenet.mean, imagenet.std) == IMAGENET
 
@@ -86,7 +86,8 @@ def test_colour_photos_keep_three_channels_and_their_colours_at_a_size_the_backb
 def test_a_grey_catalog_on_a_pretrained_backbone_gets_the_three_channels_its_weights_take(tmp_path):
     manifest = write_manifest(tmp_path, product_shots(20, 28, background=0, product=220, share=1.0))
     pre = choose_input(manifest, "resnet18", pretrained=True, cache_dir=tmp_path / "cache").preprocessing
-    assert (pre.size, pre.channels, pre.polarity, (pre.mean, pre.std)) == (32, 3, "light-on-dark", IMAGENET)
+    # 28 px images enlarged to the 112 px at which ImageNet features start to see them well.
+    assert (pre.size, pre.channels, pre.polarity, (pre.mean, pre.std)) == (112, 3, "light-on-dark", IMAGENET)
 
 
 def test_fashion_mnist_like_28_px_shots_give_28_px_grey_light_on_dark_without_margin(tmp_path):
