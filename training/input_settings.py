@@ -31,10 +31,12 @@ IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # what ImageNet weigh
 COLOUR_SPREAD = 0.06
 COLOUR_PIXELS = 0.01
 COLOUR_SHARE = 0.05
-# A grey catalog has a polarity when this share of its images with a plain border agree on it.
+# A grey catalog has a polarity when at least MIN_PLAIN_SHARE of its images have a plain border
+# (the rest: the product fills the frame, or a busy backdrop) and POLARITY_AGREEMENT of those agree.
+MIN_PLAIN_SHARE = 0.4
 POLARITY_AGREEMENT = 0.8
-# smallcnn pools twice: 28 px leaves a 7 x 7 map for its 4 x 4 grid; beyond 64 px it sees
-# little more of a product and costs the square of the side.
+# smallcnn pools twice (resnet18's CIFAR stem not at all): 28 px leaves a 7 x 7 map for a 4 x 4
+# grid; beyond 64 px they see little more of a product and cost the square of the side.
 SMALLCNN_SIZES = (28, 64)
 # The ImageNet stems (stride 32 to the last map) need 32 px for a 1 x 1 map; 224 px is what the
 # pretrained weights were trained at, and larger images are shrunk to it.
@@ -131,7 +133,7 @@ def _from_sample(looks: list[_Look], backbone: str, pretrained: bool, stem: str,
     measured = {} if channels_given else {"channels": (3 if in_colour else 1,
                                                              f"{coloured / n:.0%} of {n} sampled images in colour")}
     typical = int(np.median([look.side for look in looks]))
-    if backbone == "smallcnn" or (stem == "cifar" and not pretrained):
+    if backbone == "smallcnn" or (backbone == "resnet18" and stem == "cifar"):  # no downsampling stem: small images
         low, high = SMALLCNN_SIZES
     else:
         low, high = PRETRAINED_SIZES if pretrained else IMAGENET_SIZES
@@ -144,7 +146,7 @@ def _from_sample(looks: list[_Look], backbone: str, pretrained: bool, stem: str,
         # Re-levelling (embedder.domain) stretches each channel apart and would shift the colours
         # shoppers search by: colour photos are only trimmed and padded.
         measured["polarity"] = ("keep", "colour photos keep their colours")
-    elif len(plain) < POLARITY_AGREEMENT * n / 2:
+    elif len(plain) < MIN_PLAIN_SHARE * n:
         measured["polarity"] = ("keep", f"only {len(plain)} of {n} have a plain border")
     elif max(light, len(plain) - light) >= POLARITY_AGREEMENT * len(plain):
         majority = light >= len(plain) - light
