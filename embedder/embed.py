@@ -77,12 +77,17 @@ class Embedder:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     @torch.inference_mode()
-    def embed_uint8(self, batch: torch.Tensor) -> np.ndarray:
-        """uint8 B x C x H x W (already at the model's size) -> (B, d) normalised float32."""
+    def features_uint8(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 B x C x H x W (already at the model's size) -> the backbone's raw (B, d) float32
+        features on the CPU (what a category head reads; embed_uint8 normalises them)."""
         x = self.preprocessing.normalise(batch.to(self.device)).contiguous(memory_format=torch.channels_last)
         with self._autocast():
             features = self.backbone(x)
-        return F.normalize(features.float(), dim=1).cpu().numpy()
+        return features.float().cpu()
+
+    def embed_uint8(self, batch: torch.Tensor) -> np.ndarray:
+        """uint8 B x C x H x W (already at the model's size) -> (B, d) normalised float32."""
+        return F.normalize(self.features_uint8(batch), dim=1).numpy()
 
     def embed_images(self, images: Sequence[Image.Image], boxes: Sequence[Box | None] | None = None) -> np.ndarray:
         """Decoded RGB images (see embedder.images.decode_image) -> (N, d).

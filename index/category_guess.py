@@ -22,11 +22,8 @@ class CategoryGuess:
 
 
 class CategoryPredictor:
-    """Runs the backbone on the query's model input and the category head on its features.
-
-    The embedder returns only the normalised vector; the head may need the raw features (its
-    MLP's batch norm is not scale-free), so the backbone runs once more on the same small
-    input (a few milliseconds at 28 px)."""
+    """The category head on the backbone's raw features of a query's model input (the head's MLP
+    batch norm is not scale-free, so it reads the features before normalisation)."""
 
     def __init__(self, head: dict, categories: list[str], embedder):
         if head["weight"].shape[0] != len(categories):
@@ -41,12 +38,14 @@ class CategoryPredictor:
         head = payload.get("coarse_head")
         return None if head is None else cls(head, payload["categories"], embedder)
 
-    @torch.inference_mode()
     def predict(self, batch_uint8: torch.Tensor) -> CategoryGuess:
         """The top category of one model input (uint8 1 x C x H x W, as the embedder prepares it)."""
-        embedder = self.embedder
-        x = embedder.preprocessing.normalise(batch_uint8.to(embedder.device))
-        features = embedder.backbone(x.contiguous(memory_format=torch.channels_last)).float().cpu()
-        probabilities = torch.softmax(category_logits(self.head, features, self.mlp), dim=1)[0].cpu().tolist()
+        return self.predict_features(self.embedder.features_uint8(batch_uint8))
+
+    @torch.inference_mode()
+    def predict_features(self, features: torch.Tensor) -> CategoryGuess:
+        """The top category from the backbone's raw features of one input (1 x d, Embedder.features_uint8):
+        a search computes them once for both its vector and its category."""
+        probabilities = torch.softmax(category_logits(self.head, features.float(), self.mlp), dim=1)[0].tolist()
         ranked = sorted(zip(self.categories, probabilities), key=lambda pair: -pair[1])
         return CategoryGuess(ranked[0][0], float(ranked[0][1]), {name: float(p) for name, p in ranked})

@@ -205,9 +205,9 @@ class SearchService:
             image = to_rgb(query)
             region = check_query_photo(image, box)
             view = self.embedder.preprocessing.to_uint8(image, region)
-            batch = torch.from_numpy(view)[None]
-            vector = self.embedder.embed_uint8(batch)[0]
-            guess = self.categories.predict(batch) if self.categories else None
+            features = self.embedder.features_uint8(torch.from_numpy(view)[None])  # once, for vector and category
+            vector = torch.nn.functional.normalize(features, dim=1)[0].numpy()
+            guess = self.categories.predict_features(features) if self.categories else None
             embedded = time.perf_counter()
         if pool is not None and len(pool[0]) == 0:  # no item matches the filter: nothing to search
             frame, hidden = self.catalog.results_frame(np.zeros(0), np.zeros(0, np.int64)), None
