@@ -229,19 +229,24 @@ def analyse(image: Image.Image, settings: DomainSettings = DomainSettings(),
     return result
 
 
-def check_photo(image: Image.Image, *, min_side: int = 16, min_contrast: float = 0.04) -> Analysis:
-    """Refuse a photo that holds nothing to search for (smaller than min_side, or its colours
-    spread less than min_contrast: blank or uniform); returns its analysis otherwise. A photo
-    without a clear background (a texture, a product filling the frame) is searched as it is."""
+def refuse_unusable(image: Image.Image, *, min_side: int = 16, min_contrast: float = 0.04) -> None:
+    """Raise UnusablePhotoError for a photo that holds nothing to search for: smaller than
+    min_side, or its colours spread less than min_contrast (blank or uniform). Cheap (a shrink
+    and a percentile): a query checks this before the normalisation measures the photo itself."""
     w, h = image.size
     if min(w, h) < min_side:
         raise UnusablePhotoError(f"the photo is too small ({w}x{h} pixels): use one at least "
                                  f"{min_side} pixels on each side that shows the product")
-    analysis = analyse(image)
-    if analysis.contrast < min_contrast:
+    if photo_contrast(shrink(image)) < min_contrast:
         raise UnusablePhotoError("the photo looks blank or uniform: nothing in it stands out from the "
                                  "background; use a photo that shows the product")
-    return analysis
+
+
+def check_photo(image: Image.Image, *, min_side: int = 16, min_contrast: float = 0.04) -> Analysis:
+    """refuse_unusable, then the photo's analysis (where the product is). A photo without a
+    clear background (a texture, a product filling the frame) is searched as it is."""
+    refuse_unusable(image, min_side=min_side, min_contrast=min_contrast)
+    return analyse(image)
 
 
 def _placement(box, width: int, height: int, size: int, margin: float):

@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from embedder.domain import UnusablePhotoError, check_photo
+from embedder.domain import UnusablePhotoError, check_photo, refuse_unusable
 from embedder.embed import Embedder
 from embedder.images import decode_image
 from embedder.regions import Box, BoxError, check_box
@@ -132,10 +132,10 @@ def check_query_photo(image: Image.Image, box: Box | None) -> tuple[int, int, in
     that holds nothing to search for."""
     region = None if box is None else check_box(box, *image.size)
     if region is None:
-        check_photo(image)
+        refuse_unusable(image)
         return None
     try:
-        check_photo(image.crop(region))
+        refuse_unusable(image.crop(region))
     except UnusablePhotoError as exc:
         raise UnusablePhotoError(f"in the chosen region {list(region)}: {exc}") from None
     return region
