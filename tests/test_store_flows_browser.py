@@ -95,28 +95,31 @@ def settled(page) -> None:
 
 
 def pick(page, widget, option: str) -> None:
-    """Choose an option of a selectbox or multiselect (a list of role=option entries under its input);
-    done when the widget shows it. A run that ends while the list is open draws the widget again and
-    closes the list: then open it again."""
-    entry = page.get_by_role("option", name=option, exact=True)
-    for _ in range(4):
+    """Choose an option of a selectbox or multiselect; done when the widget shows it.
+
+    Its list opens on a click into the focused input (the first click into a page may only focus it),
+    and a run that ends while the list is open draws the widget again and closes it: so click until
+    the list is open, then choose.
+    """
+    field, entry = widget.get_by_role("combobox"), page.get_by_role("option", name=option, exact=True)
+    for _ in range(6):
         settled(page)
-        widget.get_by_role("combobox").click()
+        field.click()
         try:
-            entry.click(timeout=WAIT_MS // 6)
-        except PlaywrightTimeout:
-            page.keyboard.press("Escape")
+            expect(field).to_have_attribute("aria-expanded", "true", timeout=3_000)
+            entry.click(timeout=10_000)
+        except (AssertionError, PlaywrightTimeout):
             continue
-        page.keyboard.press("Escape")  # a multiselect keeps its list open
         break
+    page.keyboard.press("Escape")  # a multiselect keeps its list open
     if widget.get_attribute("data-testid") == "stSelectbox":  # the choice is the input's value
-        expect(widget.get_by_role("combobox")).to_have_value(option)
+        expect(field).to_have_value(option)
     else:  # a multiselect: a tag per choice
         expect(widget).to_contain_text(option)
 
 
 def sign_in_to_catalog(page) -> None:
-    page.get_by_role("link", name="Catalog").click()
+    """On the Catalog page (opened as the session's first URL), sign in as the catalog manager."""
     page.get_by_label("Catalog manager token").fill(MANAGER_TOKEN)
     page.get_by_role("button", name="Sign in").click()
     page.get_by_text("matches this catalog").wait_for()
@@ -214,7 +217,7 @@ def test_browse_by_category_select_items_remove_them_and_undo(new_page, store):
     catalog_folder = store[1]
     metadata = Catalog.load(catalog_folder).metadata
     total, hats = len(metadata), metadata[metadata["category"] == "hats"]
-    page = new_page()
+    page = new_page("catalog")
     sign_in_to_catalog(page)
     page.get_by_text(f"{total} of {total} items match").wait_for()
     pick(page, page.get_by_test_id("stSelectbox").filter(has_text="Category"), "hats")
@@ -249,7 +252,12 @@ def test_browse_by_category_select_items_remove_them_and_undo(new_page, store):
 # ---------------------------------------------------------------- Catalog: upload to add
 
 def upload(page, files: list[Path], category: str) -> None:
+    """Choose the files (in place of any chosen before), give the category, and upload them."""
     page.get_by_role("tab", name="Add images").click()
+    earlier = page.get_by_test_id("stFileChipDeleteBtn")
+    for _ in range(earlier.count()):  # the uploader keeps the last upload's files
+        earlier.first.click()
+    expect(earlier).to_have_count(0)
     page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files([str(f) for f in files])
     for file in files:
         page.get_by_test_id("stFileChipName").filter(has_text=file.name).wait_for()
@@ -267,7 +275,7 @@ def test_upload_photos_and_zips_to_add_them_with_a_category(new_page, store, tmp
     flat = write_zip(tmp_path / "more-scarves.zip", {"a.png": photo_png((30, 30, 180), 2),
                                                      "b.png": photo_png((180, 160, 20), 3),
                                                      "broken.jpg": b"\xff\xd8\xff not really a JPEG"})
-    page = new_page()
+    page = new_page("catalog")
     sign_in_to_catalog(page)
     upload(page, [*photos, flat], "scarves")
     page.get_by_text(f"Add: {before + 4} items").wait_for()
@@ -277,14 +285,10 @@ def test_upload_photos_and_zips_to_add_them_with_a_category(new_page, store, tmp
     page.screenshot(path=str(ARTIFACTS / "store-upload-added.png"), full_page=True)
     no_exception(page)
 
-    # A zip of product folders, in a new session (the uploader keeps a session's files): the folders
-    # are the product ids.
+    # A zip of product folders: the folders are the product ids, as the form says.
     folders = write_zip(tmp_path / "belts.zip", {"belt-7/front.png": photo_png((90, 60, 30), 4),
                                                  "belt-7/side.png": photo_png((95, 65, 30), 5),
                                                  "belt-8/front.png": photo_png((20, 20, 20), 6)})
-    page = new_page()
-    sign_in_to_catalog(page)
-    page.get_by_role("tab", name="Add images").click()
     page.get_by_text("the folder a photo lies in is its product id").wait_for()
     upload(page, [folders], "belts")
     page.get_by_text(f"Add: {before + 7} items").wait_for()
