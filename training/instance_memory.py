@@ -92,15 +92,20 @@ class InstanceMemory(nn.Module):
     def initialise_from_pixels(self, images: torch.Tensor, seed: int) -> None:
         """W^I from a fixed random projection of the images' (standardised) pixels, row per image:
         cosine-preserving, so the instance task carries signal from the first step."""
-        x = images.flatten(1).float()
-        mean = x.mean(0)
+        # A chunk of images at a time: 60,000 images at 112 px x 3 would take 9 GB as one float matrix.
+        x = images.flatten(1)
+        chunks = range(0, len(x), 4096)
+        mean = (sum(x[i:i + 4096].double().sum(0) for i in chunks) / len(x)).float()
         projection = torch.randn(x.shape[1], self.weights.shape[1], generator=torch.Generator().manual_seed(seed))
+
+        def project(part: torch.Tensor) -> torch.Tensor:
+            return torch.cat([F.normalize((part[i:i + 4096].float() - mean) @ projection, dim=1)
+                              for i in range(0, len(part), 4096)])
         if self.shard is None:
-            self.weights.data[self.row_of_image] = F.normalize((x - mean) @ projection, dim=1).to(self.weights.device)
+            self.weights.data[self.row_of_image] = project(x).to(self.weights.device)
         else:
             image_of_row = torch.argsort(self.row_of_image.cpu())
-            w = F.normalize((x[image_of_row[self.shard.rows]] - mean) @ projection, dim=1)
-            self.weights.data.copy_(w.to(self.weights.device))
+            self.weights.data.copy_(project(x[image_of_row[self.shard.rows]]).to(self.weights.device))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # The proxies' count is set by re-clustering, so take the stored shape first.
