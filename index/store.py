@@ -55,7 +55,7 @@ from index.calibration import calibrate
 from index.choose import index_kind
 from index.description import FORMAT, CatalogInfo
 from index.manifest import PATH_COLUMN
-from index.uploaded_files import UPLOADS_FOLDER, delete_uploads, uploads_to_delete
+from index.uploaded_files import UPLOADS_FOLDER, claim_uploads, delete_uploads, uploads_only_in
 
 INFO_FILE = "catalog.json"
 LOCK_FILE = ".lock"
@@ -348,6 +348,9 @@ def commit_catalog(folder: Path, embedding_blocks: Sequence[np.ndarray], metadat
                    index: faiss.Index | None, info: CatalogInfo, previous: str | None) -> CatalogInfo:
     """Write a complete new version (embeddings, metadata, index), then point catalog.json at it."""
     info.calibration = calibrate(embedding_blocks, metadata)  # what a real match scores in this version
+    if info.root and (Path(info.root) / UPLOADS_FOLDER).is_dir():  # before the version exists: no other catalog's clean-up
+        paths = metadata[PATH_COLUMN].astype(str)     # deletes an uploaded photo it names
+        claim_uploads(folder, info.root, paths[paths.str.startswith(UPLOADS_FOLDER + "/")])
     def write(staging: Path) -> None:
         write_embeddings(staging / EMBEDDINGS_FILE, embedding_blocks, info.feature_dim)
         write_metadata(staging / METADATA_FILE, metadata)
@@ -390,7 +393,8 @@ def _collect_garbage(folder: Path, keep: set) -> None:
     if not versions.is_dir():
         return
     dropped = [entry for entry in versions.iterdir() if entry.name not in keep]
-    uploads = _uploads_only_in(dropped, [versions / name for name in keep if name])
+    uploads = uploads_only_in(folder, dropped, [versions / name for name in keep if name],
+                              lambda version: read_info_or_none(version, "root"), _image_paths, VERSIONS_DIR)
     for entry in dropped:
         shutil.rmtree(entry, ignore_errors=True)
     delete_uploads(uploads)
@@ -404,18 +408,6 @@ def _image_paths(version: Path) -> tuple[str, list[str]] | None:
     except (CatalogError, OSError, ValueError, KeyError, ImportError):
         return None
     return root, paths
-
-
-def _uploads_only_in(dropped: list[Path], kept: list[Path]) -> list[Path]:
-    """Uploaded photos named by a dropped version and by no kept one. When a kept version cannot be
-    read, what it names is unknown, so nothing is deleted."""
-    readable = [found for found in map(_image_paths, (d for d in dropped if not d.name.startswith("."))) if found]
-    if not any((Path(root) / UPLOADS_FOLDER).is_dir() for root, _ in readable):
-        return []  # the usual case: no upload folder at all, nothing more is read
-    kept_paths = [_image_paths(version) for version in kept if version.is_dir()]
-    if any(found is None for found in kept_paths):
-        return []
-    return uploads_to_delete(readable, kept_paths)
 
 
 # ----------------------------------------------------------------------------- versions and restore

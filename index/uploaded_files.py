@@ -2,10 +2,14 @@
 
 Uploaded photos are saved below the catalog's image folder, one batch folder per upload:
 IMAGE_ROOT/uploads/<batch>/, marked as saved by the upload (UPLOAD_MARK) the moment it is made.
-Such a file belongs to the catalog alone, so it is deleted once no catalog version on disk names it:
+Such a file exists for catalogs only, so it is deleted once no catalog version on disk names it:
 when the version clean-up (index.store) drops the last version that held it, i.e. once the removal
 of its item can no longer be undone. A file outside a marked batch folder (a store's own images,
 even in a folder the store itself called uploads/) is never deleted.
+
+Catalogs may share an image folder (two models over one manifest), so the mark also lists every
+catalog folder that has committed a version naming the batch's photos (claim_uploads); a photo is
+deleted only when none of them still names it in a version on disk.
 """
 from __future__ import annotations
 
@@ -14,11 +18,12 @@ import datetime as _dt
 import os
 import secrets
 from pathlib import Path, PurePosixPath
-from typing import Iterable
+from typing import Callable, Iterable
 
 UPLOADS_FOLDER = "uploads"  # below the catalog's image folder
 UPLOAD_MARK = ".saved-by-upload"  # in each batch folder: its photos were saved for an upload
 BOOKKEEPING_FILES = (UPLOAD_MARK, "manifest.csv")  # what a batch holds besides photos
+MARK_HEADER = "# Photos saved by a catalog upload; deleted when no version of these catalogs names them:\n"
 
 
 def new_upload_batch(image_root: str | os.PathLike) -> Path:
@@ -26,8 +31,30 @@ def new_upload_batch(image_root: str | os.PathLike) -> Path:
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
     batch = Path(image_root) / UPLOADS_FOLDER / f"{stamp}-{secrets.token_hex(3)}"
     batch.mkdir(parents=True)  # never an existing folder: only folders made here carry the mark
-    (batch / UPLOAD_MARK).write_text("Photos saved by a catalog upload; deleted when no catalog version names them.\n")
+    (batch / UPLOAD_MARK).write_text(MARK_HEADER)
     return batch
+
+
+def claim_uploads(catalog: str | os.PathLike, root: str | os.PathLike, paths: Iterable[str]) -> None:
+    """Record in each marked batch folder that `catalog` names some of its photos."""
+    if not (Path(root) / UPLOADS_FOLDER).is_dir():
+        return
+    me = os.path.abspath(catalog)
+    files = (saved_upload(root, path) for path in paths if str(path).startswith(UPLOADS_FOLDER))
+    for batch in {file.parent for file in files if file is not None}:
+        with contextlib.suppress(OSError):
+            if me not in claimants(batch):
+                with open(batch / UPLOAD_MARK, "a", encoding="utf-8") as mark:
+                    mark.write(me + "\n")
+
+
+def claimants(batch: Path) -> list[str]:
+    """The catalog folders recorded as naming photos of a batch."""
+    try:
+        lines = (batch / UPLOAD_MARK).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    return [line for line in lines if line and not line.startswith("#")]
 
 
 def saved_upload(root: str | os.PathLike, path: str) -> Path | None:
@@ -58,6 +85,49 @@ def uploads_to_delete(dropped: Iterable[tuple[str, Iterable[str]]],
         for path in paths:
             candidates.pop(os.path.abspath(Path(root) / str(path)), None)
     return list(candidates.values())
+
+
+VersionReader = Callable[[Path], "tuple[str, list[str]] | None"]  # version folder -> (image root, paths)
+
+
+def uploads_only_in(catalog: Path, dropped: list[Path], kept: list[Path], read_root: Callable[[Path], "str | None"],
+                    read_version: VersionReader, versions_dir: str) -> list[Path]:
+    """The uploaded photos that versions being dropped name, and no kept version of this catalog nor any
+    version on disk of another catalog claiming them. Whatever cannot be read keeps its photos."""
+    dropped = [version for version in dropped if not version.name.startswith(".")]  # unfinished writes
+    if not any((Path(root) / UPLOADS_FOLDER).is_dir() for root in map(read_root, dropped) if root):
+        return []  # the usual case: no upload folder at all, no metadata is read
+    named = [found for found in map(read_version, dropped) if found]
+    kept_named = [read_version(version) for version in kept if version.is_dir()]
+    if any(found is None for found in kept_named):
+        return []
+    files = uploads_to_delete(named, kept_named)
+    others: dict[str, set[str] | None] = {}
+    me = os.path.abspath(catalog)
+
+    def named_elsewhere(file: Path) -> bool:
+        for other in claimants(file.parent):
+            if other != me:
+                if other not in others:
+                    others[other] = _named_uploads(Path(other) / versions_dir, read_version)
+                if others[other] is None or os.path.abspath(file) in others[other]:
+                    return True
+        return False
+    return [file for file in files if not named_elsewhere(file)]
+
+
+def _named_uploads(versions: Path, read_version: VersionReader) -> set[str] | None:
+    """The uploaded photos any version of a catalog on disk names (None: a version cannot be read)."""
+    names: set[str] = set()
+    for version in (versions.iterdir() if versions.is_dir() else []):
+        if version.name.startswith(".") or not version.is_dir():
+            continue
+        found = read_version(version)
+        if found is None:
+            return None
+        root, paths = found
+        names.update(os.path.abspath(Path(root) / p) for p in paths if p.startswith(UPLOADS_FOLDER))
+    return names
 
 
 def delete_uploads(files: Iterable[Path]) -> None:

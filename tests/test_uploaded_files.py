@@ -99,6 +99,21 @@ def test_uploads_still_in_the_catalog_are_kept_through_every_change(shop):
     assert all(f.is_file() for f in saved) and len(ids_of(catalog, "uploads/2")) == 2
 
 
+def test_an_upload_another_catalog_over_the_same_images_names_is_kept_until_neither_does(shop, tiny_shop):
+    images, catalog = shop
+    other = catalog.parent / "other-model"  # a second catalog over the same image folder
+    build_catalog(images / "manifest.csv", tiny_shop.model_b, other, progress=False)
+    saved = upload_and_add(images, catalog)
+    add_to_catalog(other, manifest=saved[0].parent / "manifest.csv", progress=False)
+    for prefix in ("uploads/2", "images/bags-0-0", "images/bags-0-1"):
+        remove_from_catalog(catalog, ids=ids_of(catalog, prefix), progress=False)
+    assert all(f.is_file() for f in saved) and len(ids_of(other, "uploads/2")) == 2  # the other catalog's
+
+    for prefix in ("uploads/2", "images/bags-0-0", "images/bags-0-1"):
+        remove_from_catalog(other, ids=ids_of(other, prefix), progress=False)
+    assert not any(f.exists() for f in saved)
+
+
 def test_only_marked_batch_folders_hold_deletable_uploads(tmp_path):
     batch = tmp_path / "uploads" / "20250101-000000-abcdef"
     batch.mkdir(parents=True)
