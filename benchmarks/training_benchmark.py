@@ -1,6 +1,6 @@
 """python -m benchmarks.training_benchmark: the paper's comparison on Fashion-MNIST at one equal budget.
 
-Trains Cos, Ins, CoIns, CoIns_imp, CoIns**, CoInsP** and Opt with the same backbone,
+Trains Cos, Ins, CoIns, CoIns_imp, CoIns**, CoInsP** and Opt with the same smallcnn backbone,
 augmentation and epochs on the 60k training photos (store categories apparel /
 footwear / bags: the only labels the CoIns methods see), and measures fine-class
 Recall@k on the 10k test photos (each querying the other 9,999), next to raw pixels.
