@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
@@ -128,8 +128,6 @@ def sign_in_to_catalog(page) -> None:
 def photo_png(colour: tuple[int, int, int], shape: int) -> bytes:
     """A product shot of its own: a coloured rectangle or ellipse on white."""
     image = Image.new("RGB", (64, 64), "white")
-    from PIL import ImageDraw
-
     draw = ImageDraw.Draw(image)
     (draw.rectangle if shape % 2 == 0 else draw.ellipse)((10 + shape, 12, 52 - shape, 50), fill=colour)
     out = io.BytesIO()
