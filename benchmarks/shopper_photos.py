@@ -29,6 +29,7 @@ from benchmarks.shopper_render import render  # noqa: E402
 from embedder import domain  # noqa: E402
 from embedder.embed import Embedder  # noqa: E402
 from embedder.images import decode_image  # noqa: E402
+from embedder.regions import check_box  # noqa: E402
 from index.catalog import Catalog  # noqa: E402
 from index.evaluation import recall_at_k  # noqa: E402
 from index.importers import load_fashion_mnist_arrays  # noqa: E402
@@ -53,11 +54,13 @@ def embed_all(embedder: Embedder, images, boxes=None, batch: int = 128) -> np.nd
                            for i in range(0, len(images), batch)])
 
 
-def embed_with(embedder: Embedder, images, settings: domain.DomainSettings) -> np.ndarray:
+def embed_with(embedder: Embedder, images, settings: domain.DomainSettings, boxes=None) -> np.ndarray:
     """Queries through domain.normalise with explicit settings (tuning only)."""
     pre = embedder.preprocessing
-    arrays = [domain.normalise(im, size=pre.size, channels=pre.channels, polarity=pre.polarity,
-                               margin=pre.margin, settings=settings) for im in images]
+    boxes = boxes or [None] * len(images)
+    arrays = [domain.normalise(im, size=pre.size, channels=pre.channels, polarity=pre.polarity, margin=pre.margin,
+                               settings=settings, region=None if box is None else check_box(box, *im.size))
+              for im, box in zip(images, boxes)]
     return embedder.embed_uint8(torch.from_numpy(np.stack(arrays)))
 
 
@@ -209,6 +212,8 @@ def tune(args) -> None:
         row = {"settings": asdict(settings)}
         for name, photos in sets.items():
             row[name] = scores(embed_with(embedder, [p.image for p in photos], settings), fine, coarse, catalog)["fine_R@1"]
+        row["cluttered, true box"] = scores(embed_with(embedder, [p.image for p in sets["cluttered"]], settings,
+                                                       [p.box for p in sets["cluttered"]]), fine, coarse, catalog)["fine_R@1"]
         print(json.dumps(row))
         results.append(row)
     Path(args.out).mkdir(parents=True, exist_ok=True)

@@ -171,6 +171,18 @@ def test_a_loose_query_region_on_a_striped_table_is_trimmed_to_the_product_insid
         assert 19 <= len(columns) <= 21 and out[:, :columns.min() - 1].max() < 40
 
 
+def test_a_query_region_over_a_product_as_dark_as_the_table_keeps_the_product_shape_in_the_catalog_polarity():
+    """A grey product on a table whose dark stripes are nearly its tone: too little of it stands out
+    for a mask, so the region the shopper drew is the product, re-levelled against the table around it."""
+    image = np.asarray(striped_photo(clutter_box=(20, 20, 60, 60)), np.float32) / 255
+    image[90:230, 150:250] = 0.58  # between the stripes' 0.62 and the grain's reach
+    out = FMNIST.to_uint8(Image.fromarray((image * 255).astype(np.uint8)), box=(150, 90, 250, 230))[0]
+    rows, columns = np.nonzero(out.max(axis=1) > 60)[0], np.nonzero(out.max(axis=0) > 60)[0]
+    assert (rows.min(), rows.max()) == (0, 27)  # 140 px tall fills the height...
+    assert (columns.min(), columns.max()) == (4, 23)  # ...and 100 px wide is 20 of 28, centred on black
+    assert out[:, :3].max() < 40 and out[:, 25:].max() < 40
+
+
 def test_the_same_photo_always_gives_the_same_result():
     image = striped_photo()
     first = FMNIST.to_uint8(image)
