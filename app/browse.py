@@ -3,6 +3,9 @@ text over every metadata column; pick items with a checkbox each (the Catalog pa
 one item with a button under it (a page that searches from a catalog item).
 
 The selection lives in session state under `<key>_selected`, so it survives paging and filtering.
+The filters, page size and page are also kept under `<key>_kept`: Streamlit forgets the state of a widget
+that a run does not draw (a page that asks for a confirmation instead), and the kept values become the
+widgets' state again when they are next drawn.
 """
 from __future__ import annotations
 
@@ -75,23 +78,46 @@ def file_mtime(path: str) -> int:
         return -1
 
 
+def _restore(widget_key: str, kept_key: str, allowed=None) -> None:
+    """Give a widget whose state Streamlit dropped its kept value back (when that is still a choice)."""
+    kept = st.session_state.get(kept_key, {})
+    if widget_key not in st.session_state and widget_key in kept and (allowed is None or kept[widget_key] in allowed):
+        st.session_state[widget_key] = kept[widget_key]
+
+
+def _keep(widget_key: str, kept_key: str) -> None:
+    st.session_state.setdefault(kept_key, {})[widget_key] = st.session_state.get(widget_key)
+
+
+def _kept_selectbox(where, label: str, options: list, widget_key: str, kept_key: str, **kwargs):
+    _restore(widget_key, kept_key, options)
+    chosen = where.selectbox(label, options, key=widget_key, **kwargs)
+    _keep(widget_key, kept_key)
+    return chosen
+
+
 def filter_controls(items: pd.DataFrame, key: str) -> Filters:
+    kept_key = f"{key}_kept"
     left, middle, right, text_col = st.columns([2, 2, 2, 3])
     category = None
     if "category" in items:
         categories = sorted(items["category"].dropna().astype(str).unique())
-        chosen = left.selectbox("Category", [ANY, *categories], key=f"{key}_category")
+        chosen = _kept_selectbox(left, "Category", [ANY, *categories], f"{key}_category", kept_key)
         category = None if chosen == ANY else chosen
     column, value = None, None
     columns = filter_columns(items)
     if columns:
-        column_choice = middle.selectbox("Metadata", [ANY, *columns], key=f"{key}_column",
-                                         format_func=lambda c: c if c == ANY else c.replace("_", " "))
+        column_choice = _kept_selectbox(middle, "Metadata", [ANY, *columns], f"{key}_column", kept_key,
+                                        format_func=lambda c: c if c == ANY else c.replace("_", " "))
         if column_choice != ANY:
             values = sorted(items[column_choice].dropna().astype(str).unique())
-            picked = right.selectbox("Value", [ANY, *values], key=f"{key}_value")
+            picked = _kept_selectbox(right, "Value", [ANY, *values], f"{key}_value", kept_key)
             column, value = column_choice, (None if picked == ANY else picked)
+        else:  # no column, no value: the next column chosen starts from (any)
+            st.session_state.get(kept_key, {}).pop(f"{key}_value", None)
+    _restore(f"{key}_text", kept_key)
     text = text_col.text_input("Search the metadata", key=f"{key}_text", placeholder="product id, file name, colour…")
+    _keep(f"{key}_text", kept_key)
     return Filters(category, column, value, text)
 
 
@@ -131,12 +157,16 @@ def browse_grid(items: pd.DataFrame, *, key: str, columns: int = 6, action: str 
     st.session_state.setdefault(selected_key, set())
     shown = filter_items(items, filter_controls(items, key))
     count_col, size_col, page_col = st.columns([4, 1, 1])
-    page_size = size_col.selectbox("Per page", PAGE_SIZES, index=1, key=f"{key}_page_size")
+    kept_key, size_key = f"{key}_kept", f"{key}_page_size"
+    st.session_state.setdefault(kept_key, {}).setdefault(size_key, PAGE_SIZES[1])
+    page_size = _kept_selectbox(size_col, "Per page", list(PAGE_SIZES), size_key, kept_key)
     pages = max(1, math.ceil(len(shown) / page_size))
     page_key = f"{key}_page"
+    _restore(page_key, kept_key)
     if st.session_state.get(page_key, 1) > pages:  # the filters shrank the list below the page shown
         st.session_state[page_key] = pages
     page = page_col.number_input("Page", min_value=1, max_value=pages, step=1, key=page_key)
+    _keep(page_key, kept_key)
     count_col.caption(f"{len(shown):,} of {len(items):,} items match · page {page} of {pages}"
                       + (f" · **{len(st.session_state[selected_key]):,} selected**" if action is None else ""))
     if action is None:

@@ -116,6 +116,33 @@ def test_browse_select_and_remove_waits_for_the_confirmation(shop):
     assert facts["Last change"].startswith("items removed (2 removed) at")
 
 
+def test_the_browser_filters_stay_through_a_removal_and_its_confirmation(shop):
+    at = manager()
+    at.selectbox(key="catalog_browse_category").set_value("bags").run()
+    at.selectbox(key="catalog_browse_column").set_value("view").run()
+    at.selectbox(key="catalog_browse_value").set_value("0").run()
+    at.text_input(key="catalog_browse_text").set_value("bags").run()
+    at.selectbox(key="catalog_browse_page_size").set_value(12).run()
+    assert "3 of 24 items match" in " ".join(c.value for c in at.caption)
+
+    def filters() -> tuple:
+        return (at.selectbox(key="catalog_browse_category").value, at.selectbox(key="catalog_browse_column").value,
+                at.selectbox(key="catalog_browse_value").value, at.text_input(key="catalog_browse_text").value,
+                at.selectbox(key="catalog_browse_page_size").value)
+
+    chosen = ("bags", "view", "0", "bags", 12)
+    for step in ("cancel_change", "confirm_change"):
+        [cb for cb in at.checkbox if cb.key and cb.key.startswith("catalog_browse_pick_")][0].check().run()
+        at.button(key="browse_remove").click().run()
+        assert len(at.tabs) == 0 and not at.selectbox  # the confirmation draws no filters
+        at.button(key=step).click().run()
+        no_errors(at)
+        assert filters() == chosen, step
+    assert "1 removed" in at.success[0].value
+    assert "2 of 23 items match" in " ".join(c.value for c in at.caption)  # the filters apply, not only show
+    assert at.session_state["catalog_section"] == "Browse and remove"
+
+
 def test_the_chosen_tab_stays_after_an_action_and_its_confirmation(shop):
     at = manager()
     at.session_state["catalog_section"] = "Rebuild"
