@@ -4,7 +4,8 @@ on its own, so one bad file is listed with its reason and never costs the good o
 In a zip, the folder a photo lies in is its product id when the form gives none (ZIP_LAYOUT):
 shoe-123/front.jpg and shoe-123/side.jpg are two photos of product shoe-123.
 The photos are saved in a new batch folder below the catalog's image folder, marked as the upload's
-own (index.uploaded_files), so they are deleted once no catalog version names them any more.
+own (index.uploaded_files), so they are deleted once no catalog version names them any more; those the
+add leaves out (unreadable, refused while embedding) are deleted right after it (add_uploads).
 
 A zip is refused whole before anything is extracted when it is too big to be a batch of photos
 (entry count, total uncompressed size): zip bombs. Entries whose names would land outside the
@@ -23,8 +24,11 @@ import pandas as pd
 
 from embedder.files import atomic_path
 from embedder.images import ImageError, decode_image
+from index.add import add_to_catalog
 from index.importers import IMAGE_EXTENSIONS
 from index.manifest import CATEGORY_COLUMN, PATH_COLUMN, PRODUCT_COLUMN, write_manifest
+from index.operations import UpdateReport
+from index.store import discard_unadded_uploads
 from index.uploaded_files import new_upload_batch
 
 MAX_ZIP_ENTRIES = 5_000
@@ -203,3 +207,12 @@ def stage_uploads(files: list[tuple[str, bytes]], image_root: Path, category: st
                      **({PRODUCT_COLUMN: item_product} if item_product else {})})
     write_manifest(pd.DataFrame(rows), staged.manifest)
     return staged
+
+
+def add_uploads(catalog: Path, staged: StagedUpload, *, model=None, progress=True) -> UpdateReport:
+    """Add the staged photos to the catalog; then delete the saved ones that no version names (the add left
+    them out, or failed), with the batch folder when none was added."""
+    try:
+        return add_to_catalog(catalog, manifest=staged.manifest, model=model, progress=progress)
+    finally:
+        discard_unadded_uploads(catalog, staged.folder)

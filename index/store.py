@@ -55,7 +55,8 @@ from index.calibration import calibrate
 from index.choose import index_kind
 from index.description import FORMAT, CatalogInfo
 from index.manifest import PATH_COLUMN
-from index.uploaded_files import UPLOADS_FOLDER, claim_uploads, delete_uploads, uploads_only_in
+from index.uploaded_files import (UPLOADS_FOLDER, claim_uploads, delete_uploads, unadded_uploads,
+                                  uploads_only_in)
 
 INFO_FILE = "catalog.json"
 LOCK_FILE = ".lock"
@@ -398,6 +399,14 @@ def _collect_garbage(folder: Path, keep: set) -> None:
     for entry in dropped:
         shutil.rmtree(entry, ignore_errors=True)
     delete_uploads(uploads)
+
+
+def discard_unadded_uploads(folder: str | os.PathLike, batch: str | os.PathLike) -> list[Path]:
+    """After adding an upload's batch folder to the catalog: delete the photos saved there that no version
+    names (the add left them out), and the folder when nothing else is left (index.uploaded_files)."""
+    files = unadded_uploads(Path(batch), Path(folder), _image_paths, VERSIONS_DIR)
+    delete_uploads(files)
+    return files
 
 
 def _image_paths(version: Path) -> tuple[str, list[str]] | None:

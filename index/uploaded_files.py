@@ -10,6 +10,10 @@ even in a folder the store itself called uploads/) is never deleted.
 Catalogs may share an image folder (two models over one manifest), so the mark also lists every
 catalog folder that has committed a version naming the batch's photos (claim_uploads); a photo is
 deleted only when none of them still names it in a version on disk.
+
+The photos an upload's own add leaves out (unreadable, refused while embedding) are named by no
+version at all: they are deleted right after that add (unadded_uploads), and the batch folder with
+them when the add took none.
 """
 from __future__ import annotations
 
@@ -128,6 +132,36 @@ def _named_uploads(versions: Path, read_version: VersionReader) -> set[str] | No
         root, paths = found
         names.update(os.path.abspath(Path(root) / p) for p in paths if p.startswith(UPLOADS_FOLDER))
     return names
+
+
+def unadded_uploads(batch: Path, catalog: Path, read_version: VersionReader, versions_dir: str) -> list[Path]:
+    """The photos saved in an upload's batch folder that no version of `catalog` on disk names: those the
+    add left out (unreadable, refused while embedding), or all of them when it added none or failed.
+
+    None at all when the folder is not a marked batch, another catalog claims it (its own clean-up
+    decides), or a version of `catalog` is being written or cannot be read.
+    """
+    if batch.parent.name != UPLOADS_FOLDER or not (batch / UPLOAD_MARK).is_file():
+        return []
+    me = os.path.abspath(catalog)
+    if any(other != me for other in claimants(batch)):
+        return []
+    versions = catalog / versions_dir
+    try:
+        entries = list(versions.iterdir()) if versions.is_dir() else []
+        if any(entry.name.startswith(".") for entry in entries):  # a version being written may name them
+            return []
+        named: set[str] = set()
+        for version in (entry for entry in entries if entry.is_dir()):
+            found = read_version(version)
+            if found is None:
+                return []
+            root, paths = found
+            named.update(os.path.realpath(Path(root) / p) for p in paths if p.startswith(UPLOADS_FOLDER))
+        return [file for file in sorted(batch.iterdir()) if file.name not in BOOKKEEPING_FILES and file.is_file()
+                and not file.is_symlink() and os.path.realpath(file) not in named]
+    except OSError:  # what cannot be read keeps its photos
+        return []
 
 
 def delete_uploads(files: Iterable[Path]) -> None:

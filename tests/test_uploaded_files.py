@@ -5,17 +5,18 @@ from __future__ import annotations
 import io
 import shutil
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
-from app.uploads import stage_uploads
+from app.uploads import add_uploads, stage_uploads
 from index.add import add_to_catalog
 from index.catalog import Catalog
 from index.operations import build_catalog, remove_from_catalog, restore_catalog
-from index.store import list_versions
+from index.store import CatalogLockedError, catalog_lock, discard_unadded_uploads, list_versions
 from index.uploaded_files import UPLOAD_MARK, saved_upload, uploads_to_delete
 
 
@@ -112,6 +113,62 @@ def test_an_upload_another_catalog_over_the_same_images_names_is_kept_until_neit
     for prefix in ("uploads/2", "images/bags-0-0", "images/bags-0-1"):
         remove_from_catalog(other, ids=ids_of(other, prefix), progress=False)
     assert not any(f.exists() for f in saved)
+
+
+def staged_zip(images, photos: dict[str, bytes]):
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for name, data in photos.items():
+            bundle.writestr(name, data)
+    return stage_uploads([("new.zip", archive.getvalue())], images, "shoes")
+
+
+def test_uploaded_photos_the_add_leaves_out_are_deleted_and_the_added_ones_kept(shop):
+    images, catalog = shop
+    staged = staged_zip(images, {"shoe-1/front.png": photo((200, 30, 30)), "shoe-1/side.png": photo((190, 40, 30)),
+                                 "shoe-2/front.png": photo((30, 30, 200))})
+    damaged = staged.folder / "shoe-2-front.png"
+    damaged.write_bytes(b"\x89PNG cut short")  # saved, then unreadable when the add embeds it
+    report = add_uploads(catalog, staged, progress=False)
+    assert report.added == 2 and [Path(p).name for p, _ in report.skipped] == [damaged.name]
+    assert not damaged.exists()
+    named = Catalog.load(catalog).metadata["image_path"].map(Path)
+    added = [staged.folder / "shoe-1-front.png", staged.folder / "shoe-1-side.png"]
+    assert all(f.is_file() for f in added) and set(added) <= set(named)
+    assert (staged.folder / UPLOAD_MARK).is_file()  # still the upload's: deleted with the last version naming it
+
+
+def test_an_upload_the_add_takes_nothing_from_leaves_no_folder_behind(shop):
+    images, catalog = shop
+    staged = staged_zip(images, {"a.png": photo((200, 30, 30)), "b.png": photo((30, 200, 30))})
+    for name in ("a.png", "b.png"):
+        (staged.folder / name).write_bytes(b"not a photo any more")
+    report = add_uploads(catalog, staged, progress=False)
+    assert report.added == 0 and len(report.skipped) == 2
+    assert not staged.folder.exists()
+    assert (images / "uploads" / "spring" / "own.png").is_file()  # the store's own uploads/ folder is untouched
+
+
+def test_an_upload_whose_add_fails_leaves_no_folder_behind(shop):
+    images, catalog = shop
+    staged = staged_zip(images, {"a.png": photo((200, 30, 30))})
+    with catalog_lock(catalog, "rebuild"), pytest.raises(CatalogLockedError):
+        add_uploads(catalog, staged, progress=False)
+    assert not staged.folder.exists()
+
+
+def test_only_an_upload_batch_no_other_catalog_claims_is_cleaned_after_its_add(shop, tiny_shop):
+    images, catalog = shop
+    own = images / "uploads" / "spring"  # no mark: the store's own files, whatever the catalog names
+    (own / "stray.png").write_bytes(photo((1, 2, 3)))
+    assert discard_unadded_uploads(catalog, own) == [] and (own / "stray.png").is_file()
+
+    other = catalog.parent / "other-model"  # another catalog names a photo of the batch: it decides, not this one
+    build_catalog(images / "manifest.csv", tiny_shop.model_b, other, progress=False)
+    staged = staged_zip(images, {"a.png": photo((200, 30, 30)), "b.png": photo((30, 200, 30))})
+    add_to_catalog(other, manifest=staged.manifest, progress=False)
+    assert discard_unadded_uploads(catalog, staged.folder) == []
+    assert (staged.folder / "a.png").is_file() and (staged.folder / "b.png").is_file()
 
 
 def test_only_marked_batch_folders_hold_deletable_uploads(tmp_path):

@@ -7,7 +7,6 @@ loads the new one (caches are keyed on the catalog's build time).
 from __future__ import annotations
 
 import re
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +17,7 @@ from app.browse import browse_grid, clear_selection, file_mtime, thumbnail_png
 from app.roles import catalog_manager_gate
 from app.settings import OutsideDataRootError, inside_data_root
 from app.store_catalog import serving_story
-from app.uploads import ZIP_LAYOUT, UploadError, stage_uploads
+from app.uploads import ZIP_LAYOUT, UploadError, add_uploads, stage_uploads
 from embedder.checkpoint import CheckpointError, load_checkpoint
 from embedder.images import ImageError
 from index.add import add_to_catalog
@@ -147,16 +146,13 @@ def _last_operation(op: dict | None) -> str:
     return words + (f" ({', '.join(details)})" if details else "") + f" at {_when(op.get('at'))}"
 
 
-def run_operation(label: str, operation, *args, refused: list[tuple[str, str]] = (), discard: Path | None = None,
-                  **kwargs) -> None:
+def run_operation(label: str, operation, *args, refused: list[tuple[str, str]] = (), **kwargs) -> None:
     """Run a catalog change with a progress bar; keep its report (and the files `refused` before it)
-    for the next run, then reload. On failure the files saved for it (`discard`) are removed."""
+    for the next run, then reload."""
     try:
         with ui.catalog_progress(label) as progress:
             report: UpdateReport = operation(*args, progress=progress, **kwargs)
     except USER_ERRORS as exc:
-        if discard is not None:
-            shutil.rmtree(discard, ignore_errors=True)
         st.error(f"{label} failed: {exc}", icon=":material/error:")
         return
     st.session_state[REPORT_KEY], st.session_state[REFUSED_KEY] = report, list(refused)
@@ -216,8 +212,9 @@ def upload_form(folder: Path, model: Path, image_root: Path, categories: list[st
         except UploadError as exc:
             st.error(f"Nothing was added: {exc}", icon=":material/error:")
             return
-        run_operation(f"Adding {len(staged.saved):,} uploaded photos", add_to_catalog, folder, refused=staged.bad,
-                      discard=staged.folder, manifest=staged.manifest, model=model if model.is_file() else None)
+        # The photos saved for it that the add leaves out (or all, when it fails) are deleted after it.
+        run_operation(f"Adding {len(staged.saved):,} uploaded photos", add_uploads, folder, staged, refused=staged.bad,
+                      model=model if model.is_file() else None)
 
 
 def ask_to_confirm(what: tuple) -> None:
