@@ -236,3 +236,28 @@ def shopper_photo(item: np.ndarray, *, size: tuple[int, int] = (900, 700), side:
     buffer = io.BytesIO()
     Image.fromarray(canvas.clip(0, 255).astype(np.uint8)).save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
+
+
+# ---------------------------------------------------------------- uploads
+
+def product_photo(colour: tuple[int, int, int], fmt: str = "PNG") -> bytes:
+    """A 48-px photo of a plain product of `colour` on a light background, encoded as `fmt`."""
+    import io
+
+    pixels = np.full((48, 48, 3), 240, np.uint8)
+    pixels[8:40, 12:36] = colour
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format=fmt)
+    return out.getvalue()
+
+
+def zip_of(entries: dict[str, bytes]) -> bytes:
+    """A zip archive holding `entries` (name in the archive -> bytes)."""
+    import io
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as bundle:
+        for name, data in entries.items():
+            bundle.writestr(name, data)
+    return out.getvalue()

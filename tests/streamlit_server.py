@@ -1,4 +1,5 @@
-"""One way for the browser tests to serve the app: `streamlit run` on a free port, waited for, always stopped."""
+"""What the browser tests share: the app served by `streamlit run` on a free port (waited for, always
+stopped) and Debian's Chromium driven by Playwright (skipped without it; screenshots in test-artifacts/)."""
 from __future__ import annotations
 
 import os
@@ -8,12 +9,32 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from contextlib import contextmanager
 from typing import Iterator
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 WAIT_S = 60  # every wait is bounded by this
+CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = ROOT / "test-artifacts"
+needs_chromium = pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+
+
+@contextmanager
+def chromium_browser():
+    """Debian's Chromium, headless, under Playwright; always closed."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=WAIT_S * 1000)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 def free_port() -> int:

@@ -6,7 +6,6 @@ Screenshots go to test-artifacts/.
 """
 from __future__ import annotations
 
-import os
 import re
 import time
 from pathlib import Path
@@ -16,17 +15,12 @@ import pytest
 from playwright.sync_api import expect
 
 from index.catalog import Catalog
-from streamlit_server import WAIT_S, serve_streamlit  # noqa: E402
+from streamlit_server import ARTIFACTS, WAIT_S, chromium_browser, needs_chromium, serve_streamlit  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ARTIFACTS = ROOT / "test-artifacts"
 WAIT_MS = WAIT_S * 1000
 MANAGER_TOKEN = "a-browser-test-token-for-catalog-managers"
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -49,14 +43,8 @@ def _serve(catalog: Path, model: Path, catalogs_dir: Path, tmp_path_factory, scr
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=WAIT_MS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium_browser() as chromium:
+        yield chromium
 
 
 @pytest.fixture

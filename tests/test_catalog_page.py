@@ -18,6 +18,7 @@ from app.uploads import MAX_ZIP_ENTRIES, UploadError, stage_uploads, zip_members
 from index.catalog import Catalog
 from index.operations import build_catalog
 from index.store import read_info
+from conftest import product_photo, zip_of  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
 TOKEN = "a-test-token-for-catalog-managers"
@@ -49,22 +50,6 @@ def manager() -> AppTest:
     at.switch_page("pages/catalog.py").run()
     assert not at.exception, at.exception
     return at
-
-
-def photo_bytes(colour: tuple[int, int, int], fmt: str = "PNG") -> bytes:
-    pixels = np.full((48, 48, 3), 240, np.uint8)
-    pixels[8:40, 12:36] = colour
-    out = io.BytesIO()
-    Image.fromarray(pixels).save(out, format=fmt)
-    return out.getvalue()
-
-
-def zip_bytes(entries: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as bundle:
-        for name, data in entries.items():
-            bundle.writestr(name, data)
-    return out.getvalue()
 
 
 def items_metric(at: AppTest) -> str:
@@ -182,10 +167,10 @@ def test_restore_the_previous_version_after_a_confirmation(shop):
 
 def test_upload_adds_the_good_photos_and_lists_every_bad_one(shop):
     at = manager()
-    archive = zip_bytes({"front.jpg": photo_bytes((200, 30, 30), "JPEG"), "../escape.png": photo_bytes((1, 2, 3)),
+    archive = zip_of({"front.jpg": product_photo((200, 30, 30), "JPEG"), "../escape.png": product_photo((1, 2, 3)),
                          "notes.txt": b"not a photo"})
     at.file_uploader(key="upload_files").set_value([
-        ("side.png", photo_bytes((30, 200, 30)), "image/png"),
+        ("side.png", product_photo((30, 200, 30)), "image/png"),
         ("broken.jpg", b"\xff\xd8\xff not really a jpeg", "image/jpeg"),
         ("more.zip", archive, "application/zip"),
     ])
@@ -206,13 +191,13 @@ def test_upload_adds_the_good_photos_and_lists_every_bad_one(shop):
 
 def test_upload_without_a_category_adds_nothing(shop):
     at = manager()
-    at.file_uploader(key="upload_files").set_value([("side.png", photo_bytes((30, 200, 30)), "image/png")])
+    at.file_uploader(key="upload_files").set_value([("side.png", product_photo((30, 200, 30)), "image/png")])
     at.button(key="upload_submit").click().run()
     assert "Nothing was added: give a category" in at.error[0].value and items_metric(at) == "24"
 
 
 def test_zip_with_too_many_entries_is_refused_whole_before_extracting(tmp_path):
-    bomb = zip_bytes({f"p{i}.png": b"x" for i in range(MAX_ZIP_ENTRIES + 1)})
+    bomb = zip_of({f"p{i}.png": b"x" for i in range(MAX_ZIP_ENTRIES + 1)})
     with pytest.raises(UploadError, match="more than the"):
         zip_members("bomb.zip", bomb)
     with pytest.raises(UploadError, match="more than the"):
@@ -237,10 +222,10 @@ def test_zip_names_outside_the_folder_and_links_are_refused_one_by_one():
     link.external_attr = (0o120777 << 16)
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as bundle:
-        bundle.writestr("ok.png", photo_bytes((9, 9, 9)))
-        bundle.writestr("/etc/evil.png", photo_bytes((9, 9, 9)))
-        bundle.writestr("C:/evil.png", photo_bytes((9, 9, 9)))
-        bundle.writestr("a/../../evil.png", photo_bytes((9, 9, 9)))
+        bundle.writestr("ok.png", product_photo((9, 9, 9)))
+        bundle.writestr("/etc/evil.png", product_photo((9, 9, 9)))
+        bundle.writestr("C:/evil.png", product_photo((9, 9, 9)))
+        bundle.writestr("a/../../evil.png", product_photo((9, 9, 9)))
         bundle.writestr(link, "/etc/passwd")
     good, bad = zip_members("z.zip", out.getvalue())
     assert [name for name, _ in good] == ["z.zip/ok.png"]
@@ -277,7 +262,7 @@ def test_small_grey_photos_get_the_kept_model_and_colour_photos_do_not(tmp_path)
     for i in range(3):
         Image.fromarray(np.full((28, 28), 40 * i, np.uint8)).save(tmp_path / f"g{i}.png")
         grey.append(tmp_path / f"g{i}.png")
-        (tmp_path / f"c{i}.jpg").write_bytes(photo_bytes((200, 40, 40), "JPEG"))
+        (tmp_path / f"c{i}.jpg").write_bytes(product_photo((200, 40, 40), "JPEG"))
         colour.append(tmp_path / f"c{i}.jpg")
     assert small_grey_photos(grey)
     assert not small_grey_photos(colour) and not small_grey_photos(grey + colour)

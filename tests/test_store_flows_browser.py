@@ -11,7 +11,6 @@ Screenshots go to test-artifacts/.
 from __future__ import annotations
 
 import io
-import os
 import re
 import shutil
 import zipfile
@@ -26,17 +25,12 @@ from playwright.sync_api import expect
 from index.catalog import Catalog
 from index.hygiene import hygiene_report
 from index.operations import build_catalog
-from streamlit_server import WAIT_S, serve_streamlit  # noqa: E402
+from streamlit_server import ARTIFACTS, WAIT_S, chromium_browser, needs_chromium, serve_streamlit  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ARTIFACTS = ROOT / "test-artifacts"
 WAIT_MS = WAIT_S * 1000
 MANAGER_TOKEN = "a-browser-test-token-for-store-flows"
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+pytestmark = needs_chromium
 
 
 @pytest.fixture(scope="module")
@@ -56,14 +50,8 @@ def store(tiny_shop, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=WAIT_MS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium_browser() as chromium:
+        yield chromium
 
 
 @pytest.fixture
@@ -243,6 +231,7 @@ def test_browse_by_category_select_items_remove_them_and_undo(new_page, store):
     page.get_by_text("Restore the previous version").wait_for()
     page.get_by_role("button", name="Confirm").click()
     page.get_by_text(f"is current again ({total} items)").wait_for()
+    assert page.get_by_role("tab", name="Undo").get_attribute("aria-selected") == "true"  # the tab stayed
     assert set(Catalog.load(catalog_folder).metadata["id"]) == set(metadata["id"])
     page.screenshot(path=str(ARTIFACTS / "store-after-undo.png"), full_page=True)
     no_exception(page)

@@ -2,15 +2,11 @@
 stays undoable with its photos on disk, and a store's own images are never deleted."""
 from __future__ import annotations
 
-import io
 import shutil
-import zipfile
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from app.uploads import add_uploads, stage_uploads
 from index.add import add_to_catalog
@@ -18,14 +14,7 @@ from index.catalog import Catalog
 from index.operations import build_catalog, remove_from_catalog, restore_catalog
 from index.store import CatalogLockedError, catalog_lock, discard_unadded_uploads, list_versions
 from index.uploaded_files import UPLOAD_MARK, saved_upload, uploads_to_delete
-
-
-def photo(colour: tuple[int, int, int]) -> bytes:
-    pixels = np.full((48, 48, 3), 240, np.uint8)
-    pixels[8:40, 12:36] = colour
-    out = io.BytesIO()
-    Image.fromarray(pixels).save(out, format="PNG")
-    return out.getvalue()
+from conftest import product_photo, zip_of  # noqa: E402
 
 
 @pytest.fixture
@@ -35,7 +24,7 @@ def shop(tiny_shop, tmp_path):
     shutil.copytree(tiny_shop.manifest.parent, images)
     own = images / "uploads" / "spring"  # the store's folder, not one an upload made: no mark
     own.mkdir(parents=True)
-    (own / "own.png").write_bytes(photo((10, 120, 200)))
+    (own / "own.png").write_bytes(product_photo((10, 120, 200)))
     rows = pd.concat([tiny_shop.items, pd.DataFrame([{"path": "uploads/spring/own.png", "category": "tops",
                                                       "product_id": "tops-9", "title": "Own", "view": 0}])])
     rows.to_csv(images / "manifest.csv", index=False)
@@ -45,11 +34,8 @@ def shop(tiny_shop, tmp_path):
 
 
 def upload_and_add(images, catalog) -> list:
-    archive = io.BytesIO()
-    with zipfile.ZipFile(archive, "w") as bundle:
-        bundle.writestr("shoe-123/front.png", photo((200, 30, 30)))
-        bundle.writestr("shoe-123/side.png", photo((190, 40, 30)))
-    staged = stage_uploads([("new.zip", archive.getvalue())], images, "shoes")
+    archive = zip_of({"shoe-123/front.png": product_photo((200, 30, 30)), "shoe-123/side.png": product_photo((190, 40, 30))})
+    staged = stage_uploads([("new.zip", archive)], images, "shoes")
     add_to_catalog(catalog, manifest=staged.manifest, progress=False)
     return [staged.folder / name for name in ("shoe-123-front.png", "shoe-123-side.png")]
 
@@ -116,17 +102,13 @@ def test_an_upload_another_catalog_over_the_same_images_names_is_kept_until_neit
 
 
 def staged_zip(images, photos: dict[str, bytes]):
-    archive = io.BytesIO()
-    with zipfile.ZipFile(archive, "w") as bundle:
-        for name, data in photos.items():
-            bundle.writestr(name, data)
-    return stage_uploads([("new.zip", archive.getvalue())], images, "shoes")
+    return stage_uploads([("new.zip", zip_of(photos))], images, "shoes")
 
 
 def test_uploaded_photos_the_add_leaves_out_are_deleted_and_the_added_ones_kept(shop):
     images, catalog = shop
-    staged = staged_zip(images, {"shoe-1/front.png": photo((200, 30, 30)), "shoe-1/side.png": photo((190, 40, 30)),
-                                 "shoe-2/front.png": photo((30, 30, 200))})
+    staged = staged_zip(images, {"shoe-1/front.png": product_photo((200, 30, 30)), "shoe-1/side.png": product_photo((190, 40, 30)),
+                                 "shoe-2/front.png": product_photo((30, 30, 200))})
     damaged = staged.folder / "shoe-2-front.png"
     damaged.write_bytes(b"\x89PNG cut short")  # saved, then unreadable when the add embeds it
     report = add_uploads(catalog, staged, progress=False)
@@ -140,7 +122,7 @@ def test_uploaded_photos_the_add_leaves_out_are_deleted_and_the_added_ones_kept(
 
 def test_an_upload_the_add_takes_nothing_from_leaves_no_folder_behind(shop):
     images, catalog = shop
-    staged = staged_zip(images, {"a.png": photo((200, 30, 30)), "b.png": photo((30, 200, 30))})
+    staged = staged_zip(images, {"a.png": product_photo((200, 30, 30)), "b.png": product_photo((30, 200, 30))})
     for name in ("a.png", "b.png"):
         (staged.folder / name).write_bytes(b"not a photo any more")
     report = add_uploads(catalog, staged, progress=False)
@@ -151,7 +133,7 @@ def test_an_upload_the_add_takes_nothing_from_leaves_no_folder_behind(shop):
 
 def test_an_upload_whose_add_fails_leaves_no_folder_behind(shop):
     images, catalog = shop
-    staged = staged_zip(images, {"a.png": photo((200, 30, 30))})
+    staged = staged_zip(images, {"a.png": product_photo((200, 30, 30))})
     with catalog_lock(catalog, "rebuild"), pytest.raises(CatalogLockedError):
         add_uploads(catalog, staged, progress=False)
     assert not staged.folder.exists()
@@ -160,12 +142,12 @@ def test_an_upload_whose_add_fails_leaves_no_folder_behind(shop):
 def test_only_an_upload_batch_no_other_catalog_claims_is_cleaned_after_its_add(shop, tiny_shop):
     images, catalog = shop
     own = images / "uploads" / "spring"  # no mark: the store's own files, whatever the catalog names
-    (own / "stray.png").write_bytes(photo((1, 2, 3)))
+    (own / "stray.png").write_bytes(product_photo((1, 2, 3)))
     assert discard_unadded_uploads(catalog, own) == [] and (own / "stray.png").is_file()
 
     other = catalog.parent / "other-model"  # another catalog names a photo of the batch: it decides, not this one
     build_catalog(images / "manifest.csv", tiny_shop.model_b, other, progress=False)
-    staged = staged_zip(images, {"a.png": photo((200, 30, 30)), "b.png": photo((30, 200, 30))})
+    staged = staged_zip(images, {"a.png": product_photo((200, 30, 30)), "b.png": product_photo((30, 200, 30))})
     add_to_catalog(other, manifest=staged.manifest, progress=False)
     assert discard_unadded_uploads(catalog, staged.folder) == []
     assert (staged.folder / "a.png").is_file() and (staged.folder / "b.png").is_file()

@@ -2,33 +2,13 @@
 listed while the good ones beside it are saved."""
 from __future__ import annotations
 
-import io
-import zipfile
-
-import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from app.uploads import UploadError, folder_product, stage_uploads
 from index.manifest import read_manifest
 from index.uploaded_files import UPLOAD_MARK, UPLOADS_FOLDER
-
-
-def photo(colour: tuple[int, int, int]) -> bytes:
-    pixels = np.full((40, 40, 3), 245, np.uint8)
-    pixels[8:32, 10:30] = colour
-    out = io.BytesIO()
-    Image.fromarray(pixels).save(out, format="PNG")
-    return out.getvalue()
-
-
-def zip_of(entries: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w") as bundle:
-        for name, data in entries.items():
-            bundle.writestr(name, data)
-    return out.getvalue()
+from conftest import product_photo, zip_of  # noqa: E402
 
 
 def saved_rows(staged) -> dict[str, str]:
@@ -44,8 +24,8 @@ def test_the_folder_a_photo_lies_in_is_its_product_id():
 
 
 def test_a_zip_of_product_folders_gives_each_photo_its_folders_product_id(tmp_path):
-    archive = zip_of({"shoe-123/front.png": photo((200, 20, 20)), "shoe-123/side.png": photo((190, 30, 20)),
-                      "shoe-124/front.png": photo((20, 20, 200))})
+    archive = zip_of({"shoe-123/front.png": product_photo((200, 20, 20)), "shoe-123/side.png": product_photo((190, 30, 20)),
+                      "shoe-124/front.png": product_photo((20, 20, 200))})
     staged = stage_uploads([("new.zip", archive)], tmp_path, "shoes")
     assert staged.bad == []
     assert saved_rows(staged) == {"shoe-123-front.png": "shoe-123", "shoe-123-side.png": "shoe-123",
@@ -55,26 +35,26 @@ def test_a_zip_of_product_folders_gives_each_photo_its_folders_product_id(tmp_pa
 
 
 def test_a_zipped_folder_of_product_folders_reads_the_inner_folders(tmp_path):
-    archive = zip_of({"spring/shoe-1/a.png": photo((200, 20, 20)), "spring/shoe-2/a.png": photo((20, 200, 20))})
+    archive = zip_of({"spring/shoe-1/a.png": product_photo((200, 20, 20)), "spring/shoe-2/a.png": product_photo((20, 200, 20))})
     assert set(saved_rows(stage_uploads([("spring.zip", archive)], tmp_path, "shoes")).values()) == {"shoe-1", "shoe-2"}
 
 
 def test_a_product_id_given_in_the_form_is_every_photos(tmp_path):
-    archive = zip_of({"shoe-123/front.png": photo((200, 20, 20)), "loose.png": photo((20, 200, 20))})
-    staged = stage_uploads([("new.zip", archive), ("side.png", photo((20, 20, 200)))], tmp_path, "shoes", "shoe-9")
+    archive = zip_of({"shoe-123/front.png": product_photo((200, 20, 20)), "loose.png": product_photo((20, 200, 20))})
+    staged = stage_uploads([("new.zip", archive), ("side.png", product_photo((20, 20, 200)))], tmp_path, "shoes", "shoe-9")
     assert set(saved_rows(staged).values()) == {"shoe-9"} and len(staged.saved) == 3 and staged.bad == []
 
 
 def test_photos_outside_product_folders_are_listed_when_the_others_have_one(tmp_path):
-    archive = zip_of({"shoe-123/front.png": photo((200, 20, 20)), "loose.png": photo((20, 200, 20))})
-    staged = stage_uploads([("new.zip", archive), ("side.png", photo((20, 20, 200)))], tmp_path, "shoes")
+    archive = zip_of({"shoe-123/front.png": product_photo((200, 20, 20)), "loose.png": product_photo((20, 200, 20))})
+    staged = stage_uploads([("new.zip", archive), ("side.png", product_photo((20, 20, 200)))], tmp_path, "shoes")
     assert saved_rows(staged) == {"shoe-123-front.png": "shoe-123"}
     assert {name for name, _ in staged.bad} == {"new.zip/loose.png", "side.png"}
     assert all("not in a product folder" in reason for _, reason in staged.bad)
 
 
 def test_a_zip_without_folders_adds_photos_without_product_ids(tmp_path):
-    staged = stage_uploads([("flat.zip", zip_of({"a.png": photo((200, 20, 20)), "b.png": photo((20, 200, 20))}))],
+    staged = stage_uploads([("flat.zip", zip_of({"a.png": product_photo((200, 20, 20)), "b.png": product_photo((20, 200, 20))}))],
                            tmp_path, "shoes")
     table = read_manifest(staged.manifest)
     assert sorted(table["path"]) == ["a.png", "b.png"] and "product_id" not in table
@@ -82,13 +62,13 @@ def test_a_zip_without_folders_adds_photos_without_product_ids(tmp_path):
 
 def test_every_bad_entry_is_listed_and_the_good_ones_are_saved(tmp_path):
     archive = zip_of({
-        "shoe-123/front.png": photo((200, 20, 20)),
-        "shoe-123/side.png": photo((190, 30, 20)),
+        "shoe-123/front.png": product_photo((200, 20, 20)),
+        "shoe-123/side.png": product_photo((190, 30, 20)),
         "shoe-124/corrupt.jpg": b"\xff\xd8\xff\xe0 not really a JPEG" + bytes(100),
-        "../x.jpg": photo((1, 2, 3)),
-        "/etc/evil.png": photo((1, 2, 3)),
+        "../x.jpg": product_photo((1, 2, 3)),
+        "/etc/evil.png": product_photo((1, 2, 3)),
         "shoe-125/notes.txt": b"a note",
-        "bad name!/y.png": photo((9, 9, 9)),
+        "bad name!/y.png": product_photo((9, 9, 9)),
     })
     staged = stage_uploads([("batch.zip", archive)], tmp_path / "images", "shoes")
     reasons = dict(staged.bad)
@@ -104,14 +84,14 @@ def test_every_bad_entry_is_listed_and_the_good_ones_are_saved(tmp_path):
 
 
 def test_nothing_is_saved_when_no_entry_is_a_usable_photo(tmp_path):
-    archive = zip_of({"shoe-1/corrupt.jpg": b"\xff\xd8\xff nothing", "../x.jpg": photo((1, 2, 3))})
+    archive = zip_of({"shoe-1/corrupt.jpg": b"\xff\xd8\xff nothing", "../x.jpg": product_photo((1, 2, 3))})
     with pytest.raises(UploadError, match="none of the uploaded files is a usable photo"):
         stage_uploads([("bad.zip", archive)], tmp_path, "shoes")
     assert not (tmp_path / UPLOADS_FOLDER).exists()
 
 
 def test_uploads_sit_in_a_new_batch_folder_each_time(tmp_path):
-    first = stage_uploads([("a.png", photo((200, 20, 20)))], tmp_path, "shoes")
-    second = stage_uploads([("a.png", photo((200, 20, 20)))], tmp_path, "shoes")
+    first = stage_uploads([("a.png", product_photo((200, 20, 20)))], tmp_path, "shoes")
+    second = stage_uploads([("a.png", product_photo((200, 20, 20)))], tmp_path, "shoes")
     assert first.folder != second.folder
     assert pd.read_csv(first.manifest)["path"].tolist() == ["a.png"]
