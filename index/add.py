@@ -18,6 +18,7 @@ from embedder.files import file_facts
 from embedder.progress import ProgressOption, Stage, as_callback
 from index.catalog import Catalog
 from index.choose import IndexChoice
+from index.embedding_settings import why_reembed
 from index.manifest import PATH_COLUMN, read_manifest, validate_manifest
 from index.operations import (UpdateReport, check_columns, counts, drop_duplicate_paths, embed_files, merge_skipped,
                               open_embedder_for, refuse_on_disk, relative_paths)
@@ -106,6 +107,11 @@ def add_to_catalog(folder: str | os.PathLike, manifest: str | os.PathLike | None
         embedded_j: list[int] = []
         if todo:
             embedder = open_embedder_for(catalog, model)
+            stale = why_reembed(catalog.info.model_fingerprint, catalog.info.preprocessing, embedder.fingerprint,
+                                embedder.preprocessing)
+            if stale:  # new vectors made today's way would not be comparable with the stored ones
+                raise CatalogError(f"{stale}: embed the catalog again before adding to it "
+                                   f"(`python -m index rebuild --catalog {folder} --reembed`)")
             vectors, embedded, embed_failures, new_facts = embed_files(
                 embedder, [catalog.root / table[PATH_COLUMN].iat[j] for j in todo], progress, "embedding new images")
             embedded_j = [todo[i] for i in embedded]

@@ -111,3 +111,28 @@ def test_a_catalog_records_the_preprocessing_of_its_vectors(tiny_shop, tmp_path)
     assert not preprocessing_changed(stored, preprocessing)
     assert preprocessing_changed({**stored, "domain_settings": {**stored["domain_settings"], "context": 0.5}},
                                  preprocessing)
+
+
+def test_adding_to_a_catalog_embedded_with_an_older_preparation_is_refused_until_it_is_embedded_again(
+        tiny_shop, tmp_path):
+    from conftest import product_photo
+    from index.add import add_to_catalog
+    from index.store import CatalogError
+
+    shop = tmp_path / "shop"
+    shutil.copytree(tiny_shop.manifest.parent, shop)
+    folder = tmp_path / "catalog"
+    build_catalog(shop / "manifest.csv", tiny_shop.model, folder, progress=False)
+    stored = json.loads((folder / INFO_FILE).read_text())
+    stored["preprocessing"]["domain_settings"]["context"] = 0.5  # vectors made with another preparation
+    (folder / INFO_FILE).write_text(json.dumps(stored))
+    (shop / "images" / "new.png").write_bytes(product_photo((180, 40, 40)))
+    new = shop / "new.csv"
+    new.write_text("path,category,product_id\nimages/new.png,hats,hats-new\n")
+    before = len(Catalog.load(folder))
+    with pytest.raises(CatalogError, match="embed the catalog again before adding"):
+        add_to_catalog(folder, new, progress=False)
+    assert len(Catalog.load(folder)) == before  # nothing added, nothing lost
+    rebuild_catalog(folder, reembed=True, progress=False)
+    add_to_catalog(folder, new, progress=False)
+    assert len(Catalog.load(folder)) == before + 1
