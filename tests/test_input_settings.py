@@ -159,3 +159,4 @@ def test_the_model_stores_the_measured_input(tmp_path):
     stored = load_checkpoint(tmp_path / "run" / "model.pt")["config"]
     assert (stored["preprocessing"]["size"], stored["preprocessing"]["channels"]) == (36, 1)
     assert stored["preprocessing"]["polarity"] == "dark-on-light" and stored["backbone_kwargs"]["in_channels"] == 1
+    assert "dark-on-light" in stored["input_reason"] and "36 px" in stored["input_reason"]  # and why

@@ -166,7 +166,7 @@ def config_from_args(a: argparse.Namespace, log=print) -> TrainConfig:
         kwargs["stem"] = a.stem
     return TrainConfig(train_manifest=a.train_manifest, val_manifest=a.val_manifest, out_dir=a.out, preset=a.preset,
                        objective=objective, backbone=a.backbone, backbone_kwargs=kwargs, pretrained=a.pretrained,
-                       preprocessing=pre.to_dict(), augmentation=a.augmentation, epochs=a.epochs,
+                       preprocessing=pre.to_dict(), input_reason=choice.why, augmentation=a.augmentation, epochs=a.epochs,
                        batch_size=a.batch_size, lr=a.lr, proxy_start=schedule.get("proxy_start"), seed=a.seed,
                        device=a.device, val_fraction=a.val_fraction, cache_dir=cache_dir)
 

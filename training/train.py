@@ -44,6 +44,7 @@ class TrainConfig:
     backbone_kwargs: dict = field(default_factory=lambda: {"in_channels": 1, "grid": 4})
     pretrained: str | None = None  # path to ImageNet weights, or "torchvision"
     preprocessing: dict = field(default_factory=lambda: Preprocessing(28, 1, (0.286,), (0.353,)).to_dict())
+    input_reason: str = ""  # how the input was chosen (training.input_settings), kept in the checkpoint's config
     augmentation: str = "weak"
     epochs: int = 10
     batch_size: int = 256
