@@ -7,9 +7,10 @@ catalog items (never x itself), best first.
     expanded = alpha_query_expansion(queries, neighbour_vectors, neighbour_scores, alpha=3.0)
     scores = k_reciprocal_scores(query, candidates, candidate_scores, graph, vectors, k=20, lam=0.3)
 
-A catalog keeps its choice as a `Reranking` in its description (catalog.json `rerank`); the one
-search path (index.search) applies it. `leave_one_out_rankings` measures each option the way the
-catalog's Recall@k does, honestly: every item queries a catalog that does not hold it, so
+`Whitening` (PCA whitening learned from a catalog's own vectors, Jégou & Chum, ECCV 2012) is the
+label-free change of the vectors themselves. None of these is a catalog option yet: they are
+measured (`python -m benchmarks.rerank`) before any is offered. `leave_one_out_rankings` measures
+each the way the catalog's Recall@k does, honestly: every item queries a catalog that does not hold it, so
 nothing computed from the query item's own vector (its place in a neighbour's augmentation)
 reaches the scores it is ranked by.
 """
@@ -55,6 +56,26 @@ class Reranking:
     def from_dict(cls, data: dict) -> "Reranking":
         return cls(str(data["method"]), int(data["k"]), float(data.get("alpha", 3.0)),
                    float(data.get("lam", 0.3)), int(data.get("depth", 100)))
+
+
+@dataclass(frozen=True)
+class Whitening:
+    """x -> normalise((x - mean) @ projection): the catalog's principal directions, each divided by
+    its standard deviation to the power `power` (1: full whitening, 0: plain PCA), the first `dims`."""
+    mean: np.ndarray  # (d,)
+    projection: np.ndarray  # (d, dims)
+
+    @classmethod
+    def fit(cls, vectors: np.ndarray, dims: int | None = None, power: float = 0.5) -> "Whitening":
+        x = np.asarray(vectors, np.float64)
+        mean = x.mean(axis=0)
+        variances, directions = np.linalg.eigh(np.cov(x - mean, rowvar=False))
+        order = np.argsort(variances)[::-1][:dims]
+        scale = np.power(np.maximum(variances[order], 1e-12), -power / 2)
+        return cls(mean.astype(np.float32), (directions[:, order] * scale).astype(np.float32))
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        return normalise((np.asarray(x, np.float32) - self.mean) @ self.projection)
 
 
 def normalise(x: np.ndarray) -> np.ndarray:

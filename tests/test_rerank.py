@@ -119,3 +119,25 @@ def test_a_reranking_is_stored_as_plain_values_and_refuses_unknown_methods():
     assert Reranking.from_dict(reranking.to_dict()) == reranking
     with pytest.raises(ValueError, match="unknown re-ranking"):
         Reranking("magic", 3)
+
+
+def test_full_whitening_makes_the_catalogs_directions_uncorrelated_with_unit_variance():
+    from index.rerank import Whitening
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 6)) @ rng.normal(size=(6, 6))  # correlated, unequal variances
+    white = Whitening.fit(x, power=1.0)
+    y = (x - white.mean) @ white.projection
+    assert np.allclose(np.cov(y, rowvar=False), np.eye(6), atol=1e-3)
+    assert np.allclose(np.linalg.norm(white.apply(x), axis=1), 1.0, atol=1e-5)
+
+
+def test_whitening_keeps_the_directions_of_largest_variance_first():
+    from index.rerank import Whitening
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(3000, 4)) * np.array([0.1, 5.0, 1.0, 0.01])
+    white = Whitening.fit(x, dims=2, power=0.0)  # plain PCA: the two widest axes, unscaled
+    assert white.projection.shape == (4, 2)
+    assert np.allclose(np.abs(white.projection[:, 0]), [0, 1, 0, 0], atol=1e-2)
+    assert np.allclose(np.abs(white.projection[:, 1]), [0, 0, 1, 0], atol=1e-2)
