@@ -261,3 +261,14 @@ def zip_of(entries: dict[str, bytes]) -> bytes:
         for name, data in entries.items():
             bundle.writestr(name, data)
     return out.getvalue()
+
+
+# ---------------------------------------------------------------- a real browser
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium under Playwright, one per test module (see tests/streamlit_server.py)."""
+    from streamlit_server import chromium_browser
+
+    with chromium_browser() as chromium:
+        yield chromium

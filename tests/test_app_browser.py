@@ -15,9 +15,8 @@ import pytest
 from playwright.sync_api import expect
 
 from index.catalog import Catalog
-from streamlit_server import ARTIFACTS, WAIT_S, chromium_browser, needs_chromium, serve_streamlit  # noqa: E402
+from streamlit_server import ARTIFACTS, WAIT_MS, needs_chromium, serve_streamlit  # noqa: E402
 
-WAIT_MS = WAIT_S * 1000
 MANAGER_TOKEN = "a-browser-test-token-for-catalog-managers"
 
 pytestmark = needs_chromium
@@ -39,12 +38,6 @@ def _serve(catalog: Path, model: Path, catalogs_dir: Path, tmp_path_factory, scr
     env = {"COINSP_CATALOG": str(catalog), "COINSP_MODEL": str(model),
            "COINSP_CATALOGS_DIR": str(catalogs_dir), "COINSP_ADMIN_TOKEN": MANAGER_TOKEN}
     yield from serve_streamlit(env, tmp_path_factory.mktemp("server") / "streamlit.log", script)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium_browser() as chromium:
-        yield chromium
 
 
 @pytest.fixture

@@ -25,9 +25,8 @@ from playwright.sync_api import expect
 from index.catalog import Catalog
 from index.hygiene import hygiene_report
 from index.operations import build_catalog
-from streamlit_server import ARTIFACTS, WAIT_S, chromium_browser, needs_chromium, serve_streamlit  # noqa: E402
+from streamlit_server import ARTIFACTS, WAIT_MS, needs_chromium, serve_streamlit  # noqa: E402
 
-WAIT_MS = WAIT_S * 1000
 MANAGER_TOKEN = "a-browser-test-token-for-store-flows"
 
 pytestmark = needs_chromium
@@ -46,12 +45,6 @@ def store(tiny_shop, tmp_path_factory):
            "COINSP_ADMIN_TOKEN": MANAGER_TOKEN}
     for url in serve_streamlit(env, root / "streamlit.log", "app/main.py", ("--server.maxUploadSize", "20")):
         yield url, catalog
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium_browser() as chromium:
-        yield chromium
 
 
 @pytest.fixture
