@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -44,9 +45,9 @@ def sample_items(count: int, seed: int, exclude: np.ndarray | None = None) -> np
     return np.sort(np.random.default_rng(seed).choice(pool, count, replace=False))
 
 
-def render_set(images: np.ndarray, seed: int, cluttered: bool):
+def render_set(images: np.ndarray, seed: int, cluttered: bool, opaque: bool = False):
     rng = np.random.default_rng(seed + (1 if cluttered else 0))
-    return [render(item, rng, cluttered) for item in images]
+    return [render(item, rng, cluttered, opaque) for item in images]
 
 
 def embed_all(embedder: Embedder, images, boxes=None, batch: int = 128) -> np.ndarray:
@@ -135,8 +136,8 @@ def run(args) -> dict:
     items, fine = train_images[picks], np.array([FINE_NAMES[i] for i in train_labels[picks]])
     coarse = np.array([coarse_of[f] for f in fine])
     native = [Image.fromarray(item).convert("RGB") for item in items]
-    plain_photos = render_set(items, REPORT_SEED, cluttered=False)
-    clutter_photos = render_set(items, REPORT_SEED, cluttered=True)
+    plain_photos = render_set(items, REPORT_SEED, cluttered=False, opaque=args.opaque_products)
+    clutter_photos = render_set(items, REPORT_SEED, cluttered=True, opaque=args.opaque_products)
     today = Embedder(embedder.backbone, replace(embedder.preprocessing, domain=False), precision=embedder.precision)
     rows = {
         "native 28 px": scores(embed_all(embedder, native), fine, coarse, catalog),
@@ -159,6 +160,7 @@ def run(args) -> dict:
     sheet_results = [catalog.search_frame(embedder.embed_image(p.image), 6) for p in sheet_photos]
     contact_sheet(out / "contact_sheet.png", sheet_photos, sheet_results, catalog, list(fine[sample]))
     report = {"command": "python -m benchmarks.shopper_photos " + " ".join(args.argv), "items": int(args.items),
+              "renderer": "opaque products" if args.opaque_products else "see-through products (intensity as opacity)",
               "item_sample_seed": REPORT_SEED, "model": args.model, "catalog": args.catalog,
               "preprocessing": embedder.preprocessing.to_dict(), "settings": asdict(domain.DomainSettings()),
               "rows": rows, "added_latency_1000px": latency, "catalog_leave_one_out": loo}
@@ -173,7 +175,7 @@ def markdown(report: dict) -> str:
              f"`{report['command']}`: {report['items']:,} Fashion-MNIST training items (seed {report['item_sample_seed']}), "
              "never in the catalog, each rendered as a shopper photo (200-1,000 px, varied aspect, scale, position, "
              "rotation up to ±10°, colour tint, dark product on a light or cluttered backdrop, JPEG 70-95) and queried "
-             f"against `{report['catalog']}` with `{report['model']}`.", "",
+             f"against `{report['catalog']}` with `{report['model']}`. Renderer: {report.get('renderer', 'see-through products')}.", "",
              "The normalisation's settings were chosen on a separate held-out sample (other items, seed "
              f"{TUNING_SEED}; `--tune`), never on these photos.", "",
              "| queries | fine R@1 | × native | fine R@8 | coarse R@1 |", "|---|---|---|---|---|"]
@@ -243,10 +245,12 @@ def main(argv=None) -> None:
     parser.add_argument("--latency-photos", type=int, default=200)
     parser.add_argument("--out", default="reports/shopper-photos")
     parser.add_argument("--skip-catalog", action="store_true", help="skip the catalog's leave-one-out re-embedding")
+    parser.add_argument("--opaque-products", action="store_true",
+                        help="render products opaque (faint parts light, not see-through); a second renderer to compare")
     parser.add_argument("--tune", action="store_true", help="measure --grid settings on the held-out sample")
     parser.add_argument("--grid", action="append", default=[], help="DomainSettings as JSON (with --tune)")
     args = parser.parse_args(argv)
-    args.argv = [] if argv is None else list(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
     if args.tune:
         args.grid = args.grid or ["{}"]
         tune(args)

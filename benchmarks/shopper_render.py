@@ -83,8 +83,12 @@ def _product_colour(rng) -> np.ndarray:
     return rng.uniform(0.0, 0.4, 3).astype(np.float32)
 
 
-def render(item: np.ndarray, rng: np.random.Generator, cluttered: bool) -> ShopperPhoto:
-    """One 28x28 light-on-black item -> a shopper photo of it and the product's true box."""
+def render(item: np.ndarray, rng: np.random.Generator, cluttered: bool, opaque: bool = False) -> ShopperPhoto:
+    """One 28x28 light-on-black item -> a shopper photo of it and the product's true box.
+
+    By default the item's intensity is the product's opacity: its faint parts let the backdrop
+    through. opaque: the product covers the backdrop wherever its intensity reaches a fifth of full
+    scale, its faint parts drawn light (as a light part of a real product is), not see-through."""
     w, h = _frame_size(rng)
     side = max(8, round(rng.uniform(0.35, 0.85) * min(w, h)))
     alpha_image = Image.fromarray(item).resize((side, side), Image.BICUBIC)
@@ -99,7 +103,12 @@ def render(item: np.ndarray, rng: np.random.Generator, cluttered: bool) -> Shopp
     backdrop = _cluttered_backdrop(rng, w, h, box) if cluttered else _light_backdrop(rng, w, h)
     region = backdrop[y0:y0 + ah, x0:x0 + aw]
     a = alpha[..., None]
-    backdrop[y0:y0 + ah, x0:x0 + aw] = region * (1 - a) + _product_colour(rng) * a
+    colour = _product_colour(rng)
+    if opaque:
+        cover = np.clip(a / 0.2, 0, 1)
+        backdrop[y0:y0 + ah, x0:x0 + aw] = region * (1 - cover) + (1 - a * (1 - colour)) * cover
+    else:
+        backdrop[y0:y0 + ah, x0:x0 + aw] = region * (1 - a) + colour * a
     photo = np.clip(backdrop * rng.uniform(0.88, 1.12, 3).astype(np.float32), 0, 1)
     quality = int(rng.integers(70, 96))
     buffer = io.BytesIO()
