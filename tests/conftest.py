@@ -85,12 +85,16 @@ def _tiny_shop_save(image: Image.Image, path: Path, i: int) -> None:
         image.save(path.with_suffix(".png"))
 
 
-def _tiny_shop_model(path: Path, seed: int, categories: list[str]) -> Path:
+FASHION_INPUT = Preprocessing(size=28, channels=1, mean=(0.286,), std=(0.353,))  # 28-px grey, Fashion-MNIST's levels
+
+
+def random_model(path: Path, categories, *, seed: int = 0, channels: int = 1, width: int = 8, grid: int = 1,
+                 preprocessing: Preprocessing = FASHION_INPUT, config: dict | None = None) -> Path:
+    """A smallcnn checkpoint with seeded random weights: enough for catalogs, search and the CLI."""
     torch.manual_seed(seed)
-    spec = {"name": "smallcnn", "kwargs": {"in_channels": 3, "width": 8, "grid": 2}}
-    backbone = build_backbone(spec["name"], **spec["kwargs"])
-    save_checkpoint(path, backbone_spec=spec, backbone=backbone, preprocessing=Preprocessing(size=32, channels=3),
-                    categories=categories, config={"test": "random init", "seed": seed})
+    spec = {"name": "smallcnn", "kwargs": {"in_channels": channels, "width": width, "grid": grid}}
+    save_checkpoint(path, backbone_spec=spec, backbone=build_backbone(spec["name"], **spec["kwargs"]),
+                    preprocessing=preprocessing, categories=list(categories), config=config or {})
     return path
 
 
@@ -119,8 +123,11 @@ def tiny_shop_make(root: Path) -> TinyShop:
                                      "title": "Broken", "view": 9}])]).to_csv(manifest, index=False)
     models = root / "models"
     models.mkdir()
-    model = _tiny_shop_model(models / "tiny-a.pt", 0, TINY_SHOP_CATEGORIES)
-    model_b = _tiny_shop_model(models / "tiny-b.pt", 1, TINY_SHOP_CATEGORIES)
+    colour = {"channels": 3, "grid": 2, "preprocessing": Preprocessing(size=32, channels=3)}
+    model = random_model(models / "tiny-a.pt", TINY_SHOP_CATEGORIES, seed=0, config={"test": "random init", "seed": 0},
+                         **colour)
+    model_b = random_model(models / "tiny-b.pt", TINY_SHOP_CATEGORIES, seed=1, config={"test": "random init", "seed": 1},
+                           **colour)
     catalogs = root / "catalogs"
     catalog_a, catalog_b = catalogs / "tiny-a", catalogs / "tiny-b"
     build_catalog(manifest, model, catalog_a, progress=False)

@@ -7,13 +7,9 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 
-from embedder.backbones import build_backbone
-from embedder.checkpoint import save_checkpoint
 from embedder.embed import Embedder
-from embedder.preprocess import Preprocessing
 from index import store
 from index.add import add_to_catalog
 from index.catalog import Catalog
@@ -22,17 +18,10 @@ from index.operations import build_catalog, rebuild_catalog, remove_from_catalog
 from index.store import CatalogError, CatalogLockedError, ModelMismatchError, catalog_lock, read_info
 from embedder.files import parse_size
 from index.choose import IndexChoiceError, choice_from_factory, choose_index
+from conftest import random_model  # noqa: E402
 
 CATEGORIES = ["tops", "shoes", "bags"]
 
-
-def make_model(path, seed=0):
-    torch.manual_seed(seed)
-    spec = {"name": "smallcnn", "kwargs": {"in_channels": 1, "width": 8, "grid": 1}}
-    save_checkpoint(path, backbone_spec=spec, backbone=build_backbone(spec["name"], **spec["kwargs"]),
-                    preprocessing=Preprocessing(size=28, channels=1, mean=(0.286,), std=(0.353,)),
-                    categories=CATEGORIES, config={"test": True})
-    return path
 
 
 def product_image(category: int, product: int, view: int) -> Image.Image:
@@ -68,7 +57,7 @@ def make_shop(root, products=3, views=2, name="manifest.csv"):
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     folder = tmp_path_factory.mktemp("models")
-    return make_model(folder / "a.pt", 0), make_model(folder / "b.pt", 1)
+    return random_model(folder / "a.pt", CATEGORIES, seed=0, config={"test": True}), random_model(folder / "b.pt", CATEGORIES, seed=1, config={"test": True})
 
 
 @pytest.fixture

@@ -10,26 +10,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 
-from embedder.backbones import build_backbone
-from embedder.checkpoint import save_checkpoint
-from embedder.preprocess import Preprocessing
 from index.__main__ import main
 from index.catalog import Catalog
 from index.store import catalog_lock, read_info
+from conftest import random_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-def make_model(path, seed):
-    torch.manual_seed(seed)
-    spec = {"name": "smallcnn", "kwargs": {"in_channels": 1, "width": 8, "grid": 1}}
-    save_checkpoint(path, backbone_spec=spec, backbone=build_backbone(spec["name"], **spec["kwargs"]),
-                    preprocessing=Preprocessing(size=28, channels=1, mean=(0.286,), std=(0.353,)),
-                    categories=["a", "b"], config={})
-    return path
 
 
 def write_images(folder: Path, names: list[str], seed: int = 0) -> None:
@@ -48,7 +37,7 @@ def shop(tmp_path):
     rows.append({"path": "images/bad.png", "category": "a", "product_id": "a9"})
     manifest = tmp_path / "shop" / "manifest.csv"
     pd.DataFrame(rows).to_csv(manifest, index=False)
-    return {"manifest": manifest, "model": make_model(tmp_path / "a.pt", 0), "model_b": make_model(tmp_path / "b.pt", 1),
+    return {"manifest": manifest, "model": random_model(tmp_path / "a.pt", ["a", "b"], seed=0), "model_b": random_model(tmp_path / "b.pt", ["a", "b"], seed=1),
             "catalog": tmp_path / "catalog", "tmp": tmp_path}
 
 

@@ -5,10 +5,7 @@ import faiss
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
-from embedder.backbones import build_backbone
-from embedder.checkpoint import save_checkpoint
 from embedder.preprocess import Preprocessing
 from index.catalog import Catalog
 from index.operations import rebuild_catalog, remove_from_catalog
@@ -18,6 +15,7 @@ from index.choose import choose_index
 from index.ondisk import build_from_shards
 from index.service import CatalogItem, SearchService
 from index.shards import write_shards
+from conftest import random_model  # noqa: E402
 
 DIM = 32
 ITEMS = 3000
@@ -37,13 +35,8 @@ def _vectors(ids: np.ndarray, seed: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    torch.manual_seed(0)
-    spec = {"name": "smallcnn", "kwargs": {"in_channels": 1, "grid": 1}}
-    path = tmp_path_factory.mktemp("ondisk-model") / "model.pt"
-    save_checkpoint(path, backbone_spec=spec, backbone=build_backbone(spec["name"], **spec["kwargs"]),
-                    preprocessing=Preprocessing(size=28, channels=1, mean=(0.5,), std=(0.5,)),
-                    categories=["a", "b", "c"], config={})
-    return path
+    return random_model(tmp_path_factory.mktemp("ondisk-model") / "model.pt", ["a", "b", "c"], width=32,
+                        preprocessing=Preprocessing(size=28, channels=1, mean=(0.5,), std=(0.5,)))
 
 
 @pytest.fixture(scope="module")
@@ -145,12 +138,8 @@ def test_a_crash_while_merging_leaves_the_previous_catalog_intact(catalog_dir, s
 
 
 def test_shards_of_another_model_are_refused(shards, tmp_path):
-    torch.manual_seed(1)
-    spec = {"name": "smallcnn", "kwargs": {"in_channels": 1, "grid": 1}}
-    other = tmp_path / "other.pt"
-    save_checkpoint(other, backbone_spec=spec, backbone=build_backbone(spec["name"], **spec["kwargs"]),
-                    preprocessing=Preprocessing(size=28, channels=1, mean=(0.5,), std=(0.5,)),
-                    categories=["a"], config={})
+    other = random_model(tmp_path / "other.pt", ["a"], seed=1, width=32,
+                         preprocessing=Preprocessing(size=28, channels=1, mean=(0.5,), std=(0.5,)))
     with pytest.raises(CatalogError, match="embed the manifest again"):
         build_from_shards(shards[0], other, tmp_path / "catalog", progress=False)
     assert not (tmp_path / "catalog").exists()

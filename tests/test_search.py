@@ -8,29 +8,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 
-from embedder.backbones import build_backbone
-from embedder.checkpoint import save_checkpoint
 from embedder.images import ImageError
-from embedder.preprocess import Preprocessing
 from index.catalog import Catalog
 from index.operations import build_catalog, rebuild_catalog
 from index.service import CatalogItem, ModelMismatchError, SearchService
 from index.store import CatalogError, UnknownItemError
+from conftest import random_model  # noqa: E402
 
 CATEGORIES = ["tops", "shoes", "bags"]
 PER_CATEGORY = 8
 
-
-def make_model(path, seed):
-    torch.manual_seed(seed)
-    spec = {"name": "smallcnn", "kwargs": {"in_channels": 1, "width": 8, "grid": 2}}
-    save_checkpoint(path, backbone_spec=spec, backbone=build_backbone(spec["name"], **spec["kwargs"]),
-                    preprocessing=Preprocessing(size=28, channels=1, mean=(0.286,), std=(0.353,)),
-                    categories=CATEGORIES, config={})
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +41,7 @@ def setup(tmp_path_factory):
         rows.append({"path": f"images/{name}-copy.png", "category": name.split("-")[0], "product_id": name})
     manifest = root / "shop" / "manifest.csv"
     pd.DataFrame(rows).to_csv(manifest, index=False)
-    model_a, model_b = make_model(root / "a.pt", 0), make_model(root / "b.pt", 1)
+    model_a, model_b = random_model(root / "a.pt", CATEGORIES, seed=0, grid=2), random_model(root / "b.pt", CATEGORIES, seed=1, grid=2)
     folder = root / "catalog"
     build_catalog(manifest, model_a, folder, progress=False)
     return {"root": root, "manifest": manifest, "folder": folder, "model": model_a, "model_b": model_b,

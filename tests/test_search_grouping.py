@@ -9,28 +9,17 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-import torch
 
-from embedder.backbones import build_backbone
-from embedder.checkpoint import save_checkpoint
-from embedder.preprocess import Preprocessing
 from index.__main__ import main as cli
 from index.filters import FilterError, parse_filter
 from index.operations import build_catalog
 from index.service import CatalogItem, SearchService
 from index.store import CatalogError
+from conftest import random_model  # noqa: E402
 
 COLOURS, BRANDS = ["red", "blue", "green"], ["X", "Y"]
 PRODUCTS, PHOTOS = 24, 4
 
-
-def make_model(path):
-    torch.manual_seed(0)
-    spec = {"name": "smallcnn", "kwargs": {"in_channels": 1, "width": 8, "grid": 2}}
-    save_checkpoint(path, backbone_spec=spec, backbone=build_backbone(spec["name"], **spec["kwargs"]),
-                    preprocessing=Preprocessing(size=28, channels=1, mean=(0.286,), std=(0.353,)),
-                    categories=["tops", "shoes"], config={})
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +40,7 @@ def shop(tmp_path_factory):
                          "product_id": f"p{p}", "color": COLOURS[p % 3], "brand": BRANDS[(p // 3) % 2]})
     manifest = root / "shop" / "manifest.csv"
     pd.DataFrame(rows).to_csv(manifest, index=False)
-    model = make_model(root / "model.pt")
+    model = random_model(root / "model.pt", ["tops", "shoes"], grid=2)
     build_catalog(manifest, model, root / "catalog", progress=False)
     return {"folder": root / "catalog", "model": model, "images": images}
 
