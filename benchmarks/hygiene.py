@@ -39,8 +39,7 @@ from PIL import Image
 
 from index.catalog import Catalog
 from index.operations import build_catalog
-from index.hygiene import (DEFAULT_CANDIDATE_THRESHOLD, DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_NEIGHBOURS,
-                           DEFAULT_PIXEL_THRESHOLD, Thumbnails, duplicate_rule, hygiene_report, markdown_table,
+from index.hygiene import (DEFAULT_NEIGHBOURS, Thumbnails, duplicate_rule, hygiene_report, markdown_table,
                            neighbours_of, report_from_vectors)
 from index.store import IMAGE_PATH_COLUMN
 from index.importers import FASHION_MNIST_DIR, import_fashion_mnist

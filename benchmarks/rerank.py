@@ -26,7 +26,7 @@ import numpy as np
 
 from embedder.files import markdown_table
 from index.catalog import Catalog
-from index.evaluation import nearest_neighbours, recall_of_rankings
+from index.evaluation import recall_of_rankings
 from index.rerank import (NeighbourGraph, Reranking, Whitening, alpha_query_expansion, database_augmentation,
                           k_reciprocal_scores, leave_one_out_rankings)
 
