@@ -85,9 +85,14 @@ class Embedder:
             features = self.backbone(x)
         return features.float().cpu()
 
+    @staticmethod
+    def vectors(features: torch.Tensor) -> np.ndarray:
+        """Raw (B, d) features (features_uint8) -> the (B, d) L2-normalised float32 search vectors."""
+        return F.normalize(features, dim=1).numpy()
+
     def embed_uint8(self, batch: torch.Tensor) -> np.ndarray:
         """uint8 B x C x H x W (already at the model's size) -> (B, d) normalised float32."""
-        return F.normalize(self.features_uint8(batch), dim=1).numpy()
+        return self.vectors(self.features_uint8(batch))
 
     def embed_images(self, images: Sequence[Image.Image], boxes: Sequence[Box | None] | None = None) -> np.ndarray:
         """Decoded RGB images (see embedder.images.decode_image) -> (N, d).

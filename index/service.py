@@ -206,7 +206,7 @@ class SearchService:
             region = check_query_photo(image, box)
             view = self.embedder.preprocessing.to_uint8(image, region)
             features = self.embedder.features_uint8(torch.from_numpy(view)[None])  # once, for vector and category
-            vector = torch.nn.functional.normalize(features, dim=1)[0].numpy()
+            vector = self.embedder.vectors(features)[0]
             guess = self.categories.predict_features(features) if self.categories else None
             embedded = time.perf_counter()
         if pool is not None and len(pool[0]) == 0:  # no item matches the filter: nothing to search
