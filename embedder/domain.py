@@ -66,6 +66,13 @@ class DomainSettings:
     min_product_pixels: int = 16
     min_coherence: float = 0.15
     max_border_product: float = 0.5
+    # Which way the product stands out: "product" = darker or lighter than its own background,
+    # whichever carries more of its signal; "backdrop" = darker when the backdrop is light.
+    contrast_sign: str = "product"
+    # A grey model's product signal: "luma" = darkness (or lightness) in luma; "colour" = along the
+    # product's own colour difference from its background (a green shirt on a grey table);
+    # "colour-on-clutter" = along its colour on a cluttered backdrop, luma on a plain one.
+    signal: str = "colour-on-clutter"
 
 
 @dataclass
@@ -310,12 +317,18 @@ def normalise(image: Image.Image, *, size: int, channels: int, polarity: str, ma
     xs = (crop[0] + (np.arange(tw) + 0.5) * cw / tw) / width
     ys = (crop[1] + (np.arange(th) + 0.5) * ch / th) / height
     background = analysis.background_at(xs, ys)
-    if channels == 1:
+    along_colour = (channels == 1 and polarity != "keep"
+                    and (settings.signal == "colour" or (settings.signal == "colour-on-clutter" and analysis.cluttered)))
+    if channels == 1 and not along_colour:
         pixels, background = (pixels @ LUMA)[..., None], (background @ LUMA)[..., None]
     if analysis.mask is not None:  # cluttered: what is not the product becomes background
         keep = _mask_at(analysis.mask, xs, ys)[..., None]
         pixels = pixels * keep + background * (1 - keep)
-    out = _levels(pixels, background, polarity, analysis.light_background)
+    if along_colour:
+        out = _colour_levels(pixels, background, polarity)
+    else:
+        darker = analysis.light_background if settings.contrast_sign == "backdrop" else _darker_than_background(pixels, background)
+        out = _levels(pixels, background, polarity, darker)
     canvas_value = 0.0 if polarity == "light-on-dark" else 1.0
     if polarity == "keep":
         canvas = np.broadcast_to(background.mean(axis=(0, 1)), (size, size, out.shape[2])).copy()
@@ -343,6 +356,31 @@ def _mask_at(mask: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     ix = np.clip((xs * w).astype(int), 0, w - 1)
     iy = np.clip((ys * h).astype(int), 0, h - 1)
     return mask[np.ix_(iy, ix)].astype(np.float32)
+
+
+def _darker_than_background(pixels: np.ndarray, background: np.ndarray) -> bool:
+    """Whether the product is mostly darker than its background (a dark coat on a mid-grey table)
+    rather than lighter (a white shirt on a dark one): the side carrying more of its signal."""
+    difference = (background - pixels).mean(axis=2)
+    return float(np.clip(difference, 0, None).sum()) >= float(np.clip(-difference, 0, None).sum())
+
+
+def _colour_levels(pixels: np.ndarray, background: np.ndarray, polarity: str) -> np.ndarray:
+    """One grey channel of the product's signal measured along its own colour difference from the
+    background (the direction that carries most of it), strongest pixel at full scale."""
+    difference = (pixels - background).reshape(-1, 3)
+    weights = np.linalg.norm(difference, axis=1)
+    direction = (difference * weights[:, None]).sum(axis=0)
+    length = float(np.linalg.norm(direction))
+    if length < 1e-6:
+        signal = np.zeros(pixels.shape[:2] + (1,), np.float32)
+    else:
+        signal = (difference @ (direction / length)).reshape(pixels.shape[:2] + (1,)).clip(0, None)
+    peak = float(signal.max())
+    if peak > 0.05:
+        signal = signal / peak
+    signal = signal.clip(0, 1)
+    return signal if polarity == "light-on-dark" else 1.0 - signal
 
 
 def _levels(pixels: np.ndarray, background: np.ndarray, polarity: str, light_background: bool) -> np.ndarray:

@@ -262,3 +262,38 @@ def test_a_16_bit_image_is_embedded_as_its_8_bit_scaling():
 
 def test_small_noise_images_never_look_like_a_product_on_a_background():
     assert not any(analyse(Image.fromarray(noise((28, 28), seed)).convert("RGB")).clear_background for seed in range(100))
+
+
+def test_a_dark_product_on_a_mid_grey_table_is_still_made_light_on_black():
+    """The product's own contrast decides which way it stands out, not how light the table is:
+    a dark coat on a table a little darker than mid-grey is not lost as black on black."""
+    out = FMNIST.to_uint8(photo(backdrop=(110, 110, 110), product=(15, 15, 15)))[0]
+    columns = np.nonzero(out.max(axis=0) > 128)[0]
+    assert out[14, 14] > 240 and 11 <= len(columns) <= 13  # the 80 x 180 product, bright
+    assert out[:, :columns.min() - 1].max() < 30
+
+
+def test_a_light_product_on_a_dark_table_stays_light_on_black():
+    out = FMNIST.to_uint8(photo(backdrop=(40, 40, 40), product=(230, 230, 230)))[0]
+    assert out[14, 14] > 240 and out[14, 2] < 30
+
+
+def colour_on_striped_table(product=(0.25, 0.75, 0.25)):
+    """A green product whose luma is the striped grey table's own: it differs from the table in
+    colour, hardly in brightness."""
+    height, width = 300, 400
+    stripes = np.where((np.arange(width) // 12) % 2 == 0, 0.72, 0.48)
+    array = np.empty((height, width, 3), np.float32)
+    array[:] = stripes[None, :, None]
+    grain = np.random.default_rng(0).normal(0, 0.06, (height // 4, width // 4, 1))
+    array += np.repeat(np.repeat(grain, 4, axis=0), 4, axis=1)  # a busy table, coarse enough to survive shrinking
+    array[90:230, 150:250] = product
+    return Image.fromarray((array.clip(0, 1) * 255).astype(np.uint8))
+
+
+def test_on_a_cluttered_table_a_product_is_measured_along_its_own_colour_so_the_stripes_do_not_show_through():
+    out = FMNIST.to_uint8(colour_on_striped_table())[0]
+    rows, columns = np.nonzero(out.max(axis=1) > 128)[0], np.nonzero(out.max(axis=0) > 128)[0]
+    assert (rows.min(), rows.max()) == (0, 27) and 19 <= len(columns) <= 21
+    inside = out[2:26, columns.min() + 1:columns.max()]
+    assert inside.min() > 200  # evenly bright: no stripes, no dark holes where luma matched the table
