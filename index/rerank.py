@@ -8,8 +8,10 @@ catalog items (never x itself), best first.
     scores = k_reciprocal_scores(query, candidates, candidate_scores, graph, vectors, k=20, lam=0.3)
 
 `Whitening` (PCA whitening learned from a catalog's own vectors, Jégou & Chum, ECCV 2012) is the
-label-free change of the vectors themselves. None of these is a catalog option yet: they are
-measured (`python -m benchmarks.rerank`) before any is offered. `leave_one_out_rankings` measures
+label-free change of the vectors themselves. None of these is a catalog option: measured
+(`python -m benchmarks.rerank`), the neighbour methods do not raise the default catalog's R@1, and
+whitening raises it only by weighting the directions in which a shopper's photo or a re-encoded copy
+differs from its catalog photo (`python -m benchmarks.whitening_tradeoff`). `leave_one_out_rankings` measures
 each the way the catalog's Recall@k does, honestly: every item queries a catalog that does not hold it, so
 nothing computed from the query item's own vector (its place in a neighbour's augmentation)
 reaches the scores it is ranked by.
