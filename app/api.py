@@ -316,6 +316,9 @@ def create_app(catalog: str | os.PathLike, model: str | os.PathLike, *, device: 
         filter: Annotated[str | None, Form(max_length=2000, description=(
             "only items meeting it: column=value, OR between values of one column, AND between columns, e.g. "
             "`color=red OR color=blue AND brand=X`"))] = None,
+        mirror: Annotated[bool, Form(description=(
+            "also search the photo as its mirror image, each item scored by the better of the two (a shoe "
+            "photographed facing the other way); false: the photo only as it is"))] = True,
     ) -> dict:
         started = time.perf_counter()
         if (image is None) == (id is None):
@@ -327,7 +330,7 @@ def create_app(catalog: str | os.PathLike, model: str | os.PathLike, *, device: 
         except ImageError as exc:
             raise HTTPException(422, f"box: {exc}") from None
         options = {"k": k, "category": category, "hide_duplicates_above": hide_duplicates_above, "min_score": min_score,
-                   "group_by": group_by or None, "metadata_filter": filter or None}
+                   "group_by": group_by or None, "metadata_filter": filter or None, "mirror": mirror}
         decode_s, queue_s, query = 0.0, 0.0, {"id": id} if id is not None else {"image": image.filename}
         with contextlib.ExitStack() as held:
             if image is not None:

@@ -34,7 +34,7 @@ navigation = st.navigation([
 # keeps them while the user visits the other pages (an uploaded file can't be kept this way).
 SEARCH_OPTIONS = ("search_k", "search_category", "search_hide_duplicates", "search_dup_threshold", "search_why",
                   "search_min_score", "search_mode", "search_item", "search_group", "search_filter_columns",
-                  "search_browse_open")
+                  "search_mirror", "search_browse_open")
 for key in [*SEARCH_OPTIONS, *(k for k in st.session_state if str(k).startswith("search_filter_"))]:
     if key in st.session_state:
         st.session_state[key] = st.session_state[key]

@@ -138,6 +138,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--filter", metavar="EXPRESSION",
                    help="only items meeting it: column=value, OR between values of one column, AND between "
                         "columns, e.g. \"color=red OR color=blue AND brand=X\"")
+    p.add_argument("--no-mirror", action="store_true",
+                   help="search the photo only as it is (default: also as its mirror image, each item scored by the "
+                        "better of the two, so a shoe photographed facing the other way is found)")
     p.add_argument("--json", action="store_true", help="print the results as JSON records")
 
     p = sub.add_parser("evaluate", help="Recall@k of the catalog (leave-one-out, labels = product_id)")
@@ -302,7 +305,8 @@ def cmd_search(args) -> int:
             raise UsageError(f"--box: {exc}") from None
     service = SearchService(args.catalog, args.model)
     options = {"k": args.k, "category": args.category, "hide_duplicates_above": args.hide_duplicates,
-               "min_score": args.min_score, "group_by": args.group_by, "metadata_filter": args.filter}
+               "min_score": args.min_score, "group_by": args.group_by, "metadata_filter": args.filter,
+               "mirror": not args.no_mirror}
     if args.image is not None:
         try:
             found = service.search(args.image, box=box, **options)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from index.search import search_vectors
+from index.search import best_of_views, search_vectors
 from index.store import CatalogError
 
 SAME_PHOTO_SCORE = 0.995  # cosine: at or above, a result is the query photo itself (re-encoding aside)
@@ -66,7 +66,8 @@ def rank_results(catalog, vector: np.ndarray, k: int, *, exclude: set[int] | Non
                  pool: tuple[np.ndarray, object] | None = None, pool_size: int | None = None,
                  hide_duplicates_above: float | None = None, group_by: str | None = None,
                  mark_copies: bool = False) -> Shown:
-    """The k results of one normalised query vector (see the module's docstring).
+    """The k results of one normalised query vector (see the module's docstring), or of several
+    views of one query as rows (each item scored by its best view: index.search.best_of_views).
 
     pool: (rows, FAISS selector) to search within (a category or a metadata filter);
     exclude: ids never shown (the query item); mark_copies: the query is a photo, so results
@@ -81,11 +82,14 @@ def rank_results(catalog, vector: np.ndarray, k: int, *, exclude: set[int] | Non
         sizes = group_sizes(catalog, group_by, pool)
         per_group = max(1, int(np.ceil(total / max(1, int((sizes > 0).sum())))))
     n = min(total, k * per_group * (2 if hide_duplicates_above is not None else 1) + 1)
+    views = np.atleast_2d(vector)
     while True:
-        hits = search_vectors(catalog, vector[None], max(1, n), exclude_ids=[exclude], normalised=True, pool=pool)
-        scores, ids, rows = hits.scores[0], hits.ids[0], hits.rows[0]
+        hits = search_vectors(catalog, views, max(1, n), exclude_ids=[exclude] * len(views), normalised=True,
+                              pool=pool)
+        scores, ids, rows = best_of_views(hits)
+        exhausted = min(len(found) for found in hits.ids) < n
         shown = _arrange(catalog, scores, ids, rows, k, hide_duplicates_above, group_by, mark_copies, sizes)
-        if len(shown.frame) >= k or len(ids) < n or n >= total:
+        if len(shown.frame) >= k or exhausted or n >= total:
             return shown
         n = min(total, n * GROW)
 

@@ -206,6 +206,19 @@ class _Plan:
         return scores[kept].astype(np.float32), candidates[kept], rows[kept]
 
 
+def best_of_views(hits: SearchHits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One ranking from the hits of several views of one query (a photo and its mirror image):
+    (scores, ids, rows), each item once, scored by its best view, best first, ties by id.
+
+    Exact for the top n when every view searched for its top n: an item in the merged top n beats
+    the n-th merged score in its best view, where at most n - 1 items score higher."""
+    scores, ids, rows = (np.concatenate(part) for part in (hits.scores, hits.ids, hits.rows))
+    order = np.lexsort((ids, -scores))
+    _, first = np.unique(ids[order], return_index=True)  # each id's best place
+    keep = order[np.sort(first)]
+    return scores[keep], ids[keep], rows[keep]
+
+
 def _count_present(sorted_ids: np.ndarray, values: Iterable[int]) -> int:
     """How many of `values` are in `sorted_ids` (ascending), by binary search."""
     values = np.fromiter(values, np.int64)

@@ -172,7 +172,7 @@ class SearchService:
     def search(self, query: Query, k: int = 10, category: str | None = None,
                hide_duplicates_above: float | None = None, *, box: Box | None = None,
                min_score: float | None = None, group_by: str | None = None,
-               metadata_filter: str | MetadataFilter | None = None) -> Results:
+               metadata_filter: str | MetadataFilter | None = None, mirror: bool = True) -> Results:
         """Catalog items most similar to a photo (bytes, path, file object or PIL image) or to a
         CatalogItem (the item itself left out).
 
@@ -181,6 +181,8 @@ class SearchService:
         value of this column (its best photo; still k of them); metadata_filter: only items meeting
         it (index.filters: `color=red OR color=blue AND brand=X`), FilterError when it cannot be read.
         A photo's own catalog copy (the same picture) is marked `query_copy` and hides no near-duplicate.
+        mirror: a photo is also searched as its mirror image, each item scored by the better of the two
+        (a shopper photographs a shoe facing either way; a catalog's shoes usually all face one way).
         Raises embedder.images.ImageError for an unusable photo (UnusablePhotoError: nothing in
         it to search for; BoxError: a box that selects no part of it), UnknownItemError for an id
         the catalog does not hold, CatalogError for other requests it cannot answer (a category
@@ -205,9 +207,10 @@ class SearchService:
             image = to_rgb(query)
             region = check_query_photo(image, box)
             view = self.embedder.preprocessing.to_uint8(image, region)
-            features = self.embedder.features_uint8(torch.from_numpy(view)[None])  # once, for vector and category
-            vector = self.embedder.vectors(features)[0]
-            guess = self.categories.predict_features(features) if self.categories else None
+            views = np.stack([view, view[:, :, ::-1]]) if mirror else view[None]
+            features = self.embedder.features_uint8(torch.from_numpy(views))  # once, for vectors and category
+            vector = self.embedder.vectors(features)  # one row per view
+            guess = self.categories.predict_features(features[:1]) if self.categories else None
             embedded = time.perf_counter()
         if pool is not None and len(pool[0]) == 0:  # no item matches the filter: nothing to search
             frame, hidden = self.catalog.results_frame(np.zeros(0), np.zeros(0, np.int64)), None

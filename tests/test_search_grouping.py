@@ -2,6 +2,7 @@
 columns, OR within one), in the search service, the CLI and the HTTP API."""
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -210,3 +211,64 @@ def test_a_photos_own_catalog_copy_hides_no_close_variant(fashion_shop):
     assert found.summary()["hidden_near_duplicates"] == [
         {"id": int(i), "score": float(s), "duplicate_of": int(d)}
         for i, s, d in zip(hidden["id"], hidden["score"], hidden["duplicate_of"])]
+
+
+def test_several_views_of_a_query_rank_each_item_by_its_best_view(service):
+    """A photo and its mirror image search as one query: each item's score is the better of its two
+    cosines, and the top k are those of a brute-force ranking by that score (ties by id)."""
+    from index.grouping import rank_results
+
+    catalog = service.catalog
+    vectors = np.asarray(catalog.embeddings, np.float32)
+    ids = catalog.metadata["id"].to_numpy()
+    views = vectors[[3, 40]]
+    best = np.maximum(vectors @ views[0], vectors @ views[1])
+    for pool, allowed in ((None, np.ones(len(ids), bool)),
+                          (catalog.category_pool("shoes"), (catalog.metadata["category"] == "shoes").to_numpy())):
+        found = rank_results(catalog, views, 12, pool=pool).frame
+        order = [i for i in np.lexsort((ids, -best)) if allowed[i]][:12]
+        assert found["id"].tolist() == ids[order].tolist()
+        np.testing.assert_allclose(found["score"].to_numpy(), best[order], atol=1e-5)
+
+
+def test_a_photo_facing_the_other_way_finds_the_catalog_photo_it_mirrors(shop, service, capsys):
+    from PIL import ImageOps
+
+    item = service.catalog.metadata.iloc[10]
+    with Image.open(item["image_path"]) as image:
+        mirrored = ImageOps.mirror(image.convert("RGB"))
+    either = service.search(mirrored, k=5).frame
+    as_it_is = service.search(mirrored, k=5, mirror=False).frame
+    assert int(either["id"].iloc[0]) == int(item["id"]) and either["score"].iloc[0] > 0.99
+    own = as_it_is.loc[as_it_is["id"] == int(item["id"]), "score"]
+    assert own.empty or float(own.iloc[0]) < either["score"].iloc[0] - 0.01
+
+    path = shop["folder"].parent / "mirrored.png"
+    mirrored.save(path)
+    common = ["search", "--catalog", str(shop["folder"]), "--model", str(shop["model"]), "--image", str(path),
+              "--k", "5", "--json"]
+    assert cli(common) == 0
+    assert [r["id"] for r in json.loads(capsys.readouterr().out)["results"]] == either["id"].tolist()
+    assert cli([*common, "--no-mirror"]) == 0
+    assert [r["id"] for r in json.loads(capsys.readouterr().out)["results"]] == as_it_is["id"].tolist()
+
+
+def test_the_api_searches_either_facing_unless_told_not_to(shop, service):
+    pytest.importorskip("fastapi", reason="optional extra: pip install -r requirements-distributed.txt")
+    from fastapi.testclient import TestClient
+    from PIL import ImageOps
+
+    from app import api
+
+    item = service.catalog.metadata.iloc[10]
+    with Image.open(item["image_path"]) as image:
+        buffer = io.BytesIO()
+        ImageOps.mirror(image.convert("RGB")).save(buffer, "PNG")
+    with TestClient(api.create_app(shop["folder"], shop["model"])) as http:
+        def top(**form):
+            response = http.post("/search", files={"image": ("q.png", buffer.getvalue(), "image/png")},
+                                 data={"k": "5", **form})
+            assert response.status_code == 200, response.text
+            return [r["id"] for r in response.json()["results"]]
+        assert top()[0] == int(item["id"])
+        assert top(mirror="false") == service.search(buffer.getvalue(), k=5, mirror=False).frame["id"].tolist()

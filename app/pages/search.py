@@ -45,6 +45,9 @@ def options(categories: list[str], items: pd.DataFrame) -> dict:
                               help="Show each product once, by its best-matching photo, and still as many products "
                                    "as asked for.")
             expression = filter_controls(items)
+            mirror = st.toggle("Match either facing", value=True, key="search_mirror",
+                               help="Also search the photo as its mirror image, so a shoe photographed facing the "
+                                    "other way from the catalog's is found.")
         with right:
             hide = st.toggle("Hide near-duplicates", key="search_hide_duplicates",
                              help="Leave out matches that are almost the same image as a better one shown.")
@@ -58,7 +61,8 @@ def options(categories: list[str], items: pd.DataFrame) -> dict:
     return {"k": k, "category": None if category == "All categories" else category,
             "hide_duplicates_above": threshold if hide else None, "why": why,
             "min_score": min_score if min_score > 0 else None,
-            "group_by": GROUP_COLUMN if group and GROUP_COLUMN in items else None, "filter": expression}
+            "group_by": GROUP_COLUMN if group and GROUP_COLUMN in items else None, "filter": expression,
+            "mirror": mirror}
 
 
 def filter_controls(items: pd.DataFrame) -> str | None:
@@ -199,7 +203,7 @@ def run_search(service, kind: str, value, image, opts: dict, box=None) -> tuple[
             "min_score": opts["min_score"], "group_by": opts["group_by"], "metadata_filter": opts["filter"]}
     started = time.perf_counter()
     if kind == "photo":
-        found = service.search(image, box=box, **args)
+        found = service.search(image, box=box, mirror=opts["mirror"], **args)
     else:
         found = service.search(CatalogItem(value), **args)
     return found, time.perf_counter() - started
