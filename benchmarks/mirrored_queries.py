@@ -24,6 +24,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 from PIL import ImageOps  # noqa: E402
 
+from benchmarks.reporting import write_report  # noqa: E402
 from embedder.files import markdown_table  # noqa: E402
 from embedder.images import decode_image  # noqa: E402
 from index.service import SearchService  # noqa: E402
@@ -65,10 +66,7 @@ def main(argv=None) -> int:
     for folder in args.catalog or CATALOGS:
         results.append(measure(folder, args.model, args.items))
         print(json.dumps(results[-1]), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "mirrored-queries.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "mirrored-queries.md").write_text(markdown(results) + "\n")
-    print(markdown(results))
+    write_report(args.out, "mirrored-queries", results, markdown(results))
     return 0
 
 

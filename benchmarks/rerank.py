@@ -15,7 +15,6 @@ Writes OUT/rerank.md and OUT/rerank.json.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from benchmarks.reporting import write_report
 from embedder.files import markdown_table
 from index.catalog import Catalog
 from index.evaluation import recall_of_rankings
@@ -157,13 +157,10 @@ def main(argv=None) -> int:
                  "query_ms": query_ms(other, None)})
     print(f"test whitening {rows[-2]} / {rows[-1]}", flush=True)
 
-    args.out.mkdir(parents=True, exist_ok=True)
     result = {"model_fingerprint": fingerprint, "heldout_catalog": HELD_OUT[1], "test_catalog": TEST[1],
               "label": "product_id", "mode": "leave-one-out", "sweep": sweep, "whitening_sweep": whitening_sweep,
               "results": rows}
-    (args.out / "rerank.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "rerank.md").write_text(markdown(result) + "\n")
-    print(markdown(result))
+    write_report(args.out, "rerank", result, markdown(result))
     return 0
 
 

@@ -34,6 +34,7 @@ from PIL import Image  # noqa: E402
 from benchmarks import shopper_photos as shoppers  # noqa: E402
 from benchmarks.rerank import HELD_OUT, TEST, ensure, load  # noqa: E402
 from embedder.embed import Embedder  # noqa: E402
+from benchmarks.reporting import write_report  # noqa: E402
 from embedder.files import markdown_table  # noqa: E402
 from embedder.images import decode_image  # noqa: E402
 from index.catalog import Catalog  # noqa: E402
@@ -110,10 +111,7 @@ def main(argv=None) -> int:
 
     result = {"model_fingerprint": fingerprint, "fitted_on": HELD_OUT[1], "shopper_items": args.items,
               "shopper_seed": shoppers.TUNING_SEED, "copies": COPIES, "rows": rows}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "whitening-tradeoff.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.out / "whitening-tradeoff.md").write_text(markdown(result) + "\n")
-    print(markdown(result))
+    write_report(args.out, "whitening-tradeoff", result, markdown(result))
     return 0
 
 
