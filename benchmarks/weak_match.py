@@ -51,12 +51,12 @@ def shape(kind: str, seed: int) -> np.ndarray:
     return np.asarray(image)
 
 
-def weak_rate(service: SearchService, items, seed: int, cluttered: bool) -> dict:
+def weak_rate(service: SearchService, items, seed: int, cluttered: bool, mirror: bool = True) -> dict:
     rng = np.random.default_rng(seed)
     weak, best, refused = [], [], 0
     for item in items:
         try:
-            confidence = service.search(render(item, rng, cluttered).image, k=1).confidence
+            confidence = service.search(render(item, rng, cluttered).image, k=1, mirror=mirror).confidence
         except UnusablePhotoError:
             refused += 1
             continue
@@ -77,8 +77,8 @@ def run(args) -> dict:
     rows = {}
     for cluttered in (False, True):
         backdrop = "cluttered" if cluttered else "plain light"
-        rows[f"in catalog, {backdrop}"] = weak_rate(service, held, args.seed + 1 + cluttered, cluttered)
-        rows[f"not in catalog, {backdrop}"] = weak_rate(service, drawings, args.seed + 3 + cluttered, cluttered)
+        rows[f"in catalog, {backdrop}"] = weak_rate(service, held, args.seed + 1 + cluttered, cluttered, not args.no_mirror)
+        rows[f"not in catalog, {backdrop}"] = weak_rate(service, drawings, args.seed + 3 + cluttered, cluttered, not args.no_mirror)
     return {"catalog": str(args.catalog), "model": str(args.model), "calibration": calibration.to_dict(),
             "weak_below": calibration.weak_below, "seed": args.seed, "rows": rows}
 
@@ -107,6 +107,7 @@ def main(argv=None) -> None:
     parser.add_argument("--shapes-each", type=int, default=10, help="drawings per shape and backdrop")
     parser.add_argument("--seed", type=int, default=4242)
     parser.add_argument("--out", type=Path, default=Path("reports/weak-match"))
+    parser.add_argument("--no-mirror", action="store_true", help="search photos only as they are, not also mirrored")
     args = parser.parse_args(argv)
     report = run(args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
