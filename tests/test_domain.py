@@ -297,3 +297,25 @@ def test_on_a_cluttered_table_a_product_is_measured_along_its_own_colour_so_the_
     assert (rows.min(), rows.max()) == (0, 27) and 19 <= len(columns) <= 21
     inside = out[2:26, columns.min() + 1:columns.max()]
     assert inside.min() > 200  # evenly bright: no stripes, no dark holes where luma matched the table
+
+
+def test_a_loose_query_region_leaves_out_the_part_of_a_thing_beside_the_product_that_it_cuts_into():
+    """A shopper's box holds the product whole; a thing lying mostly outside it is clutter, even
+    where the box's edge takes in a strip of it."""
+    image = striped_photo(clutter_box=(265, 40, 315, 160))  # the box (to x=290) takes in 25 of its 50 px
+    out = FMNIST.to_uint8(image, box=(120, 60, 290, 260))[0]
+    columns = np.nonzero(out.max(axis=0) > 60)[0]
+    assert (columns.min(), columns.max()) == (4, 23)  # the product alone: 100 x 140 px, 20 of 28 wide, centred
+    assert out[:, :3].max() < 40 and out[:, 25:].max() < 40
+
+
+def test_a_loose_query_region_around_a_product_that_stands_out_only_at_its_outline_is_still_trimmed_to_it():
+    """A product whose middle has the table's tone: what stands out fills little of a loose box but
+    much of its own extent, so it is masked and trimmed, not taken as the whole loose box."""
+    image = np.asarray(striped_photo(clutter_box=(20, 20, 60, 60)), np.float32) / 255
+    image[104:216, 164:236] = 0.74  # between the stripes' tones: a 14-px dark outline stands out
+    image = Image.fromarray((image * 255).astype(np.uint8))
+    for box in ((150, 90, 250, 230), (120, 60, 280, 260)):  # tight, and loose by 30 px and more a side
+        out = FMNIST.to_uint8(image, box=box)[0]
+        rows, columns = np.nonzero(out.max(axis=1) > 128)[0], np.nonzero(out.max(axis=0) > 128)[0]
+        assert (rows.min(), rows.max()) == (0, 27) and (columns.min(), columns.max()) == (4, 23)
