@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from embedder.images import ImageError, as_rgb
-from embedder.regions import dilate, fill_holes, label_regions, product_region, spectral_saliency, specks
+from embedder.regions import dilate, fill_holes, label_regions, product_region, specks
 
 ANALYSIS_SIDE = 128
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, as PIL's "L"
@@ -64,7 +64,6 @@ class DomainSettings:
     # (with fill_of "extent": 0.828 / 0.790; opaque renderer 0.803 / 0.705 -> 0.803 / 0.733).
     region_choice: str = "inside"
     max_outside_share: float = 0.5  # "inside": a thing with more of its area outside the region is clutter (0.3 / 0.7: loose 0.787 / 0.773)
-    salience_power: float = 0.0  # automatic crop on clutter: region score x its mean spectral saliency ** this
     # min_region_fill measured on: "region" = the region; "extent" = the box of what stands out (a loose
     # region is mostly table even when the product stands out well)
     fill_of: str = "extent"
@@ -240,9 +239,7 @@ def analyse(image: Image.Image, settings: DomainSettings = DomainSettings(),
             result.clear_background = True  # the region as the shopper drew it (result.box), unmasked
             return result
     else:  # the product is one region among others (a plain backdrop may hold a stray thing too)
-        salience = spectral_saliency(pixels @ LUMA) if result.cluttered and settings.salience_power > 0 else None
-        chosen = product_region(foreground, min_share=settings.min_region_share, connectivity=settings.connectivity,
-                                salience=salience, salience_power=settings.salience_power)
+        chosen = product_region(foreground, min_share=settings.min_region_share, connectivity=settings.connectivity)
     if chosen is None or not chosen.any():
         return result
     result.product_share = float(chosen.sum() / (h * w))

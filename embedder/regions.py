@@ -152,23 +152,7 @@ def erode(mask: np.ndarray, steps: int = 1) -> np.ndarray:
     return ~dilate(~mask, steps)
 
 
-def spectral_saliency(grey: np.ndarray, side: int = 64) -> np.ndarray:
-    """Spectral-residual saliency (Hou & Zhang 2007) of a grey image, 0..1 at its own size: what the
-    image's average spectrum does not predict (a thing on a repetitive table) stands out."""
-    import cv2  # only here: the rest of this module is plain numpy
-    h, w = grey.shape
-    small = cv2.resize(grey.astype(np.float32), (side, side), interpolation=cv2.INTER_AREA)
-    spectrum = np.fft.fft2(small)
-    log_amplitude = np.log(np.abs(spectrum) + 1e-6)
-    residual = log_amplitude - cv2.blur(log_amplitude.astype(np.float32), (3, 3))
-    saliency = np.abs(np.fft.ifft2(np.exp(residual + 1j * np.angle(spectrum)))) ** 2
-    saliency = cv2.GaussianBlur(saliency.astype(np.float32), (0, 0), 2.5)
-    saliency = cv2.resize(saliency, (w, h), interpolation=cv2.INTER_LINEAR)
-    return saliency / max(float(saliency.max()), 1e-12)
-
-
-def product_region(mask: np.ndarray, *, min_share: float = 0.02, connectivity: int = 4,
-                   salience: np.ndarray | None = None, salience_power: float = 0.0) -> np.ndarray | None:
+def product_region(mask: np.ndarray, *, min_share: float = 0.02, connectivity: int = 4) -> np.ndarray | None:
     """The automatic product crop: the region most likely to be the product, with the pieces
     of it that a one-pixel gap separates (a product split by a faint stripe).
 
@@ -190,10 +174,7 @@ def product_region(mask: np.ndarray, *, min_share: float = 0.02, connectivity: i
         x0, y0, x1, y1 = r["box"]
         perimeter = 2 * ((x1 - x0) + (y1 - y0))
         cut = min(1.0, r["edge_pixels"] / max(1, perimeter) * 2)
-        value = r["area"] * (1.0 - 0.8 * off_centre) * (1.0 - 0.7 * cut)
-        if salience is not None and salience_power > 0:  # how much the region stands out from the scene
-            value *= float(salience[labels == r["label"]].mean()) ** salience_power
-        return value
+        return r["area"] * (1.0 - 0.8 * off_centre) * (1.0 - 0.7 * cut)
 
     best = max(found, key=score)
     chosen = mask & (labels == best["label"])
