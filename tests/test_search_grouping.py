@@ -269,6 +269,7 @@ def test_the_api_searches_either_facing_unless_told_not_to(shop, service):
             response = http.post("/search", files={"image": ("q.png", buffer.getvalue(), "image/png")},
                                  data={"k": "5", **form})
             assert response.status_code == 200, response.text
+            assert response.json()["query"]["mirror"] is (form.get("mirror") != "false")  # echoed as understood
             return [r["id"] for r in response.json()["results"]]
         assert top()[0] == int(item["id"])
         assert top(mirror="false") == service.search(buffer.getvalue(), k=5, mirror=False).frame["id"].tolist()
