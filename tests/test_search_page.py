@@ -114,3 +114,24 @@ def test_near_duplicate_hiding_says_what_it_hid_and_the_photos_own_copy_hides_no
     at.toggle(key="search_show_hidden").set_value(True).run()
     hidden = result_ids(at, "search_hidden_from_")
     assert len(hidden) == int(label.split()[0]) >= 1 and not set(hidden) & set(result_ids(at))
+
+
+
+def test_a_photo_is_searched_either_facing_unless_the_shopper_turns_it_off(tiny_shop_env, monkeypatch):
+    """The page hands its "Match either facing" toggle to the search (index.service: the photo and
+    its mirror image, each item scored by the better; tested with asymmetric photos there)."""
+    from index.service import SearchService
+
+    asked, search = [], SearchService.search
+
+    def recording(self, query, *args, **kwargs):
+        asked.append(kwargs.get("mirror"))
+        return search(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(SearchService, "search", recording)
+    at = start()
+    assert at.toggle(key="search_mirror").value is True  # on by default
+    at.file_uploader(key="search_upload").set_value(("mine.png", tiny_shop_env.image_bytes(4), "image/png")).run()
+    assert asked[-1] is True and len(result_ids(at)) == 10
+    at.toggle(key="search_mirror").set_value(False).run()
+    assert not at.exception and asked[-1] is False and len(result_ids(at)) == 10
