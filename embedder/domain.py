@@ -18,16 +18,18 @@ the full-resolution photo, straight to the model's size.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 from PIL import Image
 
 from embedder.images import ImageError, as_rgb
-from embedder.regions import dilate, fill_holes, label_regions, product_region, specks
+from embedder.regions import dilate, fill_holes, label_regions, product_region, ranked_regions, specks
 
 ANALYSIS_SIDE = 128
+MAX_OTHER_OBJECTS = 3  # other things in a photo offered to the shopper besides the automatic crop
+OTHER_OBJECT_SHARE = 0.2  # ... each at least this share of the chosen product's area
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, as PIL's "L"
 
 
@@ -101,6 +103,10 @@ class Analysis:
     product_share: float = 0.0
     coherence: float = 0.0
     border_product: float = 0.0
+    # Without a query region: the other things that stand out as much as a product might (the
+    # automatic crop's next candidates, at least OTHER_OBJECT_SHARE of the chosen one's area), best
+    # first, as boxes like `box`: what else the shopper may have meant.
+    others: list = field(default_factory=list)
 
     def background_at(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
         """Background colour (H, W, 3) at relative coordinates xs (W,) and ys (H,)."""
@@ -238,8 +244,12 @@ def analyse(image: Image.Image, settings: DomainSettings = DomainSettings(),
         if chosen.sum() < settings.min_region_fill * span.sum() and result.border_product <= settings.max_border_product:
             result.clear_background = True  # the region as the shopper drew it (result.box), unmasked
             return result
+        others = []
     else:  # the product is one region among others (a plain backdrop may hold a stray thing too)
-        chosen = product_region(foreground, min_share=settings.min_region_share, connectivity=settings.connectivity)
+        ranked = ranked_regions(foreground, min_share=settings.min_region_share, connectivity=settings.connectivity,
+                                limit=1 + MAX_OTHER_OBJECTS)
+        chosen = ranked[0] if ranked else None
+        others = [r for r in ranked[1:] if chosen is not None and r.sum() >= OTHER_OBJECT_SHARE * chosen.sum()]
     if chosen is None or not chosen.any():
         return result
     result.product_share = float(chosen.sum() / (h * w))
@@ -252,12 +262,19 @@ def analyse(image: Image.Image, settings: DomainSettings = DomainSettings(),
         return result
     if result.cluttered and settings.clutter_crop == "region-mask":
         result.mask = fill_holes(dilate(chosen, 1))
-    ys, xs = np.nonzero(chosen)
     # On a shrunk photo the product's edge lies somewhere inside the outermost marked pixel
     # (only part of it is product): take its middle. A photo at full size keeps whole pixels.
     inset = 0.5 if max(image.size) > max(w, h) else 0.0
-    result.box = ((xs.min() + inset) / w, (ys.min() + inset) / h, (xs.max() + 1 - inset) / w, (ys.max() + 1 - inset) / h)
+    result.box = _extent(chosen, inset)
+    result.others = [_extent(other, inset) for other in others]
     return result
+
+
+def _extent(pixels: np.ndarray, inset: float) -> tuple[float, float, float, float]:
+    """The box of the marked pixels as fractions of the grid, each edge `inset` pixels in."""
+    h, w = pixels.shape
+    ys, xs = np.nonzero(pixels)
+    return (xs.min() + inset) / w, (ys.min() + inset) / h, (xs.max() + 1 - inset) / w, (ys.max() + 1 - inset) / h
 
 
 def _within_region(foreground: np.ndarray, inside: np.ndarray, settings: DomainSettings) -> np.ndarray:

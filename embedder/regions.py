@@ -160,11 +160,19 @@ def product_region(mask: np.ndarray, *, min_share: float = 0.02, connectivity: i
     clutter tends to be small, off-centre, or a surface running out of the frame. Things lying
     beside the product, even touching its box, stay out. Returns the chosen pixels of the
     mask, or None when nothing stands out."""
+    ranked = ranked_regions(mask, min_share=min_share, connectivity=connectivity, limit=1)
+    return ranked[0] if ranked else None
+
+
+def ranked_regions(mask: np.ndarray, *, min_share: float = 0.02, connectivity: int = 4,
+                   limit: int | None = None) -> list[np.ndarray]:
+    """The candidate regions of the automatic crop (see product_region), most likely product
+    first, each as its pixels of the mask: the objects a shopper may have meant."""
     h, w = mask.shape
     closed = erode(dilate(mask, 1), 1) | mask
     found = [r for r in regions(closed, connectivity) if r["area"] >= min_share * closed.sum()]
     if not found:
-        return None
+        return []
     labels = label_regions(closed, connectivity)
     diagonal = math.hypot(w, h)
 
@@ -176,6 +184,9 @@ def product_region(mask: np.ndarray, *, min_share: float = 0.02, connectivity: i
         cut = min(1.0, r["edge_pixels"] / max(1, perimeter) * 2)
         return r["area"] * (1.0 - 0.8 * off_centre) * (1.0 - 0.7 * cut)
 
-    best = max(found, key=score)
-    chosen = mask & (labels == best["label"])
-    return chosen if chosen.any() else None
+    out = []
+    for r in sorted(found, key=score, reverse=True)[:limit]:  # stable: ties keep the regions' order, as max did
+        pixels = mask & (labels == r["label"])
+        if pixels.any():
+            out.append(pixels)
+    return out

@@ -51,7 +51,7 @@ ImageInput = Union[bytes, bytearray, str, os.PathLike, Image.Image, BinaryIO]
 
 __all__ = ["SearchService", "SearchTiming", "Results", "CatalogItem", "CategoryGuess", "MatchConfidence",
            "ModelMismatchError", "CatalogError", "UnknownItemError", "UnusablePhotoError", "BoxError", "to_rgb",
-           "product_region", "FilterError"]
+           "product_region", "object_regions", "FilterError"]
 
 
 @dataclass(frozen=True)
@@ -121,10 +121,18 @@ def to_rgb(image: ImageInput) -> Image.Image:
 def product_region(image: Image.Image) -> tuple[int, int, int, int]:
     """The automatic product region of a decoded photo, in whole pixels (the default query
     region to show a shopper); UnusablePhotoError when the photo holds nothing to search for."""
-    x0, y0, x1, y1 = check_photo(image).box
+    return object_regions(image)[0]
+
+
+def object_regions(image: Image.Image) -> list[tuple[int, int, int, int]]:
+    """The automatic product region, then the other things in the photo that stand out about as
+    much (up to three, likeliest first: what else the shopper may have meant), in whole pixels;
+    UnusablePhotoError when the photo holds nothing to search for."""
+    analysis = check_photo(image)
     w, h = image.size
-    return (max(0, int(np.floor(x0 * w))), max(0, int(np.floor(y0 * h))),
-            min(w, int(np.ceil(x1 * w))), min(h, int(np.ceil(y1 * h))))
+    return [(max(0, int(np.floor(x0 * w))), max(0, int(np.floor(y0 * h))),
+             min(w, int(np.ceil(x1 * w))), min(h, int(np.ceil(y1 * h))))
+            for x0, y0, x1, y1 in [analysis.box, *analysis.others]]
 
 
 def check_query_photo(image: Image.Image, box: Box | None) -> tuple[int, int, int, int] | None:

@@ -319,3 +319,27 @@ def test_a_loose_query_region_around_a_product_that_stands_out_only_at_its_outli
         out = FMNIST.to_uint8(image, box=box)[0]
         rows, columns = np.nonzero(out.max(axis=1) > 128)[0], np.nonzero(out.max(axis=0) > 128)[0]
         assert (rows.min(), rows.max()) == (0, 27) and (columns.min(), columns.max()) == (4, 23)
+
+
+def two_things_on_white() -> Image.Image:
+    """A large dark product in the middle, a smaller thing at the side and a speck, on white."""
+    pixels = np.full((300, 400, 3), 245, np.uint8)
+    pixels[80:230, 140:270] = (40, 40, 60)  # the product
+    pixels[120:200, 20:80] = (150, 30, 30)  # a smaller thing beside it (a quarter of its area)
+    pixels[20:26, 370:376] = (30, 30, 30)  # a speck
+    return Image.fromarray(pixels)
+
+
+def test_the_analysis_offers_the_other_things_in_a_photo_besides_the_product_but_not_specks():
+    found = check_photo(two_things_on_white())
+    assert found.clear_background
+    x0, y0, x1, y1 = found.box
+    assert abs(x0 - 140 / 400) < 0.02 and abs(x1 - 270 / 400) < 0.02 and abs(y0 - 80 / 300) < 0.02
+    assert len(found.others) == 1  # the speck is far smaller than the product: not offered
+    ox0, oy0, ox1, oy1 = found.others[0]
+    assert abs(ox0 - 20 / 400) < 0.02 and abs(ox1 - 80 / 400) < 0.02 and abs(oy0 - 120 / 300) < 0.02
+    assert check_photo(two_things_on_white()).others == found.others  # one photo, one answer
+
+
+def test_a_query_region_offers_no_other_things():
+    assert analyse(two_things_on_white(), within=(0.3, 0.2, 0.7, 0.8)).others == []

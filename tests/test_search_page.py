@@ -135,3 +135,32 @@ def test_a_photo_is_searched_either_facing_unless_the_shopper_turns_it_off(tiny_
     assert asked[-1] is True and len(result_ids(at)) == 10
     at.toggle(key="search_mirror").set_value(False).run()
     assert not at.exception and asked[-1] is False and len(result_ids(at)) == 10
+
+
+def test_the_shopper_can_search_another_thing_in_the_photo_than_the_one_found(tiny_shop_env, monkeypatch):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from index.service import SearchService, object_regions
+
+    pixels = np.full((300, 400, 3), 245, np.uint8)
+    pixels[80:230, 140:270] = (40, 40, 60)  # the thing most likely the product
+    pixels[120:200, 20:80] = (150, 30, 30)  # another thing beside it
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    regions = object_regions(Image.fromarray(pixels))
+    asked, search = [], SearchService.search
+
+    def recording(self, query, *args, **kwargs):
+        asked.append(kwargs.get("box"))
+        return search(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(SearchService, "search", recording)
+    at = start()
+    at.file_uploader(key="search_upload").set_value(("table.png", buffer.getvalue(), "image/png")).run()
+    choice = next(r for r in at.radio if r.label == "Things in your photo")
+    assert choice.value == 0 and asked[-1] is None  # the automatic crop first
+    choice.set_value(1).run()
+    assert not at.exception and tuple(asked[-1]) == regions[1] and len(result_ids(at)) == 10

@@ -24,7 +24,7 @@ from app import components as ui
 from app.browse import browse_grid, filter_columns
 from embedder.images import ImageError, decode_image
 from index.filters import Condition, MetadataFilter, as_text
-from index.service import CatalogItem, Results, UnusablePhotoError, product_region
+from index.service import CatalogItem, Results, UnusablePhotoError, object_regions
 from index.store import CatalogError
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp"]
@@ -189,13 +189,25 @@ def decoded(kind: str, name, source):
         return None
 
 
-def photo_region(name: str, image) -> tuple[int, int, int, int] | None:
-    """The automatic product region, or None after telling the shopper why the photo can't be searched."""
+def photo_regions(name: str, image) -> list[tuple[int, int, int, int]] | None:
+    """The automatic product region and the other things in the photo, or None after telling the
+    shopper why the photo can't be searched."""
     try:
-        return product_region(image)
+        return object_regions(image)
     except UnusablePhotoError as exc:
         st.error(f"**{name}** can't be searched: {exc}.", icon=":material/hide_image:")
         return None
+
+
+def pick_object(regions: list, key: str) -> int:
+    """Which of the things found in the photo to search (0: the automatic choice). Only asked when
+    the photo holds more than one: a cluttered table may hold something the shopper did not mean."""
+    if len(regions) < 2:
+        return 0
+    return st.radio("Things in your photo", range(len(regions)), key=key, horizontal=True,
+                    format_func=lambda i: "The product found" if i == 0 else f"Thing {i + 1}",
+                    help="The box starts on the thing most likely to be the product; pick another "
+                         "if it chose the wrong one, or move the box yourself.")
 
 
 def run_search(service, kind: str, value, image, opts: dict, box=None) -> tuple[Results, float]:
@@ -265,13 +277,17 @@ def page() -> None:
         image = decoded(kind, value, source)
         if image is None:
             return  # the page and its options stay as they are: the next upload just works
-        region = photo_region(value, image) if kind == "photo" else None
-        if kind == "photo" and region is None:
+        regions = photo_regions(value, image) if kind == "photo" else None
+        if kind == "photo" and regions is None:
             return
     box = None
     with query_column:
         if kind == "photo":  # the product's region, which the shopper may move or resize
-            box = ui.crop_box(image, region, key=f"search_crop_{hashlib.sha1(source).hexdigest()[:16]}")
+            photo_key = hashlib.sha1(source).hexdigest()[:16]
+            chosen = pick_object(regions, key=f"search_object_{photo_key}")
+            box = ui.crop_box(image, regions[chosen], key=f"search_crop_{photo_key}_{chosen}")
+            if box is None and chosen > 0:  # another thing than the automatic choice, as found
+                box = regions[chosen]
     with results_column:
         heat = service.embedder.attention_map if opts["why"] else None
         try:
