@@ -37,7 +37,7 @@ from embedder.images import ImageError
 from embedder.regions import BoxError, parse_box
 from embedder.files import format_size, parse_size
 from index.catalog import Catalog
-from index.service import CatalogItem, SearchService, to_rgb
+from index.service import CatalogItem, SearchService, object_regions, to_rgb
 from index.store import INFO_FILE, CatalogError, UnknownItemError, read_info
 
 log = logging.getLogger("app.api")
@@ -319,6 +319,9 @@ def create_app(catalog: str | os.PathLike, model: str | os.PathLike, *, device: 
         mirror: Annotated[bool, Form(description=(
             "also search the photo as its mirror image, each item scored by the better of the two (a shoe "
             "photographed facing the other way); false: the photo only as it is"))] = True,
+        objects: Annotated[bool, Form(description=(
+            "also return `objects`: the things found in the photo as boxes x0,y0,x1,y1, the automatic product "
+            "crop first, then other things of a product's size, to offer a shopper as query regions"))] = False,
     ) -> dict:
         started = time.perf_counter()
         if (image is None) == (id is None):
@@ -356,10 +359,12 @@ def create_app(catalog: str | os.PathLike, model: str | os.PathLike, *, device: 
                 raise HTTPException(404, str(exc)) from None
             except CatalogError as exc:  # e.g. an unknown category
                 raise HTTPException(422, str(exc)) from None
+            things = [list(r) for r in object_regions(photo)] if objects and image is not None else None
         timing = found.timing
         echoed = {name: value for name, value in options.items() if name != "metadata_filter"}
+        extra = {} if things is None else {"objects": things}
         return {"query": {**query, **echoed, "filter": options["metadata_filter"],
-                          "box": list(region) if region else None},
+                          "box": list(region) if region else None}, **extra,
                 "catalog_version": service.catalog.info["version"], "results": _results(found.frame), **found.summary(),
                 "timing_ms": {"decode_ms": 1000 * decode_s, "embed_ms": 1000 * timing.decode_embed_s,
                               "search_ms": 1000 * timing.search_s, "queue_ms": 1000 * queue_s,

@@ -273,3 +273,28 @@ def test_the_api_searches_either_facing_unless_told_not_to(shop, service):
             return [r["id"] for r in response.json()["results"]]
         assert top()[0] == int(item["id"])
         assert top(mirror="false") == service.search(buffer.getvalue(), k=5, mirror=False).frame["id"].tolist()
+
+
+def test_the_api_returns_the_things_found_in_a_photo_when_asked(shop):
+    pytest.importorskip("fastapi", reason="optional extra: pip install -r requirements-distributed.txt")
+    from fastapi.testclient import TestClient
+
+    from app import api
+    from index.service import object_regions
+
+    pixels = np.full((300, 400, 3), 245, np.uint8)
+    pixels[80:230, 140:270] = (40, 40, 60)  # the thing most likely the product
+    pixels[120:200, 20:80] = (150, 30, 30)  # another thing beside it
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    with TestClient(api.create_app(shop["folder"], shop["model"])) as http:
+        def post(**form):
+            response = http.post("/search", files={"image": ("table.png", buffer.getvalue(), "image/png")},
+                                 data={"k": "3", **form})
+            assert response.status_code == 200, response.text
+            return response.json()
+        assert "objects" not in post()
+        things = post(objects="true")["objects"]
+        assert [tuple(t) for t in things] == object_regions(Image.fromarray(pixels)) and len(things) == 2
+        second = post(box=",".join(map(str, things[1])))  # a thing offered is a query region as it is
+        assert second["query"]["box"] == things[1]
