@@ -291,7 +291,7 @@ def cmd_ensure(args) -> int:
 
 
 def cmd_search(args) -> int:
-    from index.service import CatalogItem, SearchService
+    from index.service import CatalogItem, SearchService, object_regions, to_rgb
 
     if args.k < 1:
         raise UsageError("--k must be at least 1")
@@ -335,6 +335,9 @@ def cmd_search(args) -> int:
         print(f"{found.dropped} result(s) scoring below --min-score {args.min_score} left out")
     if found.confidence is not None and found.confidence.weak:
         print(found.confidence.notice())
+    others = object_regions(to_rgb(args.image))[1:] if args.image is not None and box is None else []
+    if others:  # the automatic crop chose one thing; the shopper may have meant another
+        print("other things in the photo (search one with --box): " + "; ".join(",".join(map(str, r)) for r in others))
     return 0
 
 

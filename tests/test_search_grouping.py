@@ -298,3 +298,20 @@ def test_the_api_returns_the_things_found_in_a_photo_when_asked(shop):
         assert [tuple(t) for t in things] == object_regions(Image.fromarray(pixels)) and len(things) == 2
         second = post(box=",".join(map(str, things[1])))  # a thing offered is a query region as it is
         assert second["query"]["box"] == things[1]
+
+
+def test_the_cli_names_the_other_things_in_a_photo_as_boxes_to_search(shop, capsys):
+    from index.service import object_regions
+
+    pixels = np.full((300, 400, 3), 245, np.uint8)
+    pixels[80:230, 140:270] = (40, 40, 60)  # the thing most likely the product
+    pixels[120:200, 20:80] = (150, 30, 30)  # another thing beside it
+    path = shop["folder"].parent / "table.png"
+    Image.fromarray(pixels).save(path)
+    other = object_regions(Image.fromarray(pixels))[1]
+    common = ["search", "--catalog", str(shop["folder"]), "--model", str(shop["model"]), "--image", str(path)]
+    assert cli(common) == 0
+    said = capsys.readouterr().out
+    assert f"other things in the photo (search one with --box): {','.join(map(str, other))}" in said
+    assert cli([*common, "--box", ",".join(map(str, other))]) == 0
+    assert "other things in the photo" not in capsys.readouterr().out  # the shopper chose
