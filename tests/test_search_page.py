@@ -24,6 +24,20 @@ def result_captions(at: AppTest) -> list[str]:
     return [c.value for c in at.caption if c.value.startswith("**#")]
 
 
+def record_searches(monkeypatch, option: str) -> list:
+    """Every search the page runs from now on, as the value of one of its options (searches still run)."""
+    from index.service import SearchService
+
+    asked, search = [], SearchService.search
+
+    def recording(self, query, *args, **kwargs):
+        asked.append(kwargs.get(option))
+        return search(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(SearchService, "search", recording)
+    return asked
+
+
 def metadata(shop):
     return Catalog.load(shop.catalog).metadata.set_index("id")
 
@@ -120,15 +134,7 @@ def test_near_duplicate_hiding_says_what_it_hid_and_the_photos_own_copy_hides_no
 def test_a_photo_is_searched_either_facing_unless_the_shopper_turns_it_off(tiny_shop_env, monkeypatch):
     """The page hands its "Match either facing" toggle to the search (index.service: the photo and
     its mirror image, each item scored by the better; tested with asymmetric photos there)."""
-    from index.service import SearchService
-
-    asked, search = [], SearchService.search
-
-    def recording(self, query, *args, **kwargs):
-        asked.append(kwargs.get("mirror"))
-        return search(self, query, *args, **kwargs)
-
-    monkeypatch.setattr(SearchService, "search", recording)
+    asked = record_searches(monkeypatch, "mirror")
     at = start()
     assert at.toggle(key="search_mirror").value is True  # on by default
     at.file_uploader(key="search_upload").set_value(("mine.png", tiny_shop_env.image_bytes(4), "image/png")).run()
@@ -143,7 +149,7 @@ def test_the_shopper_can_search_another_thing_in_the_photo_than_the_one_found(ti
     import numpy as np
     from PIL import Image
 
-    from index.service import SearchService, object_regions
+    from index.service import object_regions
 
     pixels = np.full((300, 400, 3), 245, np.uint8)
     pixels[80:230, 140:270] = (40, 40, 60)  # the thing most likely the product
@@ -151,13 +157,7 @@ def test_the_shopper_can_search_another_thing_in_the_photo_than_the_one_found(ti
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, "PNG")
     regions = object_regions(Image.fromarray(pixels))
-    asked, search = [], SearchService.search
-
-    def recording(self, query, *args, **kwargs):
-        asked.append(kwargs.get("box"))
-        return search(self, query, *args, **kwargs)
-
-    monkeypatch.setattr(SearchService, "search", recording)
+    asked = record_searches(monkeypatch, "box")
     at = start()
     at.file_uploader(key="search_upload").set_value(("table.png", buffer.getvalue(), "image/png")).run()
     choice = next(r for r in at.radio if r.label == "Things in your photo")
