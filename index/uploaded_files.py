@@ -120,8 +120,10 @@ def uploads_only_in(catalog: Path, dropped: list[Path], kept: list[Path], read_r
     return [file for file in files if not named_elsewhere(file)]
 
 
-def _named_uploads(versions: Path, read_version: VersionReader) -> set[str] | None:
-    """The uploaded photos any version of a catalog on disk names (None: a version cannot be read)."""
+def _named_uploads(versions: Path, read_version: VersionReader,
+                   resolve: Callable[[Path], str] = os.path.abspath) -> set[str] | None:
+    """The uploaded photos any finished version of a catalog on disk names, as `resolve` spells their
+    paths (None: a version cannot be read)."""
     names: set[str] = set()
     for version in (versions.iterdir() if versions.is_dir() else []):
         if version.name.startswith(".") or not version.is_dir():
@@ -130,7 +132,7 @@ def _named_uploads(versions: Path, read_version: VersionReader) -> set[str] | No
         if found is None:
             return None
         root, paths = found
-        names.update(os.path.abspath(Path(root) / p) for p in paths if p.startswith(UPLOADS_FOLDER))
+        names.update(resolve(Path(root) / p) for p in paths if p.startswith(UPLOADS_FOLDER))
     return names
 
 
@@ -148,16 +150,11 @@ def unadded_uploads(batch: Path, catalog: Path, read_version: VersionReader, ver
         return []
     versions = catalog / versions_dir
     try:
-        entries = list(versions.iterdir()) if versions.is_dir() else []
-        if any(entry.name.startswith(".") for entry in entries):  # a version being written may name them
+        if versions.is_dir() and any(entry.name.startswith(".") for entry in versions.iterdir()):
+            return []  # a version being written may name them
+        named = _named_uploads(versions, read_version, os.path.realpath)
+        if named is None:
             return []
-        named: set[str] = set()
-        for version in (entry for entry in entries if entry.is_dir()):
-            found = read_version(version)
-            if found is None:
-                return []
-            root, paths = found
-            named.update(os.path.realpath(Path(root) / p) for p in paths if p.startswith(UPLOADS_FOLDER))
         return [file for file in sorted(batch.iterdir()) if file.name not in BOOKKEEPING_FILES and file.is_file()
                 and not file.is_symlink() and os.path.realpath(file) not in named]
     except OSError:  # what cannot be read keeps its photos
