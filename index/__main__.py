@@ -307,9 +307,11 @@ def cmd_search(args) -> int:
     options = {"k": args.k, "category": args.category, "hide_duplicates_above": args.hide_duplicates,
                "min_score": args.min_score, "group_by": args.group_by, "metadata_filter": args.filter,
                "mirror": not args.no_mirror}
+    photo = None
     if args.image is not None:
         try:
-            found = service.search(args.image, box=box, **options)
+            photo = to_rgb(args.image)  # decoded once, for the search and the other things in it
+            found = service.search(photo, box=box, **options)
         except ImageError as exc:
             raise UsageError(f"{args.image}: {exc}") from None
     else:
@@ -335,7 +337,7 @@ def cmd_search(args) -> int:
         print(f"{found.dropped} result(s) scoring below --min-score {args.min_score} left out")
     if found.confidence is not None and found.confidence.weak:
         print(found.confidence.notice())
-    others = object_regions(to_rgb(args.image))[1:] if args.image is not None and box is None else []
+    others = object_regions(photo)[1:] if photo is not None and box is None else []
     if others:  # the automatic crop chose one thing; the shopper may have meant another
         print("other things in the photo (search one with --box): " + "; ".join(",".join(map(str, r)) for r in others))
     return 0
