@@ -1,0 +1,166 @@
+"""What `python -m index` accepts: the argument parser of every subcommand (index/__main__.py runs them)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from embedder.files import parse_size
+from index.hygiene import add_arguments as add_hygiene_arguments
+
+EVALUATE_FULL_UP_TO = 100_000  # items; beyond this `evaluate` samples 10,000 queries by default
+EVALUATE_SAMPLE = 10_000
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every subcommand of `python -m index` and its arguments (the commands themselves: index/__main__.py)."""
+    parser = argparse.ArgumentParser(prog="python -m index", description="Build, change, search and evaluate "
+                                     "visual-search catalogs.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def wait_option(p):
+        p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                       help="wait this long for another process changing the catalog (default: refuse at once)")
+
+    p = sub.add_parser("build", help="embed a manifest's images into a new catalog")
+    p.add_argument("--manifest", required=True, type=Path, help="manifest .csv/.parquet (path, category[, product_id])")
+    p.add_argument("--model", required=True, type=Path, help="model checkpoint (.pt)")
+    p.add_argument("--out", required=True, type=Path, help="catalog folder to create")
+    p.add_argument("--index", help="FAISS factory string (e.g. Flat, HNSW32, IVF1024,Flat); default: chosen by size")
+    p.add_argument("--memory-budget", type=_size, default=None, help="memory the index may use (default 4GB)")
+    p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing catalog in --out")
+    wait_option(p)
+
+    p = sub.add_parser("add", help="add the images a catalog does not hold yet")
+    p.add_argument("--catalog", required=True, type=Path)
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--manifest", type=Path)
+    group.add_argument("--images", type=Path, help="folder of <category>/[<product>/]<image> (below the catalog's image folder)")
+    p.add_argument("--model", type=Path, help="checkpoint (default: the one the catalog was built with)")
+    wait_option(p)
+
+    p = sub.add_parser("remove", help="remove items by id or path")
+    p.add_argument("--catalog", required=True, type=Path)
+    p.add_argument("--ids", type=int, nargs="+", default=[])
+    p.add_argument("--paths", nargs="+", default=[], help="image paths as in the metadata (or absolute)")
+    wait_option(p)
+
+    p = sub.add_parser("rebuild", help="re-index from stored embeddings (re-embeds when the model changed)")
+    p.add_argument("--catalog", required=True, type=Path)
+    p.add_argument("--model", type=Path, help="a new model: every image is embedded again")
+    p.add_argument("--index", help="FAISS factory string; default: chosen again for the current size")
+    p.add_argument("--memory-budget", type=_size, default=None)
+    p.add_argument("--precision", choices=("bf16", "fp32"), default=None)
+    p.add_argument("--reembed", action="store_true", help="embed every image again even with the same model")
+    wait_option(p)
+
+    p = sub.add_parser("restore", help="undo: make the previous catalog version current again")
+    p.add_argument("--catalog", required=True, type=Path)
+    p.add_argument("--version", help="the version to restore (default: the previous one; see --list)")
+    p.add_argument("--list", action="store_true", help="list the versions on disk and change nothing")
+    wait_option(p)
+
+    p = sub.add_parser("ensure", help="build the catalog if missing, else bring it up to date with the model "
+                                      "and the manifest's new images")
+    p.add_argument("--manifest", required=True, type=Path)
+    p.add_argument("--model", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--index")
+    p.add_argument("--memory-budget", type=_size, default=None)
+    p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
+    wait_option(p)
+
+    p = sub.add_parser("search", help="most similar catalog items to a photo or an item")
+    p.add_argument("--catalog", required=True, type=Path)
+    p.add_argument("--model", required=True, type=Path)
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--image", type=Path)
+    group.add_argument("--id", type=int)
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--category")
+    p.add_argument("--hide-duplicates", type=float, default=None, metavar="COSINE",
+                   help="hide results more similar than this to a better-ranked result (e.g. 0.98)")
+    p.add_argument("--box", metavar="X0,Y0,X1,Y1",
+                   help="query region of the photo in its pixels (default: the product, found automatically)")
+    p.add_argument("--min-score", type=float, default=None, metavar="SCORE",
+                   help="leave out results scoring below this (cosine similarity, e.g. 0.9)")
+    p.add_argument("--group-by", metavar="COLUMN",
+                   help="one result per value of this column (e.g. product_id: each product's best photo), still k")
+    p.add_argument("--filter", metavar="EXPRESSION",
+                   help="only items meeting it: column=value, OR between values of one column, AND between "
+                        "columns, e.g. \"color=red OR color=blue AND brand=X\"")
+    p.add_argument("--no-mirror", action="store_true",
+                   help="search the photo only as it is (default: also as its mirror image, each item scored by the "
+                        "better of the two, so a shoe photographed facing the other way is found)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON records")
+
+    p = sub.add_parser("evaluate", help="Recall@k of the catalog (leave-one-out, labels = product_id)")
+    p.add_argument("--catalog", required=True, type=Path)
+    p.add_argument("--out", type=Path, help="report prefix: writes PREFIX.csv, .json, .md "
+                                            "(default reports/<catalog>-recall)")
+    p.add_argument("--label", default="product_id", help="column that says which items are the same product")
+    p.add_argument("--max-queries", type=int, default=None,
+                   help=f"sample this many queries (default: all up to {EVALUATE_FULL_UP_TO:,} items, "
+                        f"else {EVALUATE_SAMPLE:,})")
+    p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("export", help="ids, vectors and metadata to a Parquet file and/or a Qdrant collection")
+    p.add_argument("--catalog", required=True, type=Path)
+    p.add_argument("--parquet", type=Path, metavar="OUT.parquet", help="write one Parquet file")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--qdrant-path", metavar="DIR", help="embedded Qdrant stored in this local folder")
+    group.add_argument("--qdrant-url", metavar="URL", help="a Qdrant server or cluster, e.g. http://host:6333")
+    p.add_argument("--api-key", default=None, help="Qdrant API key (default: the QDRANT_API_KEY environment variable)")
+    p.add_argument("--collection", help="Qdrant collection (default: the catalog folder's name)")
+    p.add_argument("--recreate", action="store_true", help="drop the Qdrant collection first")
+    p.add_argument("--batch-size", type=int, default=None, help="points per Qdrant upsert (default 256)")
+
+    p = sub.add_parser("embed-ray", help="embed a manifest with Ray Data into Parquet shards (for build-from-shards)")
+    p.add_argument("--manifest", required=True, type=Path)
+    p.add_argument("--model", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="shards folder to create")
+    p.add_argument("--address", help="an existing Ray cluster (default: start a local Ray for this command)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
+    p.add_argument("--actors", type=int, default=None,
+                   help="embedding actors (default: one per GPU, else half the CPUs)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
+    p.add_argument("--vector-dtype", choices=("float32", "float16"), default="float32",
+                   help="how the shards store vectors (float16 halves the disk)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing shards folder")
+
+    p = sub.add_parser("build-from-shards", help="an on-disk IVF-PQ catalog from embedding shards (catalogs "
+                                                 "larger than memory)")
+    p.add_argument("--shards", required=True, type=Path)
+    p.add_argument("--model", required=True, type=Path, help="the checkpoint the shards were embedded with")
+    p.add_argument("--out", required=True, type=Path, help="catalog folder")
+    p.add_argument("--index", help="FAISS IVF factory string (e.g. IVF65536_HNSW32,PQ64np); default: chosen by size")
+    p.add_argument("--memory-budget", type=_size, default=None, help="memory for the centroids (default 4GB)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing catalog in --out")
+    p.add_argument("--no-rerank-copy", dest="rerank_copy", action="store_false",
+                   help="keep no float16 copy of the vectors (n x d x 2 bytes): results ranked by the PQ codes alone")
+    wait_option(p)
+
+    p = sub.add_parser("info", help="what a catalog holds")
+    p.add_argument("--catalog", required=True, type=Path)
+    p.add_argument("--json", action="store_true", help="print catalog.json")
+
+    p = sub.add_parser("import-fashion-mnist", help="Fashion-MNIST as PNGs and a manifest")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--split", choices=("train", "test"), default="test")
+    p.add_argument("--source", type=Path, default=None, help="folder of the four .gz IDX files")
+    p.add_argument("--grouping", default="store", help="coarse categories: store (3) or five")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images")
+    p.add_argument("--allow-download", action="store_true")
+
+    add_hygiene_arguments(sub.add_parser("hygiene", help="near-duplicate listings, likely mis-categorised items, "
+                                         "products whose photos disagree (CSV + Markdown)"))
+    return parser
