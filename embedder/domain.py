@@ -87,6 +87,16 @@ class DomainSettings:
     # "colour-on-clutter" = along its colour on a cluttered backdrop, luma on a plain one.
     signal: str = "colour-on-clutter"
 
+    def __post_init__(self):  # a misspelt choice would otherwise quietly take another branch
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be {', '.join(allowed)}, not {getattr(self, name)!r}")
+
+
+CHOICES = {"clutter_crop": ("region-mask", "region", "frame"),  # DomainSettings' settings that name a choice
+           "region_choice": ("all", "product", "inside", "inside-product"), "fill_of": ("region", "extent"),
+           "contrast_sign": ("product", "backdrop"), "signal": ("luma", "colour", "colour-on-clutter")}
+
 
 @dataclass
 class Analysis:
@@ -281,8 +291,6 @@ def _within_region(foreground: np.ndarray, inside: np.ndarray, settings: DomainS
     """What inside the shopper's region is the product (see DomainSettings.region_choice).
     foreground: what stands out in the whole view, the region and the context around it."""
     choice = settings.region_choice
-    if choice not in ("all", "product", "inside", "inside-product"):
-        raise ValueError(f"region_choice must be all, product, inside or inside-product, not {choice!r}")
     candidates = foreground & inside
     if choice.startswith("inside"):  # a shopper's box holds the product whole: what runs far out of it is clutter
         labels = label_regions(foreground, settings.connectivity)

@@ -343,3 +343,11 @@ def test_the_analysis_offers_the_other_things_in_a_photo_besides_the_product_but
 
 def test_a_query_region_offers_no_other_things():
     assert analyse(two_things_on_white(), within=(0.3, 0.2, 0.7, 0.8)).others == []
+
+
+@pytest.mark.parametrize("name", ["clutter_crop", "region_choice", "fill_of", "contrast_sign", "signal"])
+def test_a_misspelt_choice_of_the_normalisation_is_refused_not_quietly_replaced(name):
+    from embedder.domain import DomainSettings
+
+    with pytest.raises(ValueError, match=name):
+        DomainSettings(**{name: "colur"})
