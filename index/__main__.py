@@ -8,7 +8,7 @@
     restore  --catalog DIR [--version V] [--list]   (undo: the previous version current again)
     search   --catalog DIR --model CKPT (--image FILE [--box X0,Y0,X1,Y1] | --id N) [--k 10] [--category C]
              [--hide-duplicates 0.98] [--min-score S] [--group-by product_id]
-             [--filter "color=red OR color=blue AND brand=X"]
+             [--filter "color=red OR color=blue AND brand=X"] [--no-mirror]
     evaluate --catalog DIR [--out PREFIX] [--label product_id] [--max-queries N]
     info     --catalog DIR [--json]
     embed-ray         --manifest M --model CKPT --out SHARDS [--address ADDR] [--num-cpus N] [--actors N] [--batch-size B]
