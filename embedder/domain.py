@@ -30,6 +30,7 @@ from embedder.regions import dilate, fill_holes, label_regions, product_region, 
 ANALYSIS_SIDE = 128
 MAX_OTHER_OBJECTS = 3  # other things in a photo offered to the shopper besides the automatic crop
 OTHER_OBJECT_SHARE = 0.2  # ... each at least this share of the chosen product's area
+SHARPEN_SIGMA, SHARPEN_FROM = 1.0, 2.0  # see DomainSettings.sharpen
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, as PIL's "L"
 
 
@@ -86,6 +87,14 @@ class DomainSettings:
     # product's own colour difference from its background (a green shirt on a grey table);
     # "colour-on-clutter" = along its colour on a cluttered backdrop, luma on a plain one.
     signal: str = "colour-on-clutter"
+    # A photo shrunk to the model's size is sharpened as the catalog's images were when they were
+    # shrunk (Fashion-MNIST: a Gaussian unsharp operator of radius and sigma 1 px after resizing):
+    # signal + sharpen x (signal - its blur), only in a product-on-backdrop domain and only when the
+    # crop was reduced at least SHARPEN_FROM-fold (a catalog image at the model's size is untouched).
+    # Held-out 600, plain / automatic / true box / loose box: 0 -> 0.865 / 0.673 / 0.828 / 0.790,
+    # 0.75 -> 0.888 / 0.670 / 0.843 / 0.807, 1.0 -> 0.895 / 0.675 / 0.838 / 0.805, 1.5 -> 0.893 / 0.662 /
+    # 0.838 / 0.805; opaque renderer 0 -> 0.847 / 0.580 / 0.803 / 0.733, 0.75 -> 0.850 / 0.582 / 0.798 / 0.737.
+    sharpen: float = 0.75
 
     def __post_init__(self):  # a misspelt choice would otherwise quietly take another branch
         for name, allowed in CHOICES.items():
@@ -404,6 +413,9 @@ def normalise(image: Image.Image, *, size: int, channels: int, polarity: str, ma
         canvas = np.full((size, size, out.shape[2]), canvas_value, np.float32)
     left, top = (size - tw) // 2, (size - th) // 2
     canvas[top:top + th, left:left + tw] = out
+    if settings.sharpen > 0 and polarity != "keep" and side / size >= SHARPEN_FROM:
+        blurred = cv2.GaussianBlur(canvas, (0, 0), SHARPEN_SIGMA, borderType=cv2.BORDER_REPLICATE)
+        canvas = canvas + settings.sharpen * (canvas - blurred.reshape(canvas.shape))
     return np.ascontiguousarray((canvas.clip(0, 1) * 255 + 0.5).astype(np.uint8).transpose(2, 0, 1))
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from embedder.domain import UnusablePhotoError, analyse, check_photo, normalise
+from embedder.domain import DomainSettings, UnusablePhotoError, analyse, check_photo, normalise
 from embedder.images import ImageError
 from embedder.preprocess import Preprocessing
 from embedder.regions import BoxError, check_box, crop_to_box, label_regions, parse_box, product_region
@@ -347,7 +347,21 @@ def test_a_query_region_offers_no_other_things():
 
 @pytest.mark.parametrize("name", ["clutter_crop", "region_choice", "fill_of", "contrast_sign", "signal"])
 def test_a_misspelt_choice_of_the_normalisation_is_refused_not_quietly_replaced(name):
-    from embedder.domain import DomainSettings
-
     with pytest.raises(ValueError, match=name):
         DomainSettings(**{name: "colur"})
+
+
+def test_a_photo_shrunk_to_the_model_size_is_sharpened_as_the_catalog_images_were_and_a_catalog_image_is_not():
+    # A dark product with soft stripes across it (detail of about three model pixels), photographed at 10x the model's size.
+    array = np.full((300, 300, 3), 245, np.uint8)
+    stripes = 60 + 40 * np.sin(np.arange(280) * 2 * np.pi / 30)
+    array[10:290, 10:290] = stripes[None, :, None].astype(np.uint8)
+    image = Image.fromarray(array)
+    kwargs = dict(size=28, channels=1, polarity="light-on-dark")
+    sharpened = normalise(image, **kwargs)[0, 4:24, 4:24].astype(float)
+    soft = normalise(image, **kwargs, settings=DomainSettings(sharpen=0.0))[0, 4:24, 4:24].astype(float)
+    assert np.abs(np.diff(sharpened, axis=1)).mean() > 1.2 * np.abs(np.diff(soft, axis=1)).mean()
+    native = np.zeros((28, 28), np.uint8)
+    native[2:26, 6:22] = (120 + 80 * np.sin(np.arange(16) * 2 * np.pi / 3)).astype(np.uint8)
+    catalog_image = Image.fromarray(native).convert("RGB")
+    assert np.array_equal(normalise(catalog_image, **kwargs), normalise(catalog_image, **kwargs, settings=DomainSettings(sharpen=0.0)))
