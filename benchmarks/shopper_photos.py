@@ -46,9 +46,9 @@ def sample_items(count: int, seed: int, exclude: np.ndarray | None = None) -> np
     return np.sort(np.random.default_rng(seed).choice(pool, count, replace=False))
 
 
-def render_set(images: np.ndarray, seed: int, cluttered: bool, opaque: bool = False):
-    rng = np.random.default_rng(seed + (1 if cluttered else 0))
-    return [render(item, rng, cluttered, opaque) for item in images]
+def render_set(images: np.ndarray, seed: int, cluttered: bool, opaque: bool = False, shadow: bool = False):
+    rng = np.random.default_rng(seed + (1 if cluttered else 0) + (2 if shadow else 0))
+    return [render(item, rng, cluttered, opaque, shadow) for item in images]
 
 
 def loose_box(box, width: int, height: int, grow: float = 0.15) -> tuple[int, int, int, int]:
@@ -187,10 +187,13 @@ def run(args) -> dict:
     native = [Image.fromarray(item).convert("RGB") for item in items]
     plain_photos = render_set(items, REPORT_SEED, cluttered=False, opaque=args.opaque_products)
     clutter_photos = render_set(items, REPORT_SEED, cluttered=True, opaque=args.opaque_products)
+    shadow_photos = render_set(items, REPORT_SEED, cluttered=False, opaque=args.opaque_products, shadow=True)
     today = Embedder(embedder.backbone, replace(embedder.preprocessing, domain=False), precision=embedder.precision)
     rows = {
         "native 28 px": scores(embed_all(embedder, native), fine, coarse, catalog),
         "plain light backdrop": scores(embed_all(embedder, [p.image for p in plain_photos]), fine, coarse, catalog),
+        "plain light backdrop, the product's soft drop shadow on it": scores(
+            embed_all(embedder, [p.image for p in shadow_photos]), fine, coarse, catalog),
         "cluttered, automatic crop": scores(embed_all(embedder, [p.image for p in clutter_photos]), fine, coarse, catalog),
         "cluttered, the shopper picks among the things the page offers": scores(
             embed_all(embedder, [p.image for p in clutter_photos], [picked_thing(p) for p in clutter_photos]),
@@ -206,6 +209,7 @@ def run(args) -> dict:
     either = {  # the same queries as a search scores them by default: the photo or its mirror image
         "native 28 px": embed_both_facings(embedder, native),
         "plain light backdrop": embed_both_facings(embedder, [p.image for p in plain_photos]),
+        "plain light backdrop, soft drop shadow": embed_both_facings(embedder, [p.image for p in shadow_photos]),
         "cluttered, automatic crop": embed_both_facings(embedder, [p.image for p in clutter_photos]),
         "cluttered, true box as query region": embed_both_facings(embedder, [p.image for p in clutter_photos],
                                                                   [p.box for p in clutter_photos]),
@@ -239,7 +243,9 @@ def markdown(report: dict) -> str:
     lines = ["# Shopper photos against the default catalog", "",
              f"`{report['command']}`: {report['items']:,} Fashion-MNIST training items (seed {report['item_sample_seed']}), "
              "never in the catalog, each rendered as a shopper photo (200-1,000 px, varied aspect, scale, position, "
-             "rotation up to ±10°, colour tint, dark product on a light or cluttered backdrop, JPEG 70-95) and queried "
+             "rotation up to ±10°, colour tint, dark product on a light or cluttered backdrop, JPEG 70-95; the shadow row "
+             "renders the light backdrops again with the product casting a soft drop shadow: 15-45% darker, moved and "
+             "blurred by 2-8% of its size) and queried "
              f"against `{report['catalog']}` with `{report['model']}`. Renderer: {report.get('renderer', 'see-through products')}.", "",
              "The normalisation's settings were chosen on a separate held-out sample (other items, seed "
              f"{TUNING_SEED}; `--tune`), never on these photos.", "",
@@ -289,6 +295,7 @@ def tune(args) -> None:
     coarse_of = dict(zip(catalog.metadata["product_id"].astype(str), catalog.metadata["category"].astype(str)))
     coarse = np.array([coarse_of[f] for f in fine])
     sets = {"plain": render_set(items, TUNING_SEED, False, args.opaque_products),
+            "plain, shadow": render_set(items, TUNING_SEED, False, args.opaque_products, shadow=True),
             "cluttered": render_set(items, TUNING_SEED, True, args.opaque_products)}
     native = scores(embed_all(embedder, [Image.fromarray(i).convert("RGB") for i in items]), fine, coarse, catalog)["fine_R@1"]
     loo = recall_at_k(np.asarray(catalog.embeddings, np.float32), catalog.metadata["product_id"].astype(str).to_numpy(),

@@ -10,7 +10,7 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 from embedder.images import decode_image
 
@@ -83,12 +83,31 @@ def _product_colour(rng) -> np.ndarray:
     return rng.uniform(0.0, 0.4, 3).astype(np.float32)
 
 
-def render(item: np.ndarray, rng: np.random.Generator, cluttered: bool, opaque: bool = False) -> ShopperPhoto:
+def _soft_shadow(rng, alpha: np.ndarray, w: int, h: int, x0: int, y0: int, side: int) -> np.ndarray:
+    """The darkening (h, w) of the product's drop shadow: its silhouette moved a little (lit from one
+    side), blurred into a soft penumbra, darkening the backdrop by up to `strength` where it is full."""
+    silhouette = np.zeros((h, w), np.float32)
+    angle = rng.uniform(0, 2 * np.pi)
+    shift = rng.uniform(0.02, 0.08) * side
+    dx, dy = round(np.cos(angle) * shift), round(np.sin(angle) * shift)
+    ah, aw = alpha.shape
+    ys, xs = slice(max(0, y0 + dy), min(h, y0 + dy + ah)), slice(max(0, x0 + dx), min(w, x0 + dx + aw))
+    silhouette[ys, xs] = np.clip(alpha * 3, 0, 1)[ys.start - y0 - dy:ys.stop - y0 - dy, xs.start - x0 - dx:xs.stop - x0 - dx]
+    blur = rng.uniform(0.02, 0.08) * side
+    soft = np.asarray(Image.fromarray((silhouette * 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(blur)),
+                      np.float32) / 255.0
+    return soft * rng.uniform(0.15, 0.45)
+
+
+def render(item: np.ndarray, rng: np.random.Generator, cluttered: bool, opaque: bool = False,
+           shadow: bool = False) -> ShopperPhoto:
     """One 28x28 light-on-black item -> a shopper photo of it and the product's true box.
 
     By default the item's intensity is the product's opacity: its faint parts let the backdrop
     through. opaque: the product covers the backdrop wherever its intensity reaches a fifth of full
-    scale, its faint parts drawn light (as a light part of a real product is), not see-through."""
+    scale, its faint parts drawn light (as a light part of a real product is), not see-through.
+    shadow: the product casts a soft drop shadow on the backdrop (as in most product photos on a table
+    or a studio sweep); the true box is still the product's own."""
     w, h = _frame_size(rng)
     side = max(8, round(rng.uniform(0.35, 0.85) * min(w, h)))
     alpha_image = Image.fromarray(item).resize((side, side), Image.BICUBIC)
@@ -101,6 +120,8 @@ def render(item: np.ndarray, rng: np.random.Generator, cluttered: bool, opaque: 
     ys, xs = np.nonzero(alpha > 0.1)
     box = (x0 + int(xs.min()), y0 + int(ys.min()), x0 + int(xs.max()) + 1, y0 + int(ys.max()) + 1)
     backdrop = _cluttered_backdrop(rng, w, h, box) if cluttered else _light_backdrop(rng, w, h)
+    if shadow:
+        backdrop = backdrop * (1 - _soft_shadow(rng, alpha, w, h, x0, y0, side)[..., None])
     region = backdrop[y0:y0 + ah, x0:x0 + aw]
     a = alpha[..., None]
     colour = _product_colour(rng)
