@@ -85,7 +85,7 @@ def _product_colour(rng) -> np.ndarray:
 
 def _soft_shadow(rng, alpha: np.ndarray, w: int, h: int, x0: int, y0: int, side: int) -> np.ndarray:
     """The darkening (h, w) of the product's drop shadow: its silhouette moved a little (lit from one
-    side), blurred into a soft penumbra, darkening the backdrop by up to `strength` where it is full."""
+    side), blurred into a soft penumbra, darkening the backdrop by 15-45% where it is full."""
     silhouette = np.zeros((h, w), np.float32)
     angle = rng.uniform(0, 2 * np.pi)
     shift = rng.uniform(0.02, 0.08) * side
