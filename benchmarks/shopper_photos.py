@@ -46,9 +46,10 @@ def sample_items(count: int, seed: int, exclude: np.ndarray | None = None) -> np
     return np.sort(np.random.default_rng(seed).choice(pool, count, replace=False))
 
 
-def render_set(images: np.ndarray, seed: int, cluttered: bool, opaque: bool = False, shadow: bool = False):
+def render_set(images: np.ndarray, seed: int, cluttered: bool, opaque: bool = False, shadow: bool = False,
+               shadow_scale: float = 1.0):
     rng = np.random.default_rng(seed + (1 if cluttered else 0) + (2 if shadow else 0))
-    return [render(item, rng, cluttered, opaque, shadow) for item in images]
+    return [render(item, rng, cluttered, opaque, shadow, shadow_scale) for item in images]
 
 
 def loose_box(box, width: int, height: int, grow: float = 0.15) -> tuple[int, int, int, int]:

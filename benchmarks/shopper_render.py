@@ -100,14 +100,15 @@ def _soft_shadow(rng, alpha: np.ndarray, w: int, h: int, x0: int, y0: int, side:
 
 
 def render(item: np.ndarray, rng: np.random.Generator, cluttered: bool, opaque: bool = False,
-           shadow: bool = False) -> ShopperPhoto:
+           shadow: bool = False, shadow_scale: float = 1.0) -> ShopperPhoto:
     """One 28x28 light-on-black item -> a shopper photo of it and the product's true box.
 
     By default the item's intensity is the product's opacity: its faint parts let the backdrop
     through. opaque: the product covers the backdrop wherever its intensity reaches a fifth of full
     scale, its faint parts drawn light (as a light part of a real product is), not see-through.
     shadow: the product casts a soft drop shadow on the backdrop (as in most product photos on a table
-    or a studio sweep); the true box is still the product's own."""
+    or a studio sweep); the true box is still the product's own. shadow_scale multiplies its darkening
+    after the same random draws: 0 gives the same photo without its shadow."""
     w, h = _frame_size(rng)
     side = max(8, round(rng.uniform(0.35, 0.85) * min(w, h)))
     alpha_image = Image.fromarray(item).resize((side, side), Image.BICUBIC)
@@ -121,7 +122,7 @@ def render(item: np.ndarray, rng: np.random.Generator, cluttered: bool, opaque: 
     box = (x0 + int(xs.min()), y0 + int(ys.min()), x0 + int(xs.max()) + 1, y0 + int(ys.max()) + 1)
     backdrop = _cluttered_backdrop(rng, w, h, box) if cluttered else _light_backdrop(rng, w, h)
     if shadow:
-        backdrop = backdrop * (1 - _soft_shadow(rng, alpha, w, h, x0, y0, side)[..., None])
+        backdrop = backdrop * (1 - shadow_scale * _soft_shadow(rng, alpha, w, h, x0, y0, side)[..., None])
     region = backdrop[y0:y0 + ah, x0:x0 + aw]
     a = alpha[..., None]
     colour = _product_colour(rng)

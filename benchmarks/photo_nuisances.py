@@ -1,0 +1,108 @@
+"""What single nuisances of a shopper's photo cost: `python -m benchmarks.photo_nuisances`
+
+- Sharpness: held-out items drawn as perfectly sharp photos (the 28-px item negated, dark on white,
+  upscaled with nearest-neighbour or Lanczos, JPEG or not) searched with the normalisation's sharpening
+  off and on (`DomainSettings.sharpen`): does sharpening hurt a photo that was never soft?
+- A drop shadow: the same rendered photos (benchmarks/shopper_render.py) with their shadow and with it
+  switched off (the renderer's random draws unchanged), for both renderers.
+
+Held-out items only (the `--tune` sample of benchmarks.shopper_photos, never its report photos), against
+the default catalog with the shipped model; fine R@1 (same product type at rank 1).
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+from dataclasses import replace
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from benchmarks.reporting import write_report  # noqa: E402
+from benchmarks.shopper_photos import (FINE_NAMES, REPORT_SEED, TUNING_SEED, embed_all, embed_with, gallery_of,  # noqa: E402
+                                       render_set, sample_items, scores)
+from embedder import domain  # noqa: E402
+from embedder.embed import Embedder  # noqa: E402
+from embedder.images import decode_image  # noqa: E402
+from index.catalog import Catalog  # noqa: E402
+from index.importers import load_fashion_mnist_arrays  # noqa: E402
+
+SHARP_PHOTOS = [("nearest-neighbour x10, PNG", 10, Image.Resampling.NEAREST, None),
+                ("nearest-neighbour x10, JPEG 90", 10, Image.Resampling.NEAREST, 90),
+                ("Lanczos x10, JPEG 90", 10, Image.Resampling.LANCZOS, 90),
+                ("nearest-neighbour x4, JPEG 90", 4, Image.Resampling.NEAREST, 90)]
+
+
+def sharp_photo(item: np.ndarray, scale: int, method, quality: int | None) -> Image.Image:
+    """The item as a dark product on white, upscaled without any blur, on a white margin."""
+    product = Image.fromarray(255 - item).resize((28 * scale, 28 * scale), method)
+    canvas = Image.new("L", (28 * scale + 80, 28 * scale + 60), 255)
+    canvas.paste(product, (40, 30))
+    if quality is None:
+        return canvas.convert("RGB")
+    buffer = io.BytesIO()
+    canvas.convert("RGB").save(buffer, format="JPEG", quality=quality)
+    return decode_image(buffer.getvalue())
+
+
+def run(args) -> dict:
+    torch.set_num_threads(1)
+    embedder = Embedder.from_checkpoint(args.model)
+    catalog = gallery_of(Catalog.load(args.catalog), embedder)
+    images, labels = load_fashion_mnist_arrays("train")
+    picks = sample_items(args.items, TUNING_SEED, exclude=sample_items(1000, REPORT_SEED))
+    items, fine = images[picks], np.array([FINE_NAMES[i] for i in labels[picks]])
+    coarse_of = dict(zip(catalog.metadata["product_id"].astype(str), catalog.metadata["category"].astype(str)))
+    coarse = np.array([coarse_of[f] for f in fine])
+    r1 = lambda vectors: scores(vectors, fine, coarse, catalog)["fine_R@1"]  # noqa: E731
+    settings = domain.DomainSettings()
+    result = {"items": len(items), "seed": TUNING_SEED, "sharpen": settings.sharpen,
+              "native": r1(embed_all(embedder, [Image.fromarray(i).convert("RGB") for i in items])),
+              "sharp_photos": [], "shadow": []}
+    for name, scale, method, quality in SHARP_PHOTOS:
+        photos = [sharp_photo(item, scale, method, quality) for item in items]
+        result["sharp_photos"].append({"photos": name, "unsharpened": r1(embed_with(embedder, photos, replace(settings, sharpen=0.0))),
+                                       "sharpened": r1(embed_with(embedder, photos, settings))})
+        print(result["sharp_photos"][-1], flush=True)
+    for opaque in (False, True):
+        row = {"renderer": "opaque products" if opaque else "see-through products"}
+        for label, scale in (("without shadow", 0.0), ("with shadow", 1.0)):
+            photos = render_set(items, TUNING_SEED, False, opaque, shadow=True, shadow_scale=scale)
+            row[label] = r1(embed_with(embedder, [p.image for p in photos], settings))
+        result["shadow"].append(row)
+        print(row, flush=True)
+    return result
+
+
+def markdown(result: dict) -> str:
+    lines = ["# What single nuisances of a shopper's photo cost", "",
+             f"`python -m benchmarks.photo_nuisances`: {result['items']} held-out Fashion-MNIST training items (seed "
+             f"{result['seed']}, the `--tune` sample of benchmarks.shopper_photos), fine R@1 against the default catalog; "
+             f"the same items as native 28-px images: {result['native']:.3f}.", "",
+             "## Perfectly sharp photos, the normalisation's sharpening off and on", "",
+             f"| photos (dark on white) | sharpening off | sharpening {result['sharpen']} (default) |", "|---|---|---|"]
+    lines += [f"| {r['photos']} | {r['unsharpened']:.3f} | {r['sharpened']:.3f} |" for r in result["sharp_photos"]]
+    lines += ["", "## A soft drop shadow: the same rendered photos without and with it", "",
+              "| renderer | without shadow | with shadow |", "|---|---|---|"]
+    lines += [f"| {r['renderer']} | {r['without shadow']:.3f} | {r['with shadow']:.3f} |" for r in result["shadow"]]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="models/coinsp-fmnist.pt")
+    parser.add_argument("--catalog", default="catalogs/fashion-mnist-test")
+    parser.add_argument("--items", type=int, default=600)
+    parser.add_argument("--out", type=Path, default=Path("reports/shopper-photos"))
+    args = parser.parse_args(argv)
+    result = run(args)
+    write_report(args.out, "nuisances", result, markdown(result))
+
+
+if __name__ == "__main__":
+    main()
