@@ -1,10 +1,12 @@
 """What single nuisances of a shopper's photo cost: `python -m benchmarks.photo_nuisances`
 
-- Sharpness: held-out items drawn as perfectly sharp photos (the 28-px item negated, dark on white,
-  upscaled with nearest-neighbour or Lanczos, JPEG or not) searched with the normalisation's sharpening
-  off and on (`DomainSettings.sharpen`): does sharpening hurt a photo that was never soft?
+- Sharpness: held-out items drawn as photos of known sharpness (the 28-px item negated, dark on white,
+  upscaled with bilinear (soft), nearest-neighbour or Lanczos (sharp), JPEG or not) searched with the
+  normalisation's sharpening off and on (`DomainSettings.sharpen`): does it hurt a photo that was never soft?
 - A drop shadow: the same rendered photos (benchmarks/shopper_render.py) with their shadow and with it
   switched off (the renderer's random draws unchanged), for both renderers.
+- Cut-outs on transparency (a PNG of the product alone, as phones and catalogs make them) of dark, light
+  and near-white products, laid on white (the decoder's rule before) and as decoded now.
 
 Held-out items only (the `--tune` sample of benchmarks.shopper_photos, never its report photos), against
 the default catalog with the shipped model; fine R@1 (same product type at rank 1).
@@ -32,7 +34,8 @@ from embedder.images import decode_image  # noqa: E402
 from index.catalog import Catalog  # noqa: E402
 from index.importers import load_fashion_mnist_arrays  # noqa: E402
 
-SHARP_PHOTOS = [("nearest-neighbour x10, PNG", 10, Image.Resampling.NEAREST, None),
+SHARP_PHOTOS = [("bilinear x10 (soft), PNG", 10, Image.Resampling.BILINEAR, None),
+                ("nearest-neighbour x10, PNG", 10, Image.Resampling.NEAREST, None),
                 ("nearest-neighbour x10, JPEG 90", 10, Image.Resampling.NEAREST, 90),
                 ("Lanczos x10, JPEG 90", 10, Image.Resampling.LANCZOS, 90),
                 ("nearest-neighbour x4, JPEG 90", 4, Image.Resampling.NEAREST, 90)]
@@ -50,6 +53,28 @@ def sharp_photo(item: np.ndarray, scale: int, method, quality: int | None) -> Im
     return decode_image(buffer.getvalue())
 
 
+CUT_OUT_COLOURS = [("dark grey", (0.1, 0.1, 0.1)), ("red", (0.6, 0.1, 0.1)), ("light grey", (0.85, 0.85, 0.85)),
+                   ("near-white", (0.97, 0.97, 0.97))]
+
+
+def cut_out(item: np.ndarray, colour, opaque: bool, on_white: bool) -> Image.Image:
+    """The item as a product of `colour` on a transparent PNG (opacity = its intensity, or opaque
+    wherever it reaches a fifth of full scale, shaded by it); on_white: laid on white before decoding."""
+    shade = np.asarray(Image.fromarray(item).resize((280, 280), Image.Resampling.BICUBIC), np.float32) / 255
+    rgba = np.zeros((280, 280, 4), np.float32)
+    if opaque:
+        rgba[..., :3] = np.asarray(colour, np.float32) * (0.6 + 0.4 * shade[..., None])
+        rgba[..., 3] = np.clip(shade / 0.2, 0, 1)
+    else:
+        rgba[..., :3], rgba[..., 3] = colour, shade
+    image = Image.fromarray((rgba * 255 + 0.5).astype(np.uint8), "RGBA")
+    if on_white:
+        image = Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return decode_image(buffer.getvalue())
+
+
 def run(args) -> dict:
     torch.set_num_threads(1)
     embedder = Embedder.from_checkpoint(args.model)
@@ -63,7 +88,7 @@ def run(args) -> dict:
     settings = domain.DomainSettings()
     result = {"items": len(items), "seed": TUNING_SEED, "sharpen": settings.sharpen,
               "native": r1(embed_all(embedder, [Image.fromarray(i).convert("RGB") for i in items])),
-              "sharp_photos": [], "shadow": []}
+              "sharp_photos": [], "shadow": [], "cut_outs": []}
     for name, scale, method, quality in SHARP_PHOTOS:
         photos = [sharp_photo(item, scale, method, quality) for item in items]
         result["sharp_photos"].append({"photos": name, "unsharpened": r1(embed_with(embedder, photos, replace(settings, sharpen=0.0))),
@@ -76,6 +101,13 @@ def run(args) -> dict:
             row[label] = r1(embed_with(embedder, [p.image for p in photos], settings))
         result["shadow"].append(row)
         print(row, flush=True)
+    for name, colour in CUT_OUT_COLOURS:
+        for opaque in (False, True):
+            row = {"product": name + (", opaque" if opaque else ", opacity = intensity")}
+            for label, on_white in (("laid on white", True), ("as decoded", False)):
+                row[label] = r1(embed_all(embedder, [cut_out(item, colour, opaque, on_white) for item in items]))
+            result["cut_outs"].append(row)
+            print(row, flush=True)
     return result
 
 
@@ -84,12 +116,15 @@ def markdown(result: dict) -> str:
              f"`python -m benchmarks.photo_nuisances`: {result['items']} held-out Fashion-MNIST training items (seed "
              f"{result['seed']}, the `--tune` sample of benchmarks.shopper_photos), fine R@1 against the default catalog; "
              f"the same items as native 28-px images: {result['native']:.3f}.", "",
-             "## Perfectly sharp photos, the normalisation's sharpening off and on", "",
+             "## Photos of known sharpness, the normalisation's sharpening off and on", "",
              f"| photos (dark on white) | sharpening off | sharpening {result['sharpen']} (default) |", "|---|---|---|"]
     lines += [f"| {r['photos']} | {r['unsharpened']:.3f} | {r['sharpened']:.3f} |" for r in result["sharp_photos"]]
     lines += ["", "## A soft drop shadow: the same rendered photos without and with it", "",
               "| renderer | without shadow | with shadow |", "|---|---|---|"]
     lines += [f"| {r['renderer']} | {r['without shadow']:.3f} | {r['with shadow']:.3f} |" for r in result["shadow"]]
+    lines += ["", "## Products cut out on transparency", "",
+              "| product | laid on white (before) | as decoded (white, or black behind a light product) |", "|---|---|---|"]
+    lines += [f"| {r['product']} | {r['laid on white']:.3f} | {r['as decoded']:.3f} |" for r in result["cut_outs"]]
     return "\n".join(lines)
 
 

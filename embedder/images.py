@@ -159,6 +159,18 @@ def _to_8_bit_grey(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.rint(scaled).astype(np.uint8), mode="L")
 
 
+def _backdrop_for(image: Image.Image) -> tuple[int, int, int, int]:
+    """What a transparent image is laid on: white, or black behind a light subject (a white sneaker
+    cut out of its photo would vanish on white): whichever lies farther from the mean luma of its
+    opaque pixels (alpha at least half); a fully transparent image goes on white."""
+    pixels = np.asarray(image.reduce(max(1, max(image.size) // 256)) if max(image.size) > 256 else image)
+    opaque = pixels[..., 3] >= 128
+    if not opaque.any():
+        return (255, 255, 255, 255)
+    luma = pixels[..., :3][opaque].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return (0, 0, 0, 255) if float(luma.mean()) > 127.5 else (255, 255, 255, 255)
+
+
 def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode.startswith("I") or image.mode == "F":
         image = _to_8_bit_grey(image)
@@ -166,14 +178,15 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         image = image.convert("RGBA")
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        background = Image.new("RGBA", image.size, _backdrop_for(image))
         return Image.alpha_composite(background, image).convert("RGB")
     return image.convert("RGB")
 
 
 def as_rgb(image: Image.Image) -> Image.Image:
     """An image already in memory, of any mode, as RGB by the decoder's rules (16-bit and float
-    scaled to 8 bits rather than clipped, transparent parts white); an RGB image as it is."""
+    scaled to 8 bits rather than clipped, transparent parts white, or black behind a light
+    subject); an RGB image as it is."""
     return image if image.mode == "RGB" else _to_rgb(image)
 
 

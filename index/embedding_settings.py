@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # torch: imported only where a model runs
     from embedder.preprocess import Preprocessing
 
-RECORD_VERSION = 1  # raise when the meaning of the record changes
+# Raise when the meaning of the record changes, or the decoding it stands for: 2 = a light subject on
+# transparency is laid on black, not white (embedder.images).
+RECORD_VERSION = 2
 
 
 def preprocessing_record(preprocessing: "Preprocessing") -> dict:

@@ -27,6 +27,23 @@ def test_transparent_parts_are_laid_on_white():
     assert decode_image(encode(image, "PNG")).getpixel((0, 0)) == (255, 255, 255)
 
 
+def test_a_light_subject_on_transparency_is_laid_on_black_and_a_dark_one_on_white():
+    for subject, backdrop in (((250, 250, 245), (0, 0, 0)), ((30, 20, 90), (255, 255, 255))):
+        image = Image.new("RGBA", (40, 30), (128, 128, 128, 0))
+        image.paste(Image.new("RGBA", (20, 20), (*subject, 255)), (10, 5))
+        decoded = decode_image(encode(image, "PNG"))
+        assert decoded.getpixel((0, 0)) == backdrop and decoded.getpixel((20, 15)) == subject
+
+
+def test_a_white_product_cut_out_on_transparency_is_found_not_refused_as_blank():
+    from embedder.domain import check_photo
+
+    image = Image.new("RGBA", (300, 300), (0, 0, 0, 0))
+    image.paste(Image.new("RGBA", (100, 200), (252, 252, 252, 255)), (100, 50))
+    analysis = check_photo(decode_image(encode(image, "PNG")))
+    assert analysis.clear_background and np.allclose(analysis.box, (1 / 3, 1 / 6, 2 / 3, 5 / 6), atol=0.02)
+
+
 def test_palette_transparency_is_laid_on_white():
     image = Image.new("P", (4, 4), 0)
     image.putpalette([0, 0, 0] * 256)
