@@ -5,6 +5,8 @@
   normalisation's sharpening off and on (`DomainSettings.sharpen`): does it hurt a photo that was never soft?
 - A drop shadow: the same rendered photos (benchmarks/shopper_render.py) with their shadow and with it
   switched off (the renderer's random draws unchanged), for both renderers.
+- Close-ups: a dark product on a light table, the frame touching it or cutting into it, with the
+  untrimmed photo's levelling into the catalog's polarity off and on (`DomainSettings.light_frame`).
 - Cut-outs on transparency (a PNG of the product alone, as phones and catalogs make them) of dark, light
   and near-white products, laid on white (the decoder's rule before) and as decoded now.
 
@@ -75,6 +77,20 @@ def cut_out(item: np.ndarray, colour, opaque: bool, on_white: bool) -> Image.Ima
     return decode_image(buffer.getvalue())
 
 
+def close_up(item: np.ndarray, margin: float) -> Image.Image:
+    """The item as a dark product on a light table, framed `margin` of its size around its extent
+    (negative: the frame cuts into it), upscaled 10x, JPEG 90."""
+    shade = np.asarray(Image.fromarray(item).resize((280, 280), Image.Resampling.BICUBIC), np.float32) / 255
+    ys, xs = np.nonzero(shade > 0.1)
+    pad = round(margin * max(xs.max() - xs.min(), ys.max() - ys.min()))
+    table = np.pad(shade, 300)
+    crop = table[300 + ys.min() - pad:300 + ys.max() + 1 + pad, 300 + xs.min() - pad:300 + xs.max() + 1 + pad]
+    rgb = 0.92 * (1 - crop[..., None]) + np.array([0.15, 0.1, 0.3], np.float32) * crop[..., None]
+    buffer = io.BytesIO()
+    Image.fromarray((rgb * 255 + 0.5).astype(np.uint8)).save(buffer, format="JPEG", quality=90)
+    return decode_image(buffer.getvalue())
+
+
 def run(args) -> dict:
     torch.set_num_threads(1)
     embedder = Embedder.from_checkpoint(args.model)
@@ -88,7 +104,7 @@ def run(args) -> dict:
     settings = domain.DomainSettings()
     result = {"items": len(items), "seed": TUNING_SEED, "sharpen": settings.sharpen,
               "native": r1(embed_all(embedder, [Image.fromarray(i).convert("RGB") for i in items])),
-              "sharp_photos": [], "shadow": [], "cut_outs": []}
+              "sharp_photos": [], "shadow": [], "close_ups": [], "cut_outs": []}
     for name, scale, method, quality in SHARP_PHOTOS:
         photos = [sharp_photo(item, scale, method, quality) for item in items]
         result["sharp_photos"].append({"photos": name, "unsharpened": r1(embed_with(embedder, photos, replace(settings, sharpen=0.0))),
@@ -101,6 +117,13 @@ def run(args) -> dict:
             row[label] = r1(embed_with(embedder, [p.image for p in photos], settings))
         result["shadow"].append(row)
         print(row, flush=True)
+    for label, margin in (("framed 20% around it", 0.2), ("the frame touching it", 0.0),
+                          ("the frame cutting 5% into it", -0.05), ("the frame cutting 10% into it", -0.1)):
+        photos = [close_up(item, margin) for item in items]
+        result["close_ups"].append({"photos": label, "untrimmed": sum(not domain.analyse(p, settings).clear_background for p in photos),
+                                    "as it is": r1(embed_with(embedder, photos, replace(settings, light_frame=2.0))),
+                                    "levelled": r1(embed_with(embedder, photos, settings))})
+        print(result["close_ups"][-1], flush=True)
     for name, colour in CUT_OUT_COLOURS:
         for opaque in (False, True):
             row = {"product": name + (", opaque" if opaque else ", opacity = intensity")}
@@ -122,6 +145,10 @@ def markdown(result: dict) -> str:
     lines += ["", "## A soft drop shadow: the same rendered photos without and with it", "",
               "| renderer | without shadow | with shadow |", "|---|---|---|"]
     lines += [f"| {r['renderer']} | {r['without shadow']:.3f} | {r['with shadow']:.3f} |" for r in result["shadow"]]
+    lines += ["", "## Close-ups on a light table: an untrimmed photo as it is, and levelled into the catalog's polarity", "",
+              "| photos | untrimmed (no confident background) | as it is (before) | levelled (now) |", "|---|---|---|---|"]
+    lines += [f"| {r['photos']} | {r['untrimmed']} of {result['items']} | {r['as it is']:.3f} | {r['levelled']:.3f} |"
+              for r in result["close_ups"]]
     lines += ["", "## Products cut out on transparency", "",
               "| product | laid on white (before) | as decoded (white, or black behind a light product) |", "|---|---|---|"]
     lines += [f"| {r['product']} | {r['laid on white']:.3f} | {r['as decoded']:.3f} |" for r in result["cut_outs"]]
