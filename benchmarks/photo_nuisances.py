@@ -24,17 +24,13 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from benchmarks.reporting import write_report  # noqa: E402
-from benchmarks.shopper_photos import (FINE_NAMES, REPORT_SEED, TUNING_SEED, embed_all, embed_with, gallery_of,  # noqa: E402
-                                       render_set, sample_items, scores)
+from benchmarks.shopper_photos import (TUNING_SEED, embed_all, embed_with, held_out_sample, render_set,  # noqa: E402
+                                       scores)
 from embedder import domain  # noqa: E402
-from embedder.embed import Embedder  # noqa: E402
 from embedder.images import decode_image  # noqa: E402
-from index.catalog import Catalog  # noqa: E402
-from index.importers import load_fashion_mnist_arrays  # noqa: E402
 
 SHARP_PHOTOS = [("bilinear x10 (soft), PNG", 10, Image.Resampling.BILINEAR, None),
                 ("nearest-neighbour x10, PNG", 10, Image.Resampling.NEAREST, None),
@@ -92,14 +88,7 @@ def close_up(item: np.ndarray, margin: float) -> Image.Image:
 
 
 def run(args) -> dict:
-    torch.set_num_threads(1)
-    embedder = Embedder.from_checkpoint(args.model)
-    catalog = gallery_of(Catalog.load(args.catalog), embedder)
-    images, labels = load_fashion_mnist_arrays("train")
-    picks = sample_items(args.items, TUNING_SEED, exclude=sample_items(1000, REPORT_SEED))
-    items, fine = images[picks], np.array([FINE_NAMES[i] for i in labels[picks]])
-    coarse_of = dict(zip(catalog.metadata["product_id"].astype(str), catalog.metadata["category"].astype(str)))
-    coarse = np.array([coarse_of[f] for f in fine])
+    embedder, catalog, items, fine, coarse = held_out_sample(args)
     r1 = lambda vectors: scores(vectors, fine, coarse, catalog)["fine_R@1"]  # noqa: E731
     settings = domain.DomainSettings()
     result = {"items": len(items), "seed": TUNING_SEED, "sharpen": settings.sharpen,

@@ -284,17 +284,22 @@ def gallery_of(catalog: Catalog, embedder: Embedder):
     return SimpleNamespace(embeddings=vectors, metadata=catalog.metadata)
 
 
-def tune(args) -> None:
-    """Measure candidate settings on held-out photos (other items and seed than the report's)."""
+def held_out_sample(args):
+    """The model, the catalog as it sees it, and the held-out items (other items and seed than the
+    report's) with their product types and store categories: (embedder, catalog, items, fine, coarse)."""
     torch.set_num_threads(1)
     embedder = Embedder.from_checkpoint(args.model)
     catalog = gallery_of(Catalog.load(args.catalog), embedder)
     train_images, train_labels = load_fashion_mnist_arrays("train")
     picks = sample_items(args.items, TUNING_SEED, exclude=sample_items(1000, REPORT_SEED))
-    items = train_images[picks]
     fine = np.array([FINE_NAMES[i] for i in train_labels[picks]])
     coarse_of = dict(zip(catalog.metadata["product_id"].astype(str), catalog.metadata["category"].astype(str)))
-    coarse = np.array([coarse_of[f] for f in fine])
+    return embedder, catalog, train_images[picks], fine, np.array([coarse_of[f] for f in fine])
+
+
+def tune(args) -> None:
+    """Measure candidate settings on held-out photos (other items and seed than the report's)."""
+    embedder, catalog, items, fine, coarse = held_out_sample(args)
     sets = {"plain": render_set(items, TUNING_SEED, False, args.opaque_products),
             "plain, shadow": render_set(items, TUNING_SEED, False, args.opaque_products, shadow=True),
             "cluttered": render_set(items, TUNING_SEED, True, args.opaque_products)}
