@@ -105,6 +105,8 @@ def test_upload_finds_the_same_catalog_item_first_then_survives_a_corrupt_file(p
     error.wait_for()
     assert "broken.jpg can't be used as a search photo" in error.inner_text()
     assert "corrupt" in error.inner_text()
+    # The previous results go once the page has finished its run for the bad upload (the error can show first).
+    page.get_by_text("Search took").wait_for(state="detached", timeout=WAIT_MS)
     assert page.get_by_text("Search took").count() == 0
     page.screenshot(path=str(ARTIFACTS / "search-bad-upload.png"), full_page=True)
 
