@@ -24,14 +24,13 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from embedder.images import ImageError, as_rgb
+from embedder.images import LUMA, ImageError, as_rgb
 from embedder.regions import dilate, fill_holes, label_regions, product_region, ranked_regions, specks
 
 ANALYSIS_SIDE = 128
 MAX_OTHER_OBJECTS = 3  # other things in a photo offered to the shopper besides the automatic crop
 OTHER_OBJECT_SHARE = 0.2  # ... each at least this share of the chosen product's area
 SHARPEN_SIGMA, SHARPEN_FROM = 1.0, 2.0  # see DomainSettings.sharpen
-LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601, as PIL's "L"
 
 
 class UnusablePhotoError(ImageError):
@@ -428,23 +427,19 @@ def normalise(image: Image.Image, *, size: int, channels: int, polarity: str, ma
     return np.ascontiguousarray((canvas.clip(0, 1) * 255 + 0.5).astype(np.uint8).transpose(2, 0, 1))
 
 
-def _as_it_is(part: Image.Image, size: int, channels: int, polarity: str = "keep", light_frame: float = 2.0) -> np.ndarray:
+def _as_it_is(part: Image.Image, size: int, channels: int, polarity: str, light_frame: float) -> np.ndarray:
     """The photo's own pixels, centred in the square; any padding in the colour of its edge. In a
     product-on-backdrop domain a photo whose frame is clearly light (a close-up of a product on a
-    light table) is first levelled against that lightness as the catalog's background."""
-    grey = np.asarray(part.convert("L"), np.float32) / 255.0
-    frame = float(np.median(np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])))
-    if polarity in ("light-on-dark", "dark-on-light") and frame > light_frame:
-        signal = np.clip((frame - grey) / frame, 0, 1)
-        peak = float(signal.max())
-        if peak > 0.05:
-            signal = signal / peak
-        if polarity == "dark-on-light":
-            signal = 1 - signal
-        canvas = np.full((size, size), 0.0 if polarity == "light-on-dark" else 1.0, np.float32)
-        left, top = (size - part.width) // 2, (size - part.height) // 2
-        canvas[top:top + part.height, left:left + part.width] = signal
-        return np.repeat((canvas * 255 + 0.5).astype(np.uint8)[None], channels, axis=0)
+    light table) is first levelled against that lightness as the catalog's background (_levels)."""
+    if polarity in ("light-on-dark", "dark-on-light"):
+        grey = np.asarray(part.convert("L"), np.float32)[..., None] / 255.0
+        frame = float(np.median(np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])))
+        if frame > light_frame:
+            signal = _levels(grey, np.full_like(grey, frame), polarity, light_background=True)
+            canvas = np.full((size, size, 1), 0.0 if polarity == "light-on-dark" else 1.0, np.float32)
+            left, top = (size - part.width) // 2, (size - part.height) // 2
+            canvas[top:top + part.height, left:left + part.width] = signal
+            return np.repeat((canvas * 255 + 0.5).astype(np.uint8).transpose(2, 0, 1), channels, axis=0)
     part = part.convert("L") if channels == 1 else part
     pixels = np.asarray(part, dtype=np.uint8).reshape(part.height, part.width, channels)
     edge = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])

@@ -31,6 +31,7 @@ MAX_BYTES = 50 * 1024 * 1024
 # The models look at a few hundred pixels at most; 2,048 keeps enough for a shopper to crop a
 # detail out of a photo and for sharp thumbnails.
 MAX_SIDE = 2048
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601 luma weights, as PIL's "L"
 # Pseudo file systems: their files are not images and reading some (/proc/self/mem, devices)
 # fails or never ends.
 SPECIAL_ROOTS = ("/proc", "/sys", "/dev")
@@ -167,7 +168,7 @@ def _backdrop_for(image: Image.Image) -> tuple[int, int, int, int]:
     opaque = pixels[..., 3] >= 128
     if not opaque.any():
         return (255, 255, 255, 255)
-    luma = pixels[..., :3][opaque].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    luma = pixels[..., :3][opaque].astype(np.float32) @ LUMA
     return (0, 0, 0, 255) if float(luma.mean()) > 127.5 else (255, 255, 255, 255)
 
 
