@@ -39,6 +39,13 @@ SHARP_PHOTOS = [("bilinear x10 (soft), PNG", 10, Image.Resampling.BILINEAR, None
                 ("nearest-neighbour x4, JPEG 90", 4, Image.Resampling.NEAREST, 90)]
 
 
+def uploaded(image: Image.Image, **save_options) -> Image.Image:
+    """The image as an upload arrives: saved (format and quality in save_options) and decoded."""
+    buffer = io.BytesIO()
+    image.save(buffer, **save_options)
+    return decode_image(buffer.getvalue())
+
+
 def sharp_photo(item: np.ndarray, scale: int, method, quality: int | None) -> Image.Image:
     """The item as a dark product on white, upscaled without any blur, on a white margin."""
     product = Image.fromarray(255 - item).resize((28 * scale, 28 * scale), method)
@@ -46,9 +53,7 @@ def sharp_photo(item: np.ndarray, scale: int, method, quality: int | None) -> Im
     canvas.paste(product, (40, 30))
     if quality is None:
         return canvas.convert("RGB")
-    buffer = io.BytesIO()
-    canvas.convert("RGB").save(buffer, format="JPEG", quality=quality)
-    return decode_image(buffer.getvalue())
+    return uploaded(canvas.convert("RGB"), format="JPEG", quality=quality)
 
 
 CUT_OUT_COLOURS = [("dark grey", (0.1, 0.1, 0.1)), ("red", (0.6, 0.1, 0.1)), ("light grey", (0.85, 0.85, 0.85)),
@@ -68,9 +73,7 @@ def cut_out(item: np.ndarray, colour, opaque: bool, on_white: bool) -> Image.Ima
     image = Image.fromarray((rgba * 255 + 0.5).astype(np.uint8), "RGBA")
     if on_white:
         image = Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return decode_image(buffer.getvalue())
+    return uploaded(image, format="PNG")
 
 
 def close_up(item: np.ndarray, margin: float) -> Image.Image:
@@ -82,9 +85,7 @@ def close_up(item: np.ndarray, margin: float) -> Image.Image:
     table = np.pad(shade, 300)
     crop = table[300 + ys.min() - pad:300 + ys.max() + 1 + pad, 300 + xs.min() - pad:300 + xs.max() + 1 + pad]
     rgb = 0.92 * (1 - crop[..., None]) + np.array([0.15, 0.1, 0.3], np.float32) * crop[..., None]
-    buffer = io.BytesIO()
-    Image.fromarray((rgb * 255 + 0.5).astype(np.uint8)).save(buffer, format="JPEG", quality=90)
-    return decode_image(buffer.getvalue())
+    return uploaded(Image.fromarray((rgb * 255 + 0.5).astype(np.uint8)), format="JPEG", quality=90)
 
 
 def run(args) -> dict:
