@@ -7,6 +7,9 @@ else raises ImageError with a message a person can act on.
 Memory is bounded by what the models need, not by what a file claims: JPEGs are decoded at a
 reduced DCT scale (`Image.draft`), other formats are reduced right after decoding, before any
 conversion, and high-bit-depth pixels are scaled to 8 bits only once the image is small.
+
+HEIC/HEIF (iPhones' camera format) is read through the pillow-heif package, registered here at
+import; AVIF by Pillow itself. Without a working pillow-heif only HEIC is lost, with a message.
 """
 from __future__ import annotations
 
@@ -23,6 +26,15 @@ from typing import BinaryIO, Union
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+try:
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+except Exception as exc:  # noqa: BLE001 - not installed, or its bundled libheif fails to load
+    HEIF_UNAVAILABLE: str | None = f"{type(exc).__name__}: {exc}"
+else:
+    HEIF_UNAVAILABLE = None
+
 # A 20k x 20k bomb is 400 Mpx; ordinary catalog photos are far below this. PIL holds a decoded
 # RGB(A), 32-bit or float image at 4 bytes a pixel: 200 MB at this limit, the most one decode
 # needs (JPEGs much less, see MAX_SIDE). docs/api.md budgets the API's memory with it.
@@ -36,6 +48,10 @@ LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601 luma weights, as
 # fails or never ends.
 SPECIAL_ROOTS = ("/proc", "/sys", "/dev")
 ORIENTATION_TAG = 0x0112
+ACCEPTED_FORMATS = "JPEG, PNG, WebP, HEIC or AVIF"  # as told to people; GIF, BMP and TIFF are read too
+# HEIF and AVIF files are ISO media files: an "ftyp" box names the brands they follow.
+AVIF_BRANDS = frozenset({b"avif", b"avis"})
+HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"})
 _TRANSPOSE = {  # EXIF orientation -> the transposition that makes the image upright
     2: (Image.Transpose.FLIP_LEFT_RIGHT,),
     3: (Image.Transpose.ROTATE_180,),
@@ -214,6 +230,38 @@ def _upright(image: Image.Image, orientation: int | None) -> Image.Image:
     return image
 
 
+def _heif_family(data: bytes) -> str | None:
+    """"AVIF" or "HEIF" (PIL's format names) for a file whose ftyp box names such a brand, else None."""
+    if data[4:8] != b"ftyp":
+        return None
+    end = min(len(data), max(16, int.from_bytes(data[:4], "big")), 1024)
+    brands = {data[8:12]} | {data[at:at + 4] for at in range(16, end - 3, 4)}  # major, then compatible
+    if brands & AVIF_BRANDS:
+        return "AVIF"
+    return "HEIF" if brands & HEIF_BRANDS else None
+
+
+def _one_line(exc: BaseException) -> str:
+    """A decoder's message as one line (libheif's may end in a newline), or the error's name."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _unidentified(data: bytes) -> ImageError:
+    """Why no PIL plugin opened the data. PIL says only "cannot identify" when a plugin that
+    accepted the header fails to parse the rest, so a damaged HEIF or AVIF file is opened again
+    with its own plugin, for the decoder's reason."""
+    family = _heif_family(data)
+    if family == "HEIF" and HEIF_UNAVAILABLE:
+        return ImageError("HEIC/HEIF photos need the pillow-heif package (pip install pillow-heif), "
+                          f"which failed to load ({HEIF_UNAVAILABLE})")
+    if family in Image.OPEN:
+        try:
+            Image.OPEN[family][0](io.BytesIO(data)).close()
+        except (OSError, SyntaxError, ValueError, EOFError, RuntimeError, struct.error) as exc:
+            return ImageError(f"corrupt or truncated image: {_one_line(exc)}")
+    return ImageError(f"not a readable image: unknown or unsupported format (use {ACCEPTED_FORMATS})")
+
+
 def decode_image(source: ImageSource, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_BYTES,
                  max_side: int | None = MAX_SIDE) -> Image.Image:
     """Decode a path, bytes or file object into an upright RGB image, or raise ImageError.
@@ -242,13 +290,17 @@ def _decode(data: bytes, max_pixels: int, max_side: int | None) -> Image.Image:
                 raise ImageError(
                     f"image too large: {width}x{height} pixels (limit {max_pixels:,} pixels)"
                 )
-            image.seek(0)  # animated formats: the first frame is the product photo
+            if image.format != "HEIF":  # a HEIF file opens at its primary image: the photo
+                image.seek(0)  # animated formats: the first frame is the product photo
             if max_side and image.format == "JPEG" and max(width, height) > max_side:
                 # Decode at 1/2, 1/4 or 1/8 scale, the smallest that keeps max_side.
                 scale = max_side / max(width, height)
                 image.draft(image.mode, (math.ceil(width * scale), math.ceil(height * scale)))
             image.load()
-            orientation = _orientation(image)
+            # libheif has applied a HEIF file's own rotation and mirroring (irot, imir), which
+            # HEIF makes authoritative over an EXIF copy (pillow-heif resets that copy to 1).
+            # PIL's AVIF plugin leaves the pixels as stored and reports irot/imir as EXIF.
+            orientation = None if image.format == "HEIF" else _orientation(image)
             factor = _reduction_factor(image, max_side)
             if factor >= 2:
                 image = image.reduce(factor)  # here, not in a helper: the full image is freed at once
@@ -256,7 +308,7 @@ def _decode(data: bytes, max_pixels: int, max_side: int | None) -> Image.Image:
     except ImageError:
         raise
     except UnidentifiedImageError:
-        raise ImageError("not a readable image: unknown or unsupported format (use JPEG, PNG or WebP)") from None
+        raise _unidentified(data) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         # PIL refused at the header, before allocating pixels; say it in this module's words.
         claimed = re.search(r"\((\d+) pixels\)", str(exc))
@@ -265,6 +317,12 @@ def _decode(data: bytes, max_pixels: int, max_side: int | None) -> Image.Image:
     except MemoryError:
         raise ImageError("image too large: not enough memory to decode it") from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
-        raise ImageError(f"corrupt or truncated image: {exc}") from None
+        raise ImageError(f"corrupt or truncated image: {_one_line(exc)}") from None
+    except RuntimeError as exc:
+        # libheif and libavif report some damage (a missing image item, undecodable planes) as a
+        # plain RuntimeError; anywhere else, or as a subclass, it is a fault of ours: raised.
+        if type(exc) is not RuntimeError or _heif_family(data) is None:
+            raise
+        raise ImageError(f"corrupt or truncated image: {_one_line(exc)}") from None
     return _upright(image, orientation)
 
