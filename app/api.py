@@ -300,7 +300,7 @@ def create_app(catalog: str | os.PathLike, model: str | os.PathLike, *, device: 
 
     @api.post("/search")
     def search(
-        image: Annotated[UploadFile | None, File(description="the query photo (JPEG, PNG, WebP, ...)")] = None,
+        image: Annotated[UploadFile | None, File(description="the query photo (JPEG, PNG, WebP, HEIC, AVIF, ...)")] = None,
         id: Annotated[int | None, Form(ge=0, le=MAX_ID, description="a catalog item's id instead (itself left out)")] = None,
         k: Annotated[int, Form(ge=1, le=MAX_K)] = 10,
         category: Annotated[str | None, Form(description="only items of this category")] = None,

@@ -21,7 +21,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
+from embedder.images import ImageError, decode_image
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 KEPT_MODEL = REPOSITORY / "models" / "coinsp-fmnist.pt"
@@ -64,19 +64,17 @@ def expected_training_time(photos: int, epochs: int = TRAIN_EPOCHS) -> str | Non
 
 
 def small_grey_photos(paths: list[Path]) -> bool:
-    """True when the sampled photos are all at most 32 px and grey (one band, or three equal bands)."""
+    """True when the sampled photos are all at most 32 px and grey (three equal bands once decoded)."""
     step = max(1, len(paths) // SAMPLE)
     for path in paths[::step][:SAMPLE]:
-        try:
-            with Image.open(path) as image:
-                if max(image.size) > SMALL_GREY_SIDE:
-                    return False
-                if image.mode not in ("L", "1", "I;16", "I"):
-                    bands = image.convert("RGB").split()
-                    if bands[0].tobytes() != bands[1].tobytes() or bands[1].tobytes() != bands[2].tobytes():
-                        return False
-        except OSError:
+        try:  # a larger photo comes out SMALL_GREY_SIDE + 1 px long: enough to tell
+            bands = decode_image(path, max_side=SMALL_GREY_SIDE + 1).split()
+        except ImageError:
             continue  # an unreadable file is skipped by the build; it does not decide the model
+        if max(bands[0].size) > SMALL_GREY_SIDE:
+            return False
+        if bands[0].tobytes() != bands[1].tobytes() or bands[1].tobytes() != bands[2].tobytes():
+            return False
     return True
 
 

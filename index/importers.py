@@ -21,7 +21,8 @@ from tqdm import tqdm
 from index.manifest import (CATEGORY_COLUMN, PATH_COLUMN, PRODUCT_COLUMN, ManifestError, read_manifest,
                             resolve_image_paths, write_manifest)
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".avif", ".bmp", ".gif", ".tif",
+                              ".tiff"})
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",

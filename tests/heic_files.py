@@ -11,10 +11,15 @@ from PIL import Image
 
 def heic(image: Image.Image, *more_images: Image.Image, **options) -> bytes:
     """The image as a HEIC file; more_images go in as further images (options: quality, exif,
-    primary_index: which one is the photo, ...)."""
-    file = pillow_heif.from_pillow(image)
+    primary_index: which one is the photo, ...). Only the pixels are taken from the images: given an
+    image with an EXIF orientation, pillow-heif would turn its pixels before writing."""
+    file = pillow_heif.from_pillow(pixels_only(image))
     for other in more_images:
-        file.add_from_pillow(other)
+        file.add_from_pillow(pixels_only(other))
     buffer = io.BytesIO()
     file.save(buffer, **options)
     return buffer.getvalue()
+
+
+def pixels_only(image: Image.Image) -> Image.Image:
+    return Image.frombytes(image.mode, image.size, image.tobytes())

@@ -13,6 +13,9 @@ Images (under `folder/catalog/images/`):
     palette-alpha.png  a palette PNG whose colour 0 is transparent: decodes, transparent parts white
     exif-rotated.jpg   stored 40x20 (red left, blue right) with EXIF orientation 6: decodes upright
                        as 20x40, red on top
+    exif-rotated.heic/.avif  the same as an iPhone (HEIC) or AVIF photo, orientation 6 in the file's
+                       irot box and its EXIF: decodes upright once, as 20x40, red on top
+    truncated.heic/.avif  the first half of those: refused, "corrupt or truncated"
     bomb.png           a ~400 KB PNG whose header says 20,000 x 20,000 (400 Mpx, 400 MB once
                        decompressed; the pixel data is really there): refused, "too large",
                        before any pixel is allocated
@@ -64,7 +67,8 @@ BOMB_SIDE = 20_000
 RED, BLUE, WHITE = (255, 0, 0), (0, 0, 255), (255, 255, 255)
 HOSTILE_IMAGE_NAMES = ("plain.jpg", "truncated.jpg", "zero-bytes.jpg", "text.png", "grey16.png", "cmyk.jpg",
                        "palette-alpha.png", "exif-rotated.jpg", "bomb.png", "animated.gif", "broken-exif.png",
-                       "broken-exif.webp", "broken-exif.jpg", "huge-icc.png")
+                       "broken-exif.webp", "broken-exif.jpg", "huge-icc.png", "exif-rotated.heic", "truncated.heic",
+                       "exif-rotated.avif", "truncated.avif")
 # Just under the decoder's pixel limit, or with metadata blobs far beyond the usual few KB: each
 # is larger than a small test upload cap, or slow enough (about 1 s) to keep out of loops.
 LARGE_IMAGE_NAMES = ("grey16-49mpx.png", "float32-49mpx.tif", "huge-exif.png", "huge-icc.jpg")
@@ -245,6 +249,7 @@ def make_hostile_corpus(folder: str | Path) -> dict[str, HostileFile]:
     exif[0x0112] = 6  # shown rotated 90 degrees clockwise: the left (red) half ends on top
     image("exif-rotated.jpg", _encode(rotated, "JPEG", quality=95, exif=exif),
           "a JPEG stored sideways with EXIF orientation 6", size=(20, 40), pixels=(((10, 5), RED), ((10, 34), BLUE)))
+    _add_phone_formats(image, rotated)
     image("bomb.png", _bomb_png(), f"a decompression bomb: {BOMB_SIDE:,}x{BOMB_SIDE:,} pixels in a small PNG",
           error="too large", extra={"claimed_pixels": BOMB_SIDE * BOMB_SIDE})
     frames = [Image.new("RGB", (16, 16), colour) for colour in (RED, BLUE)]
@@ -326,6 +331,20 @@ def large_hostile_images(corpus: dict[str, HostileFile]) -> list[HostileFile]:
 
 def hostile_paths(corpus: dict[str, HostileFile]) -> list[HostileFile]:
     return [f for f in corpus.values() if f.kind == "path"]
+
+
+def _add_phone_formats(image, rotated: Image.Image) -> None:
+    """HEIC (iPhones' camera format) and AVIF photos stored sideways with orientation 6; their first halves."""
+    from heic_files import heic
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # the encoders write it into the file's irot box too, as phones do
+    upright = {"size": (20, 40), "pixels": (((10, 5), RED), ((10, 34), BLUE))}
+    for kind, data in (("heic", heic(rotated, quality=90, exif=exif.tobytes())),
+                       ("avif", _encode(rotated, "AVIF", quality=90, exif=exif.tobytes()))):
+        image(f"exif-rotated.{kind}", data, f"a {kind.upper()} photo stored sideways with orientation 6", **upright)
+        image(f"truncated.{kind}", data[: len(data) // 2], f"the first half of a {kind.upper()} photo",
+              error="corrupt or truncated")
 
 
 def _add_broken_metadata(image, rotated: Image.Image) -> None:

@@ -1,6 +1,7 @@
 """The Streamlit app, page by page, with Streamlit's AppTest (no browser) on the tiny shop."""
 from __future__ import annotations
 
+import io
 import math
 import re
 import shutil
@@ -11,6 +12,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
+from heic_files import heic
 from index.catalog import Catalog
 from index.operations import build_catalog
 from index.evaluation import recall_at_k
@@ -70,6 +72,15 @@ def test_search_by_upload_finds_the_same_item_first(tiny_shop_env):
         assert result_ids(at)[0] == catalog_id_of(shop, row)
         assert "score **1.000**" in captions[0] and any(f"File: `{name}`" in m.value for m in at.markdown)
     assert any("Search took" in c.value for c in at.caption)
+    # HEIC (iPhones) and AVIF, at full colour resolution: the random model tells views apart by fine detail
+    photo, avif = Image.open(io.BytesIO(shop.image_bytes(4))).convert("RGB"), io.BytesIO()
+    photo.save(avif, "AVIF", quality=100, subsampling="4:4:4")
+    for name, data in (("IMG_0004.HEIC", heic(photo, quality=95, chroma=444)), ("item-4.avif", avif.getvalue())):
+        at.file_uploader(key="search_upload").set_value((name, data, "image/heic")).run()
+        assert not at.exception and not at.error, (name, at.exception, at.error)
+        assert result_ids(at)[0] == catalog_id_of(shop, 4)
+        score = float(re.search(r"score \*\*([0-9.]+)\*\*", result_captions(at)[0]).group(1))
+        assert score > 0.95, (name, score)  # the same photo, not the same bytes
 
 
 def test_search_by_catalog_item_category_filter_and_options(tiny_shop_env):

@@ -268,6 +268,30 @@ def test_small_grey_photos_get_the_kept_model_and_colour_photos_do_not(tmp_path)
     assert not small_grey_photos(colour) and not small_grey_photos(grey + colour)
 
 
+def test_heic_and_avif_store_photos_are_looked_at_and_a_damaged_one_is_skipped(tmp_path):
+    """In a fresh process, as `./run.sh --images` decides: iPhone photos are colour photos, not unreadable ones."""
+    import subprocess
+    import sys
+
+    from heic_files import heic
+
+    colour = Image.open(io.BytesIO(product_photo((200, 40, 40)))).convert("RGB")
+    (tmp_path / "c.heic").write_bytes(heic(colour))
+    colour.save(tmp_path / "c.avif")
+    Image.fromarray(np.full((28, 28), 90, np.uint8)).save(tmp_path / "g.png")
+    Image.new("L", (28, 28), 90).save(tmp_path / "damaged.avif")
+    data = (tmp_path / "damaged.avif").read_bytes()
+    at = data.index(b"pitm") + 8  # names a primary image the file does not have
+    (tmp_path / "damaged.avif").write_bytes(data[:at] + b"\x00\x63" + data[at + 2:])
+    script = ("import sys; from pathlib import Path; from app.store_catalog import small_grey_photos as grey\n"
+              "folder = Path(sys.argv[1])\n"
+              "print(grey([folder / 'c.heic']), grey([folder / 'c.avif']), grey([folder / 'g.png', folder / 'damaged.avif']))")
+    run = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["False", "False", "True"]
+
+
 def test_the_page_says_which_model_serves_why_and_how_to_train_a_better_one(shop):
     at = manager()
     said = " ".join(m.value for m in at.markdown) + " ".join(c.value for c in at.caption)

@@ -321,9 +321,9 @@ def result_count(at: AppTest) -> int:
 
 
 def upload_name(name: str) -> str:
-    """The uploader takes .jpg/.jpeg/.png/.webp names (Streamlit refuses others before the page runs);
-    other content arrives under such a name, e.g. a GIF renamed .png."""
-    return name if Path(name).suffix in (".jpg", ".jpeg", ".png", ".webp") else name + ".png"
+    """The uploader takes .jpg/.jpeg/.png/.webp/.heic/.heif/.avif names (Streamlit refuses others before the
+    page runs); other content arrives under such a name, e.g. a GIF renamed .png."""
+    return name if Path(name).suffix in (".jpg", ".jpeg", ".png", ".webp", ".heic", ".heif", ".avif") else name + ".png"
 
 
 def test_app_search_page_answers_every_hostile_upload_and_keeps_working(corpus, tiny_shop_env):

@@ -259,3 +259,23 @@ def test_image_folder_manifest_is_rewritten_only_when_the_tree_changes(tmp_path)
     assert manifest.stat().st_mtime_ns == stamp
     save_png(tmp_path / "shoes" / "b.png")
     assert len(read_manifest(import_image_folder(tmp_path))) == 2
+
+
+def test_image_folder_of_heic_and_avif_photos_is_listed_and_indexed(tmp_path, tiny_shop):
+    from heic_files import heic
+    from index.catalog import Catalog
+    from index.operations import build_catalog
+
+    photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), np.uint8))
+    folder = tmp_path / "store"
+    (folder / "shoes" / "runner-1").mkdir(parents=True)
+    (folder / "bags" / "tote-9").mkdir(parents=True)
+    (folder / "shoes" / "runner-1" / "IMG_0001.HEIC").write_bytes(heic(photo))  # as an iPhone names it
+    (folder / "shoes" / "runner-1" / "side.heif").write_bytes(heic(photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))
+    photo.save(folder / "bags" / "tote-9" / "front.avif")
+    manifest = import_image_folder(folder)
+    paths = ["bags/tote-9/front.avif", "shoes/runner-1/IMG_0001.HEIC", "shoes/runner-1/side.heif"]
+    assert read_manifest(manifest)["path"].tolist() == paths
+    build_catalog(manifest, tiny_shop.model, tmp_path / "catalog", progress=False)
+    catalog = Catalog.load(tmp_path / "catalog")
+    assert sorted(catalog.metadata["path"]) == paths and not catalog.info.skipped

@@ -21,6 +21,7 @@ from app.uploads import ZIP_LAYOUT, UploadError, add_uploads, stage_uploads
 from embedder.checkpoint import CheckpointError, load_checkpoint
 from embedder.images import ImageError
 from index.add import add_to_catalog
+from index.importers import IMAGE_EXTENSIONS
 from index.operations import UpdateReport, build_catalog, rebuild_catalog, remove_from_catalog, restore_catalog
 from index.store import CatalogError, read_info
 from index.manifest import ManifestError
@@ -191,7 +192,7 @@ def upload_form(folder: Path, model: Path, image_root: Path, categories: list[st
     """Photos or zips from the browser, saved below the catalog's image folder, then added."""
     with st.form("upload_form", clear_on_submit=False):
         files = st.file_uploader("Photos, or zips of photos", accept_multiple_files=True, key="upload_files",
-                                 type=["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "zip"])
+                                 type=[*sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS), "zip"])
         left, right = st.columns(2)
         category = left.text_input("Category", key="upload_category",
                                    placeholder=", ".join(categories[:4]) or "e.g. shoes",

@@ -22,12 +22,12 @@ import streamlit as st
 
 from app import components as ui
 from app.browse import browse_grid, filter_columns
-from embedder.images import ImageError, decode_image
+from embedder.images import ACCEPTED_FORMATS, ImageError, decode_image
 from index.filters import Condition, MetadataFilter, as_text
 from index.service import CatalogItem, Results, UnusablePhotoError, object_regions
 from index.store import CatalogError
 
-UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp"]
+UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "heic", "heif", "avif"]  # HEIC: iPhones' camera format
 GROUP_COLUMN = "product_id"
 HISTORY_KEY, CURRENT_KEY, BACK_PHOTO_KEY = "search_history", "search_current", "search_back_photo"
 HISTORY_LENGTH = 10  # earlier queries kept for *Back* (a photo's bytes included)
@@ -147,7 +147,7 @@ def query_input(metadata: pd.DataFrame):
     mode = st.radio("Query", ["Upload a photo", "Pick a catalog item"], horizontal=True,
                     key="search_mode", label_visibility="collapsed")
     if mode == "Upload a photo":
-        upload = st.file_uploader("Product photo (JPEG, PNG or WebP)", type=UPLOAD_TYPES, key="search_upload")
+        upload = st.file_uploader(f"Product photo ({ACCEPTED_FORMATS})", type=UPLOAD_TYPES, key="search_upload")
         if upload is not None:
             st.session_state.pop(BACK_PHOTO_KEY, None)
             return "photo", upload.name, upload.getvalue()
@@ -183,7 +183,7 @@ def decoded(kind: str, name, source):
     except ImageError as exc:
         if kind == "photo":
             st.error(f"**{name}** can't be used as a search photo: {exc}. "
-                     "Please upload a JPEG, PNG or WebP product photo.", icon=":material/broken_image:")
+                     f"Please upload a {ACCEPTED_FORMATS} product photo.", icon=":material/broken_image:")
         else:
             st.error(f"The image of catalog item {name} can't be read: {exc}", icon=":material/broken_image:")
         return None
