@@ -10,6 +10,7 @@ import math
 from numbers import Real
 from typing import Sequence
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -94,8 +95,12 @@ def label_regions(mask: np.ndarray, connectivity: int = 4) -> np.ndarray:
 def regions(mask: np.ndarray, connectivity: int = 4) -> list[dict]:
     """Each connected region of the mask: its label, pixel count, bounding box (x0, y0, x1, y1)
     in mask pixels, centroid, and how much of it lies on the mask's edge."""
-    labels = label_regions(mask, connectivity)
-    h, w = mask.shape
+    return region_stats(label_regions(mask, connectivity))
+
+
+def region_stats(labels: np.ndarray) -> list[dict]:
+    """As `regions`, for a label image (-1 outside every region)."""
+    h, w = labels.shape
     found = labels[labels >= 0]
     if found.size == 0:
         return []
@@ -165,15 +170,22 @@ def product_region(mask: np.ndarray, *, min_share: float = 0.02, connectivity: i
 
 
 def ranked_regions(mask: np.ndarray, *, min_share: float = 0.02, connectivity: int = 4,
-                   limit: int | None = None) -> list[np.ndarray]:
+                   limit: int | None = None, colours: np.ndarray | None = None, neck_depth: int = 0,
+                   neck_colour: float = 0.3) -> list[np.ndarray]:
     """The candidate regions of the automatic crop (see product_region), most likely product
-    first, each as its pixels of the mask: the objects a shopper may have meant."""
+    first, each as its pixels of the mask: the objects a shopper may have meant.
+
+    colours + neck_depth > 0: where more than one region stands out, a region made of two things
+    touching along a thin join is split there (see split_at_necks) before scoring."""
     h, w = mask.shape
     closed = erode(dilate(mask, 1), 1) | mask
-    found = [r for r in regions(closed, connectivity) if r["area"] >= min_share * closed.sum()]
+    labels = label_regions(closed, connectivity)
+    found = [r for r in region_stats(labels) if r["area"] >= min_share * closed.sum()]
+    if neck_depth > 0 and colours is not None and len(found) > 1:
+        labels = split_at_necks(labels, colours, mask, neck_depth, neck_colour, connectivity)
+        found = [r for r in region_stats(labels) if r["area"] >= min_share * closed.sum()]
     if not found:
         return []
-    labels = label_regions(closed, connectivity)
     diagonal = math.hypot(w, h)
 
     def score(r: dict) -> float:
@@ -190,3 +202,56 @@ def ranked_regions(mask: np.ndarray, *, min_share: float = 0.02, connectivity: i
         if pixels.any():
             out.append(pixels)
     return out
+
+
+def split_at_necks(labels: np.ndarray, colours: np.ndarray, mask: np.ndarray, depth: int, same_colour: float,
+                   connectivity: int = 4) -> np.ndarray:
+    """Regions split where two things touch along a thin join (a product lying against a box).
+
+    A region's core (what survives `depth` erosions) falls apart at such a join; each of the
+    region's pixels goes to its nearest core piece, and pieces whose median colours lie within
+    `same_colour` of each other join again (a garment's own narrow waist or strap is one colour).
+    Returns new labels: split pieces get fresh labels, the rest keep theirs."""
+    out = labels.copy()
+    fresh = int(labels.size) + 1
+    for r in region_stats(labels):
+        x0, y0, x1, y1 = r["box"]
+        if min(x1 - x0, y1 - y0) <= 2 * depth:  # nothing of it survives the erosions
+            continue
+        window = np.s_[max(0, y0 - 1):y1 + 1, max(0, x0 - 1):x1 + 1]  # the region and a rim of outside
+        region = labels[window] == r["label"]
+        core = erode(region, depth) & region
+        core_labels = label_regions(core, connectivity)
+        pieces = np.unique(core_labels[core_labels >= 0])
+        if len(pieces) < 2:
+            continue
+        # Each region pixel takes the label of the nearest core pixel.
+        _, nearest = cv2.distanceTransformWithLabels((~core).astype(np.uint8), cv2.DIST_L2, 3,
+                                                     labelType=cv2.DIST_LABEL_PIXEL)
+        ys, xs = np.nonzero(core)
+        index_of = np.zeros(len(ys) + 1, np.int64)
+        # DIST_LABEL_PIXEL numbers core pixels 1..n in row-major order, as np.nonzero lists them.
+        index_of[1:] = np.searchsorted(pieces, core_labels[ys, xs])
+        piece_of = np.where(region, index_of[nearest], -1)
+        shown, seen = colours[window], mask[window]
+        colour = [np.median(shown[(piece_of == i) & seen], axis=0) if ((piece_of == i) & seen).any()
+                  else np.full(3, np.inf) for i in range(len(pieces))]
+        group = list(range(len(pieces)))
+
+        def root(i: int) -> int:
+            while group[i] != i:
+                i = group[i]
+            return i
+        for i in range(len(pieces)):
+            for j in range(i + 1, len(pieces)):
+                if np.linalg.norm(colour[i] - colour[j]) <= same_colour:
+                    group[root(j)] = root(i)
+        roots = sorted({root(i) for i in range(len(pieces))})
+        if len(roots) < 2:
+            continue
+        for kept in roots:
+            members = [i for i in range(len(pieces)) if root(i) == kept]
+            out[window][np.isin(piece_of, members)] = fresh
+            fresh += 1
+    return out
+

@@ -379,3 +379,26 @@ def test_a_photo_shrunk_to_the_model_size_is_sharpened_as_the_catalog_images_wer
     native[2:26, 6:22] = (120 + 80 * np.sin(np.arange(16) * 2 * np.pi / 3)).astype(np.uint8)
     catalog_image = Image.fromarray(native).convert("RGB")
     assert np.array_equal(normalise(catalog_image, **kwargs), normalise(catalog_image, **kwargs, settings=DomainSettings(sharpen=0.0)))
+
+
+def product_touching_a_thing(thing=(0.2, 0.6, 0.3)) -> Image.Image:
+    """A dark product on a striped table, a square thing of `thing`'s colour turned 45 degrees, its corner
+    touching the product's side, and a small box elsewhere on the table (several things stand out)."""
+    image = striped_photo(product_box=(120, 60, 230, 240), clutter_box=(20, 240, 60, 280))
+    array = np.asarray(image, np.float32) / 255
+    ys, xs = np.mgrid[:300, :400]
+    array[np.abs(xs - 276) + np.abs(ys - 150) <= 45] = thing  # one pixel from the product: joined when shrunk
+    return Image.fromarray((array * 255).astype(np.uint8))
+
+
+def test_a_thing_touching_the_product_along_a_short_join_is_split_off_the_automatic_crop():
+    x0, y0, x1, y1 = analyse(product_touching_a_thing()).box
+    assert abs(x0 - 120 / 400) < 0.02 and abs(x1 - 230 / 400) < 0.02 and abs(y1 - 240 / 300) < 0.02
+    joined = analyse(product_touching_a_thing(), DomainSettings(neck_depth=0)).box
+    assert joined[2] > 290 / 400  # without the split the crop takes both
+
+
+def test_a_product_with_a_narrow_waist_in_one_colour_is_not_split():
+    same = (0.1, 0.1, 0.15)  # the thing in the product's own colour: one garment with a narrow join
+    x0, y0, x1, y1 = analyse(product_touching_a_thing(thing=same)).box
+    assert abs(x0 - 120 / 400) < 0.02 and x1 > 290 / 400
