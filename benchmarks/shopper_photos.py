@@ -182,13 +182,16 @@ def run(args) -> dict:
     embedder = Embedder.from_checkpoint(args.model)
     train_images, train_labels = load_fashion_mnist_arrays("train")
     coarse_of = dict(zip(catalog.metadata["product_id"].astype(str), catalog.metadata["category"].astype(str)))
-    picks = sample_items(args.items, REPORT_SEED)
+    seed = args.seed
+    # Another seed draws a second report sample: other items, never those any tuning run used.
+    picks = (sample_items(args.items, seed) if seed == REPORT_SEED
+             else sample_items(args.items, seed, exclude=np.union1d(sample_items(1000, REPORT_SEED), tuning_items())))
     items, fine = train_images[picks], np.array([FINE_NAMES[i] for i in train_labels[picks]])
     coarse = np.array([coarse_of[f] for f in fine])
     native = [Image.fromarray(item).convert("RGB") for item in items]
-    plain_photos = render_set(items, REPORT_SEED, cluttered=False, opaque=args.opaque_products)
-    clutter_photos = render_set(items, REPORT_SEED, cluttered=True, opaque=args.opaque_products)
-    shadow_photos = render_set(items, REPORT_SEED, cluttered=False, opaque=args.opaque_products, shadow=True)
+    plain_photos = render_set(items, seed, cluttered=False, opaque=args.opaque_products)
+    clutter_photos = render_set(items, seed, cluttered=True, opaque=args.opaque_products)
+    shadow_photos = render_set(items, seed, cluttered=False, opaque=args.opaque_products, shadow=True)
     today = Embedder(embedder.backbone, replace(embedder.preprocessing, domain=False), precision=embedder.precision)
     rows = {
         "native 28 px": scores(embed_all(embedder, native), fine, coarse, catalog),
@@ -231,7 +234,7 @@ def run(args) -> dict:
     contact_sheet(out / "contact_sheet.png", sheet_photos, sheet_results, catalog, list(fine[sample]))
     report = {"command": "python -m benchmarks.shopper_photos " + " ".join(args.argv), "items": int(args.items),
               "renderer": "opaque products" if args.opaque_products else "see-through products (intensity as opacity)",
-              "item_sample_seed": REPORT_SEED, "model": args.model, "catalog": args.catalog,
+              "item_sample_seed": seed, "model": args.model, "catalog": args.catalog,
               "preprocessing": embedder.preprocessing.to_dict(), "settings": asdict(domain.DomainSettings()),
               "rows": rows, "rows_either_facing": either, "added_latency_1000px": latency, "catalog_leave_one_out": loo}
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -284,6 +287,14 @@ def gallery_of(catalog: Catalog, embedder: Embedder):
     return SimpleNamespace(embeddings=vectors, metadata=catalog.metadata)
 
 
+def tuning_items(count: int | None = None) -> np.ndarray:
+    """The held-out items settings are chosen on (other items than the report's); without a count, every
+    item the `--tune` sizes used (300 and 600) may draw."""
+    if count is not None:
+        return sample_items(count, TUNING_SEED, exclude=sample_items(1000, REPORT_SEED))
+    return np.union1d(tuning_items(300), tuning_items(600))
+
+
 def held_out_sample(args):
     """The model, the catalog as it sees it, and the held-out items (other items and seed than the
     report's) with their product types and store categories: (embedder, catalog, items, fine, coarse)."""
@@ -291,7 +302,7 @@ def held_out_sample(args):
     embedder = Embedder.from_checkpoint(args.model)
     catalog = gallery_of(Catalog.load(args.catalog), embedder)
     train_images, train_labels = load_fashion_mnist_arrays("train")
-    picks = sample_items(args.items, TUNING_SEED, exclude=sample_items(1000, REPORT_SEED))
+    picks = tuning_items(args.items)
     fine = np.array([FINE_NAMES[i] for i in train_labels[picks]])
     coarse_of = dict(zip(catalog.metadata["product_id"].astype(str), catalog.metadata["category"].astype(str)))
     return embedder, catalog, train_images[picks], fine, np.array([coarse_of[f] for f in fine])
@@ -333,6 +344,8 @@ def main(argv=None) -> None:
     parser.add_argument("--catalog", default="catalogs/fashion-mnist-test")
     parser.add_argument("--items", type=int, default=1000)
     parser.add_argument("--latency-photos", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=REPORT_SEED,
+                        help="another seed draws a second report sample (items never in any tuning sample)")
     parser.add_argument("--out", default="reports/shopper-photos")
     parser.add_argument("--skip-catalog", action="store_true", help="skip the catalog's leave-one-out re-embedding")
     parser.add_argument("--opaque-products", action="store_true",
