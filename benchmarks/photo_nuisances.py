@@ -30,6 +30,7 @@ from benchmarks.reporting import write_report  # noqa: E402
 from benchmarks.shopper_photos import (TUNING_SEED, embed_all, embed_with, held_out_sample, render_set,  # noqa: E402
                                        scores)
 from embedder import domain  # noqa: E402
+from embedder.domain_settings import DomainSettings  # noqa: E402
 from embedder.images import decode_image  # noqa: E402
 
 SHARP_PHOTOS = [("bilinear x10 (soft), PNG", 10, Image.Resampling.BILINEAR, None),
@@ -91,7 +92,7 @@ def close_up(item: np.ndarray, margin: float) -> Image.Image:
 def run(args) -> dict:
     embedder, catalog, items, fine, coarse = held_out_sample(args)
     r1 = lambda vectors: scores(vectors, fine, coarse, catalog)["fine_R@1"]  # noqa: E731
-    settings = domain.DomainSettings()
+    settings = DomainSettings()
     result = {"items": len(items), "seed": TUNING_SEED, "sharpen": settings.sharpen,
               "native": r1(embed_all(embedder, [Image.fromarray(i).convert("RGB") for i in items])),
               "sharp_photos": [], "shadow": [], "close_ups": [], "cut_outs": []}

@@ -28,6 +28,7 @@ from PIL import Image, ImageDraw  # noqa: E402
 
 from benchmarks.shopper_render import render  # noqa: E402
 from embedder import domain  # noqa: E402
+from embedder.domain_settings import DomainSettings  # noqa: E402
 from embedder.embed import Embedder  # noqa: E402
 from embedder.images import decode_image  # noqa: E402
 from embedder.regions import check_box  # noqa: E402
@@ -81,7 +82,7 @@ def embed_all(embedder: Embedder, images, boxes=None, batch: int = 128) -> np.nd
                            for i in range(0, len(images), batch)])
 
 
-def embed_with(embedder: Embedder, images, settings: domain.DomainSettings, boxes=None) -> np.ndarray:
+def embed_with(embedder: Embedder, images, settings: DomainSettings, boxes=None) -> np.ndarray:
     """Queries through domain.normalise with explicit settings (tuning only)."""
     pre = embedder.preprocessing
     boxes = boxes or [None] * len(images)
@@ -235,7 +236,7 @@ def run(args) -> dict:
     report = {"command": "python -m benchmarks.shopper_photos " + " ".join(args.argv), "items": int(args.items),
               "renderer": "opaque products" if args.opaque_products else "see-through products (intensity as opacity)",
               "item_sample_seed": seed, "model": args.model, "catalog": args.catalog,
-              "preprocessing": embedder.preprocessing.to_dict(), "settings": asdict(domain.DomainSettings()),
+              "preprocessing": embedder.preprocessing.to_dict(), "settings": asdict(DomainSettings()),
               "rows": rows, "rows_either_facing": either, "added_latency_1000px": latency, "catalog_leave_one_out": loo}
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(markdown(report))
@@ -320,7 +321,7 @@ def tune(args) -> None:
     print(f"held-out: {len(items)} items, native fine R@1 {native:.3f}; the catalog's own leave-one-out R@1 {loo:.4f}")
     results = []
     for grid in args.grid:
-        settings = domain.DomainSettings(**json.loads(grid))
+        settings = DomainSettings(**json.loads(grid))
         row = {"settings": asdict(settings)}
         for name, photos in sets.items():
             row[name] = scores(embed_with(embedder, [p.image for p in photos], settings), fine, coarse, catalog)["fine_R@1"]

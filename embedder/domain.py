@@ -24,101 +24,18 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from embedder.domain_settings import DomainSettings
 from embedder.images import LUMA, ImageError, as_rgb
 from embedder.regions import dilate, fill_holes, label_regions, product_region, ranked_regions, specks
 
 ANALYSIS_SIDE = 128
 MAX_OTHER_OBJECTS = 3  # other things in a photo offered to the shopper besides the automatic crop
 OTHER_OBJECT_SHARE = 0.2  # ... each at least this share of the chosen product's area
-SHARPEN_SIGMA, SHARPEN_FROM = 1.0, 2.0  # see DomainSettings.sharpen
+SHARPEN_SIGMA, SHARPEN_FROM = 1.0, 2.0  # see DomainSettings.sharpen (embedder.domain_settings)
 
 
 class UnusablePhotoError(ImageError):
     """A photo that holds nothing to search for (blank, uniform or tiny)."""
-
-
-@dataclass(frozen=True)
-class DomainSettings:
-    """The measured parameters of the normalisation (chosen on held-out rendered photos)."""
-    min_contrast: float = 0.05  # colour distance from the background that counts as product (0..1)
-    noise_factor: float = 2.0  # ... or this many times the border's own noise, whichever is larger
-    # A cluttered background is a plane per channel plus a palette of the border's colours around it
-    # (the tones of a striped or blotchy table): a pixel is product when it is farther from every
-    # palette colour than palette_factor x the palette_quantile of the border's own distances.
-    palette_size: int = 8
-    palette_quantile: float = 0.98
-    palette_factor: float = 1.5
-    clutter_noise: float = 0.04  # border noise above this: the background is cluttered
-    min_region_share: float = 0.02  # regions smaller than this share of the foreground are specks
-    connectivity: int = 8  # regions of the foreground: 4- or 8-connected pixels (8: held-out cluttered 0.623 vs 0.603)
-    # Where several things stand out, a region of two things touching along a thin join is split there
-    # (regions.split_at_necks: cores after neck_depth erosions, rejoined within neck_colour); 0 = never.
-    # Held-out 600, automatic crop, see-through / opaque: 0 -> 0.673 / 0.582, 4 -> 0.690 / 0.595, 5 -> 0.695 /
-    # 0.600 (segmentation.md); other rows and the 10,000 catalog images' views unchanged.
-    neck_depth: int = 5
-    neck_colour: float = 0.3
-    # On a cluttered backdrop: "region-mask" = the chosen product region, everything else set to
-    # background; "region" = its bounding box only; "frame" = no crop (the whole photo).
-    clutter_crop: str = "region-mask"
-    context: float = 0.25  # with a query region: background measured this share of it around it
-    # With a query region: when what stands out covers less than this share of it, the product
-    # resembles its backdrop too closely for a mask (a grey coat on a grey blotchy table): the
-    # whole region is taken, re-levelled against the background around it, nothing masked.
-    # With a query region, what inside it is the product: "all" = everything that stands out;
-    # "product" = the automatic product-region choice made inside the region; "inside" = what stands
-    # out, less the things that lie mostly outside the region (clutter a loose box cuts into);
-    # "inside-product" = the automatic choice among what "inside" leaves.
-    # Held-out 600, tight / loose-by-15% box: "all" 0.830 / 0.732, "product" 0.825 / 0.748, "inside" 0.830 / 0.750
-    # (with fill_of "extent": 0.828 / 0.790; opaque renderer 0.803 / 0.705 -> 0.803 / 0.733).
-    region_choice: str = "inside"
-    max_outside_share: float = 0.5  # "inside": a thing with more of its area outside the region is clutter (0.3 / 0.7: loose 0.787 / 0.773)
-    # min_region_fill measured on: "region" = the region; "extent" = the box of what stands out (a loose
-    # region is mostly table even when the product stands out well)
-    fill_of: str = "extent"
-    min_region_fill: float = 0.3  # held-out true box (600 items): 0.817 at 0, 0.823 at 0.3, 0.820 at 0.5, 0.812 always
-    # Confidence that the photo has a background at all (otherwise it is left as it is): the
-    # product region covers at least min_product_share of the photo and min_product_pixels of the
-    # analysis grid (on a 28-px image a share is a few pixels that noise can join), holds at least
-    # min_coherence of everything that stands out (scattered specks mean noise or texture), and
-    # no more than max_border_product of the border stands out.
-    min_product_share: float = 0.005
-    min_product_pixels: int = 16
-    min_coherence: float = 0.15
-    max_border_product: float = 0.5
-    # Which way the product stands out: "product" = darker or lighter than its own background,
-    # whichever carries more of its signal; "backdrop" = darker when the backdrop is light.
-    contrast_sign: str = "product"
-    # A grey model's product signal: "luma" = darkness (or lightness) in luma; "colour" = along the
-    # product's own colour difference from its background (a green shirt on a grey table);
-    # "colour-on-clutter" = along its colour on a cluttered backdrop, luma on a plain one.
-    signal: str = "colour-on-clutter"
-    # A photo shrunk to the model's size is sharpened as the catalog's images were when they were
-    # shrunk (Fashion-MNIST: a Gaussian unsharp operator of radius and sigma 1 px after resizing):
-    # signal + sharpen x (signal - its blur), only in a product-on-backdrop domain and only when the
-    # crop was reduced at least SHARPEN_FROM-fold (a catalog image at the model's size is untouched).
-    # Held-out 600, plain / automatic / true box / loose box: 0 -> 0.865 / 0.673 / 0.828 / 0.790,
-    # 0.75 -> 0.888 / 0.670 / 0.843 / 0.807, 1.0 -> 0.895 / 0.675 / 0.838 / 0.805, 1.5 -> 0.893 / 0.662 /
-    # 0.838 / 0.805; opaque renderer 0 -> 0.847 / 0.580 / 0.803 / 0.733, 0.75 -> 0.850 / 0.582 / 0.798 / 0.737.
-    sharpen: float = 0.75
-    # A photo without a confident background (a close-up: the product fills the frame, cut by its
-    # edges) is fitted into the square untrimmed; in a product-on-backdrop domain its tones are still
-    # brought into the catalog's polarity when its frame is clearly light (the border's median luma
-    # above this): the frame's lightness becomes the catalog's background, the darkest part full scale.
-    # Close-ups of held-out items on a light table, the frame touching the product / cutting 5% / 10%
-    # into it (`python -m benchmarks.photo_nuisances`): 0.797 / 0.193 / 0.150 -> 0.847 / 0.443 / 0.228
-    # (0.5 gained a little more in a scratch run, but a mid-grey texture's frame lies at 0.5); held-out
-    # `--tune` sets unchanged (automatic 0.670 -> 0.673, opaque true box 0.798 -> 0.800).
-    light_frame: float = 0.6
-
-    def __post_init__(self):  # a misspelt choice would otherwise quietly take another branch
-        for name, allowed in CHOICES.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be {', '.join(allowed)}, not {getattr(self, name)!r}")
-
-
-CHOICES = {"clutter_crop": ("region-mask", "region", "frame"),  # DomainSettings' settings that name a choice
-           "region_choice": ("all", "product", "inside", "inside-product"), "fill_of": ("region", "extent"),
-           "contrast_sign": ("product", "backdrop"), "signal": ("luma", "colour", "colour-on-clutter")}
 
 
 @dataclass
@@ -426,8 +343,7 @@ def normalise(image: Image.Image, *, size: int, channels: int, polarity: str, ma
         canvas = np.broadcast_to(background.mean(axis=(0, 1)), (size, size, out.shape[2])).copy()
     else:
         canvas = np.full((size, size, out.shape[2]), canvas_value, np.float32)
-    left, top = (size - tw) // 2, (size - th) // 2
-    canvas[top:top + th, left:left + tw] = out
+    _paste_centred(canvas, out)
     if settings.sharpen > 0 and polarity != "keep" and side / size >= SHARPEN_FROM:
         blurred = cv2.GaussianBlur(canvas, (0, 0), SHARPEN_SIGMA, borderType=cv2.BORDER_REPLICATE)
         canvas = canvas + settings.sharpen * (canvas - blurred.reshape(canvas.shape))
@@ -444,17 +360,22 @@ def _as_it_is(part: Image.Image, size: int, channels: int, polarity: str, light_
         if frame > light_frame:
             signal = _levels(grey, np.full_like(grey, frame), polarity, light_background=True)
             canvas = np.full((size, size, 1), 0.0 if polarity == "light-on-dark" else 1.0, np.float32)
-            left, top = (size - part.width) // 2, (size - part.height) // 2
-            canvas[top:top + part.height, left:left + part.width] = signal
+            _paste_centred(canvas, signal)
             return np.repeat((canvas * 255 + 0.5).astype(np.uint8).transpose(2, 0, 1), channels, axis=0)
     part = part.convert("L") if channels == 1 else part
     pixels = np.asarray(part, dtype=np.uint8).reshape(part.height, part.width, channels)
     edge = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
     canvas = np.empty((size, size, channels), np.uint8)
     canvas[:] = np.median(edge, axis=0).round().astype(np.uint8)
-    left, top = (size - part.width) // 2, (size - part.height) // 2
-    canvas[top:top + part.height, left:left + part.width] = pixels
+    _paste_centred(canvas, pixels)
     return np.ascontiguousarray(canvas.transpose(2, 0, 1))
+
+
+def _paste_centred(canvas: np.ndarray, part: np.ndarray) -> None:
+    """part (h, w, c) written into the middle of the square canvas (size, size, c)."""
+    h, w = part.shape[:2]
+    left, top = (canvas.shape[1] - w) // 2, (canvas.shape[0] - h) // 2
+    canvas[top:top + h, left:left + w] = part
 
 
 def _mask_at(mask: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ RECORD_VERSION = 2
 
 
 def preprocessing_record(preprocessing: "Preprocessing") -> dict:
-    from embedder.domain import DomainSettings
+    from embedder.domain_settings import DomainSettings
 
     record = {"record": RECORD_VERSION, **preprocessing.to_dict()}
     if preprocessing.domain:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from embedder.domain import DomainSettings, UnusablePhotoError, analyse, check_photo, normalise
+from embedder.domain import UnusablePhotoError, analyse, check_photo, normalise
+from embedder.domain_settings import DomainSettings
 from embedder.images import ImageError
 from embedder.preprocess import Preprocessing
 from embedder.regions import BoxError, check_box, crop_to_box, label_regions, parse_box, product_region
