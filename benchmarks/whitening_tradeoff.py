@@ -62,7 +62,7 @@ def copies_of(images: list[Image.Image]) -> dict[str, list[Image.Image]]:
 
 def shopper_queries(embedder: Embedder, items: int, catalog: Catalog) -> tuple[dict[str, np.ndarray], np.ndarray]:
     train_images, train_labels = load_fashion_mnist_arrays("train")
-    picks = shoppers.sample_items(items, shoppers.TUNING_SEED, exclude=shoppers.sample_items(1000, shoppers.REPORT_SEED))
+    picks = shoppers.tuning_items(items)
     chosen = train_images[picks]
     fine = np.array([shoppers.FINE_NAMES[i] for i in train_labels[picks]])
     plain = shoppers.render_set(chosen, shoppers.TUNING_SEED, False)

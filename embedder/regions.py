@@ -182,7 +182,7 @@ def ranked_regions(mask: np.ndarray, *, min_share: float = 0.02, connectivity: i
     labels = label_regions(closed, connectivity)
     found = [r for r in region_stats(labels) if r["area"] >= min_share * closed.sum()]
     if neck_depth > 0 and colours is not None and len(found) > 1:
-        labels = split_at_necks(labels, colours, mask, neck_depth, neck_colour, connectivity)
+        labels = split_at_necks(labels, found, colours, mask, neck_depth, neck_colour, connectivity)
         found = [r for r in region_stats(labels) if r["area"] >= min_share * closed.sum()]
     if not found:
         return []
@@ -204,9 +204,10 @@ def ranked_regions(mask: np.ndarray, *, min_share: float = 0.02, connectivity: i
     return out
 
 
-def split_at_necks(labels: np.ndarray, colours: np.ndarray, mask: np.ndarray, depth: int, same_colour: float,
-                   connectivity: int = 4) -> np.ndarray:
-    """Regions split where two things touch along a thin join (a product lying against a box).
+def split_at_necks(labels: np.ndarray, candidates: list[dict], colours: np.ndarray, mask: np.ndarray, depth: int,
+                   same_colour: float, connectivity: int = 4) -> np.ndarray:
+    """The candidate regions (region_stats of labels) split where two things touch along a thin join
+    (a product lying against a box).
 
     A region's core (what survives `depth` erosions) falls apart at such a join; each of the
     region's pixels goes to its nearest core piece, and pieces whose median colours lie within
@@ -214,7 +215,7 @@ def split_at_necks(labels: np.ndarray, colours: np.ndarray, mask: np.ndarray, de
     Returns new labels: split pieces get fresh labels, the rest keep theirs."""
     out = labels.copy()
     fresh = int(labels.size) + 1
-    for r in region_stats(labels):
+    for r in candidates:
         x0, y0, x1, y1 = r["box"]
         if min(x1 - x0, y1 - y0) <= 2 * depth:  # nothing of it survives the erosions
             continue
