@@ -1,8 +1,9 @@
 """Images -> L2-normalised float32 feature vectors with a trained model.
 
-The batch path (whole manifests) uses a DataLoader with workers for decoding,
-channels_last and bf16 autocast on CPU; the single-image path (queries) skips the
-loader entirely so a search pays no start-up cost.
+The batch path (whole manifests) uses a DataLoader with workers for decoding and
+channels_last; the single-image path (queries) skips the loader entirely so a search pays no
+start-up cost. The arithmetic (fp32 or bf16 autocast) is the one measured fastest on this
+machine (embedder/precision.py) unless the caller names one.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from embedder.checkpoint import backbone_from_checkpoint, load_checkpoint
 from embedder.images import ImageError, decode_image
+from embedder.precision import autocast, choose_precision
 from embedder.preprocess import Preprocessing
 from embedder.regions import Box
 
@@ -55,11 +57,15 @@ def _collate(items):
 
 class Embedder:
     def __init__(self, backbone: torch.nn.Module, preprocessing: Preprocessing, *, fingerprint: str = "",
-                 categories: Sequence[str] = (), device: str = "cpu", precision: str = "bf16"):
-        if precision not in ("bf16", "fp32"):
-            raise ValueError("precision must be 'bf16' or 'fp32'")
+                 categories: Sequence[str] = (), device: str = "cpu", precision: str | None = None):
+        """precision: "fp32", "bf16", or None / "auto" for the one measured on this machine."""
         self.device = torch.device(device)
         self.backbone = backbone.eval().to(self.device, memory_format=torch.channels_last)
+        # Measured on a query's batch (the photo and its mirror image), once per architecture and size.
+        size, channels = preprocessing.size, preprocessing.channels
+        precision = choose_precision(precision, self.device, "inference", network=self.backbone,
+                                     example=torch.zeros(2, channels, size, size),
+                                     label=f"{type(backbone).__name__} d{backbone.feature_dim} {channels}x{size}px")
         self.preprocessing = preprocessing
         self.fingerprint = fingerprint
         self.categories = list(categories)
@@ -67,14 +73,14 @@ class Embedder:
         self.feature_dim = int(backbone.feature_dim)
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, device: str = "cpu", precision: str = "bf16") -> "Embedder":
+    def from_checkpoint(cls, path: str | os.PathLike, device: str = "cpu", precision: str | None = None) -> "Embedder":
         payload = load_checkpoint(path)
         backbone, preprocessing = backbone_from_checkpoint(payload)
         return cls(backbone, preprocessing, fingerprint=payload["fingerprint"],
                    categories=payload["categories"], device=device, precision=precision)
 
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+        return autocast(self.device, self.precision)
 
     @torch.inference_mode()
     def features_uint8(self, batch: torch.Tensor) -> torch.Tensor:

@@ -101,7 +101,8 @@ class UpdateReport:
                 "wrote": self.wrote, "version": self.version, "undone_version": self.undone_version}
 
 
-def load_embedder(model, precision: str) -> tuple["Embedder", str | None]:
+def load_embedder(model, precision: str | None) -> tuple["Embedder", str | None]:
+    """precision None: the one measured fastest here (a catalog's recorded precision is never a request)."""
     from embedder.embed import Embedder
 
     if isinstance(model, Embedder):
@@ -172,7 +173,7 @@ def resolve_choice(index: str | None, n: int, d: int, budget: int, previous: dic
 
 
 def build_catalog(manifest: str | os.PathLike, model, out: str | os.PathLike, *, index: str | None = None,
-                  memory_budget: int | None = None, precision: str = "bf16", overwrite: bool = False,
+                  memory_budget: int | None = None, precision: str | None = None, overwrite: bool = False,
                   progress: ProgressOption = True, lock_timeout: float = 0.0) -> UpdateReport:
     """Embed every image of a manifest and write a catalog folder.
 
@@ -229,7 +230,7 @@ def open_embedder_for(catalog: Catalog, model) -> "Embedder":
         model = catalog.info.model_path
         if not model:
             raise CatalogError("the catalog does not record its model's checkpoint path; pass --model")
-    embedder, _ = load_embedder(model, catalog.info.precision)
+    embedder, _ = load_embedder(model, None)
     check_model(catalog.info, embedder.fingerprint, str(model) if isinstance(model, (str, os.PathLike)) else "the model")
     return embedder
 
@@ -329,7 +330,7 @@ def rebuild_catalog(folder: str | os.PathLike, *, model=None, index: str | None 
         report = UpdateReport("rebuild", folder)
         embedder = None
         if model is not None:
-            embedder, model_path = load_embedder(model, precision or info.precision)
+            embedder, model_path = load_embedder(model, precision)
             if embedder.fingerprint != info.model_fingerprint:
                 reembed = True
             info.model_path = model_path or info.model_path

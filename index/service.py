@@ -90,6 +90,7 @@ class Results:
     filter: MetadataFilter | None = None  # the metadata filter searched within
     filter_matches: int | None = None  # how many catalog items it admits (0: no item matches it)
     group_by: str | None = None  # one result per value of this column (product_id)
+    cut_short: dict | None = None  # a bound stopped the search widening (index.grouping.Shown.cut_short)
 
     def summary(self) -> dict:
         """What the CLI's JSON and the HTTP API return beside the results."""
@@ -103,7 +104,8 @@ class Results:
                 "hidden_near_duplicates": hidden,
                 "filter": None if self.filter is None else {"expression": str(self.filter),
                                                             "matching_items": self.filter_matches},
-                "group_by": self.group_by}
+                "group_by": self.group_by,
+                "cut_short": self.cut_short}
 
 
 def to_rgb(image: ImageInput) -> Image.Image:
@@ -159,7 +161,8 @@ class SearchService:
     def __init__(self, catalog_folder: str | os.PathLike, checkpoint_path: str | os.PathLike,
                  device: str = "cpu", precision: str | None = None):
         self.catalog = Catalog.load(catalog_folder)
-        precision = precision or self.catalog.info.precision
+        # The catalog records the precision its vectors were made in; queries run in this machine's own
+        # (embedder/precision.py): both give vectors comparable within round-off.
         self.embedder = Embedder.from_checkpoint(checkpoint_path, device=device, precision=precision)
         check_model(self.catalog.info, self.embedder.fingerprint, str(checkpoint_path))
         self.categories = CategoryPredictor.from_checkpoint(checkpoint_path, self.embedder)
@@ -180,7 +183,8 @@ class SearchService:
     def search(self, query: Query, k: int = 10, category: str | None = None,
                hide_duplicates_above: float | None = None, *, box: Box | None = None,
                min_score: float | None = None, group_by: str | None = None,
-               metadata_filter: str | MetadataFilter | None = None, mirror: bool = True) -> Results:
+               metadata_filter: str | MetadataFilter | None = None, mirror: bool = True,
+               max_candidates: int | None = None, time_budget_s: float | None = None) -> Results:
         """Catalog items most similar to a photo (bytes, path, file object or PIL image) or to a
         CatalogItem (the item itself left out).
 
@@ -191,11 +195,14 @@ class SearchService:
         A photo's own catalog copy (the same picture) is marked `query_copy` and hides no near-duplicate.
         mirror: a photo is also searched as its mirror image, each item scored by the better of the two
         (a shopper photographs a shoe facing either way; a catalog's shoes usually all face one way).
+        max_candidates, time_budget_s: bounds on the widening for k results under hiding, grouping or a
+        filter (index.grouping.rank_results); when one stops it, Results.cut_short says which.
         Raises embedder.images.ImageError for an unusable photo (UnusablePhotoError: nothing in
         it to search for; BoxError: a box that selects no part of it), UnknownItemError for an id
         the catalog does not hold, CatalogError for other requests it cannot answer (a category
         it does not have)."""
         started = time.perf_counter()
+        deadline = None if time_budget_s is None else time.monotonic() + time_budget_s
         flt, pool = None, None
         if metadata_filter is not None and str(metadata_filter).strip():
             flt = checked_filter(metadata_filter, self.catalog.metadata.columns)
@@ -220,13 +227,15 @@ class SearchService:
             vector = self.embedder.vectors(features)  # one row per view
             guess = self.categories.predict_features(features[:1]) if self.categories else None
             embedded = time.perf_counter()
+        cut_short = None
         if pool is not None and len(pool[0]) == 0:  # no item matches the filter: nothing to search
             frame, hidden = self.catalog.results_frame(np.zeros(0), np.zeros(0, np.int64)), None
         else:
             shown = rank_results(self.catalog, vector, k, exclude=set(exclude[0]) if exclude else None, pool=pool,
                                  hide_duplicates_above=hide_duplicates_above, group_by=group_by,
-                                 mark_copies=not isinstance(query, CatalogItem))
-            frame, hidden = shown.frame, shown.hidden
+                                 mark_copies=not isinstance(query, CatalogItem), max_candidates=max_candidates,
+                                 deadline=deadline)
+            frame, hidden, cut_short = shown.frame, shown.hidden, shown.cut_short
         confidence = assess(float(frame["score"].iloc[0]) if len(frame) else None, self.catalog.info.calibration)
         dropped = 0
         if min_score is not None:
@@ -235,7 +244,8 @@ class SearchService:
             frame = frame[keep].reset_index(drop=True)
         return Results(frame, SearchTiming(embedded - started, time.perf_counter() - embedded), category=guess,
                        confidence=confidence, dropped=dropped, region=region, view=view, hidden=hidden, filter=flt,
-                       filter_matches=None if flt is None else len(pool[0]), group_by=group_by)
+                       filter_matches=None if flt is None else len(pool[0]), group_by=group_by,
+                       cut_short=cut_short)
 
     def filter_pool(self, flt: MetadataFilter) -> FilterPool:
         """The catalog rows a filter admits, cached per filter (a service serves one catalog version)."""

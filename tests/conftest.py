@@ -5,6 +5,7 @@ with random-init models, so the app can be tested end to end in seconds without 
 """
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,9 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+# Tests compare numbers: they run in fp32 on every machine, never in the precision measured fastest
+# here (embedder/precision.py); tests of that choice set their own environment.
+os.environ.setdefault("COINSP_PRECISION", "fp32")
 
 from embedder.backbones import build_backbone  # noqa: E402
 from embedder.checkpoint import save_checkpoint  # noqa: E402

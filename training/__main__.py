@@ -1,5 +1,8 @@
 """python -m training: train a model on a catalog manifest with one of the named presets.
 
+`python -m training mask` trains the product mask instead (training/mask_training.py); `python -m training
+views` renders query views to train on (training/query_views.py; then --query-views FILE).
+
 Example (Fashion-MNIST with store categories, at the budget the README's figures are measured at):
     python -m training --fashion-mnist --preset coinsp_sampled --epochs 5 --set proxy_start=1 --out runs/coinsp
 Change any setting of a preset with --set, e.g. --set temperature=0.3 --set proxy_start=1.
@@ -85,9 +88,13 @@ def parse_args(argv=None) -> argparse.Namespace:
                    "10 degrees, brightness, contrast and tint, as shoppers' photos vary")
     t.add_argument("--seed", type=int, default=0, help="seeds the model, the order, the augmentation and the k-means")
     t.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: cuda:LOCAL_RANK)")
-    t.add_argument("--precision", choices=["bf16", "fp32"], default="bf16", help="bf16 autocast, or plain fp32")
+    t.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
+                   help="bf16 autocast or plain fp32; auto: the faster on this machine (measured once, cached)")
     t.add_argument("--out", required=True, help="run folder: last.pt (resumable), model.pt, history.json, metrics.jsonl")
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt (an error if there is none)")
+    t.add_argument("--query-views", help="query views to train on beside the catalog images (python -m training views)")
+    t.add_argument("--query-view-share", type=float, default=0.3,
+                   help="with --query-views: the share of rows with a view shown their view instead")
     t.add_argument("--resume-or-start", action="store_true", help="continue from OUT/last.pt, or start if there is none")
     return p.parse_args(argv)
 
@@ -168,11 +175,21 @@ def config_from_args(a: argparse.Namespace, log=print) -> TrainConfig:
                        objective=objective, backbone=a.backbone, backbone_kwargs=kwargs, pretrained=a.pretrained,
                        preprocessing=pre.to_dict(), input_reason=choice.why, augmentation=a.augmentation, epochs=a.epochs,
                        batch_size=a.batch_size, lr=a.lr, proxy_start=schedule.get("proxy_start"), seed=a.seed,
-                       device=a.device, val_fraction=a.val_fraction, cache_dir=cache_dir)
+                       device=a.device, val_fraction=a.val_fraction, cache_dir=cache_dir, query_views=a.query_views,
+                       query_view_share=a.query_view_share if a.query_views else 0.0)
 
 
 def main(argv=None) -> int:
     """Under torchrun (WORLD_SIZE > 1 in the environment) every process runs this; see docs/training-distributed.md."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["mask"]:  # python -m training mask: the product mask (training/mask_training.py)
+        from training.mask_training import main as train_product_mask
+        train_product_mask(argv[1:])
+        return 0
+    if argv[:1] == ["views"]:  # python -m training views: query views for training (training/query_views.py)
+        from training.query_views import main as make_query_views
+        make_query_views(argv[1:])
+        return 0
     args = parse_args(argv)
     if args.resume and not args.resume_or_start and not (Path(args.out) / "last.pt").is_file():
         print(f"error: --resume: {Path(args.out) / 'last.pt'} does not exist, so there is nothing to continue; "

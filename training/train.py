@@ -23,6 +23,7 @@ from tqdm import tqdm
 from embedder.backbones import build_backbone, load_imagenet_weights
 from embedder.checkpoint import load_checkpoint, save_checkpoint
 from embedder.files import atomic_path
+from embedder.precision import choose_precision
 from embedder.preprocess import Preprocessing
 from index.evaluation import classification_accuracy, recall_at_k
 from training import instance_checkpoint
@@ -31,6 +32,7 @@ from training.data import TrainingSet, hold_out, load_training_set
 from training.distributed import Ranks, wrap
 from training.instance_memory import SHARDED_STATE, upgrade_model_state
 from training.model import CoInsModel, ObjectiveConfig
+from training.query_views import QueryViews
 
 
 @dataclass
@@ -57,6 +59,10 @@ class TrainConfig:
     ks: tuple = (1, 2, 4, 8)
     cache_dir: str = ".cache"
     val_fraction: float = 0.0  # without a validation manifest: this share of each category held out (seeded)
+    # Query views (training/query_views.py): an item's view through the real query path shown instead of its
+    # catalog image for this share of the rows that have one.
+    query_views: str | None = None
+    query_view_share: float = 0.0
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(asdict(self)))
@@ -66,14 +72,14 @@ def _generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
 
 
-def _autocast(device: torch.device, precision: str = "bf16"):
-    if precision not in ("bf16", "fp32"):
-        raise ValueError(f"precision must be bf16 or fp32, not {precision!r}")
+def _autocast(device: torch.device, precision: str | None = None):
+    """precision None: the one measured fastest for training on this machine (embedder/precision.py)."""
+    precision = choose_precision(precision, device, "training")
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 @torch.inference_mode()
-def evaluate(model: CoInsModel, data: TrainingSet, pre: Preprocessing, device: torch.device, ks, precision: str = "bf16",
+def evaluate(model: CoInsModel, data: TrainingSet, pre: Preprocessing, device: torch.device, ks, precision: str | None = None,
              *, head_trained: bool = True) -> dict:
     """Fine-class Recall@k of the backbone feature f(x) (leave-one-out), and the category head's accuracy
     where the objective trains one and it has been trained (Opt, Ins, MaskCon and Grafit leave it untrained)."""
@@ -97,9 +103,14 @@ def evaluate(model: CoInsModel, data: TrainingSet, pre: Preprocessing, device: t
 
 def train_step(network, optimizer, schedule, images: torch.Tensor, idx: torch.Tensor, categories: torch.Tensor,
                fine_labels: torch.Tensor | None, *, pre: Preprocessing, augmentation: str, generator: torch.Generator,
-               device: torch.device, precision: str, part: tuple[int, int] = (0, 1)) -> dict[str, float]:
-    """One optimisation step on the images `idx` (rows of the uint8 `images`); returns the loss parts."""
-    x = images[idx].to(device, non_blocking=True).float() / 255.0
+               device: torch.device, precision: str, part: tuple[int, int] = (0, 1), views: QueryViews | None = None,
+               view_share: float = 0.0) -> dict[str, float]:
+    """One optimisation step on the images `idx` (rows of the uint8 `images`); returns the loss parts.
+    views: query views that stand in for about `view_share` of the rows that have one."""
+    batch = images[idx]
+    if views is not None and view_share > 0:
+        batch = views.swap(batch, idx, view_share, generator)
+    x = batch.to(device, non_blocking=True).float() / 255.0
     x = augment(x, augmentation, generator, part=part)
     x = pre.standardise(x).contiguous(memory_format=torch.channels_last)
     idx = idx.to(device)
@@ -139,11 +150,13 @@ def load_sets(cfg: TrainConfig) -> tuple[TrainingSet, TrainingSet | None]:
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, stop_after_epoch: int | None = None, log=print,
-          sets: tuple[TrainingSet, TrainingSet | None] | None = None, precision: str = "bf16") -> dict:
+          sets: tuple[TrainingSet, TrainingSet | None] | None = None, precision: str | None = None) -> dict:
     """Train and return the history; writes out_dir/last.pt (resumable) and out_dir/model.pt.
     `sets` passes already decoded (train, validation) sets, e.g. one load for several runs.
     Under torchrun, call it on every rank: rank 0 logs, validates and writes (its result is the run's).
-    precision: "bf16" autocast (the fast default), or "fp32" (runs comparable to round-off, as in the tests)."""
+    precision: "bf16" autocast, "fp32" (runs comparable to round-off, as in the tests), or None: the faster
+    of the two on this machine, measured once and cached (embedder/precision.py)."""
+    precision = choose_precision(precision, cfg.device, "training")
     ranks = Ranks.from_environment(cfg.device)
     try:
         return _train(cfg, ranks, resume=resume, stop_after_epoch=stop_after_epoch, log=log if ranks.main else _quiet,
@@ -181,7 +194,7 @@ def _train(cfg: TrainConfig, ranks: Ranks, *, resume: bool, stop_after_epoch: in
 
     checkpoint = dict(backbone_spec={"name": cfg.backbone, "kwargs": cfg.backbone_kwargs}, preprocessing=pre,
                       categories=train_set.category_names, config=cfg.to_dict())
-    epoch_data = _EpochData(train_set, device)
+    epoch_data = _EpochData(train_set, device, cfg.query_views)
     for epoch in range(first_epoch, cfg.epochs):
         record = _train_epoch(cfg, epoch, network, model, optimizer, schedule, epoch_data, steps_per_epoch, ranks, pre,
                               precision, log)
@@ -249,8 +262,9 @@ def _resume(out: Path, model: CoInsModel, optimizer, schedule, ranks: Ranks, ins
 class _EpochData:
     """The training set as the steps read it: images stay on the CPU, labels move to the device once."""
 
-    def __init__(self, train_set: TrainingSet, device: torch.device):
+    def __init__(self, train_set: TrainingSet, device: torch.device, views: str | None = None):
         self.images = train_set.images
+        self.views = QueryViews(views, len(train_set)) if views else None
         self.categories = train_set.categories.to(device)
         self.fine_labels = train_set.products.to(device) if train_set.products is not None else None
 
@@ -278,7 +292,7 @@ def _train_epoch(cfg: TrainConfig, epoch: int, network, model: CoInsModel, optim
         idx = ranks.batch_part(order[step * cfg.batch_size:(step + 1) * cfg.batch_size])
         parts = train_step(network, optimizer, schedule, data.images, idx, data.categories, data.fine_labels, pre=pre,
                            augmentation=cfg.augmentation, generator=generator, device=ranks.device, precision=precision,
-                           part=(ranks.rank, ranks.world_size))
+                           part=(ranks.rank, ranks.world_size), views=data.views, view_share=cfg.query_view_share)
         train_time += time.perf_counter() - started
         seen += len(idx) * ranks.world_size
         for k, v in parts.items():
