@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import argparse
+import math
+import re
+import sys
 from pathlib import Path
 
 from embedder.files import parse_size
@@ -18,9 +21,50 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+MAX_ITEM_ID = 2**63 - 1  # catalog ids are int64, as the HTTP API accepts them
+_NUMBERS_AFTER = ("--box",)  # options whose value may start with a minus sign: -5,0,10,10
+_LEADING_MINUS = re.compile(r"-\.?\d")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's one-line errors (exit status 2), and option values such as
+    `--box -5,0,10,10` taken as values, not as options."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (`{self.prog} -h` for help)\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        joined = []
+        for arg in sys.argv[1:] if args is None else args:
+            if joined and joined[-1] in _NUMBERS_AFTER and _LEADING_MINUS.match(arg):
+                joined[-1] = f"{joined[-1]}={arg}"
+            else:
+                joined.append(arg)
+        return super().parse_known_args(joined, namespace)
+
+
+def _item_id(text: str) -> int:
+    if not re.fullmatch(r"\s*[0-9]+\s*", text):
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not an item id (a whole number from 0)")
+    if int(text) > MAX_ITEM_ID:
+        raise argparse.ArgumentTypeError(f"{text.strip()[:40]} is not an item id: ids go up to {MAX_ITEM_ID}")
+    return int(text)
+
+
+def _cosine(text: str) -> float:
+    """A cosine threshold, as the HTTP API takes it: a finite number from -1 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not -1.0 <= value <= 1.0:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a cosine similarity: give a number from -1 to 1")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Every subcommand of `python -m index` and its arguments (the commands themselves: index/__main__.py)."""
-    parser = argparse.ArgumentParser(prog="python -m index", description="Build, change, search and evaluate "
+    parser = _Parser(prog="python -m index", description="Build, change, search and evaluate "
                                      "visual-search catalogs.")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -49,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("remove", help="remove items by id or path")
     p.add_argument("--catalog", required=True, type=Path)
-    p.add_argument("--ids", type=int, nargs="+", default=[])
+    p.add_argument("--ids", type=_item_id, nargs="+", default=[])
     p.add_argument("--paths", nargs="+", default=[], help="image paths as in the metadata (or absolute)")
     wait_option(p)
 
@@ -83,14 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, type=Path)
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument("--image", type=Path)
-    group.add_argument("--id", type=int)
+    group.add_argument("--id", type=_item_id)
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--category")
-    p.add_argument("--hide-duplicates", type=float, default=None, metavar="COSINE",
+    p.add_argument("--hide-duplicates", type=_cosine, default=None, metavar="COSINE",
                    help="hide results more similar than this to a better-ranked result (e.g. 0.98)")
     p.add_argument("--box", metavar="X0,Y0,X1,Y1",
                    help="query region of the photo in its pixels (default: the product, found automatically)")
-    p.add_argument("--min-score", type=float, default=None, metavar="SCORE",
+    p.add_argument("--min-score", type=_cosine, default=None, metavar="SCORE",
                    help="leave out results scoring below this (cosine similarity, e.g. 0.9)")
     p.add_argument("--group-by", metavar="COLUMN",
                    help="one result per value of this column (e.g. product_id: each product's best photo), still k")

@@ -147,6 +147,30 @@ def test_the_chosen_tab_stays_after_an_action_and_its_confirmation(shop):
     assert "1 removed" in at.success[0].value and at.session_state["catalog_section"] == "Undo"
 
 
+@pytest.mark.parametrize("typed, says", [
+    ("99999999999999999999999", "is not an item id of this catalog: ids go up to 9223372036854775807"),
+    ("²", "is not an item id: ids are written with the digits 0-9"),
+])
+def test_an_id_that_cannot_be_one_is_a_one_line_error_and_nothing_waits(shop, typed, says):
+    at = manager()
+    at.text_area(key="remove_lines").set_value(f"3\n{typed}\n")
+    at.button(key="remove_submit").click().run()
+    assert not at.exception and [e.value for e in at.error] == [f"{typed} {says}"]
+    assert len(at.tabs) > 0 and items_metric(at) == "24"  # no confirmation asked for, nothing removed
+
+
+@pytest.mark.parametrize("typed, says", [
+    ("shop/a\x00b", "is not a usable path (it holds a NUL character)"),
+    ("shop/" + "a" * 5000, "is not a usable path (File name too long)"),
+])
+def test_a_folder_that_cannot_be_a_path_is_a_one_line_error(shop, typed, says):
+    at = manager()
+    at.text_input(key="add_source").set_value(str(shop["data"] / typed))
+    at.button(key="add_submit").click().run()
+    assert not at.exception and len(at.error) == 1 and says in at.error[0].value
+    assert len(at.error[0].value) < 400 and items_metric(at) == "24"
+
+
 # ---------------------------------------------------------------- undo
 
 def test_restore_the_previous_version_after_a_confirmation(shop):

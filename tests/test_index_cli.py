@@ -178,3 +178,40 @@ def test_restore_lists_versions_and_undoes_the_last_change(shop, capsys):
     assert code == 0 and out.strip() == f"version {second} is already the current one"
     code, _, err = run(capsys, "restore", "--catalog", shop["catalog"], "--version", "nope")
     assert code == 2 and "has no version 'nope'" in err and len(err.strip().splitlines()) == 1
+
+
+def refused(capsys, *argv) -> tuple[int, str]:
+    """The exit status and what was printed for arguments the CLI refuses before running anything."""
+    try:
+        code = main(["-q", *map(str, argv)])
+    except SystemExit as exit:
+        code = exit.code
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["search", "--id", "1180591620717411303424"], "ids go up to 9223372036854775807"),
+    (["search", "--id", "²"], "is not an item id"),
+    (["search", "--id", "1", "--min-score", "nan"], "give a number from -1 to 1"),
+    (["search", "--id", "1", "--min-score", "5"], "give a number from -1 to 1"),
+    (["search", "--id", "1", "--hide-duplicates", "nan"], "give a number from -1 to 1"),
+    (["search", "--id", "1", "--hide-duplicates", "-1.5"], "give a number from -1 to 1"),
+    (["remove", "--ids", "1180591620717411303424"], "ids go up to 9223372036854775807"),
+])
+def test_numbers_out_of_range_are_one_line_errors_with_status_2(shop, capsys, argv, message):
+    command, *rest = argv
+    where = ["--catalog", shop["catalog"]] + (["--model", shop["model"]] if command == "search" else [])
+    code, err = refused(capsys, command, *where, *rest)
+    assert code == 2 and err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_box_starting_with_a_minus_sign_is_read_as_the_box(shop, capsys, tmp_path):
+    assert build(shop, capsys)[0] == 0
+    photo = shop["manifest"].parent / "images" / "a0.png"
+    common = ["search", "--catalog", shop["catalog"], "--model", shop["model"], "--image", photo]
+    code, err = refused(capsys, *common, "--box", "-5,0,10,10")
+    assert code == 2 and "reaches outside the 28x28 photo" in err  # read as a box, then checked as one
+    code, err = refused(capsys, *common, "--box", "-0.4,0,27,27", "--min-score", "-1")
+    assert code == 0, err

@@ -15,7 +15,7 @@ import streamlit as st
 from app import components as ui
 from app.browse import browse_grid, clear_selection, file_mtime, thumbnail_png
 from app.roles import catalog_manager_gate
-from app.settings import OutsideDataRootError, inside_data_root
+from app.settings import OutsideDataRootError, inside_data_root, shown
 from app.store_catalog import serving_story
 from app.uploads import ZIP_LAYOUT, UploadError, add_uploads, stage_uploads
 from embedder.checkpoint import CheckpointError, load_checkpoint
@@ -288,11 +288,29 @@ def remove_section(items: pd.DataFrame, skipped: list[dict]) -> None:
                                  key="remove_lines")
             if st.form_submit_button("Remove items", icon=":material/delete:", key="remove_submit"):
                 entries = [line.strip() for line in lines.splitlines() if line.strip()]
-                ids = [int(e) for e in entries if e.isdigit()]
+                ids, problem = typed_ids([e for e in entries if e.isdigit()])
+                if problem:
+                    st.error(problem, icon=":material/error:")
+                    return
                 paths = [e for e in entries if not e.isdigit()]
                 if ids or paths:
                     ask_to_confirm(("remove", ids, paths))
                 st.warning("Give the items to remove first.")
+
+
+MAX_ITEM_ID = 2**63 - 1  # catalog ids are int64
+
+
+def typed_ids(entries: list[str]) -> tuple[list[int], str | None]:
+    """The ids typed (lines of digits), or the one-line reason one of them is not an id."""
+    ids = []
+    for entry in entries:
+        if not (entry.isascii() and entry.isdecimal()):  # e.g. '²': a digit, but not a number
+            return [], f"{shown(entry)} is not an item id: ids are written with the digits 0-9"
+        if int(entry) > MAX_ITEM_ID:
+            return [], f"{shown(entry)} is not an item id of this catalog: ids go up to {MAX_ITEM_ID}"
+        ids.append(int(entry))
+    return ids, None
 
 
 def undo_section(folder: Path, info: dict) -> None:
@@ -336,10 +354,15 @@ def build_form(folder: Path, model: Path, info: dict | None) -> None:
 def confined(typed: str) -> Path | None:
     """The typed path if it lies inside the app's data root; None after saying why not (nothing read)."""
     try:
-        return inside_data_root(typed, ui.settings().data_root)
+        path = inside_data_root(typed, ui.settings().data_root)
+        path.exists()  # a name the system cannot look up at all (too long) is refused here, not mid-change
+        return path
     except OutsideDataRootError as exc:
         st.error(f"{exc}", icon=":material/block:")
-        return None
+    except (ValueError, OSError) as exc:  # a NUL character; a name longer than the file system allows
+        reason = "it holds a NUL character" if isinstance(exc, ValueError) else (exc.strerror or str(exc))
+        st.error(f"{shown(typed)} is not a usable path ({reason})", icon=":material/block:")
+    return None
 
 
 def serving_model(info: dict, model: Path) -> None:
