@@ -1,0 +1,116 @@
+"""What the phone does to a scene: light fall-off, white balance, blur, sensor noise with the
+phone's own noise reduction and sharpening, a tilted camera, and the JPEG it uploads.
+
+Scenes are float32 (h, w, 3) RGB in [0, 1] (linear enough for these purposes); every effect draws
+only from the rng it is given.
+"""
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+from PIL import Image
+
+
+def lighting(scene: np.ndarray, rng, gradient: float, vignette: float) -> np.ndarray:
+    """Light from one side (a linear fall-off of up to `gradient`) and lens vignetting (in place)."""
+    h, w = scene.shape[:2]
+    angle = rng.uniform(0, 2 * np.pi)
+    fall, vig = rng.uniform(0.5, 1.0) * gradient, rng.uniform(0.5, 1.0) * vignette * 2
+    # the gain is smooth: compute it on a coarse grid and stretch it
+    gw, gh = max(2, w // 8), max(2, h // 8)
+    gx = np.linspace(-0.5, 0.5, gw, dtype=np.float32)[None, :]
+    gy = np.linspace(-0.5, 0.5, gh, dtype=np.float32)[:, None]
+    ramp = np.float32(np.cos(angle)) * gx + np.float32(np.sin(angle)) * gy
+    radius2 = (gx * np.float32(w / max(w, h))) ** 2 + (gy * np.float32(h / max(w, h))) ** 2
+    gain = (1 - ramp * np.float32(fall)) * (1 - np.float32(vig) * radius2)
+    gain = cv2.resize(gain, (w, h), interpolation=cv2.INTER_LINEAR)
+    scene *= gain[..., None]
+    return scene
+
+
+def colour_cast(scene: np.ndarray, rng, strength: float) -> np.ndarray:
+    """A white-balance error: warm (tungsten, more red) or cool (shade, more blue), a little green/magenta."""
+    warm = 1.0 if rng.random() < 0.5 else -1.0
+    tint = rng.normal(0, 0.25)
+    gains = np.array([1 + warm * strength, 1 + tint * strength, 1 - warm * strength], np.float32)
+    gains /= gains.max() * rng.uniform(0.9, 1.05)
+    return np.clip(scene * gains, 0, 1).astype(np.float32)
+
+
+def defocus(scene: np.ndarray, rng, amount: float = 1.0) -> np.ndarray:
+    """Out of focus: a disc (aperture-shaped) blur of up to about 1% of the long side."""
+    radius = max(1.0, amount * rng.uniform(0.003, 0.012) * max(scene.shape[:2]))
+    size = int(np.ceil(radius)) * 2 + 1
+    yy, xx = np.mgrid[:size, :size] - size // 2
+    disc = np.clip(radius + 0.5 - np.hypot(xx, yy), 0, 1).astype(np.float32)
+    return cv2.filter2D(scene, -1, disc / disc.sum(), borderType=cv2.BORDER_REFLECT101)
+
+
+def motion_blur(scene: np.ndarray, rng) -> np.ndarray:
+    """Camera shake: a streak of up to about 1.5% of the long side in one direction."""
+    length = max(3, int(rng.uniform(0.004, 0.015) * max(scene.shape[:2])))
+    size = length | 1
+    kernel = np.zeros((size, size), np.float32)
+    angle = rng.uniform(0, np.pi)
+    c, r = size // 2, (size - 1) / 2
+    cv2.line(kernel, (int(round(c - np.cos(angle) * r)), int(round(c - np.sin(angle) * r))),
+             (int(round(c + np.cos(angle) * r)), int(round(c + np.sin(angle) * r))), 1.0, 1, cv2.LINE_AA)
+    return cv2.filter2D(scene, -1, kernel / kernel.sum(), borderType=cv2.BORDER_REFLECT101)
+
+
+def phone_noise(scene: np.ndarray, rng, sigma: float) -> np.ndarray:
+    """Sensor noise (shot noise grows with brightness, chroma noise blotchy), then what the phone does:
+    smear the colour noise, smooth the brightness a little, and sharpen it back."""
+    h, w = scene.shape[:2]
+    bright = scene.mean(axis=2)
+    luma_noise = rng.standard_normal((h, w), dtype=np.float32) * (sigma * (0.4 + np.sqrt(bright + 1e-4)))
+    ch, cw = max(1, h // 3), max(1, w // 3)
+    chroma = rng.standard_normal((ch, cw, 3), dtype=np.float32) * sigma * 0.8
+    chroma = cv2.resize(chroma, (w, h), interpolation=cv2.INTER_LINEAR)
+    noisy = np.clip(scene + luma_noise[..., None] + chroma, 0, 1).astype(np.float32)
+    ycc = cv2.cvtColor(noisy, cv2.COLOR_RGB2YCrCb)
+    strength = rng.uniform(0.5, 1.0)
+    chroma_sigma = 1 + strength * 0.004 * max(h, w)
+    ycc[..., 1] = cv2.GaussianBlur(ycc[..., 1], (0, 0), chroma_sigma)
+    ycc[..., 2] = cv2.GaussianBlur(ycc[..., 2], (0, 0), chroma_sigma)
+    smooth = cv2.GaussianBlur(ycc[..., 0], (0, 0), 0.6 + strength)
+    detail = ycc[..., 0] - cv2.GaussianBlur(ycc[..., 0], (0, 0), 2.0)
+    ycc[..., 0] = smooth + detail * rng.uniform(0.3, 0.9)  # sharpening brings back edges (and some grain)
+    return np.clip(cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB), 0, 1).astype(np.float32)
+
+
+def tilt(scene: np.ndarray, mask: np.ndarray, rng, amount: float) -> tuple[np.ndarray, np.ndarray]:
+    """The camera tilted towards one side: the scene in perspective (the near side larger, spilling
+    out of the frame, so no border is invented). The mask follows the same warp (its 0.5 level)."""
+    h, w = scene.shape[:2]
+    src = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    dst = src.copy()
+    side = int(rng.integers(4))  # the near edge: top, right, bottom or left
+    spread = amount * (w if side in (0, 2) else h) * 0.5
+    a, b = [(0, 1), (1, 2), (2, 3), (3, 0)][side]
+    axis = 0 if side in (0, 2) else 1
+    direction = np.sign(src[b, axis] - src[a, axis])
+    dst[a, axis] -= direction * spread
+    dst[b, axis] += direction * spread
+    dst += rng.normal(0, 0.01, (4, 2)).astype(np.float32) * [w, h]  # and a little roll
+    matrix = cv2.getPerspectiveTransform(src, dst)
+    warped = cv2.warpPerspective(scene, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+    warped_mask = cv2.warpPerspective(mask.astype(np.float32), matrix, (w, h), flags=cv2.INTER_LINEAR,
+                                      borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return warped, warped_mask >= 0.5
+
+
+def jpeg_upload(scene: np.ndarray, rng) -> bytes:
+    """The bytes the phone uploads: JPEG at quality 60-95 (one upload in ten a PNG screenshot)."""
+    scaled = np.multiply(scene, 255, dtype=np.float32)
+    scaled += 0.5
+    pixels = Image.fromarray(np.clip(scaled, 0, 255, out=scaled).astype(np.uint8))
+    buffer = io.BytesIO()
+    if rng.random() < 0.1:
+        pixels.save(buffer, format="PNG", compress_level=1)
+    else:
+        pixels.save(buffer, format="JPEG", quality=int(rng.integers(60, 96)),
+                    subsampling=int(rng.choice([0, 2, 2])))
+    return buffer.getvalue()
