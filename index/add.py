@@ -19,6 +19,7 @@ from embedder.progress import ProgressOption, Stage, as_callback
 from index.catalog import Catalog
 from index.choose import IndexChoice
 from index.embedding_settings import why_reembed
+from index.importers import link_outside
 from index.manifest import PATH_COLUMN, read_manifest, validate_manifest
 from index.operations import (UpdateReport, check_columns, counts, drop_duplicate_paths, embed_files, merge_skipped,
                               open_embedder_for, refuse_on_disk, relative_paths)
@@ -43,15 +44,17 @@ def add_to_catalog(folder: str | os.PathLike, manifest: str | os.PathLike | None
     if images is not None:
         # Rows made from the folder's layout, held in memory: nothing is written into the
         # user's folder (a manifest.csv there is theirs, and stays as it is).
-        from index.importers import image_folder_table
+        from index.importers import REFUSED_ATTR, image_folder_table
         try:
-            table = validate_manifest(image_folder_table(images), f"images in {images}")
+            found = image_folder_table(images)
         except FileNotFoundError as exc:
             raise CatalogError(str(exc)) from None
+        table = validate_manifest(found, f"images in {images}")
         source, source_root = f"images in {images}", Path(images).absolute()
+        refused = [(source_root / path, why) for path, why in found.attrs.get(REFUSED_ATTR, [])]
     else:
         table = read_manifest(manifest)
-        source, source_root = f"manifest {manifest}", Path(manifest).parent.absolute()
+        source, source_root, refused = f"manifest {manifest}", Path(manifest).parent.absolute(), []
     check_columns(table, source)
     with catalog_lock(folder, "add", lock_timeout):
         catalog = Catalog.load(folder)
@@ -67,7 +70,8 @@ def add_to_catalog(folder: str | os.PathLike, manifest: str | os.PathLike | None
         for r, h in enumerate(old_hash):
             row_of_hash.setdefault(h, r)
         root = str(catalog.root)
-        unchanged, changed_rows, changed_j, reuse, to_embed, failures, facts_of = [], [], [], [], [], [], {}
+        unchanged, changed_rows, changed_j, reuse, to_embed, facts_of = [], [], [], [], [], {}
+        failures = [(_below(path, catalog.root), why) for path, why in refused]
         checked = Stage(progress, "checking files", len(table))
         for j, path in enumerate(table[PATH_COLUMN].tolist()):
             file = os.path.join(root, path)
@@ -83,6 +87,10 @@ def add_to_catalog(folder: str | os.PathLike, manifest: str | os.PathLike | None
             # Same size and modification time: the same file (as git and rsync assume); not read.
             if r is not None and old_size[r] == stat.st_size and old_mtime[r] == stat.st_mtime_ns:
                 unchanged.append(r)
+                continue
+            outside = link_outside(root, path)
+            if outside is not None:  # its bytes are never read, not even to fingerprint them
+                failures.append((path, outside))
                 continue
             try:
                 facts = file_facts(Path(file))
@@ -113,7 +121,8 @@ def add_to_catalog(folder: str | os.PathLike, manifest: str | os.PathLike | None
                 raise CatalogError(f"{stale}: embed the catalog again before adding to it "
                                    f"(`python -m index rebuild --catalog {folder} --reembed`)")
             vectors, embedded, embed_failures, new_facts = embed_files(
-                embedder, [catalog.root / table[PATH_COLUMN].iat[j] for j in todo], progress, "embedding new images")
+                embedder, [catalog.root / table[PATH_COLUMN].iat[j] for j in todo], progress, "embedding new images",
+                catalog.root)
             embedded_j = [todo[i] for i in embedded]
             for i, f in zip(embedded, new_facts):
                 facts_of[todo[i]] = f
@@ -196,3 +205,11 @@ def add_to_catalog(folder: str | os.PathLike, manifest: str | os.PathLike | None
         commit_catalog(folder, blocks, new_meta, index, info, info.version)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _below(path: Path, root: Path) -> str:
+    """A path as the catalog lists it: relative to its image folder where it lies below it."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)

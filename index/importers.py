@@ -82,22 +82,48 @@ def import_image_folder(root: str | os.PathLike) -> Path:
     return write_manifest(table, manifest)
 
 
+def link_outside(root: str | os.PathLike, path: str | os.PathLike) -> str | None:
+    """Why an image path below `root` must not be read: through a symbolic link it leads outside the
+    image folder (the check on the written path cannot see that). None when it stays inside."""
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(os.path.join(root, path))
+    if real.startswith(real_root.rstrip(os.sep) + os.sep):
+        return None
+    target = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in real)[:200]
+    return f"a symbolic link leading outside the image folder (to {target}): refused"
+
+
+REFUSED_ATTR = "refused"  # image_folder_table(...).attrs[REFUSED_ATTR]: [(path, reason)] of what it left out
+
+
 def image_folder_table(root: str | os.PathLike) -> pd.DataFrame:
     """The manifest rows of a tree root/category/[product/...]/image (paths relative to root).
 
     When images sit in a folder below their category folder, that first subfolder is the
     product_id; when they sit directly in the category folder there is no product_id. A
     tree that mixes both is refused, since product ids would be missing for some images.
+    A symbolic link leading outside root (to an image or a folder) is left out and listed with its
+    reason in the table's attrs[REFUSED_ATTR]; links to folders are not followed.
     """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"image folder not found: {root}")
-    relative = sorted(
-        path.relative_to(root) for path in root.rglob("*")
-        if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
-    )
-    # Images directly in root have no category folder; hidden files and folders are tool clutter.
-    relative = [path for path in relative if len(path.parts) >= 2 and not _is_hidden(path.parts)]
+    relative, refused = [], []
+    for path in root.rglob("*"):  # does not descend into linked folders
+        rel = path.relative_to(root)
+        if _is_hidden(rel.parts):  # hidden files and folders are tool clutter
+            continue
+        image_name = path.suffix.lower() in IMAGE_EXTENSIONS
+        if path.is_symlink():
+            why = link_outside(root, rel)
+            if why is not None:
+                if image_name or path.is_dir():
+                    refused.append((rel.as_posix(), why))
+                continue
+        if image_name and path.is_file():
+            relative.append(rel)
+    # Images directly in root have no category folder.
+    relative = sorted(path for path in relative if len(path.parts) >= 2)
     if not relative:
         raise ManifestError(f"no images in category folders below {root} "
                             f"(expected {root}/<category>/<image>, extensions {sorted(IMAGE_EXTENSIONS)})")
@@ -110,6 +136,7 @@ def image_folder_table(root: str | os.PathLike) -> pd.DataFrame:
         loose = next(path for path, nested in zip(relative, in_product_folder) if not nested)
         raise ManifestError(f"{root} mixes images in product folders with images directly in a category "
                             f"folder (e.g. {loose.as_posix()}); put every image in a product folder or none")
+    table.attrs[REFUSED_ATTR] = sorted(refused)
     return table
 
 

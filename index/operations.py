@@ -21,6 +21,7 @@ from index.catalog import Catalog
 from index.choose import DEFAULT_MEMORY_BUDGET, IndexChoice, choice_from_factory, choose_index
 from index.description import CatalogInfo
 from index.embedding_settings import preprocessing_record
+from index.importers import link_outside
 from index.manifest import CATEGORY_COLUMN, PATH_COLUMN, read_manifest, resolve_image_paths
 from index.store import (HASH_COLUMN, ID_COLUMN, IMAGE_PATH_COLUMN, MTIME_COLUMN, RESERVED_COLUMNS,
                          SIZE_COLUMN, CatalogError, catalog_lock, check_model, check_new_catalog_folder,
@@ -32,11 +33,19 @@ if TYPE_CHECKING:  # torch is imported only where a model runs: loading and eval
     from embedder.embed import Embedder
 
 
-def embed_files(embedder: "Embedder", paths: Sequence[Path], progress: ProgressCallback, stage: str
+def embed_files(embedder: "Embedder", paths: Sequence[Path], progress: ProgressCallback, stage: str,
+                root: Path | None = None
                 ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]], list[tuple[str, int, int]]]:
-    """Embed and fingerprint files: (vectors, indices embedded, [(index, reason)], facts per vector)."""
+    """Embed and fingerprint files: (vectors, indices embedded, [(index, reason)], facts per vector).
+    A path that a symbolic link leads outside `root` is a failure, never opened."""
     if not paths:
         return np.zeros((0, embedder.feature_dim), np.float32), np.zeros(0, np.int64), [], []
+    refused = {} if root is None else {i: why for i, path in enumerate(paths)
+                                       if (why := link_outside(root, path)) is not None}
+    if refused:
+        inside = np.asarray([i for i in range(len(paths)) if i not in refused], np.int64)
+        vectors, embedded, failures, facts = embed_files(embedder, [paths[i] for i in inside], progress, stage)
+        return vectors, inside[embedded], sorted([(int(inside[i]), r) for i, r in failures] + list(refused.items())), facts
     counter = Stage(progress, stage, len(paths))
     result = embedder.embed_files([str(p) for p in paths], progress=lambda done, total: counter.reach(done))
     failures = [(int(i), reason) for i, _, reason in result.failures]
@@ -195,7 +204,7 @@ def build_catalog(manifest: str | os.PathLike, model, out: str | os.PathLike, *,
     budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
     with catalog_lock(out, "build", lock_timeout):
         previous = read_info_or_none(out, "version")
-        vectors, embedded, failures, facts = embed_files(embedder, paths, progress, "embedding")
+        vectors, embedded, failures, facts = embed_files(embedder, paths, progress, "embedding", root)
         if len(vectors) == 0:
             reasons = "; ".join(f"{table[PATH_COLUMN].iloc[i]}: {r}" for i, r in failures[:3])
             raise CatalogError(f"none of the {len(paths):,} images of {manifest} could be used ({reasons})")
@@ -340,7 +349,7 @@ def rebuild_catalog(folder: str | os.PathLike, *, model=None, index: str | None 
                 embedder, _ = load_embedder(info.model_path, precision)
         if reembed:
             paths = [catalog.root / p for p in metadata[PATH_COLUMN].astype(str)]
-            vectors, embedded, failures, facts = embed_files(embedder, paths, progress, "re-embedding")
+            vectors, embedded, failures, facts = embed_files(embedder, paths, progress, "re-embedding", catalog.root)
             if len(vectors) == 0:
                 raise CatalogError("none of the catalog's images could be read for re-embedding "
                                    f"(first: {failures[0][1] if failures else '?'}); are they still under {catalog.root}?")
