@@ -41,6 +41,7 @@ from index.service import CatalogItem, SearchService, object_regions, to_rgb
 from index.store import INFO_FILE, CatalogError, UnknownItemError, read_info
 
 log = logging.getLogger("app.api")
+from index.backends import ENV_BACKEND, add_backend_option, parse_backend
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -448,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         _require_fastapi()
+    add_backend_option(parser)  # the index in the catalog folder (FAISS) or a Milvus collection
         import uvicorn
     except (RuntimeError, ImportError):
         print(f"error: the HTTP API needs FastAPI and uvicorn: {INSTALL_HINT}", file=sys.stderr)
@@ -464,9 +466,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: listening on {args.host}: the API is reachable from other machines", file=sys.stderr)
     # The workers build the app from the environment (uvicorn starts them as fresh processes).
     os.environ.update({ENV["catalog"]: str(args.catalog.absolute()), ENV["model"]: str(args.model.absolute()),
+        backend = parse_backend(args.backend if args.backend is not None else os.environ.get(ENV_BACKEND))
+        if backend is not None and backend.lite and args.workers > 1:
+            raise ValueError(f"Milvus Lite ({backend.text}) is opened by one process: serve it with --workers 1, "
+                             "or serve a Milvus server (milvus://HOST:PORT/COLLECTION) with several")
                        ENV["device"]: args.device, ENV_MAX_UPLOAD: str(max_upload),
                        ENV_RELOAD_INTERVAL: str(args.reload_interval)})
     uvicorn.run("app.api:create_app_from_env", factory=True, host=args.host, port=args.port, workers=args.workers,
+    if args.backend is not None:
+        os.environ[ENV_BACKEND] = args.backend  # each worker's Catalog.load serves from it
                 access_log=not args.no_access_log, log_level="info", timeout_worker_healthcheck=WORKER_HEALTHCHECK_S)
     return 0
 

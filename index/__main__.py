@@ -34,6 +34,7 @@ from pathlib import Path
 from embedder.images import ImageError
 from embedder.regions import parse_box
 from index.add import add_to_catalog
+from index.backends import after_command, command_backend
 from index.catalog import Catalog
 from index.operations import build_catalog, rebuild_catalog, remove_from_catalog, restore_catalog
 from index.store import INFO_FILE, CatalogError, read_info
@@ -348,7 +349,10 @@ def _disk_full_message(args, exc: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        with command_backend(args) as backend:  # --backend: where the index is served (index.backends)
+            code = COMMANDS[args.command](args)
+            after_command(args, backend)
+        return code
     except Exception as exc:
         if _disk_full(exc):
             print(f"error: {_disk_full_message(args, exc)}", file=sys.stderr)

@@ -20,6 +20,7 @@ import faiss
 import numpy as np
 import pandas as pd
 
+from index.backends import backend_from_environment, open_backend, parse_backend
 from index.description import CatalogInfo
 from index.evaluation import NpyRows, RecallReport, recall_at_k
 from index.manifest import CATEGORY_COLUMN, PATH_COLUMN, PRODUCT_COLUMN
@@ -52,12 +53,16 @@ class Catalog:
                                                + metadata[PATH_COLUMN].astype(str)})
         self._pools: dict[str, tuple[np.ndarray, faiss.IDSelector, np.ndarray]] = {}
         self._columns: dict[str, np.ndarray] | None = None
+        self.backend = None  # where candidates come from: None = the FAISS index above (index.backends)
 
     # ------------------------------------------------------------------ loading
 
     @classmethod
-    def load(cls, folder: str | os.PathLike, *, mmap: bool = True) -> "Catalog":
-        """Open the current version of DIR; embeddings are memory-mapped (read-only) by default."""
+    def load(cls, folder: str | os.PathLike, *, mmap: bool = True, backend: str | None = None) -> "Catalog":
+        """Open the current version of DIR; embeddings are memory-mapped (read-only) by default.
+        backend: where the index is served (index.backends: faiss, milvus-lite:PATH.db,
+        milvus://HOST:PORT/COLLECTION); default COINSP_BACKEND, else the folder's FAISS index."""
+        spec = parse_backend(backend) if backend is not None else backend_from_environment()
         folder = Path(folder)
         for attempt in range(3):
             info = read_info(folder)
@@ -78,7 +83,9 @@ class Catalog:
             raise CatalogError(f"catalog {folder} is inconsistent ({len(metadata)} rows, embeddings "
                                f"{embeddings.shape}); run `python -m index rebuild --catalog DIR --reembed`")
         # The index is read on first search: evaluation and the app's quality page never need it.
-        return cls(folder, info, embeddings, metadata, index_path=version / INDEX_FILE, rerank_vectors=rerank_vectors)
+        catalog = cls(folder, info, embeddings, metadata, index_path=version / INDEX_FILE, rerank_vectors=rerank_vectors)
+        catalog.backend = open_backend(spec, folder)
+        return catalog
 
     @property
     def index(self) -> faiss.Index:
@@ -152,6 +159,8 @@ class Catalog:
             bitmap = np.packbits(bits, bitorder="little")  # kept beside the selector, which points into it
             self._pools[category] = (rows, faiss.IDSelectorBitmap(size, faiss.swig_ptr(bitmap)), bitmap)
         rows, selector, _ = self._pools[category]
+        if self.backend is not None:  # the backend keeps the search inside the category its own way
+            selector = self.backend.pool(self, {CATEGORY_COLUMN: [str(category)]})
         return rows, selector
 
     # ------------------------------------------------------------------ search

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from embedder.files import parse_size
+from index.backends import BACKEND_COMMANDS, add_backend_option
 from index.hygiene import add_arguments as add_hygiene_arguments
 
 EVALUATE_FULL_UP_TO = 100_000  # items; beyond this `evaluate` samples 10,000 queries by default
@@ -208,3 +209,5 @@ def build_parser() -> argparse.ArgumentParser:
     add_hygiene_arguments(sub.add_parser("hygiene", help="near-duplicate listings, likely mis-categorised items, "
                                          "products whose photos disagree (CSV + Markdown)"))
     return parser
+    for command in BACKEND_COMMANDS:  # where the index is served (index.backends)
+        add_backend_option(sub.choices[command])

@@ -106,11 +106,14 @@ class _Plan:
             self.pool_size = len(self.rows)
             self.effort = max(1.0, len(catalog.ids) / self.pool_size)
         self.pool_ids = catalog.ids if self.rows is None else catalog.ids[self.rows]
+        # Another backend (index.backends) filters while it searches, and oversamples its own codes.
+        self.backend = getattr(catalog, "backend", None)
         # A small category of an approximate index: scanning its rows exactly is cheaper and sure.
-        self.exact_pool = (self.rows is not None and self.kind != "flat"
+        self.exact_pool = (self.rows is not None and self.kind != "flat" and self.backend is None
                            and self.pool_size * catalog.dim <= EXACT_POOL_FLOATS)
         # Compressed (SQ/PQ) scores blur near-ties: fetch more candidates, re-score them exactly.
-        oversample = int(choice.params.get("rerank", RERANK_QUANTISED)) if quantised(choice.factory) else 1
+        oversample = (int(choice.params.get("rerank", RERANK_QUANTISED))
+                      if quantised(choice.factory) and self.backend is None else 1)
         dup_factor = 3 if hide_duplicates_above is not None else 1
         max_exclude = max((len(e) for e in excludes), default=0)
         self.fetch = max(1, min((k + max_exclude) * oversample * dup_factor, self.pool_size))
@@ -153,6 +156,8 @@ class _Plan:
         """Candidate ids (n, n_fetch), -1 where the index found fewer."""
         if exact:
             return self._exact(queries, n_fetch)
+        if self.backend is not None:
+            return self.backend.candidates(self.catalog, queries, n_fetch, self.selector, self.effort * more_effort)
         index = self.catalog.index
         n_fetch = max(1, min(n_fetch, index.ntotal))
         _, ids = index.search(queries, n_fetch, params=self._params(n_fetch, self.effort * more_effort))

@@ -254,5 +254,8 @@ class SearchService:
         if key not in pools:
             if len(pools) >= 64:
                 pools.pop(next(iter(pools)))
-            pools[key] = filter_pool(self.catalog, flt)
+            found = filter_pool(self.catalog, flt)
+            if self.catalog.backend is not None:  # the backend's own expression instead of a FAISS selector
+                found = FilterPool(found.rows, self.catalog.backend.pool(self.catalog, flt.conditions), None)
+            pools[key] = found
         return pools[key]
