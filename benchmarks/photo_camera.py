@@ -36,12 +36,22 @@ def colour_cast(scene: np.ndarray, rng, strength: float) -> np.ndarray:
     tint = rng.normal(0, 0.25)
     gains = np.array([1 + warm * strength, 1 + tint * strength, 1 - warm * strength], np.float32)
     gains /= gains.max() * rng.uniform(0.9, 1.05)
-    return np.clip(scene * gains, 0, 1).astype(np.float32)
+    scene *= gains
+    return scene
 
 
 def defocus(scene: np.ndarray, rng, amount: float = 1.0) -> np.ndarray:
     """Out of focus: a disc (aperture-shaped) blur of up to about 1% of the long side."""
     radius = max(1.0, amount * rng.uniform(0.003, 0.012) * max(scene.shape[:2]))
+    if radius > 4:  # a wide blur leaves no fine detail: blur a smaller copy, the same disc in proportion
+        h, w = scene.shape[:2]
+        factor = radius / 4
+        small = cv2.resize(scene, (max(1, round(w / factor)), max(1, round(h / factor))), interpolation=cv2.INTER_AREA)
+        return cv2.resize(_disc_blur(small, 4.0), (w, h), interpolation=cv2.INTER_LINEAR)
+    return _disc_blur(scene, radius)
+
+
+def _disc_blur(scene: np.ndarray, radius: float) -> np.ndarray:
     size = int(np.ceil(radius)) * 2 + 1
     yy, xx = np.mgrid[:size, :size] - size // 2
     disc = np.clip(radius + 0.5 - np.hypot(xx, yy), 0, 1).astype(np.float32)
@@ -61,24 +71,25 @@ def motion_blur(scene: np.ndarray, rng) -> np.ndarray:
 
 
 def phone_noise(scene: np.ndarray, rng, sigma: float) -> np.ndarray:
-    """Sensor noise (shot noise grows with brightness, chroma noise blotchy), then what the phone does:
-    smear the colour noise, smooth the brightness a little, and sharpen it back."""
+    """Sensor noise, then what the phone does with it. Brightness noise is fine grain that grows
+    with the light (shot noise); colour noise is blotchy and the phone smears it away with the
+    colour detail; the brightness is smoothed a little and sharpened back."""
     h, w = scene.shape[:2]
-    bright = scene.mean(axis=2)
-    luma_noise = rng.standard_normal((h, w), dtype=np.float32) * (sigma * (0.4 + np.sqrt(bright + 1e-4)))
-    ch, cw = max(1, h // 3), max(1, w // 3)
-    chroma = rng.standard_normal((ch, cw, 3), dtype=np.float32) * sigma * 0.8
-    chroma = cv2.resize(chroma, (w, h), interpolation=cv2.INTER_LINEAR)
-    noisy = np.clip(scene + luma_noise[..., None] + chroma, 0, 1).astype(np.float32)
-    ycc = cv2.cvtColor(noisy, cv2.COLOR_RGB2YCrCb)
+    ycc = cv2.cvtColor(np.ascontiguousarray(scene, np.float32), cv2.COLOR_RGB2YCrCb)
+    luma = ycc[..., 0]
+    grain = rng.standard_normal((h, w), dtype=np.float32)
+    luma += grain * (np.sqrt(np.maximum(luma, 0)) + 0.4) * np.float32(sigma)
+    # colour: noise and the phone's chroma noise reduction both live at a quarter of the size
+    cw, ch = max(1, w // 4), max(1, h // 4)
+    chroma = cv2.resize(ycc[..., 1:], (cw, ch), interpolation=cv2.INTER_AREA)
+    chroma += rng.standard_normal((ch, cw, 2), dtype=np.float32) * np.float32(sigma * 1.5)
     strength = rng.uniform(0.5, 1.0)
-    chroma_sigma = 1 + strength * 0.004 * max(h, w)
-    ycc[..., 1] = cv2.GaussianBlur(ycc[..., 1], (0, 0), chroma_sigma)
-    ycc[..., 2] = cv2.GaussianBlur(ycc[..., 2], (0, 0), chroma_sigma)
-    smooth = cv2.GaussianBlur(ycc[..., 0], (0, 0), 0.6 + strength)
-    detail = ycc[..., 0] - cv2.GaussianBlur(ycc[..., 0], (0, 0), 2.0)
-    ycc[..., 0] = smooth + detail * rng.uniform(0.3, 0.9)  # sharpening brings back edges (and some grain)
-    return np.clip(cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB), 0, 1).astype(np.float32)
+    chroma = cv2.GaussianBlur(chroma, (0, 0), 0.5 + strength * 0.001 * max(h, w))
+    ycc[..., 1:] = cv2.resize(chroma, (w, h), interpolation=cv2.INTER_LINEAR)
+    smooth = cv2.GaussianBlur(luma, (0, 0), 0.6 + strength)
+    detail = luma - cv2.GaussianBlur(luma, (0, 0), 2.0)
+    ycc[..., 0] = smooth + detail * np.float32(rng.uniform(0.3, 0.9))  # sharpening: edges (and some grain) back
+    return cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB)
 
 
 def tilt(scene: np.ndarray, mask: np.ndarray, rng, amount: float) -> tuple[np.ndarray, np.ndarray]:

@@ -14,7 +14,7 @@ TUNING_FAMILIES may be used to choose settings; HELD_OUT_FAMILIES never are.
 from __future__ import annotations
 
 import argparse
-import io
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -78,8 +78,9 @@ class Placed:
 
 
 def place_product(item: np.ndarray, rng, w: int, h: int, colour: np.ndarray,
-                  size: tuple[float, float] = (0.35, 0.9)) -> Placed:
-    """Scale the item to `size` of the short side, rotate slightly, put it anywhere in the frame."""
+                  size: tuple[float, float] = (0.35, 0.9), near: tuple[int, int, int, int] | None = None) -> Placed:
+    """Scale the item to `size` of the short side, rotate slightly, put it anywhere in the frame
+    (near: with its centre on the edge of that box, so that it touches or overlaps what is there)."""
     intensity = np.asarray(item, np.float32) / 255.0
     if intensity.shape != (28, 28):
         raise ValueError(f"an item is a 28x28 array, got shape {intensity.shape}")
@@ -97,12 +98,25 @@ def place_product(item: np.ndarray, rng, w: int, h: int, colour: np.ndarray,
     half = np.abs(corners @ rot.T).max(axis=0)
     position = np.array([rng.uniform(min(half[0], w / 2), max(w - half[0], w / 2)),
                          rng.uniform(min(half[1], h / 2), max(h - half[1], h / 2))])
+    if near is not None:
+        nx0, ny0, nx1, ny1 = near
+        side = int(rng.integers(4))
+        t = rng.uniform(0, 1)
+        edge = [(nx0 + t * (nx1 - nx0), ny0), (nx1, ny0 + t * (ny1 - ny0)),
+                (nx0 + t * (nx1 - nx0), ny1), (nx0, ny0 + t * (ny1 - ny0))][side]
+        outward = [(0, -1), (1, 0), (0, 1), (-1, 0)][side]
+        position = np.clip(np.array(edge) + np.array(outward) * half * rng.uniform(0.5, 1.0), 0, [w - 1, h - 1])
     # warp only the product's neighbourhood: the frame may be 1400 px and the product small
     x0, y0 = np.floor(np.maximum(position - half - 3, 0)).astype(int)
     x1, y1 = np.ceil(np.minimum(position + half + 3, [w, h])).astype(int)
     affine = np.hstack([rot, (position - [x0, y0] - rot @ centre)[:, None]]).astype(np.float32)
     roi = (int(x1 - x0), int(y1 - y0))
-    both = cv2.warpAffine(np.dstack([coverage, intensity]), affine, roi, flags=cv2.INTER_CUBIC,
+    # the item's rim is faint because the catalog photo was shrunk, not because the product is
+    # lighter there: shade the rim (and beyond it, for the interpolation) like its inner neighbours
+    shading = intensity.copy()
+    for _ in range(2):
+        shading = np.where(coverage < 1, cv2.dilate(shading, np.ones((3, 3), np.uint8)), intensity)
+    both = cv2.warpAffine(np.dstack([coverage, shading]), affine, roi, flags=cv2.INTER_CUBIC,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     cov_up, shade_up = both[..., 0], np.clip(both[..., 1], 0, 1)
     # cubic upsampling leaves an edge one item pixel wide; a lens resolves it in a pixel or two
@@ -116,6 +130,11 @@ def place_product(item: np.ndarray, rng, w: int, h: int, colour: np.ndarray,
     colour_roi = (lighter * (1 - depth) + darker * depth).astype(np.float32)
     if rng.random() < 0.3:
         colour_roi = _printed(rng, colour_roi, scale)
+    if rng.random() < 0.7:  # the material's own fine texture (knit, leather grain), half-size noise
+        rh, rw = colour_roi.shape[:2]
+        fine = rng.standard_normal((max(1, rh // 2), max(1, rw // 2)), dtype=np.float32)
+        fine = cv2.resize(fine, (rw, rh), interpolation=cv2.INTER_LINEAR)
+        colour_roi *= (1 + np.float32(rng.uniform(0.02, 0.08)) * fine)[..., None]
     mask = np.zeros((h, w), bool)
     mask[y0:y1, x0:x1] = cov_up >= 0.5
     return Placed((int(x0), int(y0), int(x1), int(y1)), alpha, colour_roi, mask)
@@ -125,7 +144,7 @@ def _printed(rng, colour: np.ndarray, scale: float) -> np.ndarray:
     """A print on the product: stripes or dots of a second colour."""
     h, w = colour.shape[:2]
     ink = surfaces.random_colour(rng, (0.05, 0.95), (0.0, 1.0))
-    gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    gx, gy = np.arange(w, dtype=np.float32)[None, :], np.arange(h, dtype=np.float32)[:, None]
     period = scale * rng.uniform(1.5, 4)
     if rng.random() < 0.5:
         angle = rng.uniform(0, np.pi)
@@ -170,9 +189,8 @@ def cast_shadow(backdrop: np.ndarray, placed: Placed, rng, hard: bool) -> np.nda
 
 def composite(backdrop: np.ndarray, placed: Placed) -> np.ndarray:
     x0, y0, x1, y1 = placed.roi
-    a = placed.alpha[..., None]
-    region = backdrop[y0:y1, x0:x1]
-    backdrop[y0:y1, x0:x1] = region * (1 - a) + placed.colour * a
+    region = backdrop[y0:y1, x0:x1]  # a view: blended in place
+    region += (placed.colour - region) * placed.alpha[..., None]
     return backdrop
 
 
@@ -183,8 +201,10 @@ def finish(scene: np.ndarray, mask: np.ndarray, family: str, textured: bool, rng
 
 
 def photo_from(image: Image.Image, mask: np.ndarray, family: str, textured: bool) -> FamilyPhoto:
-    ys, xs = np.nonzero(mask)
-    box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if len(rows) == 0:
+        raise ValueError("the product left the frame")
+    box = (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
     return FamilyPhoto(image=image, box=box, mask=mask, family=family, textured=textured)
 
 
@@ -195,11 +215,15 @@ def _light_paper(rng) -> np.ndarray:
     return np.clip(grey * (1 + rng.normal(0, 0.03, 3)), 0, 1).astype(np.float32)
 
 
-def _scene(item, rng, backdrop_fn, tone=None, shadow: str | None = "soft", size=(0.35, 0.9)):
-    """Frame, backdrop and product: (scene, mask, w, h)."""
+def _scene(item, rng, backdrop_fn, tone=None, shadow: str | None = "soft", size=(0.35, 0.9), beside: int = 0):
+    """Frame, backdrop and product (with `beside` other garments lying around it): (scene, mask)."""
     w, h = frame_size(rng)
     backdrop = backdrop_fn(rng, h, w)
     placed = place_product(item, rng, w, h, product_colour(rng, tone), size)
+    for k in range(beside):  # the first touches the product, the others lie anywhere
+        other = place_product(_other_item(item, rng), rng, w, h, product_colour(rng), (0.25, 0.6),
+                              near=placed.roi if k == 0 else None)
+        backdrop = composite(cast_shadow(backdrop, other, rng, hard=False), other)
     if shadow is not None:
         backdrop = cast_shadow(backdrop, placed, rng, hard=shadow == "hard")
     return composite(backdrop, placed), placed.mask
@@ -224,8 +248,9 @@ def uneven_light(item, rng):
 
 def low_light_noise(item, rng):
     scene, mask = _scene(item, rng, lambda r, h, w: surfaces.plain(r, h, w, _light_paper(r)))
-    scene = lighting(scene, rng, 0.2, 0.3) * rng.uniform(0.2, 0.45)
-    scene = phone_noise(scene, rng, rng.uniform(0.03, 0.08))
+    # a dim room: the phone's gain brings the exposure most of the way back, and the noise with it
+    scene = lighting(scene, rng, 0.2, 0.3) * rng.uniform(0.45, 0.85)
+    scene = phone_noise(scene, rng, rng.uniform(0.04, 0.1))
     return finish(scene, mask, "low_light_noise", False, rng)
 
 
@@ -284,25 +309,41 @@ def photo_backdrop(item, rng):
     return finish(scene, mask, "photo_backdrop", True, rng)
 
 
+def _other_item(item: np.ndarray, rng) -> np.ndarray:
+    """Another catalog-like garment (from Fashion-MNIST's training split), never the item itself."""
+    others = _training_items()
+    while True:
+        other = others[int(rng.integers(len(others)))]
+        if not np.array_equal(other, item) and (other >= 32).any():
+            return other
+
+
+@functools.lru_cache(maxsize=1)
+def _training_items() -> np.ndarray:
+    from index.importers import load_fashion_mnist_arrays
+
+    return load_fashion_mnist_arrays("train")[0]
+
+
 def clutter(item, rng):
     def table(r, h, w):
         base = surfaces.plain(r, h, w, surfaces.random_colour(r, (0.4, 0.9), (0.0, 0.4)))
-        return surfaces.draw_clutter(r, base, int(r.integers(3, 9)))
-    scene, mask = _scene(item, rng, table)
+        return surfaces.draw_clutter(r, base, int(r.integers(2, 7)))
+    scene, mask = _scene(item, rng, table, beside=int(rng.integers(1, 3)))
     return finish(lighting(scene, rng, 0.1, 0.15), mask, "clutter", True, rng)
 
 
 def night_fabric(item, rng):
     surface = [surfaces.checks, surfaces.carpet, surfaces.wood][int(rng.integers(3))]
     scene, mask = _scene(item, rng, surface)
-    scene = colour_cast(lighting(scene, rng, 0.2, 0.3), rng, rng.uniform(0.15, 0.3)) * rng.uniform(0.25, 0.5)
-    return finish(phone_noise(scene, rng, rng.uniform(0.02, 0.06)), mask, "night_fabric", True, rng)
+    scene = colour_cast(lighting(scene, rng, 0.2, 0.3), rng, rng.uniform(0.15, 0.3)) * rng.uniform(0.4, 0.8)
+    return finish(phone_noise(scene, rng, rng.uniform(0.03, 0.08)), mask, "night_fabric", True, rng)
 
 
 def tilted_clutter(item, rng):
     def floor(r, h, w):
         return surfaces.draw_clutter(r, surfaces.marble(r, h, w), int(r.integers(2, 6)))
-    scene, mask = _scene(item, rng, floor)
+    scene, mask = _scene(item, rng, floor, beside=int(rng.integers(0, 2)))
     scene, mask = tilt(scene, mask, rng, rng.uniform(0.1, 0.25))
     scene = defocus(scene, rng, 0.6) if rng.random() < 0.5 else scene
     return finish(lighting(scene, rng, 0.2, 0.2), mask, "tilted_clutter", True, rng)
@@ -326,9 +367,9 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
     _family(woven, True, "fabric: gingham or tartan checks, plain weave, stripes"),
     _family(wood_and_stone, True, "floorboards with grain and seams, marble or stone veins"),
     _family(photo_backdrop, True, "a real photograph as the backdrop (scikit-image sample photos)"),
-    _family(clutter, True, "other garments, cards, coins, pens and printed words beside or touching it"),
+    _family(clutter, True, "other garments (one touching it), cards, coins, pens, printed words on a table"),
     _family(night_fabric, True, "textured surface at night: colour cast, noise and phone processing"),
-    _family(tilted_clutter, True, "cluttered stone floor, tilted camera, sometimes out of focus"),
+    _family(tilted_clutter, True, "marble floor with things lying about, tilted camera, sometimes out of focus"),
 ]}
 
 TUNING_FAMILIES = ("studio_soft_shadow", "uneven_light", "white_balance", "tilted",

@@ -47,14 +47,30 @@ def random_colour(rng, lightness: tuple[float, float], saturation: tuple[float, 
 
 def _mix(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Per-pixel blend of two colours by t (h, w)."""
-    t = t[..., None]
-    return (a * (1 - t) + b * t).astype(np.float32)
+    return np.float32(a) + np.float32(b - a) * t[..., None].astype(np.float32)
+
+
+def drawn_smaller(surface, limit: int = 720):  # used as a decorator
+    """The same surface drawn at most `limit` px on its long side and stretched: for smooth
+    surfaces (wood, marble, cloth) the camera would not resolve finer than that anyway."""
+    def draw(rng, h: int, w: int) -> np.ndarray:
+        if max(h, w) <= limit:
+            return surface(rng, h, w)
+        f = limit / max(h, w)
+        small = surface(rng, max(1, round(h * f)), max(1, round(w * f)))
+        return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    draw.__name__ = surface.__name__
+    return draw
 
 
 def plain(rng, h: int, w: int, colour: np.ndarray, unevenness: float = 0.03) -> np.ndarray:
     """A plain sheet, card or wall: one colour with a faint low-frequency unevenness."""
-    wobble = noise_field(rng, h, w, rng.uniform(1.5, 4)) * unevenness
-    return np.clip(colour[None, None, :] * (1 + wobble[..., None]), 0, 1).astype(np.float32)
+    # the unevenness is smooth: draw it small, stretch the coloured sheet once
+    f = min(1.0, 160 / max(h, w))
+    sh, sw = max(2, round(h * f)), max(2, round(w * f))
+    wobble = noise_field(rng, sh, sw, rng.uniform(1.5, 4)) * unevenness
+    small = np.clip(colour[None, None, :] * (1 + wobble[..., None]), 0, 1).astype(np.float32)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def carpet(rng, h: int, w: int) -> np.ndarray:
@@ -87,8 +103,7 @@ def gravel(rng, h: int, w: int) -> np.ndarray:
     for (cx, cy), (ax, ay), angle, tone in zip(centres, axes, angles, tones):
         cv2.ellipse(canvas, (int(cx), int(cy)), (int(ax) + 1, int(ay) + 1), float(angle), 0, 360,
                     tone.tolist(), -1, cv2.LINE_8)
-    canvas = cv2.resize(canvas, (sw * scale, sh * scale), interpolation=cv2.INTER_LINEAR)[:h, :w]
-    return np.clip(canvas, 0, 1)
+    return cv2.resize(canvas, (sw * scale, sh * scale), interpolation=cv2.INTER_LINEAR)[:h, :w]
 
 
 def grass(rng, h: int, w: int) -> np.ndarray:
@@ -109,8 +124,7 @@ def grass(rng, h: int, w: int) -> np.ndarray:
     widths = rng.integers(1, 4, count)
     for s, e, tone, width in zip(starts.astype(int), ends.astype(int), tones, widths):
         cv2.line(canvas, (int(s[0]), int(s[1])), (int(e[0]), int(e[1])), tone.tolist(), int(width), cv2.LINE_AA)
-    canvas = cv2.resize(canvas, (sw * scale, sh * scale), interpolation=cv2.INTER_LINEAR)[:h, :w]
-    return np.clip(canvas, 0, 1)
+    return cv2.resize(canvas, (sw * scale, sh * scale), interpolation=cv2.INTER_LINEAR)[:h, :w]
 
 
 def speckle(rng, h: int, w: int) -> np.ndarray:
@@ -138,6 +152,7 @@ def _rotated_coords(rng, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     return c * gx + s * gy, -s * gx + c * gy
 
 
+@drawn_smaller
 def stripes(rng, h: int, w: int) -> np.ndarray:
     """Printed or woven stripes of two to four colours, any direction and period."""
     colours = [random_colour(rng, (0.1, 0.9), (0.0, 0.9)) for _ in range(int(rng.integers(2, 5)))]
@@ -148,6 +163,7 @@ def stripes(rng, h: int, w: int) -> np.ndarray:
     return np.clip(surface * (1 + 0.04 * noise_field(rng, h, w, 3)[..., None]), 0, 1)
 
 
+@drawn_smaller
 def checks(rng, h: int, w: int) -> np.ndarray:
     """Gingham (two colours, overlapping bands darker) or tartan (several set widths) cloth."""
     gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
@@ -172,6 +188,7 @@ def checks(rng, h: int, w: int) -> np.ndarray:
     return np.clip(surface * (1 + relief[..., None]), 0, 1).astype(np.float32)
 
 
+@drawn_smaller
 def weave(rng, h: int, w: int) -> np.ndarray:
     """Plain-weave fabric, hessian or a woven placemat: visible over-under threads."""
     colour = random_colour(rng, (0.25, 0.85), (0.0, 0.5))
@@ -187,6 +204,7 @@ def weave(rng, h: int, w: int) -> np.ndarray:
     return np.clip(colour[None, None, :] * shade[..., None], 0, 1).astype(np.float32)
 
 
+@drawn_smaller
 def wood(rng, h: int, w: int) -> np.ndarray:
     """Floorboards or a table top: growth rings distorted by noise, plank seams, varnish tone."""
     light = random_colour(rng, (0.45, 0.75), (0.0, 0.0)) * np.array([1.15, 0.9, 0.62], np.float32)
@@ -206,6 +224,7 @@ def wood(rng, h: int, w: int) -> np.ndarray:
     return np.clip(surface, 0, 1).astype(np.float32)
 
 
+@drawn_smaller
 def marble(rng, h: int, w: int) -> np.ndarray:
     """Marble or stone slab: turbulent veins across a clouded ground."""
     ground = random_colour(rng, (0.2, 0.92), (0.0, 0.3))
