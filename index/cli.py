@@ -22,6 +22,12 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def precision_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default=None,
+                   help="arithmetic of the model (default auto: the faster on this machine, measured once and "
+                   "cached; $COINSP_PRECISION overrides)")
+
+
 MAX_ITEM_ID = 2**63 - 1  # catalog ids are int64, as the HTTP API accepts them
 _NUMBERS_AFTER = ("--box",)  # options whose value may start with a minus sign: -5,0,10,10
 _LEADING_MINUS = re.compile(r"-\.?\d")
@@ -80,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="catalog folder to create")
     p.add_argument("--index", help="FAISS factory string (e.g. Flat, HNSW32, IVF1024,Flat); default: chosen by size")
     p.add_argument("--memory-budget", type=_size, default=None, help="memory the index may use (default 4GB)")
-    p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
+    precision_option(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing catalog in --out")
     wait_option(p)
 
@@ -103,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, help="a new model: every image is embedded again")
     p.add_argument("--index", help="FAISS factory string; default: chosen again for the current size")
     p.add_argument("--memory-budget", type=_size, default=None)
-    p.add_argument("--precision", choices=("bf16", "fp32"), default=None)
+    precision_option(p)
     p.add_argument("--reembed", action="store_true", help="embed every image again even with the same model")
     wait_option(p)
 
@@ -120,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--index")
     p.add_argument("--memory-budget", type=_size, default=None)
-    p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
+    precision_option(p)
     wait_option(p)
 
     p = sub.add_parser("search", help="most similar catalog items to a photo or an item")
@@ -208,6 +214,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_hygiene_arguments(sub.add_parser("hygiene", help="near-duplicate listings, likely mis-categorised items, "
                                          "products whose photos disagree (CSV + Markdown)"))
-    return parser
     for command in BACKEND_COMMANDS:  # where the index is served (index.backends)
         add_backend_option(sub.choices[command])
+    return parser
