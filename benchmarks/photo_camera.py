@@ -108,9 +108,9 @@ def tilt(scene: np.ndarray, mask: np.ndarray, rng, amount: float) -> tuple[np.nd
     dst += rng.normal(0, 0.01, (4, 2)).astype(np.float32) * [w, h]  # and a little roll
     matrix = cv2.getPerspectiveTransform(src, dst)
     warped = cv2.warpPerspective(scene, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
-    warped_mask = cv2.warpPerspective(mask.astype(np.float32), matrix, (w, h), flags=cv2.INTER_LINEAR,
-                                      borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    return warped, warped_mask >= 0.5
+    warped_mask = cv2.warpPerspective(mask.astype(np.uint8) * np.uint8(255), matrix, (w, h),
+                                      flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return warped, warped_mask >= 128
 
 
 def jpeg_upload(scene: np.ndarray, rng) -> bytes:

@@ -28,25 +28,52 @@ def photograph(rng) -> np.ndarray:
     return surfaces.photo_region(rng, h, w, str(rng.choice(SUBJECT_PHOTOS)), zoom=(0.6, 1.0))
 
 
+def _loop(cx: float, cy: float, rx: float, ry: float) -> list[tuple[float, float]]:
+    return [(cx + rx * np.sin(t), cy - ry * np.cos(t)) for t in np.linspace(0, 2 * np.pi, 17)]
+
+
+# pen strokes of each digit in a unit box (x right, y down), as a hand writes them
+DIGIT_STROKES = {
+    0: [_loop(0.5, 0.5, 0.3, 0.4)],
+    1: [[(0.35, 0.25), (0.55, 0.1), (0.52, 0.9)]],
+    2: [[(0.2, 0.3), (0.35, 0.12), (0.6, 0.1), (0.78, 0.25), (0.7, 0.45), (0.2, 0.9), (0.85, 0.88)]],
+    3: [[(0.2, 0.15), (0.7, 0.12), (0.75, 0.3), (0.45, 0.47), (0.78, 0.62), (0.72, 0.85), (0.2, 0.88)]],
+    4: [[(0.55, 0.1), (0.15, 0.65), (0.85, 0.65)], [(0.62, 0.35), (0.6, 0.92)]],
+    5: [[(0.78, 0.1), (0.28, 0.1), (0.24, 0.45), (0.6, 0.4), (0.8, 0.6), (0.7, 0.85), (0.2, 0.88)]],
+    6: [[(0.7, 0.1), (0.35, 0.35), (0.22, 0.7), (0.4, 0.9), (0.7, 0.85), (0.75, 0.6), (0.5, 0.5), (0.25, 0.65)]],
+    7: [[(0.15, 0.12), (0.85, 0.12), (0.4, 0.9)]],
+    8: [_loop(0.5, 0.28, 0.22, 0.18), _loop(0.5, 0.7, 0.28, 0.22)],
+    9: [_loop(0.5, 0.3, 0.25, 0.2), [(0.75, 0.3), (0.68, 0.92)]],
+}
+
+
 def handwritten_digits(rng) -> np.ndarray:
-    """One to four digits written with a marker on paper (slanted, uneven strokes)."""
+    """One to four digits written with a pen or marker on paper: wobbly strokes, a slant, or
+    (one in three) a printed font, as on a receipt or a price tag."""
     w, h = _frame(rng)
     paper = surfaces.plain(rng, h, w, surfaces.random_colour(rng, (0.8, 0.97), (0.0, 0.15)))
-    canvas = Image.fromarray((paper * 255).astype(np.uint8))
-    text = "".join(str(d) for d in rng.integers(0, 10, int(rng.integers(1, 5))))
-    size = int(min(w, h) * rng.uniform(0.3, 0.7) / max(1, len(text)) * 1.6)
-    font = ImageFont.load_default(size=max(12, size))
-    layer = Image.new("L", (w, h), 0)
-    draw = ImageDraw.Draw(layer)
-    x, y = rng.uniform(0.05, 0.3) * w, rng.uniform(0.1, 0.4) * h
-    draw.text((x, y), text, fill=255, font=font, stroke_width=max(1, size // 14), stroke_fill=255)
-    shear = np.float32([[1, rng.uniform(-0.35, 0.1), 0], [0, 1, 0]])
-    ink_mask = cv2.warpAffine(np.asarray(layer, np.float32) / 255, shear, (w, h))
+    digits = [int(d) for d in rng.integers(0, 10, int(rng.integers(1, 5)))]
+    cell = min(h * rng.uniform(0.3, 0.7), w * 0.85 / len(digits))
+    x, y = rng.uniform(0.05, 0.95) * (w - cell * len(digits)), rng.uniform(0.05, 0.95) * (h - cell)
+    if rng.random() < 1 / 3:
+        layer = Image.new("L", (w, h), 0)
+        font = ImageFont.load_default(size=max(12, int(cell)))
+        ImageDraw.Draw(layer).text((x, y), "".join(map(str, digits)), fill=255, font=font)
+        ink_mask = np.asarray(layer, np.float32) / 255
+    else:
+        ink_mask = np.zeros((h, w), np.float32)
+        thickness = max(2, int(cell * rng.uniform(0.04, 0.12)))
+        slant = rng.uniform(-0.3, 0.1)
+        for k, digit in enumerate(digits):
+            for stroke in DIGIT_STROKES[digit]:
+                pts = np.array(stroke) + rng.normal(0, 0.025, (len(stroke), 2))
+                px = x + (k + pts[:, 0] - slant * (1 - pts[:, 1])) * cell * 0.8
+                py = y + pts[:, 1] * cell
+                cv2.polylines(ink_mask, [np.stack([px, py], 1).astype(np.int32)], False, 1.0, thickness, cv2.LINE_AA)
     ink_mask = cv2.GaussianBlur(ink_mask, (0, 0), 0.8)
     ink = surfaces.random_colour(rng, (0.05, 0.3), (0.0, 0.9))
-    scene = np.asarray(canvas, np.float32) / 255
-    scene = scene * (1 - ink_mask[..., None]) + ink * ink_mask[..., None]
-    return lighting(scene, rng, 0.15, 0.2)
+    scene = paper * (1 - ink_mask[..., None]) + ink * ink_mask[..., None]
+    return lighting(scene.astype(np.float32), rng, 0.15, 0.2)
 
 
 def simple_object(rng) -> np.ndarray:

@@ -25,15 +25,22 @@ def noise_field(rng: np.random.Generator, h: int, w: int, cells: float) -> np.nd
 
 def fractal(rng, h: int, w: int, cells: float, octaves: int, persistence: float = 0.5,
             turbulent: bool = False) -> np.ndarray:
-    """Sum of noise octaves (turbulent: of their absolute values), normalised to unit peak."""
-    total = np.zeros((h, w), np.float32)
-    amp, norm = 1.0, 0.0
+    """Sum of noise octaves (turbulent: of their absolute values), normalised to unit peak.
+    Each octave is drawn at the resolution it needs (about 8 px a bump) and the sum is carried
+    up the sizes, so only the finest octave is drawn at full size."""
+    total, amp, norm = None, 1.0, 0.0
     for octave in range(octaves):
-        layer = noise_field(rng, h, w, cells * 2 ** octave)
-        total += amp * (np.abs(layer) if turbulent else layer)
+        bumps = cells * 2 ** octave
+        f = min(1.0, bumps * 8 / max(h, w))
+        oh, ow = max(2, round(h * f)), max(2, round(w * f))
+        layer = noise_field(rng, oh, ow, bumps)
+        layer = (np.abs(layer) if turbulent else layer) * np.float32(amp)
+        total = layer if total is None else cv2.resize(total, (ow, oh), interpolation=cv2.INTER_LINEAR) + layer
         norm += amp
         amp *= persistence
-    return total / norm
+    if total.shape != (h, w):
+        total = cv2.resize(total, (w, h), interpolation=cv2.INTER_LINEAR)
+    return total / np.float32(norm)
 
 
 def random_colour(rng, lightness: tuple[float, float], saturation: tuple[float, float]) -> np.ndarray:
@@ -74,17 +81,21 @@ def plain(rng, h: int, w: int, colour: np.ndarray, unevenness: float = 0.03) -> 
 
 
 def carpet(rng, h: int, w: int) -> np.ndarray:
-    """Fine multicolour grain at strong amplitude: loop-pile carpet, terrazzo dust, gravel."""
-    a = random_colour(rng, (0.2, 0.75), (0.0, 0.6))
-    b = random_colour(rng, (0.2, 0.75), (0.0, 0.6))
-    grain = max(1, int(rng.integers(1, 4)))
+    """Fine multicolour grain at strong amplitude: loop-pile carpet, sisal, coarse sand."""
+    a = random_colour(rng, (0.2, 0.5), (0.0, 0.6))
+    b = random_colour(rng, (0.55, 0.85), (0.0, 0.6))  # light and dark fibres: strong grain
+    # a tuft is 1-3 px, but at least 1/700 of the long side (a phone resolves no finer than that)
+    grain = max(int(rng.integers(1, 4)), int(np.ceil(max(h, w) / 700)))
     gh, gw = h // grain + 1, w // grain + 1
-    fibres = rng.random((gh, gw)).astype(np.float32)
-    tint = rng.normal(0, rng.uniform(0.05, 0.15), (gh, gw, 3)).astype(np.float32)
-    small = _mix(a, b, fibres) + tint
-    small *= (1 + rng.uniform(0.2, 0.45) * (rng.random((gh, gw, 1)).astype(np.float32) - 0.5))
-    surface = cv2.resize(small, (gw * grain, gh * grain), interpolation=cv2.INTER_LINEAR)[:h, :w]
-    return np.clip(surface * (1 + 0.1 * noise_field(rng, h, w, 3)[..., None]), 0, 1)
+    fibres = rng.random((gh, gw), dtype=np.float32)
+    tint = (rng.random((gh, gw, 3), dtype=np.float32) - np.float32(0.5)) * np.float32(rng.uniform(0.15, 0.5))
+    small = _mix(a, b, fibres)
+    small += tint
+    small *= (1 + np.float32(rng.uniform(0.2, 0.45)) * (fibres[..., None] - np.float32(0.5)))
+    cloud = noise_field(rng, gh, gw, 3) * np.float32(0.1) + np.float32(1)
+    small *= cloud[..., None]
+    np.clip(small, 0, 1, out=small)
+    return cv2.resize(small, (gw * grain, gh * grain), interpolation=cv2.INTER_LINEAR)[:h, :w]
 
 
 def gravel(rng, h: int, w: int) -> np.ndarray:
