@@ -13,6 +13,14 @@ import numpy as np
 from PIL import Image
 
 
+def frame_size(rng: np.random.Generator, long_range: tuple[int, int] = (300, 1400)) -> tuple[int, int]:
+    """(width, height): a phone frame (portrait or landscape, 9:16 to 16:9, or square)."""
+    long_side = int(rng.integers(long_range[0], long_range[1] + 1))
+    aspect = float(rng.choice([1.0, 4 / 3, 3 / 2, 16 / 9, rng.uniform(1.0, 1.8)]))
+    short_side = max(64, round(long_side / aspect))
+    return (long_side, short_side) if rng.random() < 0.4 else (short_side, long_side)
+
+
 def lighting(scene: np.ndarray, rng, gradient: float, vignette: float) -> np.ndarray:
     """Light from one side (a linear fall-off of up to `gradient`) and lens vignetting (in place)."""
     h, w = scene.shape[:2]

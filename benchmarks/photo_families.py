@@ -25,8 +25,9 @@ from PIL import Image
 
 from benchmarks import photo_surfaces as surfaces
 from benchmarks.photo_camera import (
-    colour_cast, defocus, jpeg_upload, lighting, motion_blur, phone_noise, tilt,
+    colour_cast, defocus, frame_size, jpeg_upload, lighting, motion_blur, phone_noise, tilt,
 )
+from benchmarks.photo_strangers import stranger_scene
 from embedder.images import decode_image
 
 
@@ -45,14 +46,6 @@ class Family:
     textured: bool
     description: str
     render: Callable[[np.ndarray, np.random.Generator], FamilyPhoto]
-
-
-def frame_size(rng: np.random.Generator, long_range: tuple[int, int] = (300, 1400)) -> tuple[int, int]:
-    """(width, height): a phone frame (portrait or landscape, 9:16 to 16:9, or square)."""
-    long_side = int(rng.integers(long_range[0], long_range[1] + 1))
-    aspect = float(rng.choice([1.0, 4 / 3, 3 / 2, 16 / 9, rng.uniform(1.0, 1.8)]))
-    short_side = max(64, round(long_side / aspect))
-    return (long_side, short_side) if rng.random() < 0.4 else (short_side, long_side)
 
 
 def product_colour(rng, tone: str | None = None) -> np.ndarray:
@@ -387,8 +380,6 @@ def render_photo(family: str, item: np.ndarray, rng: np.random.Generator) -> Fam
 
 def out_of_catalog_photos(count: int, rng: np.random.Generator) -> list[Image.Image]:
     """Photos of things the catalog does not sell, framed as shoppers frame products."""
-    from benchmarks.photo_strangers import stranger_scene
-
     return [decode_image(jpeg_upload(stranger_scene(rng), rng)) for _ in range(count)]
 
 

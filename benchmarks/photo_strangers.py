@@ -11,20 +11,14 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from benchmarks import photo_surfaces as surfaces
-from benchmarks.photo_camera import lighting
+from benchmarks.photo_camera import frame_size, lighting
 
 SUBJECT_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "coins", "camera", "clock", "horse", "colorwheel",
                   "logo", "moon", "text")
 
 
-def _frame(rng) -> tuple[int, int]:
-    from benchmarks.photo_families import frame_size  # one definition of a phone frame
-
-    return frame_size(rng)
-
-
 def photograph(rng) -> np.ndarray:
-    w, h = _frame(rng)
+    w, h = frame_size(rng)
     return surfaces.photo_region(rng, h, w, str(rng.choice(SUBJECT_PHOTOS)), zoom=(0.6, 1.0))
 
 
@@ -50,7 +44,7 @@ DIGIT_STROKES = {
 def handwritten_digits(rng) -> np.ndarray:
     """One to four digits written with a pen or marker on paper: wobbly strokes, a slant, or
     (one in three) a printed font, as on a receipt or a price tag."""
-    w, h = _frame(rng)
+    w, h = frame_size(rng)
     paper = surfaces.plain(rng, h, w, surfaces.random_colour(rng, (0.8, 0.97), (0.0, 0.15)))
     digits = [int(d) for d in rng.integers(0, 10, int(rng.integers(1, 5)))]
     cell = min(h * rng.uniform(0.3, 0.7), w * 0.85 / len(digits))
@@ -78,7 +72,7 @@ def handwritten_digits(rng) -> np.ndarray:
 
 def simple_object(rng) -> np.ndarray:
     """A ball, a mug or a toy car on a plain or wooden table."""
-    w, h = _frame(rng)
+    w, h = frame_size(rng)
     table = surfaces.wood(rng, h, w) if rng.random() < 0.4 else surfaces.plain(
         rng, h, w, surfaces.random_colour(rng, (0.55, 0.95), (0.0, 0.3)))
     canvas = Image.fromarray((table * 255).astype(np.uint8))
@@ -113,7 +107,7 @@ def simple_object(rng) -> np.ndarray:
 
 def bare_texture(rng) -> np.ndarray:
     """The camera pointed at the floor or a cloth: a full-frame texture and nothing on it."""
-    w, h = _frame(rng)
+    w, h = frame_size(rng)
     surface = [surfaces.carpet, surfaces.gravel, surfaces.grass, surfaces.speckle, surfaces.stripes,
                surfaces.checks, surfaces.weave, surfaces.wood, surfaces.marble][int(rng.integers(9))]
     return lighting(surface(rng, h, w), rng, 0.15, 0.2)
