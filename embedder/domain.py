@@ -26,12 +26,15 @@ from PIL import Image
 
 from embedder.domain_settings import DomainSettings
 from embedder.images import LUMA, ImageError, as_rgb
+from embedder.mask import ProductMask, default_mask
 from embedder.regions import dilate, fill_holes, label_regions, product_region, ranked_regions, specks
 
 ANALYSIS_SIDE = 128
 MAX_OTHER_OBJECTS = 3  # other things in a photo offered to the shopper besides the automatic crop
 OTHER_OBJECT_SHARE = 0.2  # ... each at least this share of the chosen product's area
 SHARPEN_SIGMA, SHARPEN_FROM = 1.0, 2.0  # see DomainSettings.sharpen (embedder.domain_settings)
+MASK_SIDE = 64  # the learned mask reads the analysis image shrunk to this (about 5 ms on one core)
+MASK_FROM = 64  # ... and only photos at least this large: a catalog image (28 px) keeps the measured path
 
 
 class UnusablePhotoError(ImageError):
@@ -45,7 +48,7 @@ class Analysis:
     noise: float  # median colour distance of the border's background pixels from that plane
     cluttered: bool
     box: tuple[float, float, float, float] | None  # the product's extent, None if nothing stands out
-    mask: np.ndarray | None  # on a cluttered background: the product's pixels (analysis grid)
+    mask: np.ndarray | None  # the product's share of each pixel (analysis grid) where the rest is masked off
     contrast: float  # how far the photo's colours spread (see photo_contrast), 0..1.7
     clear_background: bool = False  # False: no confident background; the photo is left as it is
     # The evidence for it: the product region's share of the photo, its share of all that stands
@@ -87,6 +90,28 @@ def _border(h: int, w: int) -> np.ndarray:
     border[:width] = border[-width:] = True
     border[:, :width] = border[:, -width:] = True
     return border
+
+
+def fit_side(pixels: np.ndarray, side: int) -> np.ndarray:
+    """pixels (H, W, C) resized (area average) so that the longest side is `side` (never enlarged)."""
+    h, w = pixels.shape[:2]
+    scale = side / max(h, w)
+    if scale >= 1.0:
+        return pixels
+    return cv2.resize(pixels, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
+def mask_input(image: Image.Image, side: int = MASK_SIDE) -> np.ndarray:
+    """A photo as the learned mask reads it: the analysis image shrunk to `side` (training composites
+    take this same path, so the model learns on what queries give it)."""
+    return fit_side(shrink(image), side)
+
+
+def learned_foreground(pixels: np.ndarray, mask_model: ProductMask) -> np.ndarray:
+    """The learned mask's probability of product (H, W) on the analysis grid `pixels`."""
+    h, w = pixels.shape[:2]
+    probability = mask_model.probability(fit_side(pixels, MASK_SIDE))
+    return cv2.resize(probability, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def fit_background(pixels: np.ndarray) -> tuple[np.ndarray, float, float]:
@@ -156,15 +181,22 @@ def photo_contrast(pixels: np.ndarray) -> float:
 
 
 def analyse(image: Image.Image, settings: DomainSettings = DomainSettings(),
-            within: tuple[float, float, float, float] | None = None) -> Analysis:
+            within: tuple[float, float, float, float] | None = None, mask_model: ProductMask | None = None) -> Analysis:
     """Background, clutter and the product's extent of one photo.
 
     Without a confident background (see DomainSettings' confidence fields) the box is the whole
     photo (or the query region) and clear_background is False: nothing is to be trimmed.
     within: the shopper's query region (fractions of the photo): the product is whatever stands
-    out inside it, measured against the background around it."""
+    out inside it, measured against the background around it.
+    mask_model: the learned product mask (default: the shipped one) where settings.product_finder
+    asks for it; photos smaller than MASK_FROM (catalog images) always take the hand rules."""
     pixels = shrink(image)
     h, w, _ = pixels.shape
+    probability = None
+    if settings.product_finder != "rules" and max(image.size) >= MASK_FROM:
+        mask_model = mask_model or default_mask()
+        if mask_model is not None:
+            probability = learned_foreground(pixels, mask_model)
     planes, noise, _ = fit_background(pixels)
     result = Analysis(planes, noise, False, (0.0, 0.0, 1.0, 1.0) if within is None else within, None,
                       photo_contrast(pixels))
@@ -176,6 +208,9 @@ def analyse(image: Image.Image, settings: DomainSettings = DomainSettings(),
         distance = np.linalg.norm(pixels - background, axis=2)
         threshold = max(settings.min_contrast, settings.noise_factor * noise)
     foreground = distance > threshold
+    rules = foreground
+    if probability is not None and (settings.product_finder == "learned" or within is not None):
+        foreground = probability > settings.mask_threshold
     result.border_product = float(foreground[_border(h, w)].mean())
     if result.cluttered and settings.clutter_crop == "frame" and within is None:
         result.clear_background = True
@@ -199,6 +234,14 @@ def analyse(image: Image.Image, settings: DomainSettings = DomainSettings(),
         ranked = ranked_regions(foreground, min_share=settings.min_region_share, connectivity=settings.connectivity,
                                 limit=1 + MAX_OTHER_OBJECTS, colours=pixels, neck_depth=settings.neck_depth,
                                 neck_colour=settings.neck_colour)
+        if probability is not None and settings.product_finder == "both" and ranked:
+            # The hand rules' candidates, arbitrated by the learned mask: the one it most agrees with
+            # wins, grown by the learned product pixels that touch it.
+            learned = probability > settings.mask_threshold
+            agreement = [float((r & learned).sum()) / float((r | learned).sum() or 1) for r in ranked]
+            best = int(np.argmax(agreement))
+            ranked = [ranked[best]] + ranked[:best] + ranked[best + 1:]
+            ranked[0] = ranked[0] | (learned & dilate(ranked[0], 2))
         chosen = ranked[0] if ranked else None
         others = [r for r in ranked[1:] if chosen is not None and r.sum() >= OTHER_OBJECT_SHARE * chosen.sum()]
     if chosen is None or not chosen.any():
@@ -211,7 +254,9 @@ def analyse(image: Image.Image, settings: DomainSettings = DomainSettings(),
                                and result.border_product <= settings.max_border_product)
     if not result.clear_background:
         return result
-    if result.cluttered and settings.clutter_crop == "region-mask":
+    if probability is not None:  # the learned mask says how much of each pixel is product
+        result.mask = np.where(fill_holes(chosen), np.maximum(probability, chosen.astype(np.float32)), 0.0)
+    elif result.cluttered and settings.clutter_crop == "region-mask":
         result.mask = fill_holes(dilate(chosen, 1))
     # On a shrunk photo the product's edge lies somewhere inside the outermost marked pixel
     # (only part of it is product): take its middle. A photo at full size keeps whole pixels.
@@ -297,7 +342,8 @@ def with_context(image: Image.Image, region: tuple[int, int, int, int], share: f
 
 
 def normalise(image: Image.Image, *, size: int, channels: int, polarity: str, margin: float = 0.0,
-              settings: DomainSettings = DomainSettings(), region: tuple[int, int, int, int] | None = None) -> np.ndarray:
+              settings: DomainSettings = DomainSettings(), region: tuple[int, int, int, int] | None = None,
+              mask_model: ProductMask | None = None) -> np.ndarray:
     """RGB photo -> uint8 (C, size, size) in the catalog's domain.
 
     polarity: "light-on-dark" (the product bright on black, Fashion-MNIST), "dark-on-light", or
@@ -309,7 +355,7 @@ def normalise(image: Image.Image, *, size: int, channels: int, polarity: str, ma
     within = None
     if region is not None:
         image, within = with_context(image, region, settings.context)
-    analysis = analyse(image, settings, within)
+    analysis = analyse(image, settings, within, mask_model)
     width, height = image.size
     placed = _placement(analysis.box, width, height, size, margin)
     if placed is None:  # nothing to trim: the whole frame, padded to a square
@@ -380,6 +426,10 @@ def _paste_centred(canvas: np.ndarray, part: np.ndarray) -> None:
 
 def _mask_at(mask: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     h, w = mask.shape
+    if mask.dtype != bool:  # a share of product per pixel: sampled smoothly
+        return cv2.remap(mask.astype(np.float32), *np.meshgrid((xs * w - 0.5).astype(np.float32),
+                                                               (ys * h - 0.5).astype(np.float32)),
+                         cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).clip(0, 1)
     ix = np.clip((xs * w).astype(int), 0, w - 1)
     iy = np.clip((ys * h).astype(int), 0, h - 1)
     return mask[np.ix_(iy, ix)].astype(np.float32)

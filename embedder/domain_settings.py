@@ -79,6 +79,12 @@ class DomainSettings:
     # (0.5 gained a little more in a scratch run, but a mid-grey texture's frame lies at 0.5); held-out
     # `--tune` sets unchanged (automatic 0.670 -> 0.673, opaque true box 0.798 -> 0.800).
     light_frame: float = 0.6
+    # Where the product is: "rules" = what stands out from the border's background (the fields above);
+    # "learned" = the learned product mask (embedder/mask.py) marks it; "both" = the rules' candidate
+    # regions, the learned mask choosing among them and filling them out. Photos only (catalog images
+    # keep the rules); without a mask model file, the rules.
+    product_finder: str = "learned"
+    mask_threshold: float = 0.5  # the learned mask's probability above which a pixel is product
 
     def __post_init__(self):  # a misspelt choice would otherwise quietly take another branch
         for name, allowed in CHOICES.items():
@@ -88,4 +94,4 @@ class DomainSettings:
 
 CHOICES = {"clutter_crop": ("region-mask", "region", "frame"),  # DomainSettings' settings that name a choice
            "region_choice": ("all", "product", "inside", "inside-product"), "fill_of": ("region", "extent"),
-           "contrast_sign": ("product", "backdrop"), "signal": ("luma", "colour", "colour-on-clutter")}
+           "contrast_sign": ("product", "backdrop"), "product_finder": ("rules", "learned", "both"), "signal": ("luma", "colour", "colour-on-clutter")}

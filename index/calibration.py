@@ -53,22 +53,40 @@ class ScoreCalibration:
 
 @dataclass(frozen=True)
 class MatchConfidence:
-    """A search's best score against what real matches score in its catalog."""
+    """A search's best score against what real matches score in its catalog; where the model has
+    a confidence model fitted on shopper photos (index.query_confidence), its judgement decides."""
     best_score: float
     weak_below: float
     typical: float
     label: str
+    probability_right: float | None = None  # P(the first result is the right product), from shopper photos
+    in_catalog: float | None = None  # P(the photo shows something this catalog sells)
+    judged_weak: bool | None = None  # the confidence model's verdict (None: the score rule decides)
+    unlike_catalog: bool = False  # the photo is not like anything this catalog sells
 
     @property
     def weak(self) -> bool:
+        if self.judged_weak is not None:
+            return self.judged_weak
         return self.best_score < self.weak_below
 
     def as_dict(self) -> dict:
-        return {"weak": self.weak, "best_score": self.best_score, "weak_below": self.weak_below,
-                "typical_match_score": self.typical, "same": self.label}
+        out = {"weak": self.weak, "best_score": self.best_score, "weak_below": self.weak_below,
+               "typical_match_score": self.typical, "same": self.label}
+        if self.probability_right is not None:
+            out.update({"probability_right": round(self.probability_right, 4),
+                        "probability_in_catalog": round(float(self.in_catalog), 4), "unlike_catalog": self.unlike_catalog})
+        return out
 
     def notice(self) -> str:
         """The weak-match notice, in a shopper's words."""
+        if self.unlike_catalog:
+            return ("No good match: this photo does not look like anything this catalog sells. The results below "
+                    "are only the least unlike it; try a photo of the product alone, or adjust the crop box.")
+        if self.probability_right is not None:
+            return (f"Weak match: photos like this one find the right product first only about "
+                    f"{100 * self.probability_right:.0f}% of the time. The catalog may not hold this product, or the "
+                    "photo shows it differently: try a photo of the product alone, or adjust the crop box around it.")
         what = "two photos of the same product" if self.label == "product_id" else "two similar items"
         return (f"Weak match: the best score here ({self.best_score:.3f}) is lower than 95% of the scores "
                 f"between {what} in this catalog (those are {self.weak_below:.3f} or more, typically "

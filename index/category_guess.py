@@ -16,8 +16,13 @@ class CategoryGuess:
     name: str
     probability: float  # softmax of the head's logits
     probabilities: dict  # every category's probability, highest first
+    # The photo is not like anything the catalog sells (index.query_confidence): no category is named.
+    unlike_catalog: bool = False
 
     def as_dict(self) -> dict:
+        if self.unlike_catalog:
+            return {"name": None, "probability": None, "unlike_catalog": True,
+                    "text": "not like anything this catalog sells"}
         return {"name": self.name, "probability": self.probability}
 
 

@@ -186,6 +186,10 @@ def main(argv=None) -> int:
         from training.mask_training import main as train_product_mask
         train_product_mask(argv[1:])
         return 0
+    if argv[:1] == ["confidence"]:  # python -m training confidence: the notice fitted on shopper photos
+        from training.confidence import main as fit_query_confidence
+        fit_query_confidence(argv[1:])
+        return 0
     if argv[:1] == ["views"]:  # python -m training views: query views for training (training/query_views.py)
         from training.query_views import main as make_query_views
         make_query_views(argv[1:])

@@ -192,9 +192,11 @@ def _train(cfg: TrainConfig, ranks: Ranks, *, resume: bool, stop_after_epoch: in
         history, first_epoch = _resume(out, model, optimizer, schedule, ranks, instance_index)
         log(f"resumed from {out / 'last.pt'} after epoch {first_epoch}")
 
-    checkpoint = dict(backbone_spec={"name": cfg.backbone, "kwargs": cfg.backbone_kwargs}, preprocessing=pre,
-                      categories=train_set.category_names, config=cfg.to_dict())
     epoch_data = _EpochData(train_set, device, cfg.query_views)
+    # The mask model the query views were made with: the checkpoint names it (the product's query path).
+    mask = {"mask_model": epoch_data.views.mask_model} if epoch_data.views is not None else {}
+    checkpoint = dict(backbone_spec={"name": cfg.backbone, "kwargs": cfg.backbone_kwargs}, preprocessing=pre,
+                      categories=train_set.category_names, config={**cfg.to_dict(), **mask})
     for epoch in range(first_epoch, cfg.epochs):
         record = _train_epoch(cfg, epoch, network, model, optimizer, schedule, epoch_data, steps_per_epoch, ranks, pre,
                               precision, log)
