@@ -25,6 +25,8 @@ image_path (absolute, for display).
 """
 from __future__ import annotations
 
+import dataclasses
+
 import io
 import os
 import time
@@ -43,6 +45,7 @@ from embedder.regions import Box, BoxError, check_box
 from index.calibration import MatchConfidence, assess
 from index.catalog import Catalog
 from index.category_guess import CategoryGuess, CategoryPredictor
+from index.query_confidence import QueryConfidenceModel, judged, neighbour_features
 from index.filters import FilterError, FilterPool, MetadataFilter, filter_pool, metadata_filter as checked_filter
 from index.grouping import rank_results
 from index.store import CatalogError, ModelMismatchError, UnknownItemError, check_model
@@ -91,6 +94,7 @@ class Results:
     filter_matches: int | None = None  # how many catalog items it admits (0: no item matches it)
     group_by: str | None = None  # one result per value of this column (product_id)
     cut_short: dict | None = None  # a bound stopped the search widening (index.grouping.Shown.cut_short)
+    evidence: np.ndarray | None = None  # what the confidence model read (index.query_confidence.FEATURES)
 
     def summary(self) -> dict:
         """What the CLI's JSON and the HTTP API return beside the results."""
@@ -166,14 +170,17 @@ class SearchService:
         self.embedder = Embedder.from_checkpoint(checkpoint_path, device=device, precision=precision)
         check_model(self.catalog.info, self.embedder.fingerprint, str(checkpoint_path))
         self.categories = CategoryPredictor.from_checkpoint(checkpoint_path, self.embedder)
+        # Confidence fitted on shopper photos for this model (index.query_confidence), where it ships one.
+        self.query_confidence = QueryConfidenceModel.load_for(checkpoint_path, self.embedder.fingerprint)
 
     @classmethod
-    def from_parts(cls, catalog: Catalog, embedder: Embedder, categories: CategoryPredictor | None = None
-                   ) -> "SearchService":
+    def from_parts(cls, catalog: Catalog, embedder: Embedder, categories: CategoryPredictor | None = None,
+                   query_confidence: QueryConfidenceModel | None = None) -> "SearchService":
         """A service over an already loaded catalog and model (fingerprint still checked)."""
         service = cls.__new__(cls)
         check_model(catalog.info, embedder.fingerprint)
         service.catalog, service.embedder, service.categories = catalog, embedder, categories
+        service.query_confidence = query_confidence
         return service
 
     def embed(self, image: ImageInput, box: Box | None = None) -> np.ndarray:
@@ -237,6 +244,12 @@ class SearchService:
                                  deadline=deadline)
             frame, hidden, cut_short = shown.frame, shown.hidden, shown.cut_short
         confidence = assess(float(frame["score"].iloc[0]) if len(frame) else None, self.catalog.info.calibration)
+        evidence = None
+        if self.query_confidence is not None and not isinstance(query, CatalogItem):
+            evidence = neighbour_features(self.catalog, vector, self.query_confidence.label, guess)
+            confidence = judged(confidence, self.query_confidence, evidence)
+            if confidence.unlike_catalog and guess is not None:
+                guess = dataclasses.replace(guess, unlike_catalog=True)
         dropped = 0
         if min_score is not None:
             keep = frame["score"] >= float(min_score)
@@ -245,7 +258,7 @@ class SearchService:
         return Results(frame, SearchTiming(embedded - started, time.perf_counter() - embedded), category=guess,
                        confidence=confidence, dropped=dropped, region=region, view=view, hidden=hidden, filter=flt,
                        filter_matches=None if flt is None else len(pool[0]), group_by=group_by,
-                       cut_short=cut_short)
+                       cut_short=cut_short, evidence=evidence)
 
     def filter_pool(self, flt: MetadataFilter) -> FilterPool:
         """The catalog rows a filter admits, cached per filter (a service serves one catalog version)."""
