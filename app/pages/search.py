@@ -223,7 +223,9 @@ def run_search(service, kind: str, value, image, opts: dict, box=None) -> tuple[
 
 def show_verdict(found: Results, opts: dict) -> None:
     """The predicted category, the weak-match notice and what the score threshold left out."""
-    if found.category is not None:
+    if found.category is not None and found.category.unlike_catalog:
+        st.markdown("Predicted category: **not like anything this catalog sells**")
+    elif found.category is not None:
         st.markdown(f"Predicted category: **{found.category.name}** ({found.category.probability:.0%} sure)")
     if found.confidence is not None and found.confidence.weak:
         st.warning(found.confidence.notice(), icon=":material/help:")
