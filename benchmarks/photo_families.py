@@ -298,7 +298,8 @@ def wood_and_stone(item, rng):
 
 def photo_backdrop(item, rng):
     name = str(rng.choice(surfaces.BACKDROP_PHOTOS))
-    scene, mask = _scene(item, rng, lambda r, h, w: surfaces.photo_region(r, h, w, name), shadow=None)
+    shadow = "soft" if rng.random() < 0.5 else None  # the photo's own light may cast none we could see
+    scene, mask = _scene(item, rng, lambda r, h, w: surfaces.photo_region(r, h, w, name), shadow=shadow)
     return finish(scene, mask, "photo_backdrop", True, rng)
 
 
@@ -415,14 +416,14 @@ def write_examples(out: Path, per_family: int, seed: int, thumb: int = 160) -> d
             started = time.process_time()
             photo = render_photo(name, item, rng)
             spent.append(time.process_time() - started)
-            photo.image.save(out / f"{name}_{k}.png")
-            Image.fromarray(photo.mask.astype(np.uint8) * 255).save(out / f"{name}_{k}_mask.png")
+            photo.image.save(out / f"{name}_{k}.png", compress_level=1)
+            Image.fromarray(photo.mask.astype(np.uint8) * 255).save(out / f"{name}_{k}_mask.png", compress_level=1)
             row.append(_thumbnail(photo, thumb))
         timings[name] = 1000 * float(np.median(spent)) if spent else float("nan")
         rows.append((name, row))
     strangers = out_of_catalog_photos(per_family, rng)
     for k, image in enumerate(strangers):
-        image.save(out / f"out_of_catalog_{k}.png")
+        image.save(out / f"out_of_catalog_{k}.png", compress_level=1)
     rows.append(("out_of_catalog", [i.resize((max(1, round(i.width * thumb / i.height)), thumb)) for i in strangers]))
     label = 150
     width = label + max(sum(t.width + 4 for t in row) for _, row in rows)
