@@ -1,0 +1,273 @@
+"""The catalog served by Milvus Lite against the catalog's own FAISS index: the same results, and
+what a query costs each engine at 10^4, 10^5 and 10^6 items.
+
+    python -m benchmarks.milvus_bench [--part all|equality|latency] [--queries 1000]
+                                      [--sizes 10000,100000,1000000] [--dim 128] [--out reports/milvus]
+
+equality: the default catalog (catalogs/fashion-mnist-test, built by ./run.sh; see its README)
+served twice, by its FAISS index and by Milvus Lite (a collection synced from the folder, in a .db
+under .cache/bench/), searched by `--queries` new photos: seeded catalog items re-photographed
+(shifted, rotated, lighter or darker: benchmarks.grouped_search.augmented), through
+SearchService.search (the photo and its mirror image, exact re-scoring, the photo's own copy,
+calibration), plain, within the photo's category, with a metadata filter and grouped by product.
+Counted: queries whose top-10 ids are identical.
+
+latency: synthetic L2-normalised vectors (`--dim`, clustered: 1,000 centres plus noise), indexed by
+the rule of index.choose in FAISS and by index.milvus.milvus_index_choice in Milvus Lite, at each
+size; single queries (new noisy copies of items), p50 / p99 of the engine's own search call
+(FAISS in this process; Milvus Lite through pymilvus and its in-process gRPC server), and recall@10
+against exact search. At 10^6 the rule's HNSW takes too long to build on a 2-core machine (twice),
+so both engines get the same IVF_FLAT there (`--ivf-from`). Fewer queries at 10^6 (`--big-queries`):
+Milvus Lite checks every row of the collection in Python on each query.
+
+Each part writes OUT/<part>.json; OUT/report.md is made from the parts there are.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from benchmarks.grouped_search import augmented
+from benchmarks.reporting import write_report
+from index.catalog import Catalog
+from index.choose import choose_index
+from index.importers import load_fashion_mnist_arrays
+from index.milvus import VECTOR_FIELD, close_connections, milvus_index_choice
+from index.service import SearchService
+
+CATALOG, MODEL = Path("catalogs/fashion-mnist-test"), Path("models/coinsp-fmnist.pt")
+WORK = Path(".cache/bench/milvus")
+FILTER = "fine_label=0 OR fine_label=2 OR fine_label=4 OR fine_label=6 OR fine_label=7"
+K = 10
+
+
+# ----------------------------------------------------------------------------- equality
+
+def equality(queries: int, seed: int) -> dict:
+    db = WORK / "equality.db"
+    shutil.rmtree(db, ignore_errors=True)
+    faiss_service = SearchService(CATALOG, MODEL)
+    started = time.perf_counter()
+    served = Catalog.load(CATALOG, backend=f"milvus-lite:{db}")
+    sync = served.backend.sync(served)
+    milvus_service = SearchService.from_parts(served, faiss_service.embedder, faiss_service.categories)
+    images, _ = load_fashion_mnist_arrays("test")
+    rng = np.random.default_rng(seed)
+    items = np.sort(rng.choice(len(faiss_service.catalog), size=queries, replace=False))
+    metadata = faiss_service.catalog.metadata
+    modes = {"plain": lambda i: {}, "category": lambda i: {"category": str(metadata["category"].iat[i])},
+             "metadata filter": lambda i: {"metadata_filter": FILTER},
+             "grouped by product": lambda i: {"group_by": "product_id"}}
+    same = {mode: 0 for mode in modes}
+    scores_differ = {mode: 0.0 for mode in modes}
+    times = {mode: {"faiss": [], "milvus": []} for mode in modes}
+    for n, item in enumerate(items):
+        row = int(np.flatnonzero(faiss_service.catalog.ids == item)[0])
+        photo = augmented(images[int(str(metadata["path"].iat[row])[-9:-4])], rng).convert("RGB")
+        for mode, options in modes.items():
+            a = faiss_service.search(photo, k=K, **options(row))
+            b = milvus_service.search(photo, k=K, **options(row))
+            same[mode] += a.frame["id"].tolist() == b.frame["id"].tolist()
+            if len(a.frame) == len(b.frame):
+                scores_differ[mode] = max(scores_differ[mode], float(np.abs(a.frame["score"].to_numpy() - b.frame["score"].to_numpy()).max(initial=0)))
+            times[mode]["faiss"].append(a.timing.search_s)
+            times[mode]["milvus"].append(b.timing.search_s)
+        if (n + 1) % 50 == 0:
+            print(f"equality: {n + 1}/{queries} photos", flush=True)
+    close_connections()
+    return {"catalog": str(CATALOG), "items": len(faiss_service.catalog), "dim": faiss_service.catalog.dim,
+            "faiss_index": faiss_service.catalog.info.index["factory"], "milvus_sync": sync.summary(),
+            "queries": int(queries), "seed": seed, "filter": FILTER,
+            "modes": {mode: {"identical_top10": same[mode] / queries, "max_score_difference": scores_differ[mode],
+                             "search_ms_p50": {e: 1000 * float(np.median(t)) for e, t in times[mode].items()}}
+                      for mode in modes},
+            "seconds": round(time.perf_counter() - started, 1)}
+
+
+# ----------------------------------------------------------------------------- latency
+
+def clustered(n: int, d: int, rng: np.random.Generator, centres: np.ndarray) -> np.ndarray:
+    out = np.empty((n, d), np.float32)
+    for start in range(0, n, 65_536):
+        m = min(65_536, n - start)
+        block = centres[rng.integers(0, len(centres), m)] + rng.normal(0, 0.35 / np.sqrt(d) * 4, (m, d))
+        out[start:start + m] = block / np.linalg.norm(block, axis=1, keepdims=True)
+    return out
+
+
+def ivf_lists(n: int) -> int:
+    """About 4 * sqrt(n) lists, a power of two (index.choose's rule), the same for both engines."""
+    return int(2 ** round(np.log2(4 * np.sqrt(n))))
+
+
+def percentiles(seconds: list[float]) -> dict:
+    ms = 1000 * np.asarray(seconds)
+    return {"p50_ms": round(float(np.percentile(ms, 50)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3)}
+
+
+def recall(found: np.ndarray, truth: np.ndarray) -> float:
+    return float(np.mean([len(set(f.tolist()) & set(t.tolist())) / K for f, t in zip(found, truth)]))
+
+
+def faiss_engine(vectors: np.ndarray, ivf: bool) -> tuple[dict, object]:
+    n, d = vectors.shape
+    choice = choose_index(n, d)
+    factory, params = choice.factory, dict(choice.params)
+    if ivf:
+        factory, params = f"IVF{ivf_lists(n)},Flat", {"nprobe": 16}
+    started = time.perf_counter()
+    index = faiss.index_factory(d, factory, faiss.METRIC_INNER_PRODUCT)
+    if not index.is_trained:
+        index.train(vectors[np.random.default_rng(0).choice(n, min(n, 256 * 4096), replace=False)])
+    index.add(vectors)
+    build = time.perf_counter() - started
+    if "efSearch" in params:
+        faiss.ParameterSpace().set_index_parameter(index, "efSearch", params["efSearch"])
+    if "nprobe" in params:
+        faiss.ParameterSpace().set_index_parameter(index, "nprobe", params["nprobe"])
+    return {"index": factory, "search": params, "build_s": round(build, 1)}, index
+
+
+def milvus_engine(vectors: np.ndarray, ivf: bool, db: Path) -> tuple[dict, object]:
+    from pymilvus import DataType, MilvusClient
+
+    n, d = vectors.shape
+    choice = milvus_index_choice(n, d)
+    index_type, build_params, search = choice.index_type, choice.build, choice.search
+    if ivf:
+        index_type, build_params, search = "IVF_FLAT", {"nlist": ivf_lists(n)}, {"nprobe": 16}
+    shutil.rmtree(db, ignore_errors=True)
+    client = MilvusClient(str(db))
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=d)
+    client.create_collection("bench", schema=schema)
+    started = time.perf_counter()
+    per = max(1, (16 << 20) // (4 * d))
+    for start in range(0, n, per):
+        client.insert("bench", [{"id": i, VECTOR_FIELD: vectors[i]} for i in range(start, min(n, start + per))])
+    client.flush("bench")
+    inserted = time.perf_counter() - started
+    params = client.prepare_index_params()
+    params.add_index(VECTOR_FIELD, index_type=index_type, metric_type="IP", params=build_params)
+    client.create_index("bench", params)
+    client.load_collection("bench")
+    build = time.perf_counter() - started
+    return {"index": index_type, "build_params": build_params, "search": search, "insert_s": round(inserted, 1),
+            "build_s": round(build, 1)}, client
+
+
+def latency(sizes: list[int], d: int, queries: int, big_queries: int, ivf_from: int, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(1000, d)).astype(np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    rows = []
+    for n in sizes:
+        started = time.perf_counter()
+        vectors = clustered(n, d, np.random.default_rng(seed + n), centres)
+        q = queries if n < 1_000_000 else big_queries
+        picks = np.random.default_rng(seed + 1).choice(n, q, replace=False)
+        noise = np.random.default_rng(seed + 2).normal(0, 0.1 / np.sqrt(d), (q, d)).astype(np.float32)
+        query = vectors[picks] + noise
+        query /= np.linalg.norm(query, axis=1, keepdims=True)
+        _, truth = faiss.knn(query, vectors, K, metric=faiss.METRIC_INNER_PRODUCT)
+        ivf = n >= ivf_from
+        faiss_record, index = faiss_engine(vectors, ivf)
+        print(f"latency {n:,}: FAISS {faiss_record}", flush=True)
+        found, took = [], []
+        for v in query:
+            t = time.perf_counter()
+            _, ids = index.search(v[None], K)
+            took.append(time.perf_counter() - t)
+            found.append(ids[0])
+        faiss_record.update(percentiles(took), recall_at_10=round(recall(np.asarray(found), truth), 4))
+        del index
+        milvus_record, client = milvus_engine(vectors, ivf, WORK / f"latency-{n}.db")
+        print(f"latency {n:,}: Milvus Lite {milvus_record}", flush=True)
+        found, took = [], []
+        for v in query:
+            t = time.perf_counter()
+            hits = client.search("bench", data=[v], limit=K, output_fields=[], anns_field=VECTOR_FIELD,
+                                 search_params={"metric_type": "IP", "params": milvus_record["search"]})
+            took.append(time.perf_counter() - t)
+            found.append([int(h["id"]) for h in hits[0]])
+        milvus_record.update(percentiles(took), recall_at_10=round(recall(np.asarray(found), truth), 4))
+        client.close()
+        close_connections()
+        shutil.rmtree(WORK / f"latency-{n}.db", ignore_errors=True)
+        rows.append({"items": n, "dim": d, "queries": int(q), "faiss": faiss_record, "milvus_lite": milvus_record,
+                     "seconds": round(time.perf_counter() - started, 1)})
+        print(json.dumps(rows[-1]), flush=True)
+    return {"dim": d, "seed": seed, "sizes": rows}
+
+
+# ----------------------------------------------------------------------------- report
+
+def markdown(parts: dict) -> str:
+    lines = ["# The catalog on Milvus Lite against FAISS", "",
+             "Made by `python -m benchmarks.milvus_bench` (see its docstring); machine: the 2-core development "
+             "machine, shared with other work, `nice -n 10`, OMP_NUM_THREADS=1.", ""]
+    eq = parts.get("equality")
+    if eq:
+        lines += ["## Same results", "",
+                  f"{eq['queries']:,} new photos (seed {eq['seed']}) of items of `{eq['catalog']}` ({eq['items']:,} items, "
+                  f"{eq['dim']}-d, FAISS index {eq['faiss_index']}), searched through `SearchService.search` on both "
+                  f"engines; filter `{eq['filter']}`. {eq['milvus_sync']}.", "",
+                  "| search | identical top-10 | largest score difference | search p50 FAISS / Milvus Lite |",
+                  "|---|---:|---:|---:|"]
+        for mode, r in eq["modes"].items():
+            lines.append(f"| {mode} | {100 * r['identical_top10']:.1f}% | {r['max_score_difference']:.1e} | "
+                         f"{r['search_ms_p50']['faiss']:.1f} / {r['search_ms_p50']['milvus']:.1f} ms |")
+        lines.append("")
+    lat = parts.get("latency")
+    if lat:
+        lines += ["## Query latency and recall", "",
+                  f"Synthetic clustered unit vectors, {lat['dim']}-d; one query at a time; the engine's own search "
+                  "call (no re-scoring); recall@10 against exact search.", "",
+                  "| items | engine | index (search params) | build | p50 | p99 | recall@10 | queries |",
+                  "|---:|---|---|---:|---:|---:|---:|---:|"]
+        for row in lat["sizes"]:
+            for name, key in (("FAISS", "faiss"), ("Milvus Lite", "milvus_lite")):
+                r = row[key]
+                lines.append(f"| {row['items']:,} | {name} | {r['index']} {r['search']} | {r['build_s']} s | "
+                             f"{r['p50_ms']:.2f} ms | {r['p99_ms']:.2f} ms | {r['recall_at_10']:.3f} | {row['queries']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.milvus_bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--part", choices=("all", "equality", "latency"), default="all")
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--latency-queries", type=int, default=200)
+    parser.add_argument("--big-queries", type=int, default=30, help="queries at 10^6 items and more")
+    parser.add_argument("--ivf-from", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("reports/milvus"))
+    args = parser.parse_args(argv)
+    WORK.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.part in ("all", "equality"):
+        result = equality(args.queries, args.seed)
+        (args.out / "equality.json").write_text(json.dumps(result, indent=2) + "\n")
+    if args.part in ("all", "latency"):
+        result = latency([int(s) for s in args.sizes.split(",")], args.dim, args.latency_queries, args.big_queries,
+                         args.ivf_from, args.seed)
+        (args.out / "latency.json").write_text(json.dumps(result, indent=2) + "\n")
+    parts = {p: json.loads((args.out / f"{p}.json").read_text()) for p in ("equality", "latency")
+             if (args.out / f"{p}.json").is_file()}
+    write_report(args.out, "report", parts, markdown(parts))
+    return 0
+
+
+if __name__ == "__main__":
+    faiss.omp_set_num_threads(1)  # both engines (Milvus Lite searches with FAISS in this process) on one core
+    raise SystemExit(main())
