@@ -18,7 +18,7 @@ the full-resolution photo, straight to the model's size.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -193,7 +193,7 @@ def analyse(image: Image.Image, settings: DomainSettings = DomainSettings(),
     pixels = shrink(image)
     h, w, _ = pixels.shape
     probability = None
-    if settings.product_finder != "rules" and max(image.size) >= MASK_FROM:
+    if settings.product_finder != "rules" and max(image.size) >= MASK_FROM and (within is None or settings.mask_in_box):
         mask_model = mask_model or default_mask()
         if mask_model is not None:
             probability = learned_foreground(pixels, mask_model)
@@ -244,6 +244,16 @@ def analyse(image: Image.Image, settings: DomainSettings = DomainSettings(),
             ranked[0] = ranked[0] | (learned & dilate(ranked[0], 2))
         chosen = ranked[0] if ranked else None
         others = [r for r in ranked[1:] if chosen is not None and r.sum() >= OTHER_OBJECT_SHARE * chosen.sum()]
+        if probability is not None and settings.product_finder == "learned":
+            if chosen is None or float(probability[chosen].mean()) < settings.mask_confidence:
+                # The mask sees no product it is sure of (noise, a drawing unlike any product): the rules decide.
+                return analyse(image, replace(settings, product_finder="rules"), within)
+            # What else stands out, offered to the shopper, is what the rules find beside the product.
+            beside = ranked_regions(rules, min_share=settings.min_region_share, connectivity=settings.connectivity,
+                                    limit=1 + MAX_OTHER_OBJECTS, colours=pixels, neck_depth=settings.neck_depth,
+                                    neck_colour=settings.neck_colour)
+            others = [r for r in beside if (r & chosen).sum() < 0.5 * r.sum()
+                      and r.sum() >= OTHER_OBJECT_SHARE * chosen.sum()][:MAX_OTHER_OBJECTS]
     if chosen is None or not chosen.any():
         return result
     result.product_share = float(chosen.sum() / (h * w))

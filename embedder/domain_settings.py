@@ -87,6 +87,12 @@ class DomainSettings:
     # runs/ log in reports/shopper-families/tuning.json): rules 0.623, learned 0.716, both 0.635; threshold 0.35: 0.724.
     product_finder: str = "learned"
     mask_threshold: float = 0.35  # the learned mask's probability above which a pixel is product
+    # ... and the mean probability over the product it found below which it is not sure of any (noise, a
+    # drawing): the rules decide then. On 96-px noise the mask's best region averages 0.60; on products 0.84-0.95.
+    mask_confidence: float = 0.75
+    # With a shopper's box, the learned mask too (else the rules inside the box): tuning families, true box,
+    # rules 0.754, learned 0.746 (0.742 at 0.5): the box already says where the product is; the rules kept.
+    mask_in_box: bool = False
 
     def __post_init__(self):  # a misspelt choice would otherwise quietly take another branch
         for name, allowed in CHOICES.items():

@@ -13,7 +13,7 @@ per 10,000 views); the file records the mask model it was made with.
 from __future__ import annotations
 
 import argparse
-import os
+import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -55,7 +55,7 @@ def render_views(items: np.ndarray, rows: np.ndarray, pre: Preprocessing, seed: 
 
 def _worker(args):
     items, rows, pre_dict, seed = args
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)  # one photo at a time per process: the processes are the parallelism
     return render_views(items, rows, Preprocessing.from_dict(pre_dict), seed)
 
 
@@ -68,7 +68,8 @@ def make_views(out: str | Path, pre: Preprocessing, *, count: int, seed: int = 0
     started = time.perf_counter()
     chunks = np.array_split(np.arange(len(rows)), max(1, workers * 8))
     jobs = [(images[rows[c]], rows[c], pre.to_dict(), seed) for c in chunks if len(c)]
-    with ProcessPoolExecutor(max_workers=workers) as executor:
+    # Fresh interpreters, not forks: a fork of a process whose OpenMP pool torch has started can hang.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as executor:
         parts = []
         for done, part in enumerate(executor.map(_worker, jobs), 1):
             parts.append(part)
