@@ -10,6 +10,10 @@
     GET  /health    catalog version, item count, model fingerprint
     GET  /catalog   what the catalog is: index type and why, counts, categories
 
+Bounded: one search's work (app/limits.py: k, candidates, time budget; `cut_short` in the answer
+when a bound cut the results short), each client address's share (ClientShare: 429 beyond it), and
+the connections (app/connections.py: idle and half-sent ones are closed).
+
 FastAPI and uvicorn are an optional extra (`pip install -r requirements-distributed.txt`).
 Several processes may serve one catalog folder: they only read it and never take its writer lock.
 When `python -m index add/rebuild/remove` commits a new version (catalog.json replaced), each
@@ -32,22 +36,22 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+from app.limits import MAX_K, ClientShare, search_bounds
 from app.settings import DEFAULT_CATALOG, DEFAULT_DEVICE, DEFAULT_MODEL, ENV
 from embedder.images import ImageError
 from embedder.regions import BoxError, parse_box
 from embedder.files import format_size, parse_size
+from index.backends import ENV_BACKEND, add_backend_option, parse_backend
 from index.catalog import Catalog
 from index.service import CatalogItem, SearchService, object_regions, to_rgb
 from index.store import INFO_FILE, CatalogError, UnknownItemError, read_info
 
 log = logging.getLogger("app.api")
-from index.backends import ENV_BACKEND, add_backend_option, parse_backend
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_MAX_UPLOAD = 20 * 1024 * 1024  # bytes of one uploaded photo (the app's cap as well)
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the other fields, on top of the photo
-MAX_K = 1000
 # Uploaded photos in memory at once per process, held from reading the upload to the end of its
 # search: decoding one at the decoder's pixel limit peaks at about 210 MB, a decoded photo (long
 # side at most 2,048 px) keeps 12-16 MB, and the server runs up to 40 requests at a time in its
@@ -274,6 +278,7 @@ def create_app(catalog: str | os.PathLike, model: str | os.PathLike, *, device: 
                           description="Search a product catalog by photo or by catalog item.")
     api.state.live = live
     api.add_middleware(_BodyLimit, max_bytes=max_upload_bytes + FORM_OVERHEAD)
+    api.add_middleware(ClientShare)  # added last: runs first, before any of the body is read
 
     @api.exception_handler(fastapi.exceptions.RequestValidationError)
     async def invalid_request(request, exc):  # 422, without echoing what was sent (it may be a photo's bytes)
@@ -303,15 +308,16 @@ def create_app(catalog: str | os.PathLike, model: str | os.PathLike, *, device: 
     def search(
         image: Annotated[UploadFile | None, File(description="the query photo (JPEG, PNG, WebP, HEIC, AVIF, ...)")] = None,
         id: Annotated[int | None, Form(ge=0, le=MAX_ID, description="a catalog item's id instead (itself left out)")] = None,
-        k: Annotated[int, Form(ge=1, le=MAX_K)] = 10,
+        k: Annotated[int, Form(ge=1, le=MAX_K, description=f"results, at most {MAX_K}")] = 10,
         category: Annotated[str | None, Form(description="only items of this category")] = None,
         hide_duplicates_above: Annotated[float | None, Form(
-            ge=-1.0, le=1.0, description="drop a result more similar than this cosine to a better one")] = None,
+            ge=-1.0, le=1.0, allow_inf_nan=False,
+            description="drop a result more similar than this cosine to a better one")] = None,
         box: Annotated[str | None, Form(max_length=200, description=(
             "the photo's query region in its pixels: x0,y0,x1,y1 (or four numbers separated by spaces, or a JSON "
             "list); default: the product, found automatically"))] = None,
         min_score: Annotated[float | None, Form(
-            ge=-1.0, le=1.0, description="leave out results scoring below this cosine")] = None,
+            ge=-1.0, le=1.0, allow_inf_nan=False, description="leave out results scoring below this cosine")] = None,
         group_by: Annotated[str | None, Form(max_length=200, description=(
             "one result per value of this metadata column (product_id: each product's best photo), still k"))] = None,
         filter: Annotated[str | None, Form(max_length=2000, description=(
@@ -353,7 +359,8 @@ def create_app(catalog: str | os.PathLike, model: str | os.PathLike, *, device: 
                 query["bytes"] = len(data)
             service = live.service
             try:
-                found = service.search(CatalogItem(id) if id is not None else photo, box=region, **options)
+                found = service.search(CatalogItem(id) if id is not None else photo, box=region, **options,
+                                       **search_bounds())
             except ImageError as exc:  # nothing to search for in the photo, or a box outside it
                 raise HTTPException(422, f"{_shown_name(image.filename)}: {exc}") from None
             except UnknownItemError as exc:
@@ -442,6 +449,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--reload-interval", type=float, default=DEFAULT_RELOAD_INTERVAL,
                         help="seconds between checks for a new catalog version")
     parser.add_argument("--no-access-log", action="store_true", help="do not log every request")
+    add_backend_option(parser)  # the index in the catalog folder (FAISS) or a Milvus collection
     return parser
 
 
@@ -449,7 +457,6 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         _require_fastapi()
-    add_backend_option(parser)  # the index in the catalog folder (FAISS) or a Milvus collection
         import uvicorn
     except (RuntimeError, ImportError):
         print(f"error: the HTTP API needs FastAPI and uvicorn: {INSTALL_HINT}", file=sys.stderr)
@@ -459,23 +466,26 @@ def main(argv: list[str] | None = None) -> int:
         if args.workers < 1:
             raise ValueError("--workers must be at least 1")
         check_can_serve(args.catalog, args.model)
-    except Exception as exc:  # a missing catalog or model, a model of another catalog, a bad size
-        print(f"error: {str(exc).strip() or type(exc).__name__}", file=sys.stderr)
-        return 2
-    if not is_loopback(args.host):
-        print(f"warning: listening on {args.host}: the API is reachable from other machines", file=sys.stderr)
-    # The workers build the app from the environment (uvicorn starts them as fresh processes).
-    os.environ.update({ENV["catalog"]: str(args.catalog.absolute()), ENV["model"]: str(args.model.absolute()),
         backend = parse_backend(args.backend if args.backend is not None else os.environ.get(ENV_BACKEND))
         if backend is not None and backend.lite and args.workers > 1:
             raise ValueError(f"Milvus Lite ({backend.text}) is opened by one process: serve it with --workers 1, "
                              "or serve a Milvus server (milvus://HOST:PORT/COLLECTION) with several")
-                       ENV["device"]: args.device, ENV_MAX_UPLOAD: str(max_upload),
-                       ENV_RELOAD_INTERVAL: str(args.reload_interval)})
-    uvicorn.run("app.api:create_app_from_env", factory=True, host=args.host, port=args.port, workers=args.workers,
+    except Exception as exc:  # a missing catalog or model, a model of another catalog, a bad size
+        print(f"error: {str(exc).strip() or type(exc).__name__}", file=sys.stderr)
+        return 2
     if args.backend is not None:
         os.environ[ENV_BACKEND] = args.backend  # each worker's Catalog.load serves from it
-                access_log=not args.no_access_log, log_level="info", timeout_worker_healthcheck=WORKER_HEALTHCHECK_S)
+    if not is_loopback(args.host):
+        print(f"warning: listening on {args.host}: the API is reachable from other machines", file=sys.stderr)
+    # The workers build the app from the environment (uvicorn starts them as fresh processes).
+    os.environ.update({ENV["catalog"]: str(args.catalog.absolute()), ENV["model"]: str(args.model.absolute()),
+                       ENV["device"]: args.device, ENV_MAX_UPLOAD: str(max_upload),
+                       ENV_RELOAD_INTERVAL: str(args.reload_interval)})
+    from app.connections import server_options
+
+    uvicorn.run("app.api:create_app_from_env", factory=True, host=args.host, port=args.port, workers=args.workers,
+                access_log=not args.no_access_log, log_level="info", timeout_worker_healthcheck=WORKER_HEALTHCHECK_S,
+                **server_options())
     return 0
 
 
