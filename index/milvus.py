@@ -50,6 +50,7 @@ CONNECT_TIMEOUT_S = 10.0
 LITE_INDEXES = {"FLAT", "HNSW", "HNSW_SQ", "IVF_FLAT", "IVF_SQ8"}  # what Milvus Lite builds (no PQ, no DiskANN)
 TUNE_QUERIES = 200
 PROPERTY = "coinsp."  # collection properties written by the catalog
+OWNER = "catalog"  # PROPERTY + "owner": a collection made for a catalog (any other is never dropped)
 _FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}")
 _CLIENTS: dict[str, object] = {}
 _CLIENTS_LOCK = threading.Lock()
@@ -74,15 +75,16 @@ class MilvusIndexChoice:
     search: dict  # search parameters, tuned on sync (ef, nprobe)
     reason: str
     rerank: int = 1  # candidates per result re-scored exactly (compressed vectors)
+    recall_at_10: float | None = None  # measured against exact search when the search parameters were tuned
 
     def to_dict(self) -> dict:
         return {"index_type": self.index_type, "build": self.build, "search": self.search, "reason": self.reason,
-                "rerank": self.rerank}
+                "rerank": self.rerank, "recall_at_10": self.recall_at_10}
 
     @classmethod
     def from_dict(cls, d: dict) -> "MilvusIndexChoice":
         return cls(d["index_type"], dict(d.get("build", {})), dict(d.get("search", {})), d.get("reason", ""),
-                   int(d.get("rerank", 1)))
+                   int(d.get("rerank", 1)), d.get("recall_at_10"))
 
 
 def milvus_index_choice(n: int, d: int, memory_budget_bytes: int | None = None, lite: bool = True
@@ -154,7 +156,7 @@ class SyncReport:
             return f"{where} already holds version {self.version} ({self.items:,} items)"
         how = ("created from the catalog folder" if self.recreated else
                f"{self.inserted:,} inserted, {self.updated:,} updated, {self.deleted:,} deleted")
-        recall = self.index.get("recall_at_10")
+        recall = self.index.get("recall_at_10")  # None for FLAT: exact
         return (f"{where} synced to version {self.version} ({self.items:,} items, {how}), index "
                 f"{self.index.get('index_type')} {self.index.get('search') or ''}"
                 + (f" (recall@10 vs exact {recall:.3f})" if recall is not None else "") + f" in {self.seconds:.1f} s")
@@ -331,11 +333,14 @@ class MilvusBackend:
         if not client.has_collection(self.collection):
             return None
         raw = client.describe_collection(self.collection).get("properties", {}) or {}
+        if raw.get(PROPERTY + "owner") != OWNER:
+            raise CatalogError(f"Milvus at {self.spec.text}: collection {self.collection} exists and was not made "
+                               "for a catalog; name another collection (or drop that one yourself)")
         try:
             return {"layout": json.loads(raw[PROPERTY + "layout"]), "index": json.loads(raw[PROPERTY + "index"]),
                     "version": raw.get(PROPERTY + "version")}
         except (KeyError, ValueError):
-            return {}  # not laid out by a catalog (or an interrupted create): created again
+            return {}  # a create that was interrupted: made again
 
     def _create(self, client, catalog, fields, choice, report, say) -> None:
         pymilvus = _pymilvus()
@@ -350,10 +355,11 @@ class MilvusBackend:
         for column, name in fields.items():
             schema.add_field(name, pymilvus.DataType.VARCHAR, max_length=MAX_VARCHAR,
                              is_partition_key=(column == CATEGORY_COLUMN))
-        client.create_collection(self.collection, schema=schema)
+        client.create_collection(self.collection, schema=schema, properties={PROPERTY + "owner": OWNER})
         say(f"Milvus: collection {self.collection} created, inserting {len(catalog):,} items")
         report.recreated = True
-        report.inserted = self._write(client, catalog, np.arange(len(catalog)), fields, upsert=False)
+        report.inserted = self._write(client, catalog, np.arange(len(catalog)), fields, row_hashes(catalog, fields),
+                                      upsert=False)
         client.flush(self.collection)
         index = client.prepare_index_params()
         index.add_index(VECTOR_FIELD, index_type=choice.index_type, metric_type="IP", params=choice.build)
@@ -363,7 +369,8 @@ class MilvusBackend:
 
     def _delta(self, client, catalog, fields, report, say) -> None:
         have = _stored_hashes(client, self.collection)
-        want = dict(zip(catalog.ids.tolist(), row_hashes(catalog, fields).tolist()))
+        hashes = row_hashes(catalog, fields)
+        want = dict(zip(catalog.ids.tolist(), hashes.tolist()))
         gone = [i for i in have if i not in want]
         changed = [i for i, h in want.items() if i in have and have[i] != h]
         new = [i for i in want if i not in have]
@@ -372,16 +379,15 @@ class MilvusBackend:
             for start in range(0, len(gone), CHUNK_ROWS):
                 client.delete(self.collection, ids=gone[start:start + CHUNK_ROWS])
         if changed:
-            self._write(client, catalog, catalog.rows_of(changed), fields, upsert=True)
+            self._write(client, catalog, catalog.rows_of(changed), fields, hashes, upsert=True)
         if new:
-            self._write(client, catalog, catalog.rows_of(new), fields, upsert=False)
+            self._write(client, catalog, catalog.rows_of(new), fields, hashes, upsert=False)
         if gone or changed or new:
             client.flush(self.collection)
         report.inserted, report.updated, report.deleted = len(new), len(changed), len(gone)
 
-    def _write(self, client, catalog, rows: np.ndarray, fields, upsert: bool) -> int:
+    def _write(self, client, catalog, rows: np.ndarray, fields, hashes: np.ndarray, upsert: bool) -> int:
         texts = {name: as_text(catalog.metadata[column]).to_numpy() for column, name in fields.items()}
-        hashes = row_hashes(catalog, fields)
         per_batch = max(1, BATCH_BYTES // (4 * catalog.dim))
         write = client.upsert if upsert else client.insert
         for start in range(0, len(rows), per_batch):
@@ -415,8 +421,8 @@ class MilvusBackend:
             if recall >= RECALL_TARGET or value >= limit:
                 break
             value = min(value * 2, limit)
-        return MilvusIndexChoice(choice.index_type, choice.build, {knob: value, "recall_at_10": round(recall, 4)},
-                                 choice.reason, choice.rerank)
+        return MilvusIndexChoice(choice.index_type, choice.build, {knob: value}, choice.reason, choice.rerank,
+                                 round(recall, 4))
 
 
 def _collection_name(folder) -> str:

@@ -224,3 +224,30 @@ def test_the_milvus_index_follows_the_faiss_rule():
     assert hnsw.index_type == "HNSW" and "HNSW32" in hnsw.reason and hnsw.search == {"ef": 64}
     assert milvus_index_choice(10_000_000, 512).index_type == "IVF_SQ8"  # Milvus Lite: no PQ
     assert milvus_index_choice(10_000_000, 512, lite=False).index_type == "IVF_PQ"
+
+
+def test_an_approximate_milvus_index_is_tuned_against_exact_search(shop, own_catalog, monkeypatch):
+    import index.milvus as milvus  # noqa: PLC0415
+
+    folder, backend = own_catalog
+    hnsw = milvus.MilvusIndexChoice("HNSW", {"M": 8, "efConstruction": 40}, {"ef": 64}, "a graph, for this test")
+    monkeypatch.setattr(milvus, "milvus_index_choice", lambda *args, **kwargs: hnsw)
+    served = Catalog.load(folder, backend=backend)
+    report = served.backend.sync(served)
+    assert report.index["index_type"] == "HNSW" and report.index["recall_at_10"] >= 0.95
+    assert set(report.index["search"]) == {"ef"}
+    expected = Catalog.load(folder).search_vectors(served.vectors_of([7]), 10)
+    assert served.search_vectors(served.vectors_of([7]), 10).ids[0].tolist() == expected.ids[0].tolist()
+
+
+def test_a_collection_not_made_for_a_catalog_is_never_dropped(shop, tmp_path):
+    from index.backends import parse_backend  # noqa: PLC0415
+    from index.milvus import _connect  # noqa: PLC0415 (the test makes a stranger's collection itself)
+
+    backend = f"milvus-lite:{tmp_path / 'shared.db'}"
+    client = _connect(parse_backend(backend))
+    client.create_collection("catalog_catalog", dimension=4)
+    served = Catalog.load(shop["folder"], backend=backend)
+    with pytest.raises(Exception, match="was not made for a catalog"):
+        served.search_vectors(served.vectors_of([0]), 3)
+    assert client.has_collection("catalog_catalog")
