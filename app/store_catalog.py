@@ -4,24 +4,35 @@
 
 imports the folder (category/[product/]image, or a manifest), picks the model that suits the photos,
 embeds them (progress shown) and writes the catalog; --env-file receives COINSP_CATALOG and
-COINSP_MODEL for the app. Which model, and why:
+COINSP_MODEL for the app. Nothing is written into the store's folder: each store has a work folder
+stores/<name>-<hash of its path>/ (its manifest, a link to its photos, its own served model) and a
+catalog catalogs/store-<name>-<hash>, so stores whose folders share a name never collide.
+Which model, and why:
   - photos of at most 32 px in grey, like Fashion-MNIST: the kept model (models/coinsp-fmnist.pt);
-  - a model trained on this store's categories, when its run folder holds one (the command below);
-  - otherwise frozen ImageNet features: EfficientNet-Lite0 from the installed weights package,
-    written once as models/efficientnet-lite0-imagenet.pt (`python -m training ... --epochs 0`).
+  - otherwise the store's own copy of the frozen ImageNet features (EfficientNet-Lite0 from the installed
+    weights package, written once as models/efficientnet-lite0-imagenet.pt), with a category head made
+    from the catalog's category means; `python -m training.store` (or the Catalog page's button) trains
+    the store's CoInsP head and replaces it only when the head finds held-out products better.
 The Catalog page tells the same story from the served checkpoint (`serving_story`).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
+import re
 import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from embedder.checkpoint import backbone_from_checkpoint, load_checkpoint, save_checkpoint
+from embedder.files import atomic_path
 from embedder.images import ImageError, decode_image
+from index.manifest import CATEGORY_COLUMN, PATH_COLUMN
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 KEPT_MODEL = REPOSITORY / "models" / "coinsp-fmnist.pt"
@@ -30,6 +41,9 @@ SMALL_GREY_SIDE = 32  # pixels: photos this small and grey are what the kept mod
 SAMPLE = 200  # photos looked at to decide
 TRAIN_EPOCHS = 15
 TRAINING_RATE_REPORT = REPOSITORY / "reports" / "store-import" / "report.json"
+STORE_TRAINING_RATE_REPORT = REPOSITORY / "reports" / "colour-products" / "report.json"
+PHOTOS_LINK = "photos"  # in a store's work folder: a link to the store's own folder
+CATEGORY_SCALE = 20.0  # 1 / temperature of the catalog-means category head
 
 
 @dataclass(frozen=True)
@@ -83,15 +97,49 @@ def _source_name(manifest: str) -> str:
     return "/".join(Path(manifest).parent.parts[-2:])
 
 
-def serving_story(checkpoint: dict, manifest: str | None, photos: int) -> ServingStory:
-    """Which model serves a catalog and why, from its checkpoint's record of how it was made."""
+def store_trainable(record: dict, model: Path) -> bool:
+    """Whether `python -m training.store` may train and switch this served model: a store's own copy (never a
+    shared model) of frozen pretrained features, or a head trained on them before."""
+    if any(model.absolute() == shared.absolute() for shared in (KEPT_MODEL, IMAGENET_MODEL)):
+        return False
+    spec, config = record.get("backbone") or {}, record.get("config") or {}
+    frozen = config.get("epochs") == 0 or config.get("frozen_features")
+    return spec.get("name") == "trunk_head" or bool(frozen and config.get("pretrained"))
+
+
+def store_training_command(catalog: str | Path) -> str:
+    return f"python -m training.store --catalog {shlex.quote(str(catalog))}"
+
+
+def expected_store_training_time(photos: int, views: int = 4, epochs: int = 30) -> str | None:
+    """From the rates benchmarks/colour_products.py measured on this machine (None: not measured)."""
+    try:
+        rates = json.loads(STORE_TRAINING_RATE_REPORT.read_text())["rates"]
+        seconds = photos * (views * float(rates["trunk_s_per_view"]) + epochs * float(rates["head_s_per_photo_epoch"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    took = f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{max(1, round(seconds / 60))} min"
+    return (f"about {took} for {photos:,} photos: {views} views each through the frozen trunk once, then {epochs} "
+            "epochs of the head, at the rates measured on this machine (reports/colour-products/)")
+
+
+def serving_story(checkpoint: dict, manifest: str | None, photos: int, catalog: str | Path | None = None) -> ServingStory:
+    """Which model serves a catalog and why, from its checkpoint's record of how it was made. With the
+    catalog's folder, a frozen model's story offers the store's head training (python -m training.store)."""
     config, spec = checkpoint.get("config") or {}, checkpoint.get("backbone") or {}
     pre = checkpoint.get("preprocessing") or {}
     backbone = spec.get("name", config.get("backbone", "?"))
     frozen = config.get("epochs") == 0 or config.get("frozen_features")
     command = train_command(Path(manifest)) if manifest else None
     expected = expected_training_time(photos) if manifest else None
+    if catalog is not None:
+        command, expected = store_training_command(catalog), expected_store_training_time(photos)
     trained_on = config.get("train_manifest")
+    if backbone == "trunk_head":
+        trunk = (spec.get("kwargs") or {}).get("trunk", "?")
+        return ServingStory(f"{trunk} with this store's CoInsP head ({pre.get('size')} px, colour)",
+                            "the head was trained on this catalog's photos and categories and found held-out products "
+                            "better than the frozen ImageNet features; it replaced them.", command, expected)
     if frozen and config.get("pretrained"):
         return ServingStory(
             f"{backbone} with frozen ImageNet features ({pre.get('size')} px, colour)",
@@ -144,30 +192,45 @@ def imagenet_model(manifest: Path) -> Path:
     return IMAGENET_MODEL
 
 
-def choose_model(manifest: Path) -> tuple[Path, str]:
-    from index.manifest import read_manifest, resolve_image_paths
-
-    paths = resolve_image_paths(read_manifest(manifest), manifest.parent.absolute())
-    if small_grey_photos(paths):
-        return KEPT_MODEL, f"photos of at most {SMALL_GREY_SIDE} px in grey: the kept model"
-    trained = store_run_folder(manifest) / "model.pt"
-    if trained.is_file():
-        return trained, "a model trained on this store's categories"
-    return imagenet_model(manifest), "colour photos: frozen ImageNet features (EfficientNet-Lite0)"
+STORES = REPOSITORY / "stores"  # one work folder per store: its manifest, its own served model
+CATALOGS = REPOSITORY / "catalogs"
 
 
-FOLDER_MANIFEST = ".store-manifest.csv"  # beside the photos (manifest paths are relative to it); a store's
-# own manifest.csv is left alone
+def store_key(source: Path) -> str:
+    """A store's name: its folder's name and a short hash of the folder's absolute path, so two stores whose
+    folders share a name (/a/shop, /b/shop) never share a catalog."""
+    source = source.absolute()
+    folder = source if source.is_dir() else source.parent
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", folder.name).strip("-.") or "store"
+    return f"{name[:40]}-{hashlib.sha256(str(source).encode()).hexdigest()[:8]}"
 
 
-def folder_manifest(folder: Path) -> Path:
-    """The manifest of a category/[product/]image tree, written as FOLDER/.store-manifest.csv when it changed."""
+def store_folder(source: Path) -> Path:
+    return STORES / store_key(source)
+
+
+def folder_manifest(source: Path, work: Path | None = None) -> Path:
+    """The store's manifest, written in its work folder (never into the store's own folder). The photos are
+    reached through work/photos/, a mirror of the store's tree made of hard links (the same bytes on disk,
+    nothing copied; a copy where the work folder is on another file system), so the manifest's paths stay
+    relative to its folder and no link leads outside it. Rewritten only when the photos changed."""
     import pandas as pd
 
     from index.importers import image_folder_table
-    from index.manifest import write_manifest
+    from index.manifest import read_manifest, resolve_image_paths, write_manifest
 
-    table, manifest = image_folder_table(folder), folder / FOLDER_MANIFEST
+    source = source.absolute()
+    work = work or store_folder(source)
+    if source.is_dir():
+        table, photos = image_folder_table(source), source
+    else:
+        table, photos = read_manifest(source), source.parent
+    originals = resolve_image_paths(table, photos)  # refuses paths outside the store's folder, as written
+    relative = [f"{PHOTOS_LINK}/{p.relative_to(photos).as_posix()}" for p in originals]
+    for original, rel in zip(originals, relative):
+        mirror_photo(original, work / rel)
+    table = table.assign(**{PATH_COLUMN: relative})
+    manifest = work / "manifest.csv"
     try:
         if pd.read_csv(manifest).astype(str).equals(table.astype(str)):
             return manifest
@@ -176,13 +239,94 @@ def folder_manifest(folder: Path) -> Path:
     return write_manifest(table, manifest)
 
 
+def mirror_photo(original: Path, mirror: Path) -> None:
+    """mirror: the original's bytes under the work folder (a hard link, else a copy); a missing or unreadable
+    original is left for the build to skip with its reason."""
+    try:
+        if mirror.exists() and os.path.samefile(original, mirror):
+            return
+    except OSError:
+        pass
+    try:
+        mirror.parent.mkdir(parents=True, exist_ok=True)
+        mirror.unlink(missing_ok=True)
+        try:
+            os.link(original, mirror)
+        except OSError:  # another file system, or links not allowed
+            shutil.copy2(original, mirror)
+    except OSError:
+        pass
+
+
+def store_model(manifest: Path, work: Path) -> Path:
+    """The store's own served model file (work/model.pt): a copy of the frozen ImageNet checkpoint at first;
+    replaced by a trained head only when it wins (python -m training.store). Shared models are never changed."""
+    own = work / "model.pt"
+    if not own.is_file():
+        with atomic_path(own) as tmp:
+            shutil.copyfile(imagenet_model(manifest), tmp)
+    return own
+
+
+def choose_model(manifest: Path, work: Path | None = None) -> tuple[Path, str]:
+    from index.manifest import read_manifest, resolve_image_paths
+
+    paths = resolve_image_paths(read_manifest(manifest), manifest.parent.absolute())
+    if small_grey_photos(paths):
+        return KEPT_MODEL, f"photos of at most {SMALL_GREY_SIDE} px in grey: the kept model"
+    own = store_model(manifest, work or manifest.parent)
+    if load_checkpoint(own)["backbone"]["name"] == "trunk_head":
+        return own, "this store's own trained head (it beat the frozen features on held-out products)"
+    return own, "colour photos: frozen ImageNet features (EfficientNet-Lite0)"
+
+
+def category_head_from_catalog(model: Path, catalog: Path) -> None:
+    """A frozen store model learns to name categories without training: each category's mean catalog vector
+    becomes its class weight (a cosine classifier on f(x)), so searches show the predicted category.
+    The weights and so the model's fingerprint do not change."""
+    import numpy as np
+    import torch
+
+    from index.catalog import Catalog
+
+    payload = load_checkpoint(model)
+    if payload["backbone"]["name"] == "trunk_head" or model == KEPT_MODEL:
+        return  # a trained head has its own category head; the kept model is not a store's to change
+    loaded = Catalog.load(catalog)
+    names = sorted(loaded.metadata[CATEGORY_COLUMN].astype(str).unique())
+    vectors = np.asarray(loaded.embeddings, np.float32)
+    labels = loaded.metadata[CATEGORY_COLUMN].astype(str).to_numpy()
+    weight = torch.from_numpy(np.stack([vectors[labels == n].mean(0) for n in names]))
+    head = {"input": "feature", "normalise": True, "weight": weight, "bias": None, "cosine": True,
+            "scale": CATEGORY_SCALE}
+    backbone, pre = backbone_from_checkpoint(payload)
+    save_checkpoint(model, backbone_spec=payload["backbone"], backbone=backbone, preprocessing=pre,
+                    categories=names, config={**(payload.get("config") or {}), "category_head": "catalog means"},
+                    coarse_head=head)
+
+
+class ImportFailed(RuntimeError):
+    """A store import that did not finish, with what to do, in one line."""
+
+
 def prepare(source: Path, out: Path | None) -> tuple[Path, Path]:
     source = source.absolute()
-    manifest = folder_manifest(source) if source.is_dir() else source
-    out = out or REPOSITORY / "catalogs" / f"store-{manifest.parent.name}"
-    model, why = choose_model(manifest)
+    work = store_folder(source)
+    try:
+        manifest = folder_manifest(source, work)
+    except (OSError, ValueError) as exc:
+        raise ImportFailed(f"{source} could not be read as a store ({str(exc).splitlines()[0]}); expected "
+                           "FOLDER/<category>/[<product>/]<image> or a manifest with relative paths") from None
+    out = out or CATALOGS / f"store-{work.name}"
+    model, why = choose_model(manifest, work)
     print(f"model: {model.relative_to(REPOSITORY) if model.is_relative_to(REPOSITORY) else model} ({why})", flush=True)
-    run([sys.executable, "-m", "index", "ensure", "--manifest", str(manifest), "--model", str(model), "--out", str(out)])
+    try:
+        run([sys.executable, "-m", "index", "ensure", "--manifest", str(manifest), "--model", str(model), "--out", str(out)])
+    except subprocess.CalledProcessError as exc:
+        raise ImportFailed(f"the catalog {out} could not be built from {source} (python -m index ensure exited with "
+                           f"{exc.returncode}; its reason is printed above): fix that, or remove {out} to start it "
+                           "again, then run ./run.sh --images again") from None
+    category_head_from_catalog(model, out)
     return out, model
 
 
@@ -194,9 +338,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.source.exists():
         parser.error(f"{args.source} does not exist")
-    out, model = prepare(args.source, args.out)
+    try:
+        out, model = prepare(args.source, args.out)
+    except ImportFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     if args.env_file:
-        args.env_file.write_text(f"COINSP_CATALOG={shlex.quote(str(out))}\nCOINSP_MODEL={shlex.quote(str(model))}\n")
+        # Photos uploaded on the Catalog page go below the catalog's root, the store's work folder (unless a
+        # data root is set): never into the store's own folder.
+        data_root = os.environ.get("COINSP_DATA_ROOT") or str(store_folder(args.source))
+        args.env_file.write_text(f"COINSP_CATALOG={shlex.quote(str(out))}\nCOINSP_MODEL={shlex.quote(str(model))}\n"
+                                 f"COINSP_DATA_ROOT={shlex.quote(data_root)}\n")
     return 0
 
 
