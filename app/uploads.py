@@ -3,13 +3,17 @@ on its own, so one bad file is listed with its reason and never costs the good o
 
 In a zip, the folder a photo lies in is its product id when the form gives none (ZIP_LAYOUT):
 shoe-123/front.jpg and shoe-123/side.jpg are two photos of product shoe-123.
-The photos are saved in a new batch folder below the catalog's image folder, marked as the upload's
-own (index.uploaded_files), so they are deleted once no catalog version names them any more; those the
-add leaves out (unreadable, refused while embedding) are deleted right after it (add_uploads).
+The photos are checked in memory (stage_uploads), then saved in a new batch folder inside the catalog
+folder itself, DIR/photos/<batch>/, under the catalog's lock and only then added (add_uploads), so a copy
+of the catalog folder holds its photos and no other writer's clean-up can take them; those the add leaves
+out (unreadable, refused while embedding), or all of them when it fails or is killed, are named by no
+version and deleted by the clean-up under the lock (index.uploaded_files, index.store.collect_photos).
 
-A zip is refused whole before anything is extracted when it is too big to be a batch of photos
-(entry count, total uncompressed size): zip bombs. Entries whose names would land outside the
-upload folder (`..`, absolute paths, drive letters) or that are links are refused one by one.
+One upload is capped as a whole: MAX_UPLOAD_BYTES of photos, uncompressed, across all its files and zip
+entries (zip bombs: a zip is refused whole before anything is extracted when its entries declare more than
+what is left of that, or more than MAX_ZIP_ENTRIES entries; an entry that expands beyond what it declares
+stops the reading). Entries whose names would land outside the upload folder (`..`, absolute paths,
+drive letters) or that are links are refused one by one.
 """
 from __future__ import annotations
 
@@ -28,11 +32,10 @@ from index.add import add_to_catalog
 from index.importers import IMAGE_EXTENSIONS
 from index.manifest import CATEGORY_COLUMN, PATH_COLUMN, PRODUCT_COLUMN, write_manifest
 from index.operations import UpdateReport
-from index.store import discard_unadded_uploads
-from index.uploaded_files import new_upload_batch
+from index.uploaded_files import BATCH_MANIFEST, new_batch
 
 MAX_ZIP_ENTRIES = 5_000
-MAX_ZIP_TOTAL_BYTES = 1 << 30  # 1 GiB uncompressed: far above a batch of product photos
+MAX_UPLOAD_BYTES = 1 << 30  # 1 GiB uncompressed for one whole upload: far above a batch of product photos
 MAX_IMAGE_BYTES = 50 << 20  # one photo; the decoder refuses more anyway
 ZIP_LAYOUT = ("In a zip, the folder a photo lies in is its product id: `shoe-123/front.jpg` and "
               "`shoe-123/side.jpg` are two photos of product `shoe-123` (a folder of product folders works too). "
@@ -48,14 +51,25 @@ class UploadError(ValueError):
 
 @dataclass
 class StagedUpload:
-    folder: Path  # where the good files were saved, with manifest.csv
-    saved: list[str] = field(default_factory=list)  # names of the saved files, as uploaded
+    """An upload's checked photos, in memory until save() writes them (under the catalog's lock)."""
+    folder: Path  # the batch folder they are saved in, DIR/photos/<batch>/, with manifest.csv
+    saved: list[str] = field(default_factory=list)  # names of the photos to save, as uploaded
     bad: list[tuple[str, str]] = field(default_factory=list)  # (uploaded name, reason)
     products: dict[str, str] = field(default_factory=dict)  # uploaded name -> product id, where there is one
+    files: dict[str, bytes] = field(default_factory=dict, repr=False)  # file name in the batch -> bytes
+    rows: list[dict] = field(default_factory=list, repr=False)  # the batch's manifest rows
 
     @property
     def manifest(self) -> Path:
-        return self.folder / "manifest.csv"
+        return self.folder / BATCH_MANIFEST
+
+    def save(self) -> None:
+        """Write the photos and the manifest into the batch folder (a new one)."""
+        self.folder.mkdir(parents=True)
+        for name, data in self.files.items():
+            with atomic_path(self.folder / name) as tmp:
+                Path(tmp).write_bytes(data)
+        write_manifest(pd.DataFrame(self.rows), self.manifest)
 
 
 def check_label(value: str, what: str, required: bool) -> str | None:
@@ -81,11 +95,20 @@ def unsafe_name(name: str) -> str | None:
     return None
 
 
-def zip_members(archive: str, data: bytes) -> tuple[list[tuple[str, bytes]], list[tuple[str, str]]]:
+def too_big(what: str, size: int) -> UploadError:
+    return UploadError(f"{what}: {size / 2**20:,.0f} MiB uncompressed brings this upload past the "
+                       f"{MAX_UPLOAD_BYTES / 2**20:,.0f} MiB one upload may hold (all its files and zip entries "
+                       "together); upload the photos in smaller batches")
+
+
+def zip_members(archive: str, data: bytes, budget: int | None = None
+                ) -> tuple[list[tuple[str, bytes]], list[tuple[str, str]]]:
     """The image entries of a zip as (name, bytes), and the entries refused with their reason.
 
+    `budget`: the uncompressed bytes the upload may still hold (default: a whole upload's).
     Raises UploadError (nothing extracted) for a file that is not a zip or one too big to be photos.
     """
+    budget = MAX_UPLOAD_BYTES if budget is None else budget
     try:
         bundle = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, ValueError) as exc:
@@ -97,9 +120,8 @@ def zip_members(archive: str, data: bytes) -> tuple[list[tuple[str, bytes]], lis
             raise UploadError(f"{archive}: {len(entries):,} entries, more than the {MAX_ZIP_ENTRIES:,} a batch may "
                               "hold; split it")
         declared = sum(e.file_size for e in entries)
-        if declared > MAX_ZIP_TOTAL_BYTES:
-            raise UploadError(f"{archive}: {declared / 2**20:,.0f} MiB uncompressed, more than the "
-                              f"{MAX_ZIP_TOTAL_BYTES / 2**20:,.0f} MiB a batch may hold; split it")
+        if declared > budget:
+            raise too_big(archive, declared)
         good, bad, read_total = [], [], 0
         for entry in entries:
             name = f"{archive}/{entry.filename}"
@@ -120,7 +142,7 @@ def zip_members(archive: str, data: bytes) -> tuple[list[tuple[str, bytes]], lis
                 bad.append((name, f"cannot be extracted: {exc}"))
                 continue
             read_total += len(content)
-            if len(content) > MAX_IMAGE_BYTES or read_total > MAX_ZIP_TOTAL_BYTES:
+            if len(content) > MAX_IMAGE_BYTES or read_total > budget:
                 raise UploadError(f"{archive}: expands beyond what its entries declare; refused")
             good.append((name, content))
     return good, bad
@@ -147,21 +169,23 @@ def _file_name(uploaded: str, taken: set[str], product: str | None = None) -> st
     return name
 
 
-def stage_uploads(files: list[tuple[str, bytes]], image_root: Path, category: str,
+def stage_uploads(files: list[tuple[str, bytes]], catalog: Path, category: str,
                   product_id: str = "") -> StagedUpload:
-    """Check every uploaded file (zips expanded), save the readable photos in a new batch folder below
-    image_root/uploads/ with a manifest (category, product id); list every file or entry left out, with why.
+    """Check every uploaded file (zips expanded) and plan the readable photos' batch folder inside the
+    catalog folder, DIR/photos/<batch>/, with a manifest (category, product id); list every file or entry
+    left out, with why. Nothing is written: add_uploads saves them under the catalog's lock.
 
     The product id given is every photo's; without one, a zip entry's folder is its product id (ZIP_LAYOUT).
-    Raises UploadError, having saved nothing, when the labels are invalid, a zip is refused whole,
-    or no photo at all could be used.
+    Raises UploadError when the labels are invalid, the upload holds more than MAX_UPLOAD_BYTES (all its
+    files and zip entries together, uncompressed), a zip is refused whole, or no photo at all could be used.
     """
     category = check_label(category, "category", required=True)
     product = check_label(product_id, "product id", required=False)
-    candidates, bad = [], []  # (uploaded name, bytes, product id or None)
+    candidates, bad, held = [], [], 0  # (uploaded name, bytes, product id or None); bytes held so far
     for name, data in files:
         if name.lower().endswith(".zip"):
-            good, refused = zip_members(name, data)
+            good, refused = zip_members(name, data, MAX_UPLOAD_BYTES - held)
+            held += sum(len(content) for _, content in good)
             bad += refused
             for entry_name, content in good:
                 entry_product = product
@@ -174,6 +198,9 @@ def stage_uploads(files: list[tuple[str, bytes]], image_root: Path, category: st
                         continue
                 candidates.append((entry_name, content, entry_product))
         else:
+            held += len(data)
+            if held > MAX_UPLOAD_BYTES:
+                raise too_big(name, len(data))
             candidates.append((name, data, product))
     checked = []
     for name, data, item_product in candidates:
@@ -194,25 +221,20 @@ def stage_uploads(files: list[tuple[str, bytes]], image_root: Path, category: st
     if not checked:
         reasons = "; ".join(f"{n}: {r}" for n, r in bad[:3])
         raise UploadError(f"none of the uploaded files is a usable photo ({reasons})")
-    folder = new_upload_batch(image_root)
-    staged, taken, rows = StagedUpload(folder, bad=bad), set(), []
+    staged, taken = StagedUpload(new_batch(catalog), bad=bad), set()
     for name, data, item_product in checked:
         file_name = _file_name(name, taken, item_product if item_product != product else None)
-        with atomic_path(folder / file_name) as tmp:
-            Path(tmp).write_bytes(data)
+        staged.files[file_name] = data
         staged.saved.append(name)
         if item_product:
             staged.products[name] = item_product
-        rows.append({PATH_COLUMN: file_name, CATEGORY_COLUMN: category,
-                     **({PRODUCT_COLUMN: item_product} if item_product else {})})
-    write_manifest(pd.DataFrame(rows), staged.manifest)
+        staged.rows.append({PATH_COLUMN: file_name, CATEGORY_COLUMN: category,
+                            **({PRODUCT_COLUMN: item_product} if item_product else {})})
     return staged
 
 
 def add_uploads(catalog: Path, staged: StagedUpload, *, model=None, progress=True) -> UpdateReport:
-    """Add the staged photos to the catalog; then delete the saved ones that no version names (the add left
-    them out, or failed), with the batch folder when none was added."""
-    try:
-        return add_to_catalog(catalog, manifest=staged.manifest, model=model, progress=progress)
-    finally:
-        discard_unadded_uploads(catalog, staged.folder)
+    """Save the staged photos in their batch folder inside the catalog and add them, all under the catalog's
+    lock; the clean-up under that lock then deletes those no version names (the add left them out, failed,
+    or was killed: then the next write does), with the batch folder when none was added."""
+    return add_to_catalog(catalog, manifest=staged.manifest, model=model, progress=progress, prepare=staged.save)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 import faiss
 import numpy as np
@@ -20,27 +21,49 @@ from index.catalog import Catalog
 from index.choose import IndexChoice
 from index.embedding_settings import why_reembed
 from index.importers import link_outside
-from index.manifest import PATH_COLUMN, read_manifest, validate_manifest
+from index.manifest import PATH_COLUMN, read_manifest, resolve_image_paths, validate_manifest
 from index.operations import (UpdateReport, check_columns, counts, drop_duplicate_paths, embed_files, merge_skipped,
                               open_embedder_for, refuse_on_disk, relative_paths)
 from index.store import (HASH_COLUMN, ID_COLUMN, IMAGE_PATH_COLUMN, MTIME_COLUMN, SIZE_COLUMN, CatalogError,
-                         catalog_lock, commit_catalog, now, stores_no_vectors, write_info)
+                         catalog_lock, collect_photos, commit_catalog, now, stores_no_vectors, write_info)
 from index.tune import build_index
+from index.uploaded_files import CATALOG_PREFIX, catalog_path, image_file, inside_photos
 
 
 def add_to_catalog(folder: str | os.PathLike, manifest: str | os.PathLike | None = None, *,
                    images: str | os.PathLike | None = None, model=None, progress: ProgressOption = True,
-                   lock_timeout: float = 0.0) -> UpdateReport:
+                   lock_timeout: float = 0.0, prepare: Callable[[], None] | None = None) -> UpdateReport:
     """Add the images of a manifest (or an image folder) that the catalog does not hold yet.
 
     A file whose path is in the catalog with the same bytes is left alone (size and mtime
     equal: not even read); same path, new bytes: re-embedded under its id; a new path whose
     bytes are already in the catalog reuses that embedding; only the rest are embedded.
+
+    A manifest below the catalog's own photos folder (DIR/photos/<batch>/, an upload's) names photos
+    kept in the catalog folder (index.uploaded_files). `prepare` runs under the catalog's lock before the
+    manifest is read: an upload saves its photos there, so no other writer's clean-up can take them. When
+    the add ends, however it ends, the photos no version names are deleted (index.store.collect_photos).
     """
     started, progress = time.perf_counter(), as_callback(progress)
     folder = Path(folder)
     if (manifest is None) == (images is None):
         raise CatalogError("give a manifest or an image folder to add")
+    if prepare is None:  # a bad manifest is refused before the lock is even asked for
+        source = _read_source(folder, manifest, images)
+    with catalog_lock(folder, "add", lock_timeout):
+        try:
+            if prepare is not None:
+                prepare()
+                source = _read_source(folder, manifest, images)
+            report = _add_locked(folder, *source, model, progress)
+        finally:
+            collect_photos(folder)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _read_source(folder: Path, manifest, images) -> tuple[pd.DataFrame, str, Path, list[tuple[Path, str]]]:
+    """The rows to add, where they come from, the folder their paths are relative to, and what was refused."""
     if images is not None:
         # Rows made from the folder's layout, held in memory: nothing is written into the
         # user's folder (a manifest.csv there is theirs, and stays as it is).
@@ -56,154 +79,164 @@ def add_to_catalog(folder: str | os.PathLike, manifest: str | os.PathLike | None
         table = read_manifest(manifest)
         source, source_root, refused = f"manifest {manifest}", Path(manifest).parent.absolute(), []
     check_columns(table, source)
-    with catalog_lock(folder, "add", lock_timeout):
-        catalog = Catalog.load(folder)
-        refuse_on_disk(catalog, "add")
-        info, old_meta = catalog.info.replace(), catalog.metadata.drop(columns=[IMAGE_PATH_COLUMN], errors="ignore")
+    reserved = table[PATH_COLUMN].astype(str).str.startswith(CATALOG_PREFIX)
+    if reserved.any():
+        raise CatalogError(f"{source}: paths starting with {CATALOG_PREFIX} name photos kept in a catalog folder; "
+                           f"rename {table[PATH_COLUMN][reserved].iloc[0]!r}")
+    return table, source, source_root, refused
+
+
+def _add_locked(folder: Path, table: pd.DataFrame, source: str, source_root: Path, refused: list,
+                model, progress) -> UpdateReport:
+    """The add itself, under the catalog's lock."""
+    catalog = Catalog.load(folder)
+    refuse_on_disk(catalog, "add")
+    info, old_meta = catalog.info.replace(), catalog.metadata.drop(columns=[IMAGE_PATH_COLUMN], errors="ignore")
+    if inside_photos(folder, source_root):  # an upload's photos, kept in the catalog folder itself
+        rel = [catalog_path(folder, file) for file in resolve_image_paths(table, source_root)]
+    else:
         rel = relative_paths(table, source_root, catalog.root, known=old_meta[PATH_COLUMN].astype(str))
-        table, duplicates = drop_duplicate_paths(table.assign(**{PATH_COLUMN: rel}))
-        row_of_path = dict(zip(old_meta[PATH_COLUMN].astype(str), range(len(old_meta))))
-        old_hash = old_meta[HASH_COLUMN].to_numpy(object)
-        old_size = old_meta[SIZE_COLUMN].to_numpy(np.int64)
-        old_mtime = old_meta[MTIME_COLUMN].to_numpy(np.int64)
-        row_of_hash = {}
-        for r, h in enumerate(old_hash):
-            row_of_hash.setdefault(h, r)
-        root = str(catalog.root)
-        unchanged, changed_rows, changed_j, reuse, to_embed, facts_of = [], [], [], [], [], {}
-        failures = [(_below(path, catalog.root), why) for path, why in refused]
-        checked = Stage(progress, "checking files", len(table))
-        for j, path in enumerate(table[PATH_COLUMN].tolist()):
-            file = os.path.join(root, path)
-            try:
-                stat = os.stat(file)
-            except FileNotFoundError:
-                failures.append((path, f"file not found: {file}"))
-                continue
-            except OSError as exc:  # a name longer than the file system allows, no permission, a loop
-                failures.append((path, f"file not readable: {exc.strerror or exc}"))
-                continue
-            r = row_of_path.get(path)
-            # Same size and modification time: the same file (as git and rsync assume); not read.
-            if r is not None and old_size[r] == stat.st_size and old_mtime[r] == stat.st_mtime_ns:
-                unchanged.append(r)
-                continue
-            outside = link_outside(root, path)
-            if outside is not None:  # its bytes are never read, not even to fingerprint them
-                failures.append((path, outside))
-                continue
-            try:
-                facts = file_facts(Path(file))
-            except OSError as exc:
-                failures.append((path, f"file not readable: {exc.strerror or exc}"))
-                continue
-            facts_of[j] = facts
-            if r is not None and old_hash[r] == facts[0]:
-                unchanged.append(r)  # touched, same bytes
-            elif r is not None:
-                changed_rows.append(r)
-                changed_j.append(j)
-            elif facts[0] in row_of_hash:
-                reuse.append(j)
-            else:
-                to_embed.append(j)
-            if j % 1024 == 0:
-                checked.reach(j)
-        checked.reach(len(table))
-        todo = changed_j + to_embed
-        vectors = np.zeros((0, catalog.dim), np.float32)
-        embedded_j: list[int] = []
-        if todo:
-            embedder = open_embedder_for(catalog, model)
-            stale = why_reembed(catalog.info.model_fingerprint, catalog.info.preprocessing, embedder.fingerprint,
-                                embedder.preprocessing)
-            if stale:  # new vectors made today's way would not be comparable with the stored ones
-                raise CatalogError(f"{stale}: embed the catalog again before adding to it "
-                                   f"(`python -m index rebuild --catalog {folder} --reembed`)")
-            vectors, embedded, embed_failures, new_facts = embed_files(
-                embedder, [catalog.root / table[PATH_COLUMN].iat[j] for j in todo], progress, "embedding new images",
-                catalog.root)
-            embedded_j = [todo[i] for i in embedded]
-            for i, f in zip(embedded, new_facts):
-                facts_of[todo[i]] = f
-            failures += [(table[PATH_COLUMN].iat[todo[i]], reason) for i, reason in embed_failures]
-        vector_of = dict(zip(embedded_j, vectors))
-        updated = [(r, j) for r, j in zip(changed_rows, changed_j) if j in vector_of]
-        new_js = [j for j in sorted(set(reuse) | set(to_embed)) if j in vector_of or j in reuse]
-        report = UpdateReport("add", folder, unchanged=len(set(unchanged)), duplicates=duplicates,
-                              skipped=[(p, r) for p, r in failures])
-        if not updated and not new_js:
-            info_skipped = merge_skipped(info.skipped, failures)
-            report.items, report.wrote = len(old_meta), False
-            if info_skipped != info.skipped:
-                info.skipped, info.counts = info_skipped, counts(old_meta, info_skipped)
-                write_info(folder, info)
-            report.seconds = time.perf_counter() - started
-            return report
+    table, duplicates = drop_duplicate_paths(table.assign(**{PATH_COLUMN: rel}))
+    row_of_path = dict(zip(old_meta[PATH_COLUMN].astype(str), range(len(old_meta))))
+    old_hash = old_meta[HASH_COLUMN].to_numpy(object)
+    old_size = old_meta[SIZE_COLUMN].to_numpy(np.int64)
+    old_mtime = old_meta[MTIME_COLUMN].to_numpy(np.int64)
+    row_of_hash = {}
+    for r, h in enumerate(old_hash):
+        row_of_hash.setdefault(h, r)
+    root, bases = str(catalog.root), (catalog.root, folder)
+    unchanged, changed_rows, changed_j, reuse, to_embed, facts_of = [], [], [], [], [], {}
+    failures = [(_below(path, catalog.root), why) for path, why in refused]
+    checked = Stage(progress, "checking files", len(table))
+    for j, path in enumerate(table[PATH_COLUMN].tolist()):
+        file = image_file(folder, root, path)
+        try:
+            stat = os.stat(file)
+        except FileNotFoundError:
+            failures.append((path, f"file not found: {file}"))
+            continue
+        except OSError as exc:  # a name longer than the file system allows, no permission, a loop
+            failures.append((path, f"file not readable: {exc.strerror or exc}"))
+            continue
+        r = row_of_path.get(path)
+        # Same size and modification time: the same file (as git and rsync assume); not read.
+        if r is not None and old_size[r] == stat.st_size and old_mtime[r] == stat.st_mtime_ns:
+            unchanged.append(r)
+            continue
+        outside = link_outside(folder if path.startswith(CATALOG_PREFIX) else root, file)
+        if outside is not None:  # its bytes are never read, not even to fingerprint them
+            failures.append((path, outside))
+            continue
+        try:
+            facts = file_facts(Path(file))
+        except OSError as exc:
+            failures.append((path, f"file not readable: {exc.strerror or exc}"))
+            continue
+        facts_of[j] = facts
+        if r is not None and old_hash[r] == facts[0]:
+            unchanged.append(r)  # touched, same bytes
+        elif r is not None:
+            changed_rows.append(r)
+            changed_j.append(j)
+        elif facts[0] in row_of_hash:
+            reuse.append(j)
+        else:
+            to_embed.append(j)
+        if j % 1024 == 0:
+            checked.reach(j)
+    checked.reach(len(table))
+    todo = changed_j + to_embed
+    vectors = np.zeros((0, catalog.dim), np.float32)
+    embedded_j: list[int] = []
+    if todo:
+        embedder = open_embedder_for(catalog, model)
+        stale = why_reembed(catalog.info.model_fingerprint, catalog.info.preprocessing, embedder.fingerprint,
+                            embedder.preprocessing)
+        if stale:  # new vectors made today's way would not be comparable with the stored ones
+            raise CatalogError(f"{stale}: embed the catalog again before adding to it "
+                               f"(`python -m index rebuild --catalog {folder} --reembed`)")
+        vectors, embedded, embed_failures, new_facts = embed_files(
+            embedder, [Path(image_file(folder, root, table[PATH_COLUMN].iat[j])) for j in todo], progress,
+            "embedding new images", bases)
+        embedded_j = [todo[i] for i in embedded]
+        for i, f in zip(embedded, new_facts):
+            facts_of[todo[i]] = f
+        failures += [(table[PATH_COLUMN].iat[todo[i]], reason) for i, reason in embed_failures]
+    vector_of = dict(zip(embedded_j, vectors))
+    updated = [(r, j) for r, j in zip(changed_rows, changed_j) if j in vector_of]
+    new_js = [j for j in sorted(set(reuse) | set(to_embed)) if j in vector_of or j in reuse]
+    report = UpdateReport("add", folder, unchanged=len(set(unchanged)), duplicates=duplicates,
+                          skipped=[(p, r) for p, r in failures])
+    if not updated and not new_js:
+        info_skipped = merge_skipped(info.skipped, failures)
+        report.items, report.wrote = len(old_meta), False
+        if info_skipped != info.skipped:
+            info.skipped, info.counts = info_skipped, counts(old_meta, info_skipped)
+            write_info(folder, info)
+        return report
 
-        # New metadata: old rows (changed ones refreshed), then new rows with new ids.
-        new_meta = old_meta.copy()
-        extra = [c for c in table.columns if c not in new_meta.columns]
-        for column in extra:
-            new_meta[column] = pd.Series([pd.NA] * len(new_meta), dtype=object)
-        for r, j in updated:
-            for column in table.columns:
-                new_meta.at[r, column] = table.at[j, column]
-            h, s, m = facts_of[j]
-            new_meta.at[r, HASH_COLUMN], new_meta.at[r, SIZE_COLUMN], new_meta.at[r, MTIME_COLUMN] = h, s, m
-        first_id = int(info.next_id)
-        added_rows = table.iloc[new_js].reset_index(drop=True)
-        added_rows.insert(0, ID_COLUMN, np.arange(first_id, first_id + len(new_js), dtype=np.int64))
-        added_rows[HASH_COLUMN] = [facts_of[j][0] for j in new_js]
-        added_rows[SIZE_COLUMN] = np.asarray([facts_of[j][1] for j in new_js], np.int64)
-        added_rows[MTIME_COLUMN] = np.asarray([facts_of[j][2] for j in new_js], np.int64)
-        new_meta = pd.concat([new_meta, added_rows[[c for c in new_meta.columns if c in added_rows]]],
-                             ignore_index=True)
-        new_vectors = np.stack([vector_of[j] if j in vector_of else
-                                np.asarray(catalog.embeddings[row_of_hash[facts_of[j][0]]], np.float32)
-                                for j in new_js]).astype(np.float32) if new_js else np.zeros((0, catalog.dim), np.float32)
+    # New metadata: old rows (changed ones refreshed), then new rows with new ids.
+    new_meta = old_meta.copy()
+    extra = [c for c in table.columns if c not in new_meta.columns]
+    for column in extra:
+        new_meta[column] = pd.Series([pd.NA] * len(new_meta), dtype=object)
+    for r, j in updated:
+        for column in table.columns:
+            new_meta.at[r, column] = table.at[j, column]
+        h, s, m = facts_of[j]
+        new_meta.at[r, HASH_COLUMN], new_meta.at[r, SIZE_COLUMN], new_meta.at[r, MTIME_COLUMN] = h, s, m
+    first_id = int(info.next_id)
+    added_rows = table.iloc[new_js].reset_index(drop=True)
+    added_rows.insert(0, ID_COLUMN, np.arange(first_id, first_id + len(new_js), dtype=np.int64))
+    added_rows[HASH_COLUMN] = [facts_of[j][0] for j in new_js]
+    added_rows[SIZE_COLUMN] = np.asarray([facts_of[j][1] for j in new_js], np.int64)
+    added_rows[MTIME_COLUMN] = np.asarray([facts_of[j][2] for j in new_js], np.int64)
+    new_meta = pd.concat([new_meta, added_rows[[c for c in new_meta.columns if c in added_rows]]],
+                         ignore_index=True)
+    new_vectors = np.stack([vector_of[j] if j in vector_of else
+                            np.asarray(catalog.embeddings[row_of_hash[facts_of[j][0]]], np.float32)
+                            for j in new_js]).astype(np.float32) if new_js else np.zeros((0, catalog.dim), np.float32)
 
-        # Embeddings: the old file's rows (changed rows patched in a copy of their block), then new.
-        blocks: list[np.ndarray] = [catalog.embeddings]
-        if updated:  # old rows with the changed ones replaced, as slices (nothing loaded whole)
-            blocks, at = [], 0
-            for r, j in sorted(updated):
-                blocks += [catalog.embeddings[at:r], vector_of[j][None]]
-                at = r + 1
-            blocks.append(catalog.embeddings[at:])
-        blocks.append(new_vectors)
+    # Embeddings: the old file's rows (changed rows patched in a copy of their block), then new.
+    blocks: list[np.ndarray] = [catalog.embeddings]
+    if updated:  # old rows with the changed ones replaced, as slices (nothing loaded whole)
+        blocks, at = [], 0
+        for r, j in sorted(updated):
+            blocks += [catalog.embeddings[at:r], vector_of[j][None]]
+            at = r + 1
+        blocks.append(catalog.embeddings[at:])
+    blocks.append(new_vectors)
 
-        record = dict(info.index)
-        rebuilt = False
-        flat = stores_no_vectors(record["factory"])  # nothing to update: its vectors are embeddings.npy
-        index = None if flat else catalog.index
-        if updated and not flat:
-            changed_ids = catalog.ids[[r for r, _ in updated]]
-            try:
-                index.remove_ids(faiss.IDSelectorBatch(changed_ids))
-                index.add_with_ids(np.stack([vector_of[j] for _, j in updated]), changed_ids)
-            except RuntimeError:  # HNSW cannot remove: rebuild from the embeddings
-                rebuilt = True
-        if rebuilt:
-            all_vectors = np.concatenate(blocks)
-            index, record = build_index(IndexChoice.from_dict(record), all_vectors, new_meta, info, progress,
-                                         tune=False)
-            record = {**info.index, **{k: v for k, v in record.items() if k in ("build_seconds",)}}
-        elif not flat:
-            index.add_with_ids(new_vectors, new_meta[ID_COLUMN].to_numpy(np.int64)[len(old_meta):])
-        ok_paths = set(table[PATH_COLUMN].iloc[[j for _, j in updated] + new_js])
-        info_skipped = merge_skipped(info.skipped, failures, now_ok=ok_paths)
-        info.next_id, info.index = first_id + len(new_js), record
-        info.counts, info.skipped = counts(new_meta, info_skipped), info_skipped
-        report.items, report.updated = len(new_meta), len(updated)
-        report.reused = sum(1 for j in new_js if j not in vector_of)
-        report.added = len(new_js) - report.reused
-        report.index = record
-        info.last_operation = {"operation": "add", "added": report.added + report.reused,
-                                  "updated": report.updated, "skipped": len(failures), "duplicates": duplicates,
-                                  "at": now()}
-        commit_catalog(folder, blocks, new_meta, index, info, info.version)
-    report.seconds = time.perf_counter() - started
+    record = dict(info.index)
+    rebuilt = False
+    flat = stores_no_vectors(record["factory"])  # nothing to update: its vectors are embeddings.npy
+    index = None if flat else catalog.index
+    if updated and not flat:
+        changed_ids = catalog.ids[[r for r, _ in updated]]
+        try:
+            index.remove_ids(faiss.IDSelectorBatch(changed_ids))
+            index.add_with_ids(np.stack([vector_of[j] for _, j in updated]), changed_ids)
+        except RuntimeError:  # HNSW cannot remove: rebuild from the embeddings
+            rebuilt = True
+    if rebuilt:
+        all_vectors = np.concatenate(blocks)
+        index, record = build_index(IndexChoice.from_dict(record), all_vectors, new_meta, info, progress,
+                                     tune=False)
+        record = {**info.index, **{k: v for k, v in record.items() if k in ("build_seconds",)}}
+    elif not flat:
+        index.add_with_ids(new_vectors, new_meta[ID_COLUMN].to_numpy(np.int64)[len(old_meta):])
+    ok_paths = set(table[PATH_COLUMN].iloc[[j for _, j in updated] + new_js])
+    info_skipped = merge_skipped(info.skipped, failures, now_ok=ok_paths)
+    info.next_id, info.index = first_id + len(new_js), record
+    info.counts, info.skipped = counts(new_meta, info_skipped), info_skipped
+    report.items, report.updated = len(new_meta), len(updated)
+    report.reused = sum(1 for j in new_js if j not in vector_of)
+    report.added = len(new_js) - report.reused
+    report.index = record
+    info.last_operation = {"operation": "add", "added": report.added + report.reused,
+                              "updated": report.updated, "skipped": len(failures), "duplicates": duplicates,
+                              "at": now()}
+    commit_catalog(folder, blocks, new_meta, index, info, info.version)
     return report
 
 

@@ -25,6 +25,7 @@ from index.description import CatalogInfo
 from index.evaluation import NpyRows, RecallReport, recall_at_k
 from index.manifest import CATEGORY_COLUMN, PATH_COLUMN, PRODUCT_COLUMN
 from index.search import SearchHits, search_vectors
+from index.uploaded_files import image_files
 from index.store import (ID_COLUMN, IMAGE_PATH_COLUMN, INDEX_FILE, INTERNAL_COLUMNS, METADATA_FILE, VERSIONS_DIR,
                          CatalogError, UnknownItemError, add_vectors, read_index, read_info, stores_no_vectors)
 from index.vectors import open_vectors, scoring_vectors
@@ -48,9 +49,8 @@ class Catalog:
             raise CatalogError("catalog metadata is not sorted by id: the catalog is damaged; rebuild it")
         root = info.root or ""
         self.metadata = metadata
-        if PATH_COLUMN in metadata:
-            self.metadata = metadata.assign(**{IMAGE_PATH_COLUMN: root.rstrip("/\\") + os.sep
-                                               + metadata[PATH_COLUMN].astype(str)})
+        if PATH_COLUMN in metadata:  # uploaded photos lie in the catalog folder itself (index.uploaded_files)
+            self.metadata = metadata.assign(**{IMAGE_PATH_COLUMN: image_files(folder, root, metadata[PATH_COLUMN])})
         self._pools: dict[str, tuple[np.ndarray, faiss.IDSelector, np.ndarray]] = {}
         self._columns: dict[str, np.ndarray] | None = None
         self.backend = None  # where candidates come from: None = the FAISS index above (index.backends)

@@ -28,20 +28,22 @@ from index.store import (HASH_COLUMN, ID_COLUMN, IMAGE_PATH_COLUMN, MTIME_COLUMN
                          commit_catalog, normalise_rel, now, read_info_or_none, restore_version,
                          stores_no_vectors)
 from index.tune import build_index
+from index.uploaded_files import image_file
 
 if TYPE_CHECKING:  # torch is imported only where a model runs: loading and evaluating need none
     from embedder.embed import Embedder
 
 
 def embed_files(embedder: "Embedder", paths: Sequence[Path], progress: ProgressCallback, stage: str,
-                root: Path | None = None
+                root: Path | Sequence[Path] | None = None
                 ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, str]], list[tuple[str, int, int]]]:
     """Embed and fingerprint files: (vectors, indices embedded, [(index, reason)], facts per vector).
-    A path that a symbolic link leads outside `root` is a failure, never opened."""
+    A path that a symbolic link leads outside `root` (outside every one of several) is a failure, never opened."""
     if not paths:
         return np.zeros((0, embedder.feature_dim), np.float32), np.zeros(0, np.int64), [], []
-    refused = {} if root is None else {i: why for i, path in enumerate(paths)
-                                       if (why := link_outside(root, path)) is not None}
+    roots = [] if root is None else [root] if isinstance(root, (str, os.PathLike)) else list(root)
+    reasons = {i: [link_outside(base, path) for base in roots] for i, path in enumerate(paths)} if roots else {}
+    refused = {i: why[0] for i, why in reasons.items() if all(why)}
     if refused:
         inside = np.asarray([i for i in range(len(paths)) if i not in refused], np.int64)
         vectors, embedded, failures, facts = embed_files(embedder, [paths[i] for i in inside], progress, stage)
@@ -348,8 +350,9 @@ def rebuild_catalog(folder: str | os.PathLike, *, model=None, index: str | None 
             if precision and precision != embedder.precision:
                 embedder, _ = load_embedder(info.model_path, precision)
         if reembed:
-            paths = [catalog.root / p for p in metadata[PATH_COLUMN].astype(str)]
-            vectors, embedded, failures, facts = embed_files(embedder, paths, progress, "re-embedding", catalog.root)
+            paths = [Path(image_file(folder, catalog.root, p)) for p in metadata[PATH_COLUMN].astype(str)]
+            vectors, embedded, failures, facts = embed_files(embedder, paths, progress, "re-embedding",
+                                                             (catalog.root, folder))
             if len(vectors) == 0:
                 raise CatalogError("none of the catalog's images could be read for re-embedding "
                                    f"(first: {failures[0][1] if failures else '?'}); are they still under {catalog.root}?")

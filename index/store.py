@@ -12,6 +12,8 @@ Layout of a catalog folder DIR:
     DIR/versions/<version>/catalog.json      the description of that version (a copy of what
                                              DIR/catalog.json said when it was written), so
                                              the version can be restored
+    DIR/photos/<batch>/                      uploaded photos (index.uploaded_files), named in the
+                                             metadata relative to DIR: a copy of DIR is a whole catalog
     DIR/.lock                                held (an OS lock) by the one process changing DIR;
     DIR/.lock-holder                         says who, for the message another writer gets
 
@@ -55,8 +57,8 @@ from index.calibration import calibrate
 from index.choose import index_kind
 from index.description import FORMAT, CatalogInfo
 from index.manifest import PATH_COLUMN
-from index.uploaded_files import (UPLOADS_FOLDER, claim_uploads, delete_uploads, unadded_uploads,
-                                  uploads_only_in)
+from index.uploaded_files import (PHOTOS_FOLDER, adopt_legacy_uploads, delete_photos, named_photos,
+                                  unnamed_photos)
 
 INFO_FILE = "catalog.json"
 LOCK_FILE = ".lock"
@@ -349,9 +351,12 @@ def commit_catalog(folder: Path, embedding_blocks: Sequence[np.ndarray], metadat
                    index: faiss.Index | None, info: CatalogInfo, previous: str | None) -> CatalogInfo:
     """Write a complete new version (embeddings, metadata, index), then point catalog.json at it."""
     info.calibration = calibrate(embedding_blocks, metadata)  # what a real match scores in this version
-    if info.root and (Path(info.root) / UPLOADS_FOLDER).is_dir():  # before the version exists: no other catalog's clean-up
-        paths = metadata[PATH_COLUMN].astype(str)     # deletes an uploaded photo it names
-        claim_uploads(folder, info.root, paths[paths.str.startswith(UPLOADS_FOLDER + "/")])
+    if PATH_COLUMN in metadata:  # uploads kept below the image folder by earlier versions move into DIR
+        paths, copied = adopt_legacy_uploads(folder, info.root, metadata[PATH_COLUMN])
+        if copied or not paths.equals(metadata[PATH_COLUMN].astype(str)):
+            metadata = metadata.assign(**{PATH_COLUMN: paths})
+            info.last_operation = {**(info.last_operation or {}), "uploads_copied_into_catalog": copied}
+
     def write(staging: Path) -> None:
         write_embeddings(staging / EMBEDDINGS_FILE, embedding_blocks, info.feature_dim)
         write_metadata(staging / METADATA_FILE, metadata)
@@ -387,36 +392,45 @@ def commit_version(folder: Path, write: Callable[[Path], None], info: CatalogInf
 def _collect_garbage(folder: Path, keep: set) -> None:
     """Remove unfinished staging folders, versions older than the previous one, and the temporary
     catalog.json of a writer that was killed (writers hold the lock, so none is being written);
-    then the uploaded photos that only the removed versions named (index.uploaded_files)."""
+    then the uploaded photos no version left on disk names (index.uploaded_files)."""
     for stale in folder.glob(f".{INFO_FILE}.*.tmp"):
         stale.unlink(missing_ok=True)
     versions = folder / VERSIONS_DIR
     if not versions.is_dir():
         return
-    dropped = [entry for entry in versions.iterdir() if entry.name not in keep]
-    uploads = uploads_only_in(folder, dropped, [versions / name for name in keep if name],
-                              lambda version: read_info_or_none(version, "root"), _image_paths, VERSIONS_DIR)
-    for entry in dropped:
-        shutil.rmtree(entry, ignore_errors=True)
-    delete_uploads(uploads)
+    for entry in versions.iterdir():
+        if entry.name not in keep:
+            shutil.rmtree(entry, ignore_errors=True)
+    collect_photos(folder)
 
 
-def discard_unadded_uploads(folder: str | os.PathLike, batch: str | os.PathLike) -> list[Path]:
-    """After adding an upload's batch folder to the catalog: delete the photos saved there that no version
-    names (the add left them out), and the folder when nothing else is left (index.uploaded_files)."""
-    files = unadded_uploads(Path(batch), Path(folder), _image_paths, VERSIONS_DIR)
-    delete_uploads(files)
+def collect_photos(folder: str | os.PathLike) -> list[Path]:
+    """Delete every file below DIR/photos/ that no finished version on disk names: photos an add left out,
+    saved by an add that failed or was killed, or named only by versions already dropped. Only files inside
+    the catalog's own folder are ever deleted. Call under the catalog's lock; returns what was deleted."""
+    folder = Path(folder)
+    if not (folder / PHOTOS_FOLDER).is_dir():
+        return []
+    named: set[str] = set()
+    versions = folder / VERSIONS_DIR
+    for version in (versions.iterdir() if versions.is_dir() else []):
+        if version.name.startswith(".") or not version.is_dir():
+            continue  # an unfinished write (the lock's holder is the only writer: this one)
+        paths = _catalog_paths(version)
+        if paths is None:
+            return []  # what cannot be read keeps its photos
+        named |= named_photos(paths)
+    files = unnamed_photos(folder, named)
+    delete_photos(folder, files)
     return files
 
 
-def _image_paths(version: Path) -> tuple[str, list[str]] | None:
-    """(image root, catalog paths) of a version folder; None when it cannot be read."""
+def _catalog_paths(version: Path) -> list[str] | None:
+    """The catalog paths a version folder names; None when they cannot be read."""
     try:
-        root = read_info(version).root
-        paths = pd.read_parquet(version / METADATA_FILE, columns=[PATH_COLUMN])[PATH_COLUMN].astype(str).tolist()
-    except (CatalogError, OSError, ValueError, KeyError, ImportError):
+        return pd.read_parquet(version / METADATA_FILE, columns=[PATH_COLUMN])[PATH_COLUMN].astype(str).tolist()
+    except (OSError, ValueError, KeyError, ImportError):
         return None
-    return root, paths
 
 
 # ----------------------------------------------------------------------------- versions and restore

@@ -30,7 +30,7 @@ Large images (kind "large image": over small test upload caps, or about 1 s to d
 
 Paths (kind "path": hostile as paths, for the doors that take one):
     link-to-proc-mem.png, link-to-dev-zero.jpg   symbolic links to special files: refused
-    link-outside-root.png   a link to outside/sentinel.png: followed (documented)
+    link-outside-root.png   a link to outside/sentinel.png: decoded when given directly, skipped by build/add
     ..dots..in-name.jpg, new<newline>line.jpg, unicodé-鞋-👟.jpg   ordinary photos, odd names
     name-longer-than-name-max.jpg   a manifest row whose file name exceeds NAME_MAX: refused
 
@@ -89,6 +89,8 @@ class HostileFile:
     pixels: for accepted images, ((x, y), rgb) points the decoded image must show (within 40 per
         channel: JPEG is lossy).
     marker: for the checkpoint, the file its payload would create if its code ever ran.
+    catalog_error: a fragment of the reason build and add skip it with, though the decoder reads it (a link
+        leading outside the image folder).
     """
     name: str
     path: Path
@@ -99,6 +101,7 @@ class HostileFile:
     pixels: tuple[tuple[tuple[int, int], tuple[int, int, int]], ...] = ()
     marker: Path | None = None
     extra: dict = field(default_factory=dict)
+    catalog_error: str | None = None
 
     @property
     def refused(self) -> bool:
@@ -265,8 +268,10 @@ def make_hostile_corpus(folder: str | Path) -> dict[str, HostileFile]:
                   for name, f in corpus.items()]).to_csv(manifest, index=False)
     corpus["manifest.csv"] = HostileFile("manifest.csv", manifest, "manifest",
                                          "every hostile image, one row each", size=None,
-                                         extra={"good": sorted(n for n, f in corpus.items() if not f.refused),
-                                                "bad": sorted(n for n, f in corpus.items() if f.refused)})
+                                         extra={"good": sorted(n for n, f in corpus.items()
+                                                               if not f.refused and not f.catalog_error),
+                                                "bad": sorted(n for n, f in corpus.items()
+                                                              if f.refused or f.catalog_error)})
 
     sentinel = outside / "sentinel.png"
     sentinel.write_bytes(_encode(_photo(), "PNG"))
@@ -395,12 +400,12 @@ def _add_hostile_paths(corpus: dict[str, HostileFile], images: Path, outside: Pa
         return where
 
     path("link-to-proc-mem.png", "link-to-proc-mem.png", "a symbolic link to /proc/self/mem",
-         error="system file").symlink_to("/proc/self/mem")
+         error="system file", catalog_error="leading outside the image folder").symlink_to("/proc/self/mem")
     path("link-to-dev-zero.jpg", "link-to-dev-zero.jpg", "a symbolic link to /dev/zero (endless zeros)",
-         error="system file").symlink_to("/dev/zero")
+         error="system file", catalog_error="leading outside the image folder").symlink_to("/dev/zero")
     path("link-outside-root.png", "link-outside-root.png",
-         "a symbolic link to an image outside the catalog root (followed: see docs/hostile-input.md)",
-         size=(48, 32)).symlink_to(outside / "sentinel.png")
+         "a symbolic link to an image outside the catalog root (skipped by build and add: docs/hostile-input.md)",
+         size=(48, 32), catalog_error="leading outside the image folder").symlink_to(outside / "sentinel.png")
     photo = _encode(_photo(), "JPEG", quality=90)
     for name, description in (("..dots..in-name.jpg", "a file name with '..' in it (not a parent folder)"),
                               ("new\nline.jpg", "a file name with a newline in it"),

@@ -208,8 +208,9 @@ def test_upload_adds_the_good_photos_and_lists_every_bad_one(shop):
         assert bad in listed
     added = Catalog.load(shop["catalog"]).metadata.tail(2)
     assert added["category"].tolist() == ["scarves", "scarves"] and set(added["product_id"]) == {"scarf-9"}
-    uploads = list((shop["images"] / "uploads").rglob("*.*"))
-    assert all(shop["images"] in p.parents for p in uploads)
+    uploads = [p for p in (shop["catalog"] / "photos").rglob("*") if p.is_file()]
+    assert len(uploads) == 2 and set(map(str, uploads)) == set(Catalog.load(shop["catalog"]).metadata["image_path"].tail(2))
+    assert not (shop["images"] / "uploads").exists()  # kept in the catalog folder, not the store's image folder
     assert not (shop["data"] / "escape.png").exists() and not (shop["images"] / "escape.png").exists()
 
 
@@ -232,7 +233,7 @@ def test_zip_with_too_many_entries_is_refused_whole_before_extracting(tmp_path):
 def test_zip_whose_entries_expand_too_far_is_refused(tmp_path, monkeypatch):
     import app.uploads
 
-    monkeypatch.setattr(app.uploads, "MAX_ZIP_TOTAL_BYTES", 1 << 20)
+    monkeypatch.setattr(app.uploads, "MAX_UPLOAD_BYTES", 1 << 20)
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
         bundle.writestr("zeros.png", b"\0" * (2 << 20))  # 2 MiB of zeros in a few KiB

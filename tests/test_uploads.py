@@ -1,18 +1,24 @@
-"""Photos uploaded to add (app/uploads.py): a zip's folders are product ids, and every bad entry is
-listed while the good ones beside it are saved."""
+"""Photos uploaded to add (app/uploads.py): a zip's folders are product ids, every bad entry is listed while
+the good ones beside it are kept, nothing is written before the add saves them in the catalog folder, and one
+cap holds for the whole upload."""
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from app.uploads import UploadError, folder_product, stage_uploads
+import io
+import zipfile
+
+import app.uploads
+from app.uploads import UploadError, folder_product, stage_uploads, zip_members
 from index.manifest import read_manifest
-from index.uploaded_files import UPLOAD_MARK, UPLOADS_FOLDER
+from index.uploaded_files import PHOTOS_FOLDER
 from conftest import product_photo, zip_of  # noqa: E402
 
 
 def saved_rows(staged) -> dict[str, str]:
-    """Saved file name -> product id, as the upload's manifest records them."""
+    """Saved file name -> product id, as the upload's manifest records them once saved."""
+    staged.save()
     table = read_manifest(staged.manifest)
     return dict(zip(table["path"], table["product_id"]))
 
@@ -27,10 +33,10 @@ def test_a_zip_of_product_folders_gives_each_photo_its_folders_product_id(tmp_pa
     archive = zip_of({"shoe-123/front.png": product_photo((200, 20, 20)), "shoe-123/side.png": product_photo((190, 30, 20)),
                       "shoe-124/front.png": product_photo((20, 20, 200))})
     staged = stage_uploads([("new.zip", archive)], tmp_path, "shoes")
-    assert staged.bad == []
+    assert staged.bad == [] and list(tmp_path.iterdir()) == []  # checked in memory: nothing written yet
     assert saved_rows(staged) == {"shoe-123-front.png": "shoe-123", "shoe-123-side.png": "shoe-123",
                                   "shoe-124-front.png": "shoe-124"}
-    assert staged.folder.parent == tmp_path / UPLOADS_FOLDER and (staged.folder / UPLOAD_MARK).is_file()
+    assert staged.folder.parent == tmp_path / PHOTOS_FOLDER
     assert read_manifest(staged.manifest)["category"].unique().tolist() == ["shoes"]
 
 
@@ -56,6 +62,7 @@ def test_photos_outside_product_folders_are_listed_when_the_others_have_one(tmp_
 def test_a_zip_without_folders_adds_photos_without_product_ids(tmp_path):
     staged = stage_uploads([("flat.zip", zip_of({"a.png": product_photo((200, 20, 20)), "b.png": product_photo((20, 200, 20))}))],
                            tmp_path, "shoes")
+    staged.save()
     table = read_manifest(staged.manifest)
     assert sorted(table["path"]) == ["a.png", "b.png"] and "product_id" not in table
 
@@ -79,7 +86,7 @@ def test_every_bad_entry_is_listed_and_the_good_ones_are_saved(tmp_path):
     assert "folder's name" in reasons["batch.zip/bad name!/y.png"]
     assert saved_rows(staged) == {"shoe-123-front.png": "shoe-123", "shoe-123-side.png": "shoe-123"}
     written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
-    assert all(p.startswith(f"images/{UPLOADS_FOLDER}/{staged.folder.name}/") for p in written), written
+    assert all(p.startswith(f"images/{PHOTOS_FOLDER}/{staged.folder.name}/") for p in written), written
     assert not (tmp_path / "x.jpg").exists()
 
 
@@ -87,11 +94,39 @@ def test_nothing_is_saved_when_no_entry_is_a_usable_photo(tmp_path):
     archive = zip_of({"shoe-1/corrupt.jpg": b"\xff\xd8\xff nothing", "../x.jpg": product_photo((1, 2, 3))})
     with pytest.raises(UploadError, match="none of the uploaded files is a usable photo"):
         stage_uploads([("bad.zip", archive)], tmp_path, "shoes")
-    assert not (tmp_path / UPLOADS_FOLDER).exists()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_uploads_sit_in_a_new_batch_folder_each_time(tmp_path):
     first = stage_uploads([("a.png", product_photo((200, 20, 20)))], tmp_path, "shoes")
     second = stage_uploads([("a.png", product_photo((200, 20, 20)))], tmp_path, "shoes")
     assert first.folder != second.folder
+    first.save()
     assert pd.read_csv(first.manifest)["path"].tolist() == ["a.png"]
+
+
+def zeros_zip(entries: int, each: int) -> bytes:
+    """A small zip whose entries expand to `each` bytes of zeros apiece."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+        for i in range(entries):
+            bundle.writestr(f"p{i}.png", b"\0" * each)
+    return out.getvalue()
+
+
+def test_one_cap_holds_for_the_whole_upload_across_its_zips_and_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(app.uploads, "MAX_UPLOAD_BYTES", 3 << 20)
+    archive = zeros_zip(4, 512 << 10)  # 2 MiB uncompressed in a few KiB: under the cap on its own
+    assert len(archive) < 50_000 and len(zip_members("one.zip", archive)[0]) == 4
+    with pytest.raises(UploadError, match="brings this upload past the 3 MiB one upload may hold"):
+        stage_uploads([("a.zip", archive), ("b.zip", archive)], tmp_path, "shoes")  # 4 MiB together
+    photo = product_photo((200, 20, 20))
+    with pytest.raises(UploadError, match="one upload may hold .all its files and zip entries together."):
+        stage_uploads([("a.zip", archive), ("big.png", photo + bytes((1 << 20) + 1))], tmp_path, "shoes")
+    assert list(tmp_path.iterdir()) == []  # refused whole: nothing written
+
+
+def test_a_zip_whose_entries_expand_beyond_what_they_declare_stops_at_the_uploads_cap(monkeypatch):
+    monkeypatch.setattr(app.uploads, "MAX_UPLOAD_BYTES", 1 << 20)
+    with pytest.raises(UploadError, match="uncompressed"):
+        zip_members("zeros.zip", zeros_zip(1, 2 << 20))

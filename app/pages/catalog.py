@@ -188,8 +188,8 @@ def add_form(folder: Path, model: Path) -> None:
             run_operation("Adding images", add_to_catalog, folder, model=model if model.is_file() else None, **where)
 
 
-def upload_form(folder: Path, model: Path, image_root: Path, categories: list[str]) -> None:
-    """Photos or zips from the browser, saved below the catalog's image folder, then added."""
+def upload_form(folder: Path, model: Path, categories: list[str]) -> None:
+    """Photos or zips from the browser, saved inside the catalog folder (DIR/photos/), then added."""
     with st.form("upload_form", clear_on_submit=False):
         files = st.file_uploader("Photos, or zips of photos", accept_multiple_files=True, key="upload_files",
                                  type=[*sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS), "zip"])
@@ -206,14 +206,12 @@ def upload_form(folder: Path, model: Path, image_root: Path, categories: list[st
         if not files:
             st.warning("Choose the photos to upload first.")
             return
-        if confined(str(image_root)) is None:  # uploads are saved below the image folder: it must be ours
-            return
         try:
-            staged = stage_uploads([(f.name, f.getvalue()) for f in files], image_root, category, product)
+            staged = stage_uploads([(f.name, f.getvalue()) for f in files], folder, category, product)
         except UploadError as exc:
             st.error(f"Nothing was added: {exc}", icon=":material/error:")
             return
-        # The photos saved for it that the add leaves out (or all, when it fails) are deleted after it.
+        # Saved and added under the catalog's lock; those the add leaves out (all, when it fails) are deleted.
         run_operation(f"Adding {len(staged.saved):,} uploaded photos", add_uploads, folder, staged, refused=staged.bad,
                       model=model if model.is_file() else None)
 
@@ -413,7 +411,7 @@ def page() -> None:
         remove_section(ui.catalog_items(catalog), info.get("skipped", []))
     with add_tab:
         st.markdown("**Upload photos**")
-        upload_form(cfg.catalog, cfg.model, catalog.root, sorted(info.get("counts", {}).get("categories", {})))
+        upload_form(cfg.catalog, cfg.model, sorted(info.get("counts", {}).get("categories", {})))
         st.markdown("**Or add a folder or manifest already on the server**")
         add_form(cfg.catalog, cfg.model)
     with undo_tab:
