@@ -142,6 +142,8 @@ def run(args) -> dict:
               "added_latency_1000px": added_latency(service.embedder, big),
               "catalog_leave_one_out": None if args.skip_catalog else
               {k: v for k, v in catalog_loo(service.embedder, service.catalog).items() if not k.endswith("vectors")}}
+    if args.before:  # the same families and seed measured with the product before (another run)
+        report["before"] = json.loads(Path(args.before).read_text())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -201,6 +203,28 @@ def markdown(report: dict) -> str:
         fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
         lines.append(f"| {name} | {row['group']} | {'yes' if row['textured'] else 'no'} | {row['native_R@1']:.3f} | "
                      f"{cells} | {fmt(auto['right_without_notice'])} | {fmt(auto['wrong_with_notice'])} |")
+    before = report.get("before")
+    if before:
+        lines += ["", "## Before and after", "", f"Before: `{before['command']}` (model `{before['model']}`, "
+                  f"catalog `{before['catalog']}`, mask model {before.get('mask_model') or 'none: the hand rules'}), "
+                  "the same families, items and seed.", "",
+                  "| family | group | automatic crop before → after | true box before → after | loose box before → after |",
+                  "|---|---|---|---|---|"]
+        for name, row in report["families"].items():
+            old = before["families"].get(name)
+            if old:
+                lines.append(f"| {name} | {row['group']} | " + " | ".join(
+                    f"{old[k]['x_native']:.3f} → {row[k]['x_native']:.3f}" for k in KINDS) + " |")
+        for name, row in report["summary"].items():
+            old = before["summary"].get(name, {})
+            if "se_x" in row and "se_x" in old:
+                lines.append(f"| held out: {name} | | {old['x_native']:.3f} → {row['x_native']:.3f} | | |")
+        old_notice = before["summary"]["notice, held out, automatic crop"]
+        lines += ["", f"Notice before: right answers without it {old_notice['right_without_notice']:.3f}, wrong answers "
+                  f"with it {old_notice['wrong_with_notice']:.3f}, out-of-catalog photos with it "
+                  f"{before['out_of_catalog']['with_notice']:.3f}."]
+        if before.get("catalog_leave_one_out"):
+            lines.append(f"The catalog's own leave-one-out R@1 before: {before['catalog_leave_one_out']['R@1_with']:.4f}.")
     lat = report["added_latency_1000px"]
     lines += ["", f"Added latency of the check, the learned mask and the normalisation (one core, {lat['photos']} held-out "
               f"photos of 900 px or more): p50 {lat['p50_ms']:.1f} ms, p95 {lat['p95_ms']:.1f} ms."]
@@ -252,6 +276,7 @@ def main(argv=None) -> None:
     parser.add_argument("--latency-photos", type=int, default=100)
     parser.add_argument("--seed", type=int, default=2027)
     parser.add_argument("--out", default="reports/shopper-families")
+    parser.add_argument("--before", help="a report.json of the same benchmark with the product before, shown beside")
     parser.add_argument("--skip-catalog", action="store_true", help="skip the catalog's leave-one-out re-embedding")
     parser.add_argument("--tune", action="store_true", help="measure --grid settings on tuning families")
     parser.add_argument("--families", nargs="+", default=list(TUNING_FAMILIES), help="with --tune: tuning families only")

@@ -181,7 +181,8 @@ def photo_contrast(pixels: np.ndarray) -> float:
 
 
 def analyse(image: Image.Image, settings: DomainSettings = DomainSettings(),
-            within: tuple[float, float, float, float] | None = None, mask_model: ProductMask | None = None) -> Analysis:
+            within: tuple[float, float, float, float] | None = None, mask_model: ProductMask | None = None,
+            offer_others: bool = True) -> Analysis:
     """Background, clutter and the product's extent of one photo.
 
     Without a confident background (see DomainSettings' confidence fields) the box is the whole
@@ -189,7 +190,8 @@ def analyse(image: Image.Image, settings: DomainSettings = DomainSettings(),
     within: the shopper's query region (fractions of the photo): the product is whatever stands
     out inside it, measured against the background around it.
     mask_model: the learned product mask (default: the shipped one) where settings.product_finder
-    asks for it; photos smaller than MASK_FROM (catalog images) always take the hand rules."""
+    asks for it; photos smaller than MASK_FROM (catalog images) always take the hand rules.
+    offer_others: also find the other things beside the product (Analysis.others; a search skips them)."""
     pixels = shrink(image)
     h, w, _ = pixels.shape
     probability = None
@@ -202,15 +204,18 @@ def analyse(image: Image.Image, settings: DomainSettings = DomainSettings(),
                       photo_contrast(pixels))
     background = result.background_at(np.linspace(0, 1, w), np.linspace(0, 1, h))
     result.cluttered = noise > settings.clutter_noise  # a textured or busy backdrop
-    if result.cluttered:
-        distance, threshold = background_distance(pixels, background, settings)
-    else:  # a plain backdrop (or a catalog image: the product may fill the border's palette)
-        distance = np.linalg.norm(pixels - background, axis=2)
-        threshold = max(settings.min_contrast, settings.noise_factor * noise)
-    foreground = distance > threshold
-    rules = foreground
+
+    def rules() -> np.ndarray:  # what stands out from the border's background, by the hand rules
+        if result.cluttered:
+            distance, threshold = background_distance(pixels, background, settings)
+        else:  # a plain backdrop (or a catalog image: the product may fill the border's palette)
+            distance = np.linalg.norm(pixels - background, axis=2)
+            threshold = max(settings.min_contrast, settings.noise_factor * noise)
+        return distance > threshold
     if probability is not None and (settings.product_finder == "learned" or within is not None):
-        foreground = probability > settings.mask_threshold
+        foreground = probability > settings.mask_threshold  # the rules only where they are asked for (a few ms)
+    else:
+        foreground = rules()
     result.border_product = float(foreground[_border(h, w)].mean())
     if result.cluttered and settings.clutter_crop == "frame" and within is None:
         result.clear_background = True
@@ -247,11 +252,11 @@ def analyse(image: Image.Image, settings: DomainSettings = DomainSettings(),
         if probability is not None and settings.product_finder == "learned":
             if chosen is None or float(probability[chosen].mean()) < settings.mask_confidence:
                 # The mask sees no product it is sure of (noise, a drawing unlike any product): the rules decide.
-                return analyse(image, replace(settings, product_finder="rules"), within)
+                return analyse(image, replace(settings, product_finder="rules"), within, offer_others=offer_others)
             # What else stands out, offered to the shopper, is what the rules find beside the product.
-            beside = ranked_regions(rules, min_share=settings.min_region_share, connectivity=settings.connectivity,
-                                    limit=1 + MAX_OTHER_OBJECTS, colours=pixels, neck_depth=settings.neck_depth,
-                                    neck_colour=settings.neck_colour)
+            beside = [] if not offer_others else ranked_regions(
+                rules(), min_share=settings.min_region_share, connectivity=settings.connectivity,
+                limit=1 + MAX_OTHER_OBJECTS, colours=pixels, neck_depth=settings.neck_depth, neck_colour=settings.neck_colour)
             others = [r for r in beside if (r & chosen).sum() < 0.5 * r.sum()
                       and r.sum() >= OTHER_OBJECT_SHARE * chosen.sum()][:MAX_OTHER_OBJECTS]
     if chosen is None or not chosen.any():
@@ -365,7 +370,7 @@ def normalise(image: Image.Image, *, size: int, channels: int, polarity: str, ma
     within = None
     if region is not None:
         image, within = with_context(image, region, settings.context)
-    analysis = analyse(image, settings, within, mask_model)
+    analysis = analyse(image, settings, within, mask_model, offer_others=False)
     width, height = image.size
     placed = _placement(analysis.box, width, height, size, margin)
     if placed is None:  # nothing to trim: the whole frame, padded to a square

@@ -11,6 +11,7 @@ from PIL import Image
 
 from embedder.category_head import category_logits
 from embedder.checkpoint import backbone_from_checkpoint, load_checkpoint
+from embedder.mask import DEFAULT_MASK_MODEL, ProductMask
 from embedder.preprocess import Preprocessing
 from embedder.embed import Embedder
 from index.importers import FASHION_MNIST_DIR, FASHION_MNIST_GROUPINGS, load_fashion_mnist_arrays
@@ -23,7 +24,7 @@ KEPT = MODELS / "coinsp-fmnist.pt"
 
 def documented_command() -> list[str]:
     text = (MODELS / "README.md").read_text()
-    line = re.search(r"^(?:[A-Z_]+=\S+ )*python -m training (.+)$", text, re.MULTILINE).group(1)
+    line = re.search(r"^(?:[A-Z_]+=\S+ )*python -m training (--.+)$", text, re.MULTILINE).group(1)
     return shlex.split(line)
 
 
@@ -46,9 +47,15 @@ def test_the_documented_command_has_the_configuration_stored_in_the_kept_model()
     # Preprocessing keys added since (the domain normalisation) take the values the checkpoint implies.
     stored["preprocessing"] = Preprocessing.from_dict(stored["preprocessing"]).to_dict()
     # input_reason says in words how the input was chosen (here: given by hand); the settings are compared.
-    ignore = {"out_dir", "cache_dir", "history", "train_manifest", "val_manifest", "input_reason"}
+    ignore = {"out_dir", "cache_dir", "history", "train_manifest", "val_manifest", "input_reason", "mask_model"}
     assert {k: v for k, v in config.items() if k not in ignore} == {k: v for k, v in stored.items() if k not in ignore}
     assert Path(stored["train_manifest"]).parts[-3:] == ("fashion-mnist", "train", "manifest_store.csv")
+
+
+def test_the_kept_model_names_the_mask_model_its_query_views_were_made_with_and_it_ships():
+    """Its query views went through the shipped product mask: the query path it was trained on is the one searched."""
+    stored = load_checkpoint(KEPT)["config"]
+    assert stored["mask_model"] == ProductMask.load(DEFAULT_MASK_MODEL).fingerprint
 
 
 def test_the_kept_model_embeds_a_photo_into_a_unit_vector():
