@@ -102,6 +102,7 @@ case "${1:-app}" in
     install_python_packages requirements-dev.txt
     apt_install dataset-fashion-mnist chromium chromium-driver
     shift
+    "$VENV/bin/ruff" check .  # settings in pyproject.toml
     exec "$VENV/bin/python" -m pytest -q "$@"
     ;;
   *)
