@@ -14,6 +14,11 @@ Catalog management (the Catalog page's add, remove, rebuild and build) is a role
     enters that token on the Catalog page (compared in constant time); without the variable the
     app serves search only. `./run.sh` makes a one-time token when it serves on a loopback
     address and prints it; on any other address it makes none.
+  - a weak token is refused, with the reason (`token_weakness`): under 16 characters, under 8
+    different characters, or under 72 bits by the characters' own frequencies (`aaaaaaaaaaaaaaaa`,
+    `password12345678`); `secrets.token_urlsafe(24)` (run.sh's) and `openssl rand -hex 16` pass.
+  - wrong tokens are slowed down per client address (app/sign_in_backoff.py), and the sign-in warns
+    when the page is reached over plain HTTP from another machine (`plain_http_problem`).
   - every folder or manifest the Catalog page accepts must lie inside the data root,
     COINSP_DATA_ROOT (default: the repository's data/ folder, where the importers write);
     anything else is refused before it is read or written.
@@ -27,8 +32,10 @@ from __future__ import annotations
 import argparse
 import hmac
 import ipaddress
+import math
 import os
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +47,8 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_ROOT = REPOSITORY / "data"
 ADMIN_TOKEN_ENV = "COINSP_ADMIN_TOKEN"
 MIN_ADMIN_TOKEN_LENGTH = 16  # characters: a guessable password would make the role decorative
+MIN_ADMIN_TOKEN_DISTINCT = 8  # different characters
+MIN_ADMIN_TOKEN_BITS = 72  # length x the entropy of its own character frequencies
 MAX_UPLOAD_MB = 20  # the app's upload cap (server.maxUploadSize); the decoder itself refuses over 50 MB
 START_COMMAND = (f"./run.sh, or: streamlit run app/main.py --server.address 127.0.0.1 --server.port 8501 "
                  f"--server.maxUploadSize {MAX_UPLOAD_MB}")
@@ -134,6 +143,23 @@ def admin_token(environ: dict[str, str] | None = None) -> str | None:
     return token or None
 
 
+def token_weakness(token: str) -> str | None:
+    """Why a configured token is too weak to guard catalog management (None: strong enough).
+
+    The bits are an estimate from the token itself: its length times the entropy of its own
+    character frequencies. It catches repeats and short alphabets (`aaaaaaaaaaaaaaaa`: 0 bits,
+    `abcdabcdabcdabcd`: 32); a random token of 16 bytes in hex or base64 scores 93 bits or more."""
+    if len(token) < MIN_ADMIN_TOKEN_LENGTH:
+        return f"it is shorter than {MIN_ADMIN_TOKEN_LENGTH} characters ({len(token)})"
+    counts = Counter(token)
+    if len(counts) < MIN_ADMIN_TOKEN_DISTINCT:
+        return f"it has only {len(counts)} different characters (at least {MIN_ADMIN_TOKEN_DISTINCT})"
+    bits = -sum(n * math.log2(n / len(token)) for n in counts.values())
+    if bits < MIN_ADMIN_TOKEN_BITS:
+        return f"it is too predictable: about {bits:.0f} bits of entropy (at least {MIN_ADMIN_TOKEN_BITS})"
+    return None
+
+
 def admin_token_problem(environ: dict[str, str] | None = None) -> str | None:
     """Why catalog management is off (None when a usable token is configured)."""
     token = admin_token(environ)
@@ -142,10 +168,28 @@ def admin_token_problem(environ: dict[str, str] | None = None) -> str | None:
                 f"app with a secret token in the environment variable {ADMIN_TOKEN_ENV} (at least "
                 f"{MIN_ADMIN_TOKEN_LENGTH} characters; ./run.sh makes one when it serves on 127.0.0.1) "
                 "and enter it here.")
-    if len(token) < MIN_ADMIN_TOKEN_LENGTH:
-        return (f"Catalog management is off: {ADMIN_TOKEN_ENV} is shorter than {MIN_ADMIN_TOKEN_LENGTH} "
-                "characters. Choose a longer secret (e.g. `openssl rand -hex 16`) and restart the app.")
+    weakness = token_weakness(token)
+    if weakness is not None:
+        return (f"Catalog management is off: {ADMIN_TOKEN_ENV} is too weak: {weakness}. Choose a random "
+                "secret (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(24))'` or "
+                "`openssl rand -hex 16`) and restart the app.")
     return None
+
+
+def plain_http_problem(url: str | None) -> str | None:
+    """A warning when the page was opened over plain HTTP from another machine (`url`: the address in
+    the browser, st.context.url): a token typed there crosses the network readable. None over HTTPS,
+    on a loopback address, or when the address is unknown."""
+    from urllib.parse import urlparse
+
+    if not url:
+        return None
+    parsed = urlparse(url)
+    if parsed.scheme != "http" or is_loopback(parsed.hostname):
+        return None
+    return (f"This page is served over plain HTTP ({parsed.scheme}://{parsed.netloc}): the token you type "
+            "crosses the network unencrypted. Serve the app behind a TLS proxy (docs/api.md, \"Serving beyond "
+            "this machine\") and sign in over https://.")
 
 
 def is_admin_token(entered: str, environ: dict[str, str] | None = None) -> bool:

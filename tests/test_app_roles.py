@@ -92,10 +92,56 @@ def test_the_right_token_opens_catalog_management_for_the_session(shop, monkeypa
     assert not widget_keys(at) & MANAGEMENT_KEYS
 
 
-def test_a_short_token_does_not_enable_management():
+def test_a_short_or_weak_token_does_not_enable_management():
     assert not is_admin_token("short", {"COINSP_ADMIN_TOKEN": "short"})
+    assert not is_admin_token("aaaaaaaaaaaaaaaa", {"COINSP_ADMIN_TOKEN": "aaaaaaaaaaaaaaaa"})
     assert not is_admin_token("", {})
     assert is_admin_token(TOKEN, {"COINSP_ADMIN_TOKEN": TOKEN})
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_repeated_wrong_tokens_make_the_address_wait_even_for_the_right_one(shop, monkeypatch):
+    from app import roles
+    from app.sign_in_backoff import SignInBackoff
+
+    clock = Clock()
+    monkeypatch.setattr(roles, "SIGN_IN_BACKOFF", SignInBackoff(clock, free=3, first_wait_s=2))
+    monkeypatch.setenv("COINSP_ADMIN_TOKEN", TOKEN)
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    for _ in range(2):
+        signed_in(at, "a-wrong-guess-of-the-secret")
+        assert at.error[0].value == "That is not the catalog manager token."
+    signed_in(at, "a-wrong-guess-of-the-secret")
+    assert "Wait 2 s before the next try" in at.error[0].value
+    signed_in(at)  # the right token, too soon: refused without being looked at
+    assert "Too many wrong tokens from your address: try again in 2 s" in at.error[0].value
+    assert not widget_keys(at) & MANAGEMENT_KEYS
+    clock.now += 2
+    signed_in(at)
+    assert {"add_source", "rebuild_submit"} <= widget_keys(at)
+
+
+@pytest.mark.parametrize("url, warned", [("http://192.168.1.20:8501/catalog", True),
+                                         ("https://shop.example.com/catalog", False),
+                                         ("http://127.0.0.1:8501/catalog", False)])
+def test_the_sign_in_warns_when_the_page_came_over_plain_http_from_another_machine(shop, monkeypatch, url, warned):
+    from app import roles
+
+    monkeypatch.setattr(roles, "browser_url", lambda: url)
+    monkeypatch.setenv("COINSP_ADMIN_TOKEN", TOKEN)
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    at.switch_page("pages/catalog.py").run()
+    warnings = [w.value for w in at.warning if "plain HTTP" in w.value]
+    assert len(warnings) == int(warned)
+    if warned:
+        assert "192.168.1.20:8501" in warnings[0] and "TLS proxy" in warnings[0]
 
 
 def test_paths_outside_the_data_root_are_refused_before_anything_is_written(shop, monkeypatch):
