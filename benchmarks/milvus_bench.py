@@ -7,10 +7,11 @@ what a query costs each engine at 10^4, 10^5 and 10^6 items.
 equality: the default catalog (catalogs/fashion-mnist-test, built by ./run.sh; see its README)
 served twice, by its FAISS index and by Milvus Lite (a collection synced from the folder, in a .db
 under .cache/bench/), searched by `--queries` new photos: seeded catalog items re-photographed
-(shifted, rotated, lighter or darker: benchmarks.grouped_search.augmented), through
-SearchService.search (the photo and its mirror image, exact re-scoring, the photo's own copy,
-calibration), plain, within the photo's category, with a metadata filter and grouped by product.
-Counted: queries whose top-10 ids are identical.
+(shifted, rotated, lighter or darker: benchmarks.grouped_search.augmented), each embedded once
+as SearchService.search embeds a photo (it and its mirror image), then ranked on both engines as
+the service ranks it (index.grouping.rank_results over the service's category and filter pools:
+exact re-scoring, the photo's own copy, grouping), plain, within the photo's category, with a
+metadata filter and grouped by product. Counted: queries whose top-10 ids are identical.
 
 latency: synthetic L2-normalised vectors (`--dim`, clustered: 1,000 centres plus noise), indexed by
 the rule of index.choose in FAISS and by index.milvus.milvus_index_choice in Milvus Lite, at each
@@ -32,10 +33,13 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+import torch
 
 from benchmarks.grouped_search import augmented
 from benchmarks.reporting import write_report
 from index.catalog import Catalog
+from index.filters import metadata_filter
+from index.grouping import rank_results
 from index.choose import choose_index
 from index.importers import load_fashion_mnist_arrays
 from index.milvus import VECTOR_FIELD, close_connections, milvus_index_choice
@@ -61,23 +65,38 @@ def equality(queries: int, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     items = np.sort(rng.choice(len(faiss_service.catalog), size=queries, replace=False))
     metadata = faiss_service.catalog.metadata
-    modes = {"plain": lambda i: {}, "category": lambda i: {"category": str(metadata["category"].iat[i])},
-             "metadata filter": lambda i: {"metadata_filter": FILTER},
-             "grouped by product": lambda i: {"group_by": "product_id"}}
+    flt = metadata_filter(FILTER, metadata.columns)
+    modes = {"plain": {}, "category": {"category": None}, "metadata filter": {"filter": flt},
+             "grouped by product": {"group_by": "product_id"}}
     same = {mode: 0 for mode in modes}
     scores_differ = {mode: 0.0 for mode in modes}
     times = {mode: {"faiss": [], "milvus": []} for mode in modes}
+    embedder = faiss_service.embedder
     for n, item in enumerate(items):
         row = int(np.flatnonzero(faiss_service.catalog.ids == item)[0])
         photo = augmented(images[int(str(metadata["path"].iat[row])[-9:-4])], rng).convert("RGB")
+        # The photo and its mirror image embedded once, as SearchService.search embeds them; each
+        # mode then ranks them on both engines as SearchService.search does (index.grouping).
+        view = embedder.preprocessing.to_uint8(photo, None)
+        vectors = embedder.vectors(embedder.features_uint8(torch.from_numpy(np.stack([view, view[:, :, ::-1]]))))
         for mode, options in modes.items():
-            a = faiss_service.search(photo, k=K, **options(row))
-            b = milvus_service.search(photo, k=K, **options(row))
-            same[mode] += a.frame["id"].tolist() == b.frame["id"].tolist()
-            if len(a.frame) == len(b.frame):
-                scores_differ[mode] = max(scores_differ[mode], float(np.abs(a.frame["score"].to_numpy() - b.frame["score"].to_numpy()).max(initial=0)))
-            times[mode]["faiss"].append(a.timing.search_s)
-            times[mode]["milvus"].append(b.timing.search_s)
+            shown = {}
+            for engine, service in (("faiss", faiss_service), ("milvus", milvus_service)):
+                pool = None
+                if "category" in options:
+                    pool = service.catalog.category_pool(str(metadata["category"].iat[row]))
+                elif "filter" in options:
+                    found = service.filter_pool(options["filter"])
+                    pool = (found.rows, found.selector)
+                t = time.perf_counter()
+                shown[engine] = rank_results(service.catalog, vectors, K, pool=pool, mark_copies=True,
+                                             group_by=options.get("group_by")).frame
+                times[mode][engine].append(time.perf_counter() - t)
+            a, b = shown["faiss"], shown["milvus"]
+            same[mode] += a["id"].tolist() == b["id"].tolist()
+            if len(a) == len(b):
+                difference = np.abs(a["score"].to_numpy() - b["score"].to_numpy()).max(initial=0)
+                scores_differ[mode] = max(scores_differ[mode], float(difference))
         if (n + 1) % 50 == 0:
             print(f"equality: {n + 1}/{queries} photos", flush=True)
     close_connections()
@@ -217,8 +236,8 @@ def markdown(parts: dict) -> str:
     if eq:
         lines += ["## Same results", "",
                   f"{eq['queries']:,} new photos (seed {eq['seed']}) of items of `{eq['catalog']}` ({eq['items']:,} items, "
-                  f"{eq['dim']}-d, FAISS index {eq['faiss_index']}), searched through `SearchService.search` on both "
-                  f"engines; filter `{eq['filter']}`. {eq['milvus_sync']}.", "",
+                  f"{eq['dim']}-d, FAISS index {eq['faiss_index']}), embedded once each and ranked on both engines as "
+                  f"`SearchService.search` ranks them (`index.grouping.rank_results`); filter `{eq['filter']}`. {eq['milvus_sync']}.", "",
                   "| search | identical top-10 | largest score difference | search p50 FAISS / Milvus Lite |",
                   "|---|---:|---:|---:|"]
         for mode, r in eq["modes"].items():
@@ -261,7 +280,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.part in ("all", "latency"):
         result = latency([int(s) for s in args.sizes.split(",")], args.dim, args.latency_queries, args.big_queries,
                          args.ivf_from, args.seed)
-        (args.out / "latency.json").write_text(json.dumps(result, indent=2) + "\n")
+        previous = args.out / "latency.json"  # rows of other sizes (or dims) measured by an earlier run stay
+        if previous.is_file():
+            kept = [r for r in json.loads(previous.read_text())["sizes"]
+                    if (r["items"], r["dim"]) not in {(row["items"], row["dim"]) for row in result["sizes"]}]
+            result["sizes"] = sorted(kept + result["sizes"], key=lambda r: (r["dim"], r["items"]))
+        previous.write_text(json.dumps(result, indent=2) + "\n")
     parts = {p: json.loads((args.out / f"{p}.json").read_text()) for p in ("equality", "latency")
              if (args.out / f"{p}.json").is_file()}
     write_report(args.out, "report", parts, markdown(parts))

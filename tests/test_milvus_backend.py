@@ -172,7 +172,7 @@ def test_a_collection_behind_the_folder_is_synced_from_it_before_it_is_searched(
     assert after.backend.sync(after).in_step
 
 
-def test_search_and_evaluate_from_the_command_line(shop, services, capsys):
+def test_search_evaluate_and_hygiene_from_the_command_line(shop, services, capsys):
     backend = f"milvus-lite:{shop['root'] / 'served.db'}"
     assert cli(["search", "--catalog", str(shop["folder"]), "--model", str(shop["model"]), "--id", "3", "--k", "4",
                 "--filter", "brand=X", "--group-by", "product_id", "--json", "--backend", backend]) == 0
@@ -185,6 +185,8 @@ def test_search_and_evaluate_from_the_command_line(shop, services, capsys):
     assert cli(["evaluate", "--catalog", str(shop["folder"]), "--out", str(shop["root"] / "recall"),
                 "--backend", backend]) == 0
     assert "recall@10 of the served index against exact search 1.0000" in capsys.readouterr().out
+    assert cli(["hygiene", "--catalog", str(shop["folder"]), "--out", str(shop["root"] / "hygiene"),
+                "--backend", backend]) == 0
 
 
 def test_the_http_api_serves_a_milvus_backed_catalog(shop, services, monkeypatch):
