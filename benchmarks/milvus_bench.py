@@ -53,9 +53,10 @@ K = 10
 
 # ----------------------------------------------------------------------------- equality
 
-def equality(queries: int, seed: int) -> dict:
-    db = WORK / "equality.db"
-    shutil.rmtree(db, ignore_errors=True)
+def equality(queries: int, seed: int, save=lambda result: None) -> dict:
+    """The comparison; `save` receives the figures so far every 50 photos (a run cut short still
+    reports how many photos it compared)."""
+    db = WORK / "equality.db"  # kept between runs: a collection in step with the catalog is not filled again
     faiss_service = SearchService(CATALOG, MODEL)
     started = time.perf_counter()
     served = Catalog.load(CATALOG, backend=f"milvus-lite:{db}")
@@ -97,16 +98,19 @@ def equality(queries: int, seed: int) -> dict:
             if len(a) == len(b):
                 difference = np.abs(a["score"].to_numpy() - b["score"].to_numpy()).max(initial=0)
                 scores_differ[mode] = max(scores_differ[mode], float(difference))
-        if (n + 1) % 50 == 0:
+        if (n + 1) % 50 == 0 or n + 1 == queries:
             print(f"equality: {n + 1}/{queries} photos", flush=True)
+            result = {"catalog": str(CATALOG), "items": len(faiss_service.catalog), "dim": faiss_service.catalog.dim,
+                      "faiss_index": faiss_service.catalog.info.index["factory"], "milvus_sync": sync.summary(),
+                      "queries": n + 1, "queries_asked": int(queries), "seed": seed, "filter": FILTER,
+                      "modes": {mode: {"identical_top10": same[mode] / (n + 1),
+                                       "max_score_difference": scores_differ[mode],
+                                       "search_ms_p50": {e: 1000 * float(np.median(t)) for e, t in times[mode].items()}}
+                                for mode in modes},
+                      "seconds": round(time.perf_counter() - started, 1)}
+            save(result)
     close_connections()
-    return {"catalog": str(CATALOG), "items": len(faiss_service.catalog), "dim": faiss_service.catalog.dim,
-            "faiss_index": faiss_service.catalog.info.index["factory"], "milvus_sync": sync.summary(),
-            "queries": int(queries), "seed": seed, "filter": FILTER,
-            "modes": {mode: {"identical_top10": same[mode] / queries, "max_score_difference": scores_differ[mode],
-                             "search_ms_p50": {e: 1000 * float(np.median(t)) for e, t in times[mode].items()}}
-                      for mode in modes},
-            "seconds": round(time.perf_counter() - started, 1)}
+    return result
 
 
 # ----------------------------------------------------------------------------- latency
@@ -235,7 +239,7 @@ def markdown(parts: dict) -> str:
     eq = parts.get("equality")
     if eq:
         lines += ["## Same results", "",
-                  f"{eq['queries']:,} new photos (seed {eq['seed']}) of items of `{eq['catalog']}` ({eq['items']:,} items, "
+                  f"{eq['queries']:,} new photos (of {eq.get('queries_asked', eq['queries']):,} asked; seed {eq['seed']}) of items of `{eq['catalog']}` ({eq['items']:,} items, "
                   f"{eq['dim']}-d, FAISS index {eq['faiss_index']}), embedded once each and ranked on both engines as "
                   f"`SearchService.search` ranks them (`index.grouping.rank_results`); filter `{eq['filter']}`. {eq['milvus_sync']}.", "",
                   "| search | identical top-10 | largest score difference | search p50 FAISS / Milvus Lite |",
@@ -275,8 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     WORK.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.part in ("all", "equality"):
-        result = equality(args.queries, args.seed)
-        (args.out / "equality.json").write_text(json.dumps(result, indent=2) + "\n")
+        equality(args.queries, args.seed,
+                 save=lambda result: (args.out / "equality.json").write_text(json.dumps(result, indent=2) + "\n"))
     if args.part in ("all", "latency"):
         result = latency([int(s) for s in args.sizes.split(",")], args.dim, args.latency_queries, args.big_queries,
                          args.ivf_from, args.seed)
