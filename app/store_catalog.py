@@ -320,12 +320,17 @@ def prepare(source: Path, out: Path | None) -> tuple[Path, Path]:
     out = out or CATALOGS / f"store-{work.name}"
     model, why = choose_model(manifest, work)
     print(f"model: {model.relative_to(REPOSITORY) if model.is_relative_to(REPOSITORY) else model} ({why})", flush=True)
-    try:
-        run([sys.executable, "-m", "index", "ensure", "--manifest", str(manifest), "--model", str(model), "--out", str(out)])
-    except subprocess.CalledProcessError as exc:
-        raise ImportFailed(f"the catalog {out} could not be built from {source} (python -m index ensure exited with "
-                           f"{exc.returncode}; its reason is printed above): fix that, or remove {out} to start it "
-                           "again, then run ./run.sh --images again") from None
+    from index.__main__ import main as index_main
+
+    ensure = ["ensure", "--manifest", str(manifest), "--model", str(model), "--out", str(out)]
+    print("$ python -m index", " ".join(shlex.quote(c) for c in ensure), flush=True)
+    try:  # in this process: no second start of Python and torch
+        code, reason = index_main(ensure), "its reason is printed above"
+    except Exception as exc:  # noqa: BLE001 - any failure of the build ends in the one line below
+        code, reason = 1, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if code:
+        raise ImportFailed(f"the catalog {out} could not be built from {source} (python -m index ensure: {reason}): "
+                           f"fix that, or remove {out} to start it again, then run ./run.sh --images again")
     category_head_from_catalog(model, out)
     return out, model
 

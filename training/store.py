@@ -312,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--views", type=int, default=ViewSettings.views, help="cached views per photo")
     parser.add_argument("--no-switch", action="store_true", help="report only; change nothing served")
     args = parser.parse_args(argv)
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or min(2, os.cpu_count() or 1)))
     try:
         report = train_store(args.catalog, model=args.model, settings=HeadSettings(epochs=args.epochs),
                              views=ViewSettings(views=args.views), switch=not args.no_switch)

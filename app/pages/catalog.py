@@ -16,7 +16,7 @@ from app import components as ui
 from app.browse import browse_grid, clear_selection, file_mtime, thumbnail_png
 from app.roles import catalog_manager_gate
 from app.settings import OutsideDataRootError, inside_data_root, shown
-from app.store_catalog import serving_story
+from app.store_catalog import serving_story, store_trainable
 from app.uploads import ZIP_LAYOUT, UploadError, add_uploads, stage_uploads
 from embedder.checkpoint import CheckpointError, load_checkpoint
 from embedder.images import ImageError
@@ -363,12 +363,15 @@ def confined(typed: str) -> Path | None:
     return None
 
 
-def serving_model(info: dict, model: Path) -> None:
-    """Which model serves, why, and the one command that trains a better one on these categories."""
+def serving_model(info: dict, model: Path, catalog: Path) -> None:
+    """Which model serves, why, and the one command that trains a better one on these categories
+    (for a store serving its own frozen or trained model: a button that runs it in the background)."""
     record = configured_record(model)
     if record is None:
         return
-    story = serving_story(record, info.get("manifest"), int(info.get("counts", {}).get("items", 0)))
+    trainable = store_trainable(record, model)
+    story = serving_story(record, info.get("manifest"), int(info.get("counts", {}).get("items", 0)),
+                          catalog=catalog if trainable else None)
     with st.container(border=True):
         st.markdown(f"**Serving model:** {story.model} — `{model.name}`")
         st.caption(f"Why: {story.why}")
@@ -376,7 +379,37 @@ def serving_model(info: dict, model: Path) -> None:
             st.caption("A model trained on these categories finds the same product better. One command trains it "
                        f"({story.expected_time or 'its time on this machine is not measured yet'}):")
             st.code(story.train_command, language="bash")
-            st.caption("Then serve it: `./run.sh --images` picks it up from its run folder.")
+            if trainable:
+                store_training(catalog, model)
+            else:
+                st.caption("Then serve it: `./run.sh --images` picks it up from its run folder.")
+
+
+def store_training(catalog: Path, model: Path) -> None:
+    """The store's head training (training.store) as a background job: its progress, estimate and verdict."""
+    from training.store import background_state, start_in_background
+
+    state = background_state(catalog)
+    running = state is not None and state.get("state") == "running"
+    if st.button("Train this store's model", key="store_train", disabled=running, icon=":material/model_training:",
+                 help="Trains a CoInsP head on the frozen features of these photos in the background, measures it "
+                      "against the frozen model on held-out products, and switches the catalog to it only if it wins."):
+        start_in_background(catalog, model)
+        state = background_state(catalog)
+        running = True
+    if state is None:
+        return
+    if running:
+        total, done = int(state.get("total") or 0), int(state.get("done") or 0)
+        left = state.get("seconds_left")
+        text = f"{state.get('stage', 'starting')}: {done:,} / {total:,}" if total else state.get("stage", "starting")
+        st.progress(done / total if total else 0.0,
+                    text=text + (f" · about {left:,} s left" if left is not None else "") + " (reload to update)")
+    elif state.get("state") == "done":
+        (st.success if state.get("result", {}).get("switched") else st.info)(state.get("summary", ""),
+                                                                              icon=":material/insights:")
+    else:
+        st.error(f"Training the store's model stopped: {state.get('error', 'no reason recorded')}", icon=":material/error:")
 
 
 def page() -> None:
@@ -394,7 +427,7 @@ def page() -> None:
         build_form(cfg.catalog, cfg.model, None)
         return
     status(info, cfg.model)
-    serving_model(info, cfg.model)
+    serving_model(info, cfg.model, cfg.catalog)
     mismatch = configured_fingerprint(cfg.model) != info["model_fingerprint"]
     st.subheader("Change the catalog")
     if pending_change(cfg.catalog, info):
