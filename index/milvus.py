@@ -37,7 +37,7 @@ from index.backends import INSTALL_HINT, BackendSpec
 from index.choose import DEFAULT_MEMORY_BUDGET, RERANK_QUANTISED, choose_index, index_kind
 from index.filters import NOT_FILTERABLE, as_text
 from index.manifest import CATEGORY_COLUMN
-from index.store import CHUNK_ROWS, HASH_COLUMN, ID_COLUMN, CatalogError
+from index.store import CHUNK_ROWS, HASH_COLUMN, ID_COLUMN, CatalogError, read_info
 
 if TYPE_CHECKING:
     from index.catalog import Catalog
@@ -302,15 +302,17 @@ class MilvusBackend:
         report = SyncReport(self.spec.text, self.collection, info.version, items=len(catalog))
         with self._calls("sync"):
             props = self._properties(client)
-            if props is not None:
+            if props:
                 client.load_collection(self.collection)  # released after a restart (Milvus Lite: each process)
             layout = {"dim": catalog.dim, "fingerprint": info.model_fingerprint, "columns": fields,
                       "index_type": choice.index_type, "build": choice.build}
             if props is not None and props.get("layout") == layout:
                 stored = MilvusIndexChoice.from_dict(props["index"])
-                if props.get("version") == info.version:
+                if props.get("version") == info.version or not _current(catalog):
+                    # In step; or this loaded version is no longer the folder's current one, and the
+                    # collection is not taken back to it (its candidates are filtered to this version's ids).
                     self._adopt(info.version, fields, stored)
-                    report.in_step, report.index = True, stored.to_dict()
+                    report.in_step, report.index = props.get("version") == info.version, stored.to_dict()
                     return report
                 self._delta(client, catalog, fields, report, say)
                 choice = stored
@@ -423,6 +425,16 @@ class MilvusBackend:
             value = min(value * 2, limit)
         return MilvusIndexChoice(choice.index_type, choice.build, {knob: value}, choice.reason, choice.rerank,
                                  round(recall, 4))
+
+
+def _current(catalog: "Catalog") -> bool:
+    """Is the loaded version still the folder's current one (a catalog without a folder: yes)?"""
+    if catalog.folder is None:
+        return True
+    try:
+        return read_info(catalog.folder).version == catalog.info.version
+    except CatalogError:
+        return True
 
 
 def _collection_name(folder) -> str:

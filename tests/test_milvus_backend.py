@@ -253,3 +253,13 @@ def test_a_collection_not_made_for_a_catalog_is_never_dropped(shop, tmp_path):
     with pytest.raises(Exception, match="was not made for a catalog"):
         served.search_vectors(served.vectors_of([0]), 3)
     assert client.has_collection("catalog_catalog")
+
+
+def test_a_version_loaded_before_a_change_does_not_take_the_collection_back(own_catalog):
+    folder, backend = own_catalog
+    older = Catalog.load(folder, backend=backend)
+    assert cli(["-q", "remove", "--catalog", str(folder), "--ids", "9", "--backend", backend]) == 0
+    found = older.search_vectors(older.vectors_of([10]), 5)  # the older version searches the newer collection
+    assert 9 not in found.ids[0] and len(found.ids[0]) == 5
+    current = Catalog.load(folder, backend=backend)
+    assert current.backend.sync(current).in_step
