@@ -125,26 +125,47 @@ def show_image(image: Image.Image, heat: Callable[[Image.Image], np.ndarray] | N
 
 # ---------------------------------------------------------------- the query region
 
-CROP_SIDE = 240  # pixels: the photo is shown this big (longest side) in the crop box, to fit its column
+CROP_PIXELS = 800  # longest side of the photo sent to the crop box: sharp in a wide column, light to send
 BOX_COLOUR = "#ff4b4b"
+CROP_FOLDER = Path(__file__).parent / "crop_box"  # the crop box's page (index.html), served by Streamlit
+
+
+@st.cache_resource
+def _crop_component():
+    import streamlit.components.v1 as components
+
+    return components.declare_component("crop_box", path=str(CROP_FOLDER))
 
 
 def crop_box(image: Image.Image, default: tuple[int, int, int, int], key: str) -> tuple[int, int, int, int] | None:
     """The shopper's query region over the photo, starting at `default` (the automatic product
-    region): a box to drag and resize (streamlit-cropper). Returns it in the photo's pixels, or
-    None while it is still the automatic region (then the search finds the product itself)."""
-    from streamlit_cropper import st_cropper
+    region): a thin box to drag or resize by its corners, the photo as wide as its column, the
+    handles inside the frame even when the box is the whole photo. The box comes back once per drag,
+    when it ends. Returns it in the photo's pixels, or None while it is still the automatic region
+    (then the search finds the product itself)."""
+    import base64
+    import io
 
-    shown = ImageOps.contain(image, (CROP_SIDE, CROP_SIDE), Image.Resampling.LANCZOS)
-    scale = image.width / shown.width
-    x0, y0, x1, y1 = (round(v / scale) for v in default)
-    rect = st_cropper(shown, realtime_update=True, default_coords=(x0, x1, y0, y1), box_color=BOX_COLOUR,
-                      return_type="box", should_resize_image=False, key=key)
-    drawn = (rect["left"], rect["top"], rect["left"] + rect["width"], rect["top"] + rect["height"])
-    if max(abs(a - b) for a, b in zip(drawn, (x0, y0, x1, y1))) <= 1:  # not moved (rounding aside)
+    shown = ImageOps.contain(image, (CROP_PIXELS, CROP_PIXELS), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    shown.save(buffer, format="JPEG", quality=88)
+    start = [default[0] / image.width, default[1] / image.height, default[2] / image.width, default[3] / image.height]
+    drawn = _crop_component()(image="data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode(),
+                              box=start, colour=BOX_COLOUR, key=key, default=None)
+    if drawn is None:
         return None
-    return (max(0, round(drawn[0] * scale)), max(0, round(drawn[1] * scale)),
-            min(image.width, round(drawn[2] * scale)), min(image.height, round(drawn[3] * scale)))
+    return box_in_pixels(drawn, image.size, default)
+
+
+def box_in_pixels(fractions, size: tuple[int, int], default) -> tuple[int, int, int, int] | None:
+    """A box sent by the crop box (shares of the photo's sides) in whole pixels inside the photo; None
+    when it is the automatic region still (within a pixel)."""
+    w, h = size
+    x0, y0, x1, y1 = (float(v) for v in fractions)
+    box = (max(0, round(x0 * w)), max(0, round(y0 * h)), min(w, round(x1 * w)), min(h, round(y1 * h)))
+    if max(abs(a - b) for a, b in zip(box, default)) <= 1:
+        return None
+    return box
 
 
 def show_model_view(view: np.ndarray) -> None:

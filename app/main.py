@@ -9,6 +9,7 @@ Pages: Search (shoppers), Catalog (catalog managers), Quality (merchandisers).
 """
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -22,6 +23,14 @@ from app.components import catalog_stamp, settings  # noqa: E402
 from app.settings import server_settings_problem  # noqa: E402
 
 st.set_page_config(page_title="Visual search", page_icon=":material/image_search:", layout="wide")
+
+# The app's own log lines (each search: app.search) on the server's output, once per process.
+app_log = logging.getLogger("app")
+if not app_log.handlers:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    app_log.addHandler(handler)
+    app_log.setLevel(logging.INFO)
 
 PAGES = Path(__file__).parent / "pages"
 navigation = st.navigation([

@@ -18,6 +18,8 @@ from index.catalog import Catalog
 from streamlit_server import ARTIFACTS, WAIT_MS, needs_chromium, serve_streamlit  # noqa: E402
 
 MANAGER_TOKEN = "a-browser-test-token-for-catalog-managers"
+CROP_FRAME = 'iframe[title="app.components.crop_box"]'
+LOGS: dict[str, Path] = {}  # served app's URL -> its server log (each search is a line: app.search)
 
 pytestmark = needs_chromium
 
@@ -37,7 +39,10 @@ def fashion_url(fashion_shop, tmp_path_factory):
 def _serve(catalog: Path, model: Path, catalogs_dir: Path, tmp_path_factory, script: str = "streamlit_app.py"):
     env = {"COINSP_CATALOG": str(catalog), "COINSP_MODEL": str(model),
            "COINSP_CATALOGS_DIR": str(catalogs_dir), "COINSP_ADMIN_TOKEN": MANAGER_TOKEN}
-    yield from serve_streamlit(env, tmp_path_factory.mktemp("server") / "streamlit.log", script)
+    log = tmp_path_factory.mktemp("server") / "streamlit.log"
+    for url in serve_streamlit(env, log, script):
+        LOGS[url] = log
+        yield url
 
 
 @pytest.fixture
@@ -167,9 +172,8 @@ def test_a_shopper_photo_shows_its_crop_box_the_predicted_category_and_its_produ
     captions = [page.locator('[data-testid="stCaptionContainer"]', has_text=re.compile(rf"^#{rank} ·")).first
                 .inner_text() for rank in range(1, 6)]
     assert sum("Sneaker" in c for c in captions) >= 3, captions
-    # The crop box (a drawing canvas in the component's frame) over the photo, and what the model sees.
-    cropper = page.frame_locator('iframe[title="streamlit_cropper.st_cropper"]').locator("canvas").first
-    cropper.wait_for()
+    # The crop box (in the component's frame) over the photo, and what the model sees.
+    page.frame_locator(CROP_FRAME).locator("#box").wait_for()
     page.get_by_text("What the model sees").wait_for()
     assert page.locator('[data-testid="stAlertContentWarning"]').count() == 0  # no weak-match notice
     _wait_for_images(page, 6)
@@ -177,21 +181,9 @@ def test_a_shopper_photo_shows_its_crop_box_the_predicted_category_and_its_produ
     page.screenshot(path=str(ARTIFACTS / "search-shopper-photo.png"), full_page=True)
 
     # Dragging the box off the product, onto the bare table: that region holds nothing to search for.
-    from PIL import Image
-
-    from app.components import CROP_SIDE
-    from index.service import product_region
-
-    with Image.open(photo) as image:
-        x0, y0, x1, y1 = product_region(image.convert("RGB"))
-        scale = CROP_SIDE / max(image.size)
-    canvas = page.frame_locator('iframe[title="streamlit_cropper.st_cropper"]').locator("canvas").last.bounding_box()
-    start = (canvas["x"] + (x0 + x1) / 2 * scale, canvas["y"] + (y0 + y1) / 2 * scale)
-    page.mouse.move(*start)
-    page.mouse.down()
-    for step in range(1, 11):  # in steps, as a hand moves
-        page.mouse.move(start[0], start[1] + step * ((y1 - y0) * scale + 8) / 10)
-    page.mouse.up()
+    box = page.frame_locator(CROP_FRAME).locator("#box").bounding_box()
+    start = (box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    _drag(page, start, (start[0], start[1] + box["height"] + 8))
     error = page.locator('[data-testid="stAlertContentError"]')
     error.wait_for()
     assert "can't be searched: in the chosen region" in error.inner_text() and "blank or uniform" in error.inner_text()
@@ -274,4 +266,80 @@ def test_on_a_phone_the_options_are_above_the_results(browser, app_url, tiny_sho
     assert options.bounding_box()["x"] >= 0 and options.bounding_box()["width"] <= 420  # in the page, not a sidebar
     _open_options(page)
     page.screenshot(path=str(ARTIFACTS / "search-phone-width.png"), full_page=True)
+    context.close()
+
+
+def _drag(page, start: tuple[float, float], end: tuple[float, float]) -> None:
+    """Press at `start`, move to `end` in ten steps (as a hand moves), release."""
+    page.mouse.move(*start)
+    page.mouse.down()
+    for step in range(1, 11):
+        page.mouse.move(start[0] + step * (end[0] - start[0]) / 10, start[1] + step * (end[1] - start[1]) / 10)
+    page.mouse.up()
+
+
+def _searches(url: str) -> int:
+    """Searches the served app has run so far (its log says `search:` for each)."""
+    return LOGS[url].read_text().count("app.search: search:")
+
+
+def _idle(page) -> None:
+    page.wait_for_timeout(300)  # a rerun starts a moment after the event that causes it
+    page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden")
+
+
+def test_a_corner_of_a_whole_photo_box_drags_and_the_drag_searches_once(page, app_url, tmp_path):
+    from PIL import Image
+
+    y, x = np.mgrid[0:300, 0:400]  # a pattern to the edges: the automatic region is the whole photo
+    stripes = np.stack([(x // 20 % 2) * 200 + 30, (y // 25 % 2) * 180 + 40, ((x + y) // 30 % 2) * 150 + 60], -1)
+    photo = tmp_path / "pattern.png"
+    Image.fromarray(stripes.astype(np.uint8)).save(photo)
+    _upload(page, photo)
+    page.get_by_text("Search took").wait_for()
+    frame = page.frame_locator(CROP_FRAME)
+    page.wait_for_function(f"""() => {{ const f = document.querySelector('{CROP_FRAME}');
+        const i = f && f.contentDocument && f.contentDocument.getElementById('image');
+        return i && i.complete && i.naturalWidth > 0 && f.getBoundingClientRect().height > 200; }}""")
+    _idle(page)
+    column = page.locator(CROP_FRAME).bounding_box()
+    shown = frame.locator("#image").bounding_box()
+    assert shown["width"] >= 400 and shown["width"] >= column["width"] - 2 * 12 - 1, (shown, column)  # as wide as the column
+    box = frame.locator("#box").bounding_box()
+    assert abs(box["width"] - shown["width"]) <= 1 and abs(box["height"] - shown["height"]) <= 1  # the whole photo
+    corner = frame.locator(".handle.br").bounding_box()
+    assert column["x"] <= corner["x"] and corner["x"] + corner["width"] <= column["x"] + column["width"]
+    assert column["y"] <= corner["y"] and corner["y"] + corner["height"] <= column["y"] + column["height"]
+    page.screenshot(path=str(ARTIFACTS / "search-crop-box-whole-photo.png"), full_page=True)
+
+    before = _searches(app_url)
+    grab = (corner["x"] + corner["width"] / 2, corner["y"] + corner["height"] / 2)
+    _drag(page, grab, (grab[0] - shown["width"] / 4, grab[1] - shown["height"] / 4))  # to 3/4 of each side
+    region = page.get_by_text(re.compile(r"searching \d+,\d+ – \d+,\d+ of 400 × 300 px"))
+    region.wait_for()
+    x0, y0, x1, y1 = map(int, re.search(r"searching (\d+),(\d+) – (\d+),(\d+)", region.inner_text()).groups())
+    assert (x0, y0) == (0, 0) and abs(x1 - 300) <= 4 and abs(y1 - 225) <= 4, (x0, y0, x1, y1)
+    _idle(page)
+    assert _searches(app_url) == before + 1  # one search for the drag, not one per move
+    page.screenshot(path=str(ARTIFACTS / "search-crop-box-dragged.png"), full_page=True)
+
+
+def test_at_phone_width_the_first_screen_shows_the_best_results(browser, app_url, tiny_shop):
+    context = browser.new_context(viewport={"width": 420, "height": 800})
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    page.goto(app_url, timeout=WAIT_MS)
+    page.get_by_role("heading", name="Find similar products").wait_for()
+    _upload(page, tiny_shop.manifest.parent / tiny_shop.items.iloc[6]["path"])
+    _top_result(page, tiny_shop.items.iloc[6]["title"])
+    _wait_for_images(page, 2)
+    _idle(page)
+    page.evaluate("window.scrollTo(0, 0)")
+    caption = page.locator('[data-testid="stCaptionContainer"]', has_text=re.compile(r"^#1 ·")).first.bounding_box()
+    picture = page.locator('[data-testid="stMain"] [data-testid="stImage"] img').first.bounding_box()
+    # The best match, picture and caption, on the first screen: no scrolling.
+    assert 0 <= picture["y"] < caption["y"] and caption["y"] + caption["height"] <= 800, (picture, caption)
+    uploader = page.locator('[data-testid="stFileUploader"]').bounding_box()
+    assert uploader["y"] > caption["y"]  # the photo and its box come after the results
+    page.screenshot(path=str(ARTIFACTS / "search-phone-first-screen.png"))
     context.close()

@@ -164,3 +164,26 @@ def test_the_shopper_can_search_another_thing_in_the_photo_than_the_one_found(ti
     assert choice.value == 0 and asked[-1] is None  # the automatic crop first
     choice.set_value(1).run()
     assert not at.exception and tuple(asked[-1]) == regions[1] and len(result_ids(at)) == 10
+
+
+def test_the_page_bounds_each_search_as_the_api_does_and_searches_once_per_query(tiny_shop_env, monkeypatch):
+    from app.limits import MAX_CANDIDATES, SEARCH_BUDGET_S
+
+    bounds = record_searches(monkeypatch, "max_candidates")
+    at = start()
+    at.file_uploader(key="search_upload").set_value(("mine.png", tiny_shop_env.image_bytes(4), "image/png")).run()
+    assert bounds == [MAX_CANDIDATES] and len(result_ids(at)) == 10
+    at.run()  # a rerun that changes neither the photo, its box nor the options: the same results, no search
+    assert bounds == [MAX_CANDIDATES] and len(result_ids(at)) == 10
+    at.slider(key="search_k").set_value(5).run()
+    assert bounds == [MAX_CANDIDATES] * 2 and len(result_ids(at)) == 5
+    assert SEARCH_BUDGET_S > 0 and at.slider(key="search_k").max <= 50
+
+
+def test_the_crop_box_answer_is_read_in_the_photos_pixels_and_the_untouched_box_searches_automatically():
+    from app.components import box_in_pixels
+
+    whole = (0, 0, 400, 300)
+    assert box_in_pixels([0, 0, 1, 1], (400, 300), whole) is None  # not moved: the product is found automatically
+    assert box_in_pixels([0, 0, 0.75, 0.75], (400, 300), whole) == (0, 0, 300, 225)
+    assert box_in_pixels([-0.1, 0.5, 1.2, 1.0], (400, 300), (10, 10, 20, 20)) == (0, 150, 400, 300)  # inside the photo

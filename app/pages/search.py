@@ -10,10 +10,15 @@ from that item, and *Back* returns to the query before (photos included). The op
 expander above the results, so they stay in reach on a phone: one result per product, filters on
 any metadata column (OR within a column, AND across columns), near-duplicate hiding that says
 what it hid. A catalog item is picked by browsing the catalog (app.browse) or by its id.
+
+Each search is bounded as the HTTP API's are (app/limits.py) and runs once per query: a rerun that
+changes neither the query, its box nor the options shows the results it already has, and every
+search is logged (logger `app.search`). On a narrow screen the results come first, above the photo.
 """
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 import time
 
@@ -22,6 +27,7 @@ import streamlit as st
 
 from app import components as ui
 from app.browse import browse_grid, filter_columns
+from app.limits import MAX_K, search_bounds
 from embedder.images import ACCEPTED_FORMATS, ImageError, decode_image
 from index.filters import Condition, MetadataFilter, as_text
 from index.service import CatalogItem, Results, UnusablePhotoError, object_regions
@@ -32,6 +38,16 @@ GROUP_COLUMN = "product_id"
 HISTORY_KEY, CURRENT_KEY, BACK_PHOTO_KEY = "search_history", "search_current", "search_back_photo"
 HISTORY_LENGTH = 10  # earlier queries kept for *Back* (a photo's bytes included)
 RESULT_COLUMNS = 3  # cards per row: pictures of about 180 px in the results column at 1400 px
+LAST_SEARCH_KEY = "search_last"  # (what was searched, its results, seconds): reruns reuse it
+PAGE_K = min(50, MAX_K)
+log = logging.getLogger("app.search")
+# Below Streamlit's 640 px breakpoint the columns stack: put the results (the second column of the
+# keyed layout) above the photo and its box, so a phone's first screen shows the best matches.
+NARROW_LAYOUT_CSS = """<style>
+@media (max-width: 640px) {
+  .st-key-search_layout [data-testid="stColumn"]:last-child { order: -1; }
+}
+</style>"""
 
 
 def options(categories: list[str], items: pd.DataFrame) -> dict:
@@ -39,7 +55,7 @@ def options(categories: list[str], items: pd.DataFrame) -> dict:
     with st.expander("Search options", icon=":material/tune:"):
         left, right = st.columns(2)
         with left:
-            k = st.slider("Number of results", 1, 50, 10, key="search_k")
+            k = st.slider("Number of results", 1, PAGE_K, 10, key="search_k")
             category = st.selectbox("Category", ["All categories", *categories], key="search_category")
             group = st.toggle("One result per product", key="search_group", disabled=GROUP_COLUMN not in items,
                               help="Show each product once, by its best-matching photo, and still as many products "
@@ -210,15 +226,29 @@ def pick_object(regions: list, key: str) -> int:
                          "if it chose the wrong one, or move the box yourself.")
 
 
-def run_search(service, kind: str, value, image, opts: dict, box=None) -> tuple[Results, float]:
-    args = {"k": opts["k"], "category": opts["category"], "hide_duplicates_above": opts["hide_duplicates_above"],
-            "min_score": opts["min_score"], "group_by": opts["group_by"], "metadata_filter": opts["filter"]}
+def run_search(service, kind: str, value, image, opts: dict, box=None, source: bytes | None = None
+               ) -> tuple[Results, float]:
+    """The search for this query, box and options: run once (bounded as the API's), then reused by
+    every rerun that changes none of them."""
+    args = {"k": min(opts["k"], MAX_K), "category": opts["category"],
+            "hide_duplicates_above": opts["hide_duplicates_above"], "min_score": opts["min_score"],
+            "group_by": opts["group_by"], "metadata_filter": opts["filter"]}
+    identity = hashlib.sha1(source).hexdigest() if kind == "photo" and source is not None else value
+    asked = (id(service), kind, identity, box, opts["mirror"] if kind == "photo" else None, tuple(sorted(args.items())))
+    last = st.session_state.get(LAST_SEARCH_KEY)
+    if last is not None and last[0] == asked:
+        return last[1], last[2]
     started = time.perf_counter()
     if kind == "photo":
-        found = service.search(image, box=box, mirror=opts["mirror"], **args)
+        found = service.search(image, box=box, mirror=opts["mirror"], **args, **search_bounds())
     else:
-        found = service.search(CatalogItem(value), **args)
-    return found, time.perf_counter() - started
+        found = service.search(CatalogItem(value), **args, **search_bounds())
+    seconds = time.perf_counter() - started
+    log.info("search: %s %s box=%s k=%d -> %d results in %.0f ms%s", kind, value, list(box) if box else None,
+             args["k"], len(found.frame), 1000 * seconds, f" (cut short: {found.cut_short['reason']})"
+             if found.cut_short else "")
+    st.session_state[LAST_SEARCH_KEY] = (asked, found, seconds)
+    return found, seconds
 
 
 def show_verdict(found: Results, opts: dict) -> None:
@@ -235,6 +265,11 @@ def show_verdict(found: Results, opts: dict) -> None:
     if found.filter_matches == 0:
         st.warning(f"No item matches the filter `{found.filter}`: pick other values or fewer columns in the "
                    "search options.", icon=":material/filter_alt_off:")
+    if found.cut_short:
+        limit = ("its time limit" if found.cut_short["reason"] == "time_budget"
+                 else f"its limit of {found.cut_short['candidates']:,} candidates")
+        st.caption(f"Fewer results than asked for: the search stopped at {limit}; the others were hidden as "
+                   "near-duplicates, of products already shown, or outside the filter.")
 
 
 def show_hidden(found: Results, opts: dict) -> None:
@@ -264,7 +299,8 @@ def page() -> None:
     if st.session_state.get("search_mode") == "Pick a catalog item":
         browse_to_pick(items)
 
-    query_column, results_column = st.columns([2, 5], gap="large")
+    st.markdown(NARROW_LAYOUT_CSS, unsafe_allow_html=True)
+    query_column, results_column = st.container(key="search_layout").columns([2, 3], gap="medium")
     with query_column:
         history_controls()
         query = query_input(metadata)
@@ -293,7 +329,7 @@ def page() -> None:
     with results_column:
         heat = service.embedder.attention_map if opts["why"] else None
         try:
-            found, seconds = run_search(service, kind, value, image, opts, box)
+            found, seconds = run_search(service, kind, value, image, opts, box, source if kind == "photo" else None)
         except ImageError as exc:  # a region the shopper drew that holds nothing to search for
             st.error(f"**{value}** can't be searched: {exc}.", icon=":material/hide_image:")
             return
@@ -314,7 +350,9 @@ def page() -> None:
         show_hidden(found, opts)
     with query_column:
         if kind == "photo":
-            st.caption("Your photo: move or resize the box around the product")
+            st.caption("Your photo: move the box, or resize it by a corner, around the product"
+                       + (f" · searching {box[0]},{box[1]} – {box[2]},{box[3]} of {image.width} × {image.height} px"
+                          if box else ""))
             if found.view is not None:
                 ui.show_model_view(found.view)
         else:
