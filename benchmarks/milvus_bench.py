@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -107,7 +108,8 @@ def equality(queries: int, seed: int, save=lambda result: None) -> dict:
                                        "max_score_difference": scores_differ[mode],
                                        "search_ms_p50": {e: 1000 * float(np.median(t)) for e, t in times[mode].items()}}
                                 for mode in modes},
-                      "seconds": round(time.perf_counter() - started, 1)}
+                      "seconds": round(time.perf_counter() - started, 1),
+                      "load_average_1m": round(os.getloadavg()[0], 1)}
             save(result)
     close_connections()
     return result
@@ -225,7 +227,8 @@ def latency(sizes: list[int], d: int, queries: int, big_queries: int, ivf_from: 
         close_connections()
         shutil.rmtree(WORK / f"latency-{n}.db", ignore_errors=True)
         rows.append({"items": n, "dim": d, "queries": int(q), "faiss": faiss_record, "milvus_lite": milvus_record,
-                     "seconds": round(time.perf_counter() - started, 1)})
+                     "seconds": round(time.perf_counter() - started, 1),
+                     "load_average_1m": round(os.getloadavg()[0], 1)})
         print(json.dumps(rows[-1]), flush=True)
     return {"dim": d, "seed": seed, "sizes": rows}
 
@@ -234,8 +237,11 @@ def latency(sizes: list[int], d: int, queries: int, big_queries: int, ivf_from: 
 
 def markdown(parts: dict) -> str:
     lines = ["# The catalog on Milvus Lite against FAISS", "",
-             "Made by `python -m benchmarks.milvus_bench` (see its docstring); machine: the 2-core development "
-             "machine, shared with other work, `nice -n 10`, OMP_NUM_THREADS=1.", ""]
+             "Made by `python -m benchmarks.milvus_bench` (see its docstring) on the 2-core development machine "
+             "while other work shared it (its load average at each part's end is in the JSON); one core for "
+             "both engines (FAISS's OpenMP threads 1; Milvus Lite searches with FAISS inside this process). "
+             "Milvus Lite is a pure-Python engine: its times are not those of a Milvus server or cluster "
+             "(docs/scale.md section 4).", ""]
     eq = parts.get("equality")
     if eq:
         lines += ["## Same results", "",

@@ -334,7 +334,12 @@ class MilvusBackend:
     def _properties(self, client) -> dict | None:
         if not client.has_collection(self.collection):
             return None
-        raw = client.describe_collection(self.collection).get("properties", {}) or {}
+        try:
+            raw = client.describe_collection(self.collection).get("properties", {}) or {}
+        except Exception as exc:  # listed but not described: left half-made by a killed Milvus Lite process
+            if "does not exist" not in str(exc):
+                raise
+            return {}
         if raw.get(PROPERTY + "owner") != OWNER:
             raise CatalogError(f"Milvus at {self.spec.text}: collection {self.collection} exists and was not made "
                                "for a catalog; name another collection (or drop that one yourself)")
