@@ -277,6 +277,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=2027)
     parser.add_argument("--out", default="reports/shopper-families")
     parser.add_argument("--before", help="a report.json of the same benchmark with the product before, shown beside")
+    parser.add_argument("--rewrite", action="store_true", help="write OUT/report.md again from OUT/report.json (and --before)")
     parser.add_argument("--skip-catalog", action="store_true", help="skip the catalog's leave-one-out re-embedding")
     parser.add_argument("--tune", action="store_true", help="measure --grid settings on tuning families")
     parser.add_argument("--families", nargs="+", default=list(TUNING_FAMILIES), help="with --tune: tuning families only")
@@ -286,6 +287,11 @@ def main(argv=None) -> None:
     if args.tune:
         args.grid = args.grid or ["{}"]
         tune(args)
+    elif args.rewrite:  # the report of an earlier run written again, with --before beside it
+        report = json.loads((Path(args.out) / "report.json").read_text())
+        report["before"] = json.loads(Path(args.before).read_text()) if args.before else report.get("before")
+        (Path(args.out) / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+        (Path(args.out) / "report.md").write_text(markdown(report))
     else:
         run(args)
 
