@@ -22,7 +22,7 @@ with warnings.catch_warnings():  # Starlette suggests httpx2 for its TestClient;
 
 from app import api  # noqa: E402
 from benchmarks.loadtest import check_loopback, load_queries, run_load, serve, wait_until_up  # noqa: E402
-from conftest import TINY_SHOP_CATEGORIES  # noqa: E402
+from tests.support.shops import TINY_SHOP_CATEGORIES  # noqa: E402
 from embedder.checkpoint import load_checkpoint  # noqa: E402
 from embedder.domain import UnusablePhotoError, check_photo  # noqa: E402
 from hostile_corpus import hostile_images, make_hostile_corpus  # noqa: E402
@@ -333,7 +333,7 @@ def test_the_answer_carries_the_calibrated_confidence_and_no_category_without_a_
 
 
 def test_a_shopper_photo_gets_its_predicted_category_and_product_type(fashion_shop):
-    from conftest import shopper_photo
+    from tests.support.photos import shopper_photo
     from index.importers import FASHION_MNIST_CLASSES
 
     sneaker = fashion_shop.train_images[int(np.flatnonzero(fashion_shop.train_labels == 7)[0])]

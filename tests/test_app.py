@@ -206,7 +206,7 @@ def first_training_item(shop, fine_class: str) -> np.ndarray:
 @pytest.mark.parametrize("fine_class, category", [("Sneaker", "footwear"), ("Trouser", "apparel"), ("Bag", "bags")])
 def test_a_shopper_photo_finds_its_product_type_and_shows_the_predicted_category(fashion_shop, monkeypatch,
                                                                                  fine_class, category):
-    from conftest import shopper_photo
+    from tests.support.photos import shopper_photo
 
     at = fashion_app(fashion_shop, monkeypatch)
     photo = shopper_photo(first_training_item(fashion_shop, fine_class))  # not in the catalog: a training photo
@@ -231,7 +231,7 @@ def out_of_catalog_item() -> np.ndarray:
 
 
 def test_a_photo_of_something_the_catalog_does_not_hold_gets_the_weak_match_notice(fashion_shop, monkeypatch):
-    from conftest import shopper_photo
+    from tests.support.photos import shopper_photo
 
     at = fashion_app(fashion_shop, monkeypatch)
     at.file_uploader(key="search_upload").set_value(("star.jpg", shopper_photo(out_of_catalog_item()),
@@ -243,7 +243,7 @@ def test_a_photo_of_something_the_catalog_does_not_hold_gets_the_weak_match_noti
 
 
 def test_the_score_threshold_leaves_out_weaker_results_and_says_how_many(fashion_shop, monkeypatch):
-    from conftest import shopper_photo
+    from tests.support.photos import shopper_photo
 
     at = fashion_app(fashion_shop, monkeypatch)
     at.file_uploader(key="search_upload").set_value(("phone.jpg", shopper_photo(first_training_item(

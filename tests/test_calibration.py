@@ -115,7 +115,7 @@ def test_a_catalog_records_the_preprocessing_of_its_vectors(tiny_shop, tmp_path)
 
 def test_adding_to_a_catalog_embedded_with_an_older_preparation_is_refused_until_it_is_embedded_again(
         tiny_shop, tmp_path):
-    from conftest import product_photo
+    from tests.support.photos import product_photo
     from index.add import add_to_catalog
     from index.store import CatalogError
 

@@ -18,7 +18,7 @@ from index.operations import build_catalog, rebuild_catalog, remove_from_catalog
 from index.store import CatalogError, CatalogLockedError, ModelMismatchError, catalog_lock, read_info
 from embedder.files import parse_size
 from index.choose import IndexChoiceError, choice_from_factory, choose_index
-from conftest import random_model  # noqa: E402
+from tests.support.models import random_model
 
 CATEGORIES = ["tops", "shoes", "bags"]
 

@@ -10,7 +10,8 @@ import pytest
 from index.__main__ import main as cli
 from index.filters import Condition, FilterError, MetadataFilter, parse_filter
 from index.operations import build_catalog
-from conftest import product_photo, random_model  # noqa: E402
+from tests.support.models import random_model
+from tests.support.photos import product_photo
 
 
 def conditions(text: str) -> dict[str, set[str]]:

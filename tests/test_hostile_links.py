@@ -14,7 +14,7 @@ from index.add import add_to_catalog
 from index.catalog import Catalog
 from index.importers import REFUSED_ATTR, image_folder_table
 from index.operations import build_catalog, rebuild_catalog
-from conftest import product_photo  # noqa: E402
+from tests.support.photos import product_photo
 
 
 @pytest.fixture

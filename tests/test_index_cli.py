@@ -15,7 +15,7 @@ from PIL import Image
 from index.__main__ import main
 from index.catalog import Catalog
 from index.store import catalog_lock, read_info
-from conftest import random_model  # noqa: E402
+from tests.support.models import random_model
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,7 +15,7 @@ from index.choose import choose_index
 from index.ondisk import build_from_shards
 from index.service import CatalogItem, SearchService
 from index.shards import write_shards
-from conftest import random_model  # noqa: E402
+from tests.support.models import random_model
 
 DIM = 32
 ITEMS = 3000
