@@ -233,8 +233,7 @@ import json, os, resource, shutil, signal, subprocess, sys
 catalog_src, disk, manifest, mode = sys.argv[1:5]
 catalog = os.path.join(disk, "catalog")
 shutil.copytree(catalog_src, catalog)
-sys.path.insert(0, os.path.join(os.getcwd(), "tests"))
-from test_faults import consistent_snapshot
+from tests.test_faults import consistent_snapshot
 before = consistent_snapshot(catalog)
 limit = None
 if mode == "fill":

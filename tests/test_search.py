@@ -15,7 +15,7 @@ from index.catalog import Catalog
 from index.operations import build_catalog, rebuild_catalog
 from index.service import CatalogItem, ModelMismatchError, SearchService
 from index.store import CatalogError, UnknownItemError
-from conftest import random_model  # noqa: E402
+from tests.support.models import random_model
 
 CATEGORIES = ["tops", "shoes", "bags"]
 PER_CATEGORY = 8
@@ -224,7 +224,7 @@ def test_min_score_leaves_out_weaker_results_and_says_how_many(service, setup, c
 
 
 def test_the_cli_prints_the_predicted_category_and_the_weak_match_notice(fashion_shop, capsys, tmp_path):
-    from conftest import shopper_photo
+    from tests.support.photos import shopper_photo
     from index.importers import FASHION_MNIST_CLASSES
 
     bags = np.flatnonzero(fashion_shop.train_labels == FASHION_MNIST_CLASSES.index("Bag"))

@@ -16,7 +16,7 @@ from index.filters import FilterError, parse_filter
 from index.operations import build_catalog
 from index.service import CatalogItem, SearchService
 from index.store import CatalogError
-from conftest import random_model  # noqa: E402
+from tests.support.models import random_model
 
 COLOURS, BRANDS = ["red", "blue", "green"], ["X", "Y"]
 PRODUCTS, PHOTOS = 24, 4
