@@ -23,7 +23,7 @@ from PIL import Image, ImageFilter
 
 from embedder.images import decode_image
 from index.catalog import Catalog
-from index.hygiene import markdown_table, neighbours_of
+from index.hygiene import frame_markdown, neighbours_of
 
 SIDES = (16, 28, 32)
 CONTRAST = 25  # grey levels from the border's median that count as the product when trimming
@@ -86,7 +86,7 @@ def main() -> int:
              f"{len(others):,} other candidate pairs (cosine >= 0.93, k = 10) of `catalogs/hygiene-planted-train`, "
              f"model `{catalog.fingerprint}`. `t48`: the correlation that keeps 48 of 50 planted pairs; "
              "`others_passing`: share of the other pairs at or above it.", "",
-             markdown_table(pd.DataFrame(rows)), ""]
+             frame_markdown(pd.DataFrame(rows)), ""]
     out = Path("reports/hygiene/thumbnails.md")
     out.write_text("\n".join(lines))
     print("\n".join(lines))

@@ -15,7 +15,8 @@
     build-from-shards --shards SHARDS --model CKPT --out DIR [--index IVF65536,PQ64np]   (on-disk catalog)
     export   --catalog DIR [--parquet OUT.parquet] [--qdrant-path DIR | --qdrant-url URL [--api-key KEY]] [--collection NAME]
     import-fashion-mnist --out DIR [--split test]
-    hygiene  --catalog DIR [--out PREFIX] [--k 10] [--duplicate-threshold 0.97]
+    edit     [--catalog DIR] --id N [--id M ...] [--set category=footwear ...] [--tag TAG ...]   (undo: restore)
+    hygiene  --catalog DIR [--out PREFIX] [--k 10] [--pixel-threshold 0.997] [--no-pixel-check]
 
 User errors (missing files, bad manifests, a model that does not fit the catalog, a catalog
 locked by another process) print one line `error: ...` and exit with status 2.
@@ -41,7 +42,6 @@ from index.store import INFO_FILE, CatalogError, read_info
 from embedder.files import format_size
 from index.choose import IndexChoiceError
 from index.cli import EVALUATE_FULL_UP_TO, EVALUATE_SAMPLE, build_parser
-from index.hygiene import run_command as cmd_hygiene
 from index.manifest import ManifestError
 from index.ray_embed import RayMissingError
 from index.shards import ShardsError
@@ -110,6 +110,29 @@ def cmd_restore(args) -> int:
         return 0
     report = restore_catalog(args.catalog, args.version, lock_timeout=args.wait)
     print(report.summary() if report.wrote else f"version {report.version} is already the current one")
+    return 0
+
+
+def cmd_edit(args) -> int:
+    from index.edit import edit_catalog, parse_assignments
+
+    _print_report(edit_catalog(args.catalog, ids=args.ids, values=parse_assignments(args.values), tags=args.tags,
+                               lock_timeout=args.wait))
+    return 0
+
+
+def cmd_hygiene(args) -> int:
+    from index.hygiene import HygieneError, hygiene_report
+
+    try:
+        report = hygiene_report(Catalog.load(args.catalog), k=args.k, duplicate_threshold=args.duplicate_threshold,
+                                candidate_threshold=args.candidate_threshold,
+                                pixel_threshold=None if args.no_pixel_check else args.pixel_threshold)
+    except HygieneError as exc:
+        raise UsageError(str(exc)) from None
+    written = report.write(args.out or Path("reports") / f"{args.catalog.absolute().name}-hygiene")
+    print(report.summary())
+    print("wrote " + ", ".join(str(p) for p in written))
     return 0
 
 
@@ -311,7 +334,7 @@ COMMANDS = {"build": cmd_build, "add": cmd_add, "remove": cmd_remove, "rebuild":
             "restore": cmd_restore,
             "search": cmd_search, "evaluate": cmd_evaluate, "info": cmd_info,
             "import-fashion-mnist": cmd_import_fashion_mnist, "export": cmd_export, "embed-ray": cmd_embed_ray,
-            "build-from-shards": cmd_build_from_shards, "hygiene": cmd_hygiene}
+            "build-from-shards": cmd_build_from_shards, "hygiene": cmd_hygiene, "edit": cmd_edit}
 
 USER_ERRORS = (CatalogError, ManifestError, ImageError, IndexChoiceError, UsageError, ShardsError, RayMissingError,
                FileNotFoundError, NotADirectoryError, PermissionError)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from embedder.files import parse_size
 from index.backends import BACKEND_COMMANDS, add_backend_option
-from index.hygiene import add_arguments as add_hygiene_arguments
+from index.hygiene import (DEFAULT_CANDIDATE_THRESHOLD, DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_NEIGHBOURS,
+                           DEFAULT_PIXEL_THRESHOLD)
 
 EVALUATE_FULL_UP_TO = 100_000  # items; beyond this `evaluate` samples 10,000 queries by default
 EVALUATE_SAMPLE = 10_000
@@ -212,8 +213,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
     p.add_argument("--allow-download", action="store_true")
 
-    add_hygiene_arguments(sub.add_parser("hygiene", help="near-duplicate listings, likely mis-categorised items, "
-                                         "products whose photos disagree (CSV + Markdown)"))
+    p = sub.add_parser("edit", help="set a metadata column (e.g. category) or add a tag on items: a new version "
+                                    "(undo with restore); vectors are kept as they are")
+    p.add_argument("--catalog", type=Path, default=Path("catalogs/fashion-mnist-test"),
+                   help="catalog folder (default: the default catalog, catalogs/fashion-mnist-test)")
+    p.add_argument("--id", dest="ids", type=int, action="append", required=True, metavar="N",
+                   help="an item to edit (repeat for several)")
+    p.add_argument("--set", dest="values", action="append", default=[], metavar="COLUMN=VALUE",
+                   help="e.g. category=footwear (repeat for several columns)")
+    p.add_argument("--tag", dest="tags", action="append", default=[], help="add this tag (repeat for several)")
+    wait_option(p)
+
+    p = sub.add_parser("hygiene", help="near-duplicate listings, likely mis-categorised items, products whose "
+                                       "photos disagree (CSV + Markdown)")
+    p.add_argument("--catalog", required=True, type=Path)
+    p.add_argument("--out", type=Path, default=None,
+                   help="prefix of the reports (default reports/<catalog>-hygiene): PREFIX-duplicates.csv, "
+                        "PREFIX-miscategorised.csv, PREFIX-products.csv, PREFIX.md, PREFIX.json")
+    p.add_argument("--k", type=int, default=DEFAULT_NEIGHBOURS,
+                   help=f"nearest neighbours that vote (default {DEFAULT_NEIGHBOURS})")
+    p.add_argument("--duplicate-threshold", type=float, default=DEFAULT_DUPLICATE_THRESHOLD,
+                   help="cosine at which two items count as duplicates when their photos are not compared "
+                        f"(--no-pixel-check, unreadable photos; default {DEFAULT_DUPLICATE_THRESHOLD})")
+    p.add_argument("--candidate-threshold", type=float, default=DEFAULT_CANDIDATE_THRESHOLD,
+                   help=f"cosine at which a pair's photos are compared (default {DEFAULT_CANDIDATE_THRESHOLD})")
+    p.add_argument("--pixel-threshold", type=float, default=DEFAULT_PIXEL_THRESHOLD,
+                   help="correlation of the two photos, aligned (shifts, mirror image, frame trimmed), that confirms a "
+                        f"duplicate (default {DEFAULT_PIXEL_THRESHOLD})")
+    p.add_argument("--no-pixel-check", action="store_true", help="judge duplicates by the vectors alone")
     for command in BACKEND_COMMANDS:  # where the index is served (index.backends)
         add_backend_option(sub.choices[command])
     return parser

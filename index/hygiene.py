@@ -1,18 +1,19 @@
 """Catalog hygiene for merchandisers: near-duplicate listings, likely mis-categorised items, and
 products whose photos disagree with each other.
 
-Everything works from a catalog's stored vectors and metadata (no model): one exact
-k-nearest-neighbour pass (index.evaluation.nearest_neighbours: FAISS inner product on the
-L2-normalised vectors, in blocks, so 10^5 items fit in memory) feeds all three reports.
+One k-nearest-neighbour pass over the catalog's stored vectors feeds all three reports (exact,
+index.evaluation.nearest_neighbours, up to EXACT_UP_TO items; beyond, candidates from the vectors'
+leading principal axes re-scored exactly: reduced_neighbours).
 
-- Near-duplicates: the vectors propose pairs (cosine at or above `candidate_threshold` among the
-  k nearest) and the pixels confirm them: both photos are decoded (embedder.images.decode_image),
-  made grey, shrunk to THUMBNAIL_SIDE pixels a side and blurred; a pair whose thumbnails correlate
-  at `pixel_threshold` or more is linked. Resizing and re-encoding a small photo moves its vector
-  further than many distinct items sit apart, but barely changes its blurred thumbnail. Only photos in candidate pairs are decoded, each once. Without image paths
-  (or with pixel_threshold None), or where a photo cannot be read, a pair is linked when its
-  cosine reaches `duplicate_threshold`. Linked items form a group (connected components), so a
-  photo listed three times is one group.
+- Near-duplicates: pairs are proposed by the vectors (cosine at or above `candidate_threshold'
+  among the k nearest) and by the photos themselves (each photo's nearest photos by a mirror-
+  symmetric descriptor of the product trimmed of its frame: a border or a mirror image moves a
+  vector far), and confirmed by the pixels (index.duplicates.match_scores: aligned over shifts and
+  mirror images, unframed and trimmed, at `pixel_threshold` or more). Only photos in candidate
+  pairs are decoded, each once. Without image paths (or with pixel_threshold None), or where a photo
+  cannot be read, a pair of vector neighbours is linked when its cosine reaches
+  `duplicate_threshold`. Linked items form a group (connected components), so a photo listed three
+  times is one group.
 - Mis-categorised: an item's k nearest neighbours vote for their categories, each with its
   similarity as weight. An item is flagged when the neighbours mostly (over half the weight)
   carry another category; flagged items are ranked by that category's share of the weight, then
@@ -27,7 +28,6 @@ CLI: python -m index hygiene --catalog DIR --out reports/PREFIX  (PREFIX-*.csv, 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,20 +35,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from embedder.images import ImageError, decode_image
+from embedder.files import markdown_table
+from index.duplicates import DESCRIPTOR_FLOOR, PAIR_BLOCK, PhotoPrints, connected_groups, match_scores
 from index.evaluation import nearest_neighbours
 from index.manifest import CATEGORY_COLUMN, PATH_COLUMN, PRODUCT_COLUMN
 from index.store import IMAGE_PATH_COLUMN
 
-# Chosen on 10,000 Fashion-MNIST *training* photos with planted faults (python -m benchmarks.hygiene
-# --calibrate), never on the test catalog the benchmark reports.
+# Chosen on Fashion-MNIST *training* photos with planted faults and store copies (python -m
+# benchmarks.hygiene --calibrate), never on the test catalog the benchmark reports.
 DEFAULT_NEIGHBOURS = 10
 DEFAULT_DUPLICATE_THRESHOLD = 0.97  # vectors alone (no readable photos)
-DEFAULT_CANDIDATE_THRESHOLD = 0.90  # vectors propose a pair ...
-DEFAULT_PIXEL_THRESHOLD = 0.995  # ... its thumbnails' correlation confirms it
-THUMBNAIL_SIDE = 32
-THUMBNAIL_BLUR = 1.0  # Gaussian radius in thumbnail pixels
-ROW_BLOCK = 16_384  # rows of vectors read at once when summing products' photos
+DEFAULT_CANDIDATE_THRESHOLD = 0.85  # vectors propose a pair ...
+DEFAULT_PIXEL_THRESHOLD = 0.997  # ... the aligned photos' correlation confirms it
+DESCRIPTOR_NEIGHBOURS = 3  # nearest photos by descriptor proposed as pairs too
+EXACT_UP_TO = 20_000  # items searched exactly; larger catalogs through reduced_neighbours
+REDUCED_DIMS = 128
+RESCORE_EXTRA = 20  # candidates beyond k re-scored exactly
+PCA_SAMPLE = 20_000
+ROW_BLOCK = 16_384  # rows of vectors read at once
 PHOTO_BLOCK = 512  # photos compared with their candidate products at once (512 x k x d floats)
 ID_COLUMN = "id"
 MARKDOWN_ROWS = 50  # rows of each table in the Markdown report (the CSVs hold every row)
@@ -85,12 +89,13 @@ class HygieneReport:
         f = self.facts
         parts = [f"# Catalog hygiene: {f.get('catalog', '')}", "",
                  f"{self.summary()}.", "",
-                 f"Model fingerprint `{f.get('model_fingerprint', '')}`; k = {f['k']} nearest neighbours (exact "
-                 f"inner product on the stored vectors). Similarities are cosines.", ""]
+                 f"Model fingerprint `{f.get('model_fingerprint', '')}`; k = {f['k']} nearest neighbours (inner "
+                 f"product on the stored vectors, {f.get('neighbour_search', 'exact')}). Similarities are cosines.", ""]
         for title, table, note in (
                 ("Near-duplicate listings", self.duplicates,
                  f"Items linked ({duplicate_rule(f)}), grouped; `similarity` is the cosine to the item's closest "
-                 "linked item (`closest_id`), `pixel_similarity` the correlation of their thumbnails."),
+                 "linked item (`closest_id`), `pixel_similarity` the correlation of their photos aligned "
+                 "(shift, mirror image, scale)."),
                 ("Likely mis-categorised items", self.miscategorised,
                  "Items whose nearest neighbours mostly carry another category; `share` is the similarity-weighted "
                  "share of the neighbours carrying `suggested_category`."),
@@ -102,7 +107,7 @@ class HygieneReport:
                 parts += ["None found.", ""]
                 continue
             shown = table.head(rows)
-            parts += [markdown_table(shown), ""]
+            parts += [frame_markdown(shown), ""]
             if len(table) > rows:
                 parts += [f"… {len(table) - rows:,} more rows in the CSV.", ""]
         return "\n".join(parts)
@@ -132,130 +137,129 @@ def duplicate_rule(facts: dict) -> str:
     """How two items were linked as duplicates, in words."""
     if facts.get("pixel_threshold") is None:
         return f"cosine >= {facts['duplicate_threshold']:.3f}"
-    return (f"cosine >= {facts['candidate_threshold']:.3f} confirmed by thumbnail correlation >= "
-            f"{facts['pixel_threshold']:.3f}; {facts.get('pixel_unreadable', 0)} unreadable photos judged by "
-            f"cosine >= {facts['duplicate_threshold']:.3f}")
+    return (f"proposed by cosine >= {facts['candidate_threshold']:.3f} or by the photos' descriptors, confirmed by "
+            f"the aligned photos' correlation >= {facts['pixel_threshold']:.3f}; "
+            f"{facts.get('pixel_unreadable', 0)} unreadable photos judged by cosine >= "
+            f"{facts['duplicate_threshold']:.3f}")
 
 
-def markdown_table(table: pd.DataFrame) -> str:
+def frame_markdown(table: pd.DataFrame) -> str:
     """A data frame as a Markdown table (embedder.files.markdown_table), floats with three decimals."""
-    from embedder.files import markdown_table as write_table
-
     def cell(value) -> str:
         if isinstance(value, (float, np.floating)):
             return f"{value:.3f}"
         return str(value).replace("|", "\\|")
-    return write_table(list(table.columns), [[cell(v) for v in row] for row in table.itertuples(index=False)])
+    return markdown_table(list(table.columns), [[cell(v) for v in row] for row in table.itertuples(index=False)])
 
 
 # ---------------------------------------------------------------- the three reports
 
 def neighbours_of(vectors, k: int = DEFAULT_NEIGHBOURS) -> Neighbours:
-    """Every row's k nearest other rows, exactly (blocks of queries; no n x n matrix)."""
+    """Every row's k nearest other rows: exactly (blocks of queries; no n x n matrix) up to
+    EXACT_UP_TO items, beyond through reduced_neighbours."""
     if len(vectors) < 2:
         raise HygieneError(f"hygiene needs at least 2 items, the catalog has {len(vectors)}")
+    n, d = vectors.shape
+    if n > EXACT_UP_TO and d > REDUCED_DIMS:
+        return reduced_neighbours(vectors, k)
     scores, rows = nearest_neighbours(vectors, vectors, k, exclude_self=True)
     return Neighbours(scores, rows)
 
 
-def pixel_thumbnail(path) -> np.ndarray:
-    """A photo's grey thumbnail: the whole frame shrunk to THUMBNAIL_SIDE pixels a side and blurred
-    (Gaussian, THUMBNAIL_BLUR pixels), flattened, zero-mean and unit-norm, so the dot product of two
-    thumbnails is their correlation (a plain photo: zeros). The blur takes out what resampling and
-    JPEG re-encoding add; the whole frame is kept because a resized copy keeps its framing, while
-    trimming to the product at a fixed contrast moved with the JPEG noise (reports/hygiene/thumbnails.md)."""
-    from PIL import Image, ImageFilter
-
-    image = decode_image(path, max_side=8 * THUMBNAIL_SIDE).convert("L")
-    small = image.resize((THUMBNAIL_SIDE, THUMBNAIL_SIDE), Image.Resampling.BILINEAR, reducing_gap=2.0)
-    pixels = np.array(small.filter(ImageFilter.GaussianBlur(THUMBNAIL_BLUR)), np.float32).reshape(-1)
-    pixels -= pixels.mean()
-    norm = np.linalg.norm(pixels)
-    return pixels / norm if norm > 1e-6 else np.zeros_like(pixels)
-
-
-class Thumbnails:
-    """Thumbnails of catalog rows, decoded on first use and kept; rows whose photo cannot be read
-    are remembered (None) and counted, never retried."""
-
-    def __init__(self, paths):
-        self.paths = paths
-        self._cache: dict[int, np.ndarray | None] = {}
-        self.unreadable = 0
-
-    def __call__(self, row: int) -> np.ndarray | None:
-        if row not in self._cache:
-            try:
-                self._cache[row] = pixel_thumbnail(self.paths[row])
-            except (ImageError, OSError):
-                self._cache[row] = None
-                self.unreadable += 1
-        return self._cache[row]
-
-    def __len__(self) -> int:
-        return len(self._cache)
+def reduced_neighbours(vectors, k: int) -> Neighbours:
+    """k nearest neighbours of a large catalog: candidates found on the vectors projected on their
+    REDUCED_DIMS leading principal axes (from a seeded sample of rows), then re-scored exactly
+    against the stored vectors and the best k kept. The exact search of 10^5 items in 2048
+    dimensions takes minutes; this keeps what the reports read of it (reports/hygiene/hygiene.md)."""
+    n, d = vectors.shape
+    rng = np.random.default_rng(0)
+    sample = np.sort(rng.choice(n, min(n, PCA_SAMPLE), replace=False))
+    rows = np.asarray(vectors[sample], np.float32)
+    mean = rows.mean(axis=0)
+    _, _, axes = np.linalg.svd(rows - mean, full_matrices=False)
+    basis = np.ascontiguousarray(axes[:REDUCED_DIMS].T, np.float32)
+    projected = np.empty((n, REDUCED_DIMS), np.float32)
+    for start, block in _row_blocks(vectors, n):
+        projected[start:start + len(block)] = block @ basis
+    wide = min(k + RESCORE_EXTRA, n - 1)
+    _, candidates = nearest_neighbours(projected, projected, wide, exclude_self=True)
+    scores = np.empty(candidates.shape, np.float32)
+    for start, block in _row_blocks(vectors, n):
+        rows_here = candidates[start:start + len(block)]
+        scores[start:start + len(block)] = np.einsum("id,ijd->ij", block,
+                                                     np.asarray(vectors[np.maximum(rows_here, 0).reshape(-1)],
+                                                                np.float32).reshape(*rows_here.shape, d))
+    scores[candidates < 0] = -np.inf
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return Neighbours(np.take_along_axis(scores, order, 1), np.take_along_axis(candidates, order, 1))
 
 
-def confirmed_links(neighbours: Neighbours, thumbnails: Thumbnails, *, candidate_threshold: float,
-                    pixel_threshold: float, fallback_threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """(linked (n, k) bool, pixel correlation (n, k), NaN where not compared): each neighbour at
-    cosine >= candidate_threshold is linked when the two thumbnails correlate at pixel_threshold or
-    more, or, when either photo is unreadable, when the cosine reaches fallback_threshold."""
-    candidate = (neighbours.scores >= candidate_threshold) & (neighbours.rows >= 0)
-    linked = np.zeros(candidate.shape, bool)
-    pixels = np.full(candidate.shape, np.nan, np.float32)
-    for i, j in zip(*np.nonzero(candidate)):
-        a, b = thumbnails(int(i)), thumbnails(int(neighbours.rows[i, j]))
-        if a is None or b is None:
-            linked[i, j] = neighbours.scores[i, j] >= fallback_threshold
-        else:
-            pixels[i, j] = float(a @ b)
-            linked[i, j] = pixels[i, j] >= pixel_threshold
-    return linked, pixels
-
-
-def duplicate_groups(neighbours: Neighbours, threshold: float = DEFAULT_DUPLICATE_THRESHOLD,
-                     linked: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(group of each row, -1 when it has no duplicate; its closest duplicate's row; that cosine).
-
-    linked: (n, k) which neighbours are duplicates (confirmed_links); by default those at cosine
-    >= threshold. Groups are numbered 0, 1, ... by their highest similarity, most alike first."""
+def candidate_pairs(neighbours: Neighbours, prints: PhotoPrints, rows: np.ndarray, *, candidate_threshold: float
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (first < second) worth comparing: neighbours at cosine >= candidate_threshold, and each
+    photo's DESCRIPTOR_NEIGHBOURS nearest photos by their mirror-symmetric descriptors."""
     n = len(neighbours.rows)
-    close = (neighbours.scores >= threshold) if linked is None else linked.copy()
-    close &= neighbours.rows >= 0
+    close = (neighbours.scores >= candidate_threshold) & (neighbours.rows >= 0)
     a = np.repeat(np.arange(n), close.sum(axis=1))
     b = neighbours.rows[close]
-    parent = np.arange(n)
+    readable = np.asarray([r for r in rows if prints(int(r)) is not None], np.int64)
+    if len(readable) > 1:
+        descriptors = np.stack([prints(int(r)).descriptor for r in readable])
+        scores, near = nearest_neighbours(descriptors, descriptors, DESCRIPTOR_NEIGHBOURS, exclude_self=True)
+        keep = (near >= 0) & (scores >= DESCRIPTOR_FLOOR)
+        a = np.concatenate([a, np.repeat(readable, keep.sum(axis=1))])
+        b = np.concatenate([b, readable[near[keep]]])
+    pairs = np.unique(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1), axis=0) if len(a) else np.zeros((0, 2), np.int64)
+    return pairs[:, 0], pairs[:, 1]
 
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
 
-    for i, j in zip(a.tolist(), b.tolist()):
-        ri, rj = root(i), root(j)
-        if ri != rj:
-            parent[max(ri, rj)] = min(ri, rj)
-    roots = np.array([root(i) for i in range(n)]) if len(a) else parent
-    # The first linked neighbour is the closest duplicate (scores are descending).
-    has_duplicate = close.any(axis=1)
-    first = close.argmax(axis=1)
-    closest = np.where(has_duplicate, neighbours.rows[np.arange(n), first], -1)
-    similarity = np.where(has_duplicate, neighbours.scores[np.arange(n), first], np.nan).astype(np.float32)
-    in_group = np.zeros(n, bool)
-    in_group[a], in_group[b] = True, True
+def confirmed_pairs(vectors, first: np.ndarray, second: np.ndarray, prints: PhotoPrints, *, pixel_threshold: float,
+                    fallback_threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(linked, cosine, pixel score; NaN where not compared) of each candidate pair: linked when
+    the photos match at pixel_threshold or more (index.duplicates.match_scores), or, when either
+    photo is unreadable, when the cosine reaches fallback_threshold."""
+    cosine = np.empty(len(first), np.float32)
+    pixels = np.full(len(first), np.nan, np.float32)
+    readable = np.zeros(len(first), bool)
+    for at in range(0, len(first), PAIR_BLOCK):
+        f, s = first[at:at + PAIR_BLOCK], second[at:at + PAIR_BLOCK]
+        cosine[at:at + len(f)] = np.einsum("ij,ij->i", np.asarray(vectors[f], np.float32),
+                                           np.asarray(vectors[s], np.float32))
+        a, b = [prints(int(i)) for i in f], [prints(int(j)) for j in s]
+        ok = np.array([x is not None and y is not None for x, y in zip(a, b)], bool)
+        readable[at:at + len(f)] = ok
+        if ok.any():
+            pixels[at:at + len(f)][ok] = match_scores(np.stack([x.views for x, k in zip(a, ok) if k]),
+                                                      np.stack([y.views for y, k in zip(b, ok) if k]))
+    linked = np.where(readable, pixels >= pixel_threshold, cosine >= fallback_threshold)
+    return linked, cosine, pixels
+
+
+def duplicate_groups(n: int, first: np.ndarray, second: np.ndarray, strength: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(group of each row, -1 when it has no duplicate; its closest duplicate's row; the strength
+    of that link) from the linked pairs. Groups are connected components, numbered 0, 1, ... by
+    their strongest link, most alike first."""
+    closest = np.full(n, -1, np.int64)
+    best = np.full(n, -np.inf, np.float32)
+    for a, b in ((first, second), (second, first)):
+        order = np.lexsort((b, -strength))  # strongest first, ties by row: the same on any machine
+        for i, j, value in zip(a[order], b[order], strength[order]):
+            if value > best[i]:
+                best[i], closest[i] = value, j
+    label = connected_groups(n, first, second)
+    in_group = closest >= 0
     group = np.full(n, -1, np.int64)
     if in_group.any():
         members = np.flatnonzero(in_group)
-        labels, member_group = np.unique(roots[members], return_inverse=True)
-        best = np.full(len(labels), -np.inf)
-        np.maximum.at(best, member_group, np.nan_to_num(similarity[members], nan=-np.inf))
-        order = np.argsort(-best, kind="stable")
+        labels, member_group = np.unique(label[members], return_inverse=True)
+        strongest = np.full(len(labels), -np.inf)
+        np.maximum.at(strongest, member_group, best[members])
+        order = np.lexsort((labels, -strongest))
         renumber = np.empty(len(labels), np.int64)
         renumber[order] = np.arange(len(labels))
         group[members] = renumber[member_group]
-    return group, closest, similarity
+    return group, closest, np.where(in_group, best, np.nan).astype(np.float32)
 
 
 def category_votes(categories: np.ndarray, neighbours: Neighbours) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -377,12 +381,12 @@ def report_from_vectors(vectors, metadata: pd.DataFrame, *, k: int = DEFAULT_NEI
                         duplicate_threshold: float = DEFAULT_DUPLICATE_THRESHOLD,
                         candidate_threshold: float = DEFAULT_CANDIDATE_THRESHOLD,
                         pixel_threshold: float | None = DEFAULT_PIXEL_THRESHOLD,
-                        neighbours: Neighbours | None = None, thumbnails: Thumbnails | None = None,
+                        neighbours: Neighbours | None = None, prints: PhotoPrints | None = None,
                         facts: dict | None = None) -> HygieneReport:
     """The three reports from vectors (n, d), L2-normalised, and their metadata rows (same order).
 
     The pixel check runs when the metadata has an image_path column and pixel_threshold is set.
-    neighbours / thumbnails: already computed for these vectors (several settings compared on one
+    neighbours / prints: already computed for these vectors (several settings compared on one
     catalog); neighbours must hold at least k columns."""
     if len(metadata) != len(vectors):
         raise HygieneError(f"{len(metadata)} metadata rows for {len(vectors)} vectors")
@@ -401,35 +405,49 @@ def report_from_vectors(vectors, metadata: pd.DataFrame, *, k: int = DEFAULT_NEI
         raise HygieneError(f"{neighbours.rows.shape[1]} neighbours given for k = {k}")
     neighbours = Neighbours(neighbours.scores[:, :k], neighbours.rows[:, :k])
     seconds["neighbours"] = time.perf_counter() - started
+    search = ("exact" if len(vectors) <= EXACT_UP_TO or vectors.shape[1] <= REDUCED_DIMS else
+              f"candidates on {REDUCED_DIMS} principal axes re-scored exactly")
     metadata = metadata.reset_index(drop=True)
     items = metadata[_item_columns(metadata)]
     ids = metadata[ID_COLUMN].to_numpy() if ID_COLUMN in metadata else np.arange(len(metadata))
 
     step = time.perf_counter()
+    n = len(metadata)
     pixel_check = pixel_threshold is not None and IMAGE_PATH_COLUMN in metadata
     pixel_facts = {"pixel_threshold": None}
-    linked = pixels = None
     if pixel_check:
-        if thumbnails is None:
-            thumbnails = Thumbnails(metadata[IMAGE_PATH_COLUMN].to_numpy())
-        decoded, unreadable = len(thumbnails), thumbnails.unreadable
-        linked, pixels = confirmed_links(neighbours, thumbnails, candidate_threshold=candidate_threshold,
-                                         pixel_threshold=pixel_threshold, fallback_threshold=duplicate_threshold)
+        if prints is None:
+            prints = PhotoPrints(metadata[IMAGE_PATH_COLUMN].to_numpy())
+        decoded, unreadable = len(prints), prints.unreadable
+        prints.load(range(n))  # every photo: the descriptors propose pairs the vectors miss
+        first, second = candidate_pairs(neighbours, prints, np.arange(n), candidate_threshold=candidate_threshold)
+        linked, cosine, pixels = confirmed_pairs(vectors, first, second, prints, pixel_threshold=pixel_threshold,
+                                                 fallback_threshold=duplicate_threshold)
         pixel_facts = {"candidate_threshold": float(candidate_threshold), "pixel_threshold": float(pixel_threshold),
-                       "pixel_pairs": int(np.isfinite(pixels).sum()), "photos_decoded": len(thumbnails) - decoded,
-                       "pixel_unreadable": thumbnails.unreadable - unreadable}
-    group, closest, similarity = duplicate_groups(neighbours, duplicate_threshold, linked)
+                       "pixel_pairs": int(np.isfinite(pixels).sum()), "photos_decoded": len(prints) - decoded,
+                       "pixel_unreadable": prints.unreadable - unreadable}
+    else:
+        close = (neighbours.scores >= duplicate_threshold) & (neighbours.rows >= 0)
+        first, second = np.repeat(np.arange(n), close.sum(axis=1)), neighbours.rows[close]
+        cosine = neighbours.scores[close]
+        linked, pixels = np.ones(len(first), bool), np.full(len(first), np.nan, np.float32)
+    first, second, cosine, pixels = first[linked], second[linked], cosine[linked], pixels[linked]
+    group, closest, _ = duplicate_groups(n, first, second, np.where(np.isfinite(pixels), pixels, cosine))
     members = np.flatnonzero(group >= 0)
+    link_cosine = {(int(i), int(j)): float(c) for i, j, c in zip(first, second, cosine)}
+    link_pixels = {(int(i), int(j)): float(p) for i, j, p in zip(first, second, pixels)}
+
+    def of_link(table: dict, i: int, j: int) -> float:
+        return table.get((i, j), table.get((j, i), np.nan))
     duplicates = items.iloc[members].reset_index(drop=True)
     duplicates.insert(0, "group", group[members])
     duplicates.insert(1, "group_size", np.bincount(group[members])[group[members]] if len(members) else [])
     duplicates["closest_id"] = ids[closest[members]]
-    duplicates["similarity"] = similarity[members]
-    if pixels is not None:
-        first = linked[members].argmax(axis=1)
-        duplicates["pixel_similarity"] = pixels[members, first]
-    duplicates = duplicates.sort_values(["group", "similarity"], ascending=[True, False], kind="stable")
-    duplicates = duplicates.reset_index(drop=True)
+    duplicates["similarity"] = np.array([of_link(link_cosine, i, closest[i]) for i in members], np.float32)
+    if pixel_check:
+        duplicates["pixel_similarity"] = np.array([of_link(link_pixels, i, closest[i]) for i in members], np.float32)
+    duplicates = duplicates.sort_values(["group", "similarity", "closest_id"], ascending=[True, False, True],
+                                        kind="stable").reset_index(drop=True)
     seconds["duplicates"] = time.perf_counter() - step
 
     step = time.perf_counter()
@@ -456,44 +474,6 @@ def report_from_vectors(vectors, metadata: pd.DataFrame, *, k: int = DEFAULT_NEI
     seconds["total"] = time.perf_counter() - started
     return HygieneReport(duplicates, miscategorised, products,
                          {**(facts or {}), "items": len(metadata), "k": int(neighbours.rows.shape[1]),
+                          "neighbour_search": search,
                           "duplicate_threshold": float(duplicate_threshold), **pixel_facts,
                           "seconds": {name: round(s, 3) for name, s in seconds.items()}})
-
-
-# ---------------------------------------------------------------- command line
-
-def add_arguments(parser) -> None:
-    """The `hygiene` subcommand's options (python -m index hygiene)."""
-    parser.add_argument("--catalog", required=True, type=Path)
-    parser.add_argument("--out", type=Path, default=None,
-                        help="prefix of the reports (default reports/<catalog>-hygiene): PREFIX-duplicates.csv, "
-                             "PREFIX-miscategorised.csv, PREFIX-products.csv, PREFIX.md, PREFIX.json")
-    parser.add_argument("--k", type=int, default=DEFAULT_NEIGHBOURS, help="nearest neighbours that vote "
-                        f"(default {DEFAULT_NEIGHBOURS})")
-    parser.add_argument("--duplicate-threshold", type=float, default=DEFAULT_DUPLICATE_THRESHOLD,
-                        help="cosine at which two items count as duplicates when their photos are not compared "
-                             f"(--no-pixel-check, unreadable photos; default {DEFAULT_DUPLICATE_THRESHOLD})")
-    parser.add_argument("--candidate-threshold", type=float, default=DEFAULT_CANDIDATE_THRESHOLD,
-                        help=f"cosine at which a pair's photos are compared (default {DEFAULT_CANDIDATE_THRESHOLD})")
-    parser.add_argument("--pixel-threshold", type=float, default=DEFAULT_PIXEL_THRESHOLD,
-                        help="correlation of the two photos' blurred grey thumbnails that confirms a duplicate "
-                             f"(default {DEFAULT_PIXEL_THRESHOLD})")
-    parser.add_argument("--no-pixel-check", action="store_true", help="judge duplicates by the vectors alone")
-
-
-def run_command(args) -> int:
-    """python -m index hygiene: compute the reports, write them, print the summary."""
-    from index.catalog import Catalog
-
-    try:
-        report = hygiene_report(Catalog.load(args.catalog), k=args.k, duplicate_threshold=args.duplicate_threshold,
-                                candidate_threshold=args.candidate_threshold,
-                                pixel_threshold=None if args.no_pixel_check else args.pixel_threshold)
-    except HygieneError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    prefix = args.out or Path("reports") / f"{args.catalog.absolute().name}-hygiene"
-    written = report.write(prefix)
-    print(report.summary())
-    print("wrote " + ", ".join(str(p) for p in written))
-    return 0
