@@ -14,6 +14,7 @@ import streamlit as st
 
 from app import components as ui
 from app.browse import browse_grid, clear_selection, file_mtime, thumbnail_png
+from app.item_actions import item_actions, last_outcome
 from app.roles import catalog_manager_gate
 from app.settings import OutsideDataRootError, inside_data_root, shown
 from app.store_catalog import serving_story, store_trainable
@@ -34,6 +35,7 @@ SECTION_KEY = "catalog_section"
 KEPT_SECTION_KEY = "catalog_section_kept"
 SECTIONS = ("Browse and remove", "Add images", "Undo", "Rebuild", "Build anew")
 BROWSE_KEY = "catalog_browse"
+UPLOAD_ROUND_KEY = "catalog_upload_round"  # part of the uploader's key: changed after a successful add
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
@@ -126,7 +128,7 @@ def index_reason(index: dict, items: int) -> str:
 
 
 OPERATION_WORDS = {"build": "built", "add": "added to", "remove": "items removed", "rebuild": "rebuilt",
-                   "restore": "restored", "build-from-shards": "built from embedding shards"}
+                   "restore": "restored", "build-from-shards": "built from embedding shards", "edit": "items edited"}
 
 
 def _last_operation(op: dict | None) -> str:
@@ -188,10 +190,18 @@ def add_form(folder: Path, model: Path) -> None:
             run_operation("Adding images", add_to_catalog, folder, model=model if model.is_file() else None, **where)
 
 
+def uploader_key() -> str:
+    """upload_files, then upload_files_1, _2, ... after each successful add."""
+    added = st.session_state.get(UPLOAD_ROUND_KEY, 0)
+    return "upload_files" if not added else f"upload_files_{added}"
+
+
 def upload_form(folder: Path, model: Path, categories: list[str]) -> None:
     """Photos or zips from the browser, saved inside the catalog folder (DIR/photos/), then added."""
     with st.form("upload_form", clear_on_submit=False):
-        files = st.file_uploader("Photos, or zips of photos", accept_multiple_files=True, key="upload_files",
+        # A new key after each successful add: a fresh, empty uploader (the added files are not offered again).
+        files = st.file_uploader("Photos, or zips of photos", accept_multiple_files=True,
+                                 key=uploader_key(),
                                  type=[*sorted(e.lstrip(".") for e in IMAGE_EXTENSIONS), "zip"])
         left, right = st.columns(2)
         category = left.text_input("Category", key="upload_category",
@@ -211,9 +221,13 @@ def upload_form(folder: Path, model: Path, categories: list[str]) -> None:
         except UploadError as exc:
             st.error(f"Nothing was added: {exc}", icon=":material/error:")
             return
+        def add_then_clear(*args, **kwargs):
+            report = add_uploads(*args, **kwargs)
+            st.session_state[UPLOAD_ROUND_KEY] = st.session_state.get(UPLOAD_ROUND_KEY, 0) + 1
+            return report
         # Saved and added under the catalog's lock; those the add leaves out (all, when it fails) are deleted.
-        run_operation(f"Adding {len(staged.saved):,} uploaded photos", add_uploads, folder, staged, refused=staged.bad,
-                      model=model if model.is_file() else None)
+        run_operation(f"Adding {len(staged.saved):,} uploaded photos", add_then_clear, folder, staged,
+                      refused=staged.bad, model=model if model.is_file() else None)
 
 
 def ask_to_confirm(what: tuple) -> None:
@@ -280,6 +294,7 @@ def remove_section(items: pd.DataFrame, skipped: list[dict]) -> None:
     if st.button(f"Remove {len(chosen):,} selected", icon=":material/delete:", key="browse_remove",
                  disabled=not chosen):
         ask_to_confirm(("remove", chosen, []))
+    item_actions(ui.settings().catalog, chosen, key="browse_fix", remove=False)  # re-categorise or tag the selection
     with st.expander("Remove by id or path", icon=":material/edit_note:"):
         with st.form("remove_form"):
             lines = st.text_area("Item ids or image paths (relative to the image folder), one per line",
@@ -419,6 +434,7 @@ def page() -> None:
     cfg = ui.settings()
     st.caption(f"`{cfg.catalog}` · model `{cfg.model}`")
     last_report()
+    last_outcome()
     try:
         info = read_info(cfg.catalog)
     except CatalogError as exc:

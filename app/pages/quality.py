@@ -16,6 +16,8 @@ import streamlit as st
 import altair as alt
 
 from app import components as ui
+from app.item_actions import item_actions, last_outcome, selected_ids
+from app.roles import is_catalog_manager
 from app.embedding_map import map_chart, map_points, pca_2d, thumbnail_url
 from embedder.images import decode_image
 from index.evaluation import DEFAULT_KS, RecallReport, nearest_neighbours
@@ -195,7 +197,7 @@ def query_row(folder: Path, query: int, other: Path | None = None) -> None:
             ui.result_strip(results, same=lambda row: str(row["product_id"]) == product)
 
 
-def show_failures(folder: Path) -> None:
+def show_failures(folder: Path, editable: bool = False) -> None:
     rows = failures(folder)
     items = ui.catalog_items(ui.load_catalog(folder))
     asked = len(neighbours(folder)[0])
@@ -222,6 +224,10 @@ def show_failures(folder: Path) -> None:
     for query in rows[:limit]:
         with st.container(border=True):
             query_row(folder, int(query))
+            if editable:
+                item = int(items["id"].iloc[int(query)])
+                with st.popover(f"Fix item {item}", icon=":material/build:"):
+                    item_actions(folder, [item], key=f"failures_fix_{item}")
 
 
 def show_confused_pairs(folder: Path) -> None:
@@ -293,6 +299,14 @@ def _hygiene(folder: str, stamp: str) -> HygieneReport:
     return hygiene_report(ui.load_catalog(folder))
 
 
+SERVER_PATH_COLUMNS = ("path", "image_path")  # shown to catalog managers only
+
+
+def without_server_paths(table: pd.DataFrame) -> pd.DataFrame:
+    """The table without the columns that name files on the server (what everyone may see)."""
+    return table.drop(columns=[c for c in SERVER_PATH_COLUMNS if c in table])
+
+
 def with_thumbnails(table: pd.DataFrame, items: pd.DataFrame, limit: int) -> pd.DataFrame:
     shown = table.head(limit).copy()
     if "id" in shown and "image_path" in items:
@@ -301,15 +315,22 @@ def with_thumbnails(table: pd.DataFrame, items: pd.DataFrame, limit: int) -> pd.
     return shown
 
 
-def show_hygiene(folder: Path) -> None:
+def show_hygiene(folder: Path, manager: bool, editable: bool) -> None:
+    """The three reports; server paths only for a catalog manager; rows chosen in a table can be
+    fixed where the page serves this catalog to a manager (app.item_actions)."""
     try:
         report = _hygiene(str(folder), ui.catalog_stamp(folder))
     except HygieneError as exc:
         st.info(str(exc))
         return
     items = ui.catalog_items(ui.load_catalog(folder))
-    st.caption(report.summary() + ". The same reports from the command line: "
-               f"`python -m index hygiene --catalog {folder} --out reports/{folder.name}-hygiene`.")
+    cli = (f" The same reports from the command line: `python -m index hygiene --catalog {folder} --out "
+           f"reports/{folder.name}-hygiene`." if manager else "")
+    st.caption(report.summary() + "." + cli)
+    if manager and not editable:
+        st.caption("Items can be fixed here in the catalog the app serves; this is another catalog.")
+    elif editable:
+        st.caption("Choose rows of a table (the boxes on the left) to re-categorise, tag or remove those items.")
     limit = st.number_input("Rows shown per table", 10, 1000, 50, step=10, key="hygiene_rows")
     photo = {"photo": st.column_config.ImageColumn("photo", width="small")}
     three = {c: st.column_config.NumberColumn(c, format="%.3f")
@@ -326,8 +347,15 @@ def show_hygiene(folder: Path) -> None:
         if len(table) == 0:
             st.info("None found.")
             continue
+        if not manager:
+            table = without_server_paths(table)
         shown = with_thumbnails(table, items, int(limit)) if name != "products" else table.head(int(limit))
-        st.dataframe(shown, hide_index=True, column_config={**photo, **three}, key=f"hygiene_{name}")
+        chosen = {"on_select": "rerun", "selection_mode": "multi-row"} if editable else {}
+        event = st.dataframe(shown, hide_index=True, column_config={**photo, **three}, key=f"hygiene_{name}",
+                             **chosen)
+        if editable:
+            item_actions(folder, selected_ids(event, shown, "id" if name != "products" else "worst_id"),
+                         key=f"hygiene_{name}_fix")
         st.download_button(f"Download {name} CSV", table.to_csv(index=False, float_format="%.3f"),
                            f"{folder.name}-{name}.csv", "text/csv", icon=":material/download:",
                            key=f"hygiene_{name}_csv")
@@ -391,11 +419,14 @@ def show_compare(folder_a: Path, folder_b: Path) -> None:
 def page() -> None:
     st.title("Retrieval quality")
     cfg = ui.settings()
+    manager = is_catalog_manager()
+    last_outcome()
     catalogs = ui.list_catalogs(cfg.catalogs_dir)
     if ui.catalog_stamp(cfg.catalog) is not None and cfg.catalog not in catalogs:
         catalogs.insert(0, cfg.catalog)
     if not catalogs:
-        st.info(f"No catalogs found in `{cfg.catalogs_dir}`. Build one on the **Catalog** page.")
+        where = f" in `{cfg.catalogs_dir}`" if manager else ""
+        st.info(f"No catalogs found{where}. Build one on the **Catalog** page.")
         return
     default = catalogs.index(cfg.catalog) if cfg.catalog in catalogs else 0
     folder = st.selectbox("Catalog", catalogs, index=default, format_func=lambda p: p.name, key="quality_catalog")
@@ -408,19 +439,21 @@ def page() -> None:
         ["Recall@k", "Failure gallery", "Confused pairs", "Embedding map", "Hygiene", "Compare models"])
     with report_tab:
         show_report(folder, key="report")
+    editable = manager and folder.resolve() == cfg.catalog.resolve()
     with failures_tab:
-        show_failures(folder)
+        show_failures(folder, editable)
     with pairs_tab:
         show_confused_pairs(folder)
     with map_tab:
         show_map(folder)
     with hygiene_tab:
-        show_hygiene(folder)
+        show_hygiene(folder, manager, editable)
     with compare_tab:
         others = [c for c in catalogs if c != folder and has_products(c)]
         if not others:
-            st.info(f"Build a second catalog from the same manifest with another model into `{cfg.catalogs_dir}` "
-                    "to compare the two models here.")
+            where = f" into `{cfg.catalogs_dir}`" if manager else ""
+            st.info(f"Build a second catalog from the same manifest with another model{where} to compare the two "
+                    "models here.")
         else:
             other = st.selectbox(f"Compare **{folder.name}** with", others, format_func=lambda p: p.name,
                                  key="compare_other")
