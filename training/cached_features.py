@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -49,6 +50,7 @@ class CachedFeatures:
     trunk_fingerprint: str
     settings: ViewSettings
     paths: list[str]
+    build_seconds: float | None = None  # how long making it took (None: not recorded)
 
     def plain(self) -> torch.Tensor:
         """View 0 of every photo, float32 (what the catalog's own photo gives)."""
@@ -76,6 +78,7 @@ def build_cache(paths: Sequence[str | os.PathLike], embedder: Embedder, folder: 
     """Embed every photo's views with the trunk `embedder` and write the cache to `folder` (atomically:
     meta.json last, so a cache without it is unfinished and is made again)."""
     folder, paths = Path(folder), [str(p) for p in paths]
+    started = time.perf_counter()
     stage = Stage(as_callback(progress), "caching trunk features", len(paths))
     generator = torch.Generator().manual_seed(settings.seed)
     d = embedder.feature_dim
@@ -102,10 +105,11 @@ def build_cache(paths: Sequence[str | os.PathLike], embedder: Embedder, folder: 
         with open(tmp, "wb") as f:
             np.save(f, usable)
     meta = {"format": FORMAT, "trunk_fingerprint": embedder.fingerprint, "settings": asdict(settings),
-            "photos": len(paths), "dim": d, "paths_digest": paths_digest(paths), "paths": paths}
+            "photos": len(paths), "dim": d, "paths_digest": paths_digest(paths), "paths": paths,
+            "build_seconds": round(time.perf_counter() - started, 2)}
     with atomic_path(folder / META_FILE) as tmp:
         Path(tmp).write_text(json.dumps(meta) + "\n")
-    return CachedFeatures(features, usable, embedder.fingerprint, settings, paths)
+    return CachedFeatures(features, usable, embedder.fingerprint, settings, paths, meta["build_seconds"])
 
 
 def load_cache(folder: str | os.PathLike, trunk_fingerprint: str, paths: Sequence[str | os.PathLike] | None = None,
@@ -131,7 +135,7 @@ def load_cache(folder: str | os.PathLike, trunk_fingerprint: str, paths: Sequenc
     usable = np.load(folder / "usable.npy")
     if features.shape != (meta["photos"], stored.views, meta["dim"]) or usable.shape != (meta["photos"],):
         raise CachedFeaturesError(f"the feature cache in {folder} is damaged (shape {features.shape})")
-    return CachedFeatures(features, usable, trunk_fingerprint, stored, list(meta["paths"]))
+    return CachedFeatures(features, usable, trunk_fingerprint, stored, list(meta["paths"]), meta.get("build_seconds"))
 
 
 def cached_or_built(paths: Sequence[str | os.PathLike], embedder: Embedder, folder: str | os.PathLike,
