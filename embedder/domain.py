@@ -253,6 +253,12 @@ def analyse(image: Image.Image, settings: DomainSettings = DomainSettings(),
             if chosen is None or float(probability[chosen].mean()) < settings.mask_confidence:
                 # The mask sees no product it is sure of (noise, a drawing unlike any product): the rules decide.
                 return analyse(image, replace(settings, product_finder="rules"), within, offer_others=offer_others)
+            if settings.refine_on_plain and not result.cluttered:
+                # On a plain backdrop the rules mark the product's own pixels exactly (the mask reads a 64-px
+                # photo): theirs near the mask's product, unless they lose much of it (a light product's faint parts).
+                exact = rules() & dilate(chosen, 2)
+                if exact.sum() >= settings.refine_on_plain * chosen.sum():
+                    chosen = exact
             # What else stands out, offered to the shopper, is what the rules find beside the product.
             beside = [] if not offer_others else ranked_regions(
                 rules(), min_share=settings.min_region_share, connectivity=settings.connectivity,
