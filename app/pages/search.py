@@ -37,15 +37,16 @@ UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "heic", "heif", "avif"]  # HEIC: i
 GROUP_COLUMN = "product_id"
 HISTORY_KEY, CURRENT_KEY, BACK_PHOTO_KEY = "search_history", "search_current", "search_back_photo"
 HISTORY_LENGTH = 10  # earlier queries kept for *Back* (a photo's bytes included)
-RESULT_COLUMNS = 3  # cards per row: pictures of about 180 px in the results column at 1400 px
+RESULT_COLUMNS = 2  # cards per row: pictures of about 210 px in the results column at 1440 px
 LAST_SEARCH_KEY = "search_last"  # (what was searched, its results, seconds): reruns reuse it
 PAGE_K = min(50, MAX_K)
 log = logging.getLogger("app.search")
-# Below Streamlit's 640 px breakpoint the columns stack: put the results (the second column of the
-# keyed layout) above the photo and its box, so a phone's first screen shows the best matches.
+# Below Streamlit's 640 px breakpoint the columns stack: put the query's column (the one holding the
+# keyed query block; the result cards' own columns do not) after the results, so a phone's first
+# screen shows the best matches.
 NARROW_LAYOUT_CSS = """<style>
 @media (max-width: 640px) {
-  .st-key-search_layout [data-testid="stColumn"]:last-child { order: -1; }
+  [data-testid="stColumn"]:has(.st-key-search_query) { order: 1; }
 }
 </style>"""
 
@@ -300,8 +301,9 @@ def page() -> None:
         browse_to_pick(items)
 
     st.markdown(NARROW_LAYOUT_CSS, unsafe_allow_html=True)
-    query_column, results_column = st.container(key="search_layout").columns([2, 3], gap="medium")
-    with query_column:
+    # Half the width for the photo: its crop box as wide as the column, over 400 px on a desktop.
+    query_column, results_column = st.columns(2, gap="medium")
+    with query_column, st.container(key="search_query"):
         history_controls()
         query = query_input(metadata)
         st.session_state[CURRENT_KEY] = None if query is None else (
