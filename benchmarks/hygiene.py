@@ -4,26 +4,27 @@
     python -m benchmarks.hygiene --calibrate  # 10,000 *training* photos: where the default settings come from
 
 Into a copy of the catalog's manifest it plants 50 copies of items under a wrong category (the
-file copied byte for byte, the category another store category) and 50 near-duplicates (other
-items re-encoded as JPEG after resizing by 90-95% or 105-110%), builds a catalog from that
-manifest with the product's build, and runs the hygiene reports on it with one thread:
+file copied byte for byte, the category another store category) and 50 store copies of each kind
+of benchmarks/store_copies.py (re-encoded, resized, shifted, re-lit, cropped, mirrored, watermarked,
+bordered), each of its own source item, builds a catalog from that manifest with the product's
+build, and runs the hygiene reports on it (OMP_NUM_THREADS threads, default 2):
 
-- mis-categorised: how many planted wrong-category items the report's top 100 holds (goal >= 45);
-- duplicates: how many planted near-duplicates share a group with the item they copy (goal >= 48);
+- mis-categorised: how many planted wrong-category items the report's top 100 holds;
+- duplicates: per kind, the share of planted copies grouped with the item they copy; and the
+  duplicate groups holding no planted row (distinct items grouped: false groups);
 - the time of the reports at 10^4 items, and at 10^5: the catalog's vectors tiled ten times, each
   copy jittered with Gaussian noise and re-normalised (about 0.83 cosine between copies of one
-  item), metadata repeated; only for the timing.
+  item), metadata repeated (every row's photo decoded); only for the timing.
 
-With --calibrate the same is done on the first 10,000 training photos for a grid of k and
-duplicate thresholds (vectors alone), and of candidate cosines and pixel correlations (the pixel
-check); the defaults in index/hygiene.py were chosen there, never on the test photos.
+With --calibrate the same is done on the first 10,000 training photos for a grid of duplicate
+thresholds (vectors alone), and of candidate cosines and pixel correlations (the pixel check); the
+defaults in index/hygiene.py are chosen there, never on the test photos.
 Reports: reports/hygiene/ (hygiene.md, hygiene.json; calibration.md, calibration.json; the planted
 catalog's hygiene CSVs).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -41,8 +42,8 @@ from index.catalog import Catalog
 from index.operations import build_catalog
 from benchmarks.store_copies import KINDS, copy_of
 from index.duplicates import PhotoPrints
-from index.hygiene import (DEFAULT_CANDIDATE_THRESHOLD, DEFAULT_NEIGHBOURS, duplicate_rule, frame_markdown,
-                           hygiene_report, neighbours_of, report_from_vectors)
+from index.hygiene import (DEFAULT_NEIGHBOURS, duplicate_rule, frame_markdown, hygiene_report, neighbours_of,
+                           report_from_vectors)
 from benchmarks.reporting import write_report
 from index.store import IMAGE_PATH_COLUMN
 from index.importers import FASHION_MNIST_DIR, import_fashion_mnist

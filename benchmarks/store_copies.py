@@ -35,7 +35,7 @@ def _either_way(rng: np.random.Generator, low: float, high: float) -> float:
 
 def _edge_colour(image: Image.Image) -> tuple[int, ...]:
     pixels = np.asarray(image.convert("RGB")).reshape(-1, 3)
-    h, w = image.height, image.width
+    w = image.width
     ring = np.concatenate([pixels[:w], pixels[-w:], pixels[::w], pixels[w - 1::w]])
     return tuple(int(v) for v in np.median(ring, axis=0))
 

@@ -79,7 +79,7 @@ def test_the_browser_re_categorises_the_selected_items(shop):
 
 def test_the_quality_page_shows_no_server_path_without_the_token(shop):
     at = open_page("pages/quality.py", signed_in=False)
-    sent = texts(at._tree)
+    sent = texts(at.main) + texts(at.sidebar)
     metadata = Catalog.load(shop["catalog"]).metadata
     assert str(shop["catalog"]) not in sent and str(shop["data"]) not in sent
     assert not any(path in sent for path in metadata["path"])  # not even paths inside the image folder
