@@ -2,7 +2,7 @@
 import gzip
 import pickle
 import struct
-import time
+import os
 
 import numpy as np
 import pytest
@@ -91,14 +91,29 @@ def test_fashion_mnist_limit_keeps_the_first_images(idx_source, tmp_path):
     assert table["fine_label"].tolist() == [0, 1, 2, 3]
 
 
+LONG_AGO_NS = 1_000_000_000 * 10**9  # 2001: no write made by a test can carry this modification time
+
+
+def file_stamp(path) -> tuple[int, int]:
+    """(inode, modification time): a rewrite (a new file renamed over it) or any write changes it."""
+    facts = path.stat()
+    return facts.st_ino, facts.st_mtime_ns
+
+
+def untouched_since(path) -> tuple[int, int]:
+    """Mark the file with a modification time long past, so that any later write shows, without waiting
+    for the clock to move on; returns its stamp."""
+    os.utime(path, ns=(LONG_AGO_NS, LONG_AGO_NS))
+    return file_stamp(path)
+
+
 def test_a_second_import_finds_the_work_done(idx_source, tmp_path):
     source, _ = idx_source
     manifest = import_fashion_mnist(tmp_path / "out", "train", source)
     first_image = manifest_images(manifest)[0]
-    stamps = manifest.stat().st_mtime_ns, first_image.stat().st_mtime_ns
-    time.sleep(0.01)
+    stamps = untouched_since(manifest), untouched_since(first_image)
     assert import_fashion_mnist(tmp_path / "out", "train", source) == manifest
-    assert (manifest.stat().st_mtime_ns, first_image.stat().st_mtime_ns) == stamps
+    assert (file_stamp(manifest), file_stamp(first_image)) == stamps
 
 
 def test_an_interrupted_import_is_redone(idx_source, tmp_path):
@@ -253,10 +268,9 @@ def test_image_folder_without_images_is_refused(tmp_path):
 def test_image_folder_manifest_is_rewritten_only_when_the_tree_changes(tmp_path):
     save_png(tmp_path / "shoes" / "a.png")
     manifest = import_image_folder(tmp_path)
-    stamp = manifest.stat().st_mtime_ns
-    time.sleep(0.01)
+    stamp = untouched_since(manifest)
     import_image_folder(tmp_path)
-    assert manifest.stat().st_mtime_ns == stamp
+    assert file_stamp(manifest) == stamp
     save_png(tmp_path / "shoes" / "b.png")
     assert len(read_manifest(import_image_folder(tmp_path))) == 2
 

@@ -17,6 +17,7 @@ from index.operations import build_catalog
 from index.service import CatalogItem, SearchService
 from index.store import CatalogError
 from tests.support.models import random_model
+from exact_ranking import TIE, assert_exact_top_k  # noqa: E402
 
 COLOURS, BRANDS = ["red", "blue", "green"], ["X", "Y"]
 PRODUCTS, PHOTOS = 24, 4
@@ -51,15 +52,19 @@ def service(shop):
     return SearchService(shop["folder"], shop["model"])
 
 
-def brute_force(service, query_id: int, keep: pd.Series, k: int) -> list[int]:
-    """The exact top-k ids among rows where `keep` holds, the query item left out."""
+def exact_scores(service, query_id: int) -> np.ndarray:
+    """Every catalog item's exact cosine to the query item, in metadata row order."""
     metadata = service.catalog.metadata
     vectors = np.asarray(service.catalog.embeddings, np.float32)
     query = vectors[int(np.flatnonzero(metadata["id"] == query_id)[0])]
-    scores = vectors @ query
+    return vectors @ query
+
+
+def assert_filtered_top_k(service, query_id: int, keep: pd.Series, k: int, found: pd.DataFrame) -> None:
+    """The results are an exact top-k among rows where `keep` holds, the query item left out (ties in any order)."""
+    metadata = service.catalog.metadata
     allowed = keep.to_numpy() & (metadata["id"] != query_id).to_numpy()
-    order = [i for i in np.lexsort((metadata["id"].to_numpy(), -scores)) if allowed[i]]
-    return metadata["id"].to_numpy()[order[:k]].tolist()
+    assert_exact_top_k(found["id"], found["score"], metadata["id"], exact_scores(service, query_id), allowed, k)
 
 
 def test_grouping_returns_k_distinct_products_each_its_best_photo(service):
@@ -68,8 +73,11 @@ def test_grouping_returns_k_distinct_products_each_its_best_photo(service):
         found = service.search(CatalogItem(query), k=8, group_by="product_id").frame
         assert len(found) == 8 and found["product_id"].is_unique
         ungrouped = service.search(CatalogItem(query), k=len(metadata) - 1).frame
-        best = ungrouped.drop_duplicates("product_id").head(8)  # each product's best photo, in order
-        assert found["id"].tolist() == best["id"].tolist()
+        best = ungrouped.groupby("product_id")["score"].max()  # each product's best photo's score
+        assert_exact_top_k(found["product_id"], found["score"], best.index, best.to_numpy(),
+                           np.ones(len(best), bool), 8)  # the 8 best products, ties in any order
+        photo_score = dict(zip(ungrouped["id"], ungrouped["score"]))
+        np.testing.assert_allclose([photo_score[i] for i in found["id"]], found["score"], atol=TIE)  # its best photo
         assert (found["product_photos"] == PHOTOS).all()
         last = found["score"].iloc[-1]
         for _, row in found.iterrows():  # matched: its photos scoring at least as well as the last product shown
@@ -94,7 +102,7 @@ def test_filters_match_a_brute_force_reference_and_still_return_k(service, expre
     mask = keep(metadata)
     for query in (0, 33):
         found = service.search(CatalogItem(query), k=10, metadata_filter=expression)
-        assert found.frame["id"].tolist() == brute_force(service, query, mask, 10)
+        assert_filtered_top_k(service, query, mask, 10, found.frame)
         assert len(found.frame) == min(10, int(mask.sum()) - int(mask[metadata["id"] == query].sum()))
         assert found.filter_matches == int(mask.sum())
 
@@ -106,7 +114,7 @@ def test_a_filter_combines_with_category_and_grouping(service):
     assert len(found) == 3 and found["product_id"].is_unique
     assert set(found["category"]) == {"shoes"} and set(found["color"]) <= {"red", "green"}
     mask = (metadata["category"] == "shoes") & metadata["color"].isin(["red", "green"])
-    assert found["id"].tolist()[0] == brute_force(service, 0, mask, 1)[0]
+    assert_filtered_top_k(service, 0, mask, 1, found.head(1))  # the best product is the best item
 
 
 def test_a_filter_no_item_meets_returns_nothing_and_says_so(service):
@@ -215,7 +223,7 @@ def test_a_photos_own_catalog_copy_hides_no_close_variant(fashion_shop):
 
 def test_several_views_of_a_query_rank_each_item_by_its_best_view(service):
     """A photo and its mirror image search as one query: each item's score is the better of its two
-    cosines, and the top k are those of a brute-force ranking by that score (ties by id)."""
+    cosines, and the top k are those of a brute-force ranking by that score (ties in any order)."""
     from index.grouping import rank_results
 
     catalog = service.catalog
@@ -226,9 +234,7 @@ def test_several_views_of_a_query_rank_each_item_by_its_best_view(service):
     for pool, allowed in ((None, np.ones(len(ids), bool)),
                           (catalog.category_pool("shoes"), (catalog.metadata["category"] == "shoes").to_numpy())):
         found = rank_results(catalog, views, 12, pool=pool).frame
-        order = [i for i in np.lexsort((ids, -best)) if allowed[i]][:12]
-        assert found["id"].tolist() == ids[order].tolist()
-        np.testing.assert_allclose(found["score"].to_numpy(), best[order], atol=1e-5)
+        assert_exact_top_k(found["id"], found["score"], ids, best, allowed, 12)
 
 
 def test_a_photo_facing_the_other_way_finds_the_catalog_photo_it_mirrors(shop, service, capsys):
