@@ -255,12 +255,14 @@ def write_reports(results: dict, out: Path, calibrate: bool) -> None:
             f"| planted wrong-category items in the mis-categorised top {TOP} | {results['miscategorised_top100_planted']} "
             f"of {PLANTED} (neighbours suggest the true category for {results['miscategorised_suggestion_right']}) "
             "| >= 48 |",
-            f"| time of all three reports at 10^4 items | {results['seconds_10k']:.1f} s | |",
+            f"| time of all three reports at 10^4 items (2 cores shared with other work, load about 20) | "
+            f"{results['seconds_10k']:.1f} s | |",
             *([f"| time at 10^5 items (vectors tiled 10x with jitter, every row's photo decoded) | "
                f"{results['seconds_100k']:.1f} s (peak memory {results['peak_rss_mb']:,.0f} MB) | <= 120 s |"]
               if "seconds_100k" in results else []),
-            "", f"Settings: k = {DEFAULT_NEIGHBOURS}; duplicates: {results['duplicate_rule']} (chosen on training "
-            f"photos: `calibration.md`); {results['pixel_pairs']:,} candidate pairs, {results['photos_decoded']:,} "
+            "", f"Settings: k = {DEFAULT_NEIGHBOURS}; duplicates: {results['duplicate_rule']} (the pixel threshold "
+            "chosen on training photos with store copies; `calibration.md` is the grid of the earlier rule, not yet "
+            "run again for this one); {results['pixel_pairs']:,} candidate pairs, {results['photos_decoded']:,} "
             "photos decoded.",
             f"`{EARLIER_FALSE_GROUPS}` is the earlier rule's count (vector candidates confirmed by unaligned 32-px "
             "thumbnails at >= 0.995, which grouped 0 of 50 JPEG-55, shifted, brightened copies): the groups of its "
