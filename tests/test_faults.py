@@ -7,12 +7,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,25 +26,66 @@ from index.store import read_info
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}  # one thread: same floats in every run
 HELD_OUT = 6  # manifest rows left out of the first build, for `add`
-WAIT_S = 120  # the longest any child may take to reach the point where it is killed
+WAIT_S = 1800  # only a guard against a child that hangs: no result depends on how long anything takes
 
-# A child that runs `python -m index ...` but stops at one write step (before or after it) and
-# says so in a file, so that the parent kills it exactly there.
-PAUSING_CLI = """
-import importlib, sys, time
+# How a child process stops at a point and lets the parent act there: it says the point's word on a line of
+# its stdout, then waits for a line on its stdin. The parent reads the word (reached()), then kills the child
+# there or writes a line to let it go on: no sleeps, no clocks, the same on any machine under any load.
+HOLD = """
+import sys
+def hold(word):
+    print(word, flush=True)
+    sys.stdin.readline()
+"""
+
+# A child that runs `python -m index ...` but stops at one write step (before or after it), so that the
+# parent kills it exactly there.
+PAUSING_CLI = HOLD + """
+import importlib
 from index.__main__ import main
-step, when, reached, argv = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+step, when, argv = sys.argv[1], sys.argv[2], sys.argv[3:]
 module, step = step.split(":")
 module = importlib.import_module(module)
 original = getattr(module, step)
 def paused(*args, **kwargs):
     result = original(*args, **kwargs) if when == "after" else None
-    open(reached, "w").close()
-    time.sleep(WAIT)
+    hold("reached")
     return result if when == "after" else original(*args, **kwargs)
 setattr(module, step, paused)
 sys.exit(main(argv))
-""".replace("WAIT", str(WAIT_S))
+"""
+
+# A child that runs `python -m index ...` and stops before its Nth fsync (the write steps of a version:
+# each file, its folder, catalog.json), for kills spread over a whole write.
+FSYNC_COUNTING_CLI = HOLD + """
+import os
+from index.__main__ import main
+stop_at, argv = int(sys.argv[1]), sys.argv[2:]
+fsync, calls = os.fsync, [0]
+def counted(fd):
+    calls[0] += 1
+    if calls[0] == stop_at:
+        hold("reached")
+    return fsync(fd)
+os.fsync = counted
+sys.exit(main(argv))
+"""
+
+# `python -m training ...` that stops right after it first writes last.pt (the end of its first epoch).
+TRAINING_UNTIL_FIRST_SAVE = HOLD + """
+import runpy
+from pathlib import Path
+from training import train
+save = train.save_checkpoint
+def saved(path, *args, **kwargs):
+    result = save(path, *args, **kwargs)
+    if Path(path).name == "last.pt":
+        hold("saved last.pt")
+    return result
+train.save_checkpoint = saved
+sys.argv = ["training", *sys.argv[1:]]
+runpy.run_module("training", run_name="__main__")
+"""
 
 
 # ---------------------------------------------------------------- helpers
@@ -87,26 +126,30 @@ def leftovers(folder: Path) -> list[str]:
     return names + [p.name for p in folder.glob(".*.tmp")]
 
 
-def wait_for(path_or_check, seconds: float = WAIT_S, process: subprocess.Popen | None = None) -> None:
-    check = path_or_check if callable(path_or_check) else Path(path_or_check).exists
-    deadline = time.monotonic() + seconds
-    while not check():
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"the child ended (status {process.returncode}) before the kill point: "
-                                 f"{process.stderr.read() if process.stderr else ''}")
-        assert time.monotonic() < deadline, "the kill point was never reached"
-        time.sleep(0.01)
+def child(*argv, env=ENV, cwd=ROOT) -> subprocess.Popen:
+    """A child process the test talks to through its stdin and stdout (HOLD)."""
+    return subprocess.Popen([sys.executable, *map(str, argv)], cwd=cwd, env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def reached(process: subprocess.Popen, word: str) -> None:
+    """Wait until the child says it holds at `word` (HOLD); AssertionError when it ends first."""
+    for line in process.stdout:
+        if line.strip() == word:
+            return
+    raise AssertionError(f"the child ended (status {process.wait()}) before {word!r}: {process.stderr.read()}")
+
+
+def go_on(process: subprocess.Popen) -> None:
+    """Let a child holding at a point (HOLD) go on."""
+    process.stdin.write("go\n")
+    process.stdin.flush()
 
 
 def kill_hard(process: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError):
         process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
-
-
-def index_cli(*argv, **popen) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "index", "-q", *map(str, argv)], cwd=ROOT, env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+    process.wait(timeout=WAIT_S)
 
 
 # ---------------------------------------------------------------- kill -9 during training
@@ -142,9 +185,8 @@ def test_kill_9_during_training_then_resume_gives_the_uninterrupted_model(tmp_pa
     whole = run(*training_cli(manifest, tmp_path / "whole"))
     assert whole.returncode == 0, whole.stderr
 
-    killed = subprocess.Popen(training_cli(manifest, tmp_path / "killed"), cwd=tmp_path, env=ENV,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    wait_for(tmp_path / "killed" / "last.pt", process=killed)
+    killed = child("-c", TRAINING_UNTIL_FIRST_SAVE, *training_cli(manifest, tmp_path / "killed")[3:], cwd=tmp_path)
+    reached(killed, "saved last.pt")
     kill_hard(killed)
     assert killed.returncode == -signal.SIGKILL
     assert not (tmp_path / "killed" / "model.pt").exists(), "the run ended before the kill: nothing was tested"
@@ -174,11 +216,9 @@ def test_kill_9_during_a_catalog_write_leaves_the_previous_catalog(shop, tmp_pat
     before = consistent_snapshot(shop["catalog"])
     argv = (["add", "--catalog", shop["catalog"], "--manifest", shop["manifest"]] if operation == "add" else
             ["rebuild", "--catalog", shop["catalog"], "--index", "HNSW32"])
-    reached = tmp_path / "reached"
-    child = subprocess.Popen([sys.executable, "-c", PAUSING_CLI, step, when, str(reached), "-q", *map(str, argv)],
-                             cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    wait_for(reached, process=child)
-    kill_hard(child)
+    writer = child("-c", PAUSING_CLI, step, when, "-q", *argv)
+    reached(writer, "reached")
+    kill_hard(writer)
 
     after = consistent_snapshot(shop["catalog"])
     assert after["version"] == before["version"] and same_results(after, before)
@@ -194,16 +234,14 @@ def test_kill_9_during_a_catalog_write_leaves_the_previous_catalog(shop, tmp_pat
     assert leftovers(shop["catalog"]) == []
 
 
-def test_kill_9_at_random_moments_of_a_rebuild_never_leaves_a_mixed_catalog(shop):
+@pytest.mark.parametrize("nth_fsync", [1, 3, 5, 7, 9])
+def test_kill_9_anywhere_in_a_rebuilds_writes_never_leaves_a_mixed_catalog(shop, nth_fsync):
     before = consistent_snapshot(shop["catalog"])
-    rng = random.Random(7)
-    versions = shop["catalog"] / "versions"
-    for attempt in range(3):
-        child = index_cli("rebuild", "--catalog", shop["catalog"], "--index", "Flat" if attempt % 2 else "HNSW32")
-        wait_for(lambda child=child: child.poll() is not None
-                 or any(p.name.startswith(".tmp-") for p in versions.iterdir()))
-        time.sleep(rng.uniform(0, 0.02))
-        kill_hard(child)
+    for index in ("HNSW32", "Flat"):
+        writer = child("-c", FSYNC_COUNTING_CLI, nth_fsync, "-q", "rebuild", "--catalog", shop["catalog"],
+                       "--index", index)
+        reached(writer, "reached")
+        kill_hard(writer)
         now = consistent_snapshot(shop["catalog"])  # the old version or the new one, whole
         assert same_results(now, before)
     rebuild_catalog(shop["catalog"], progress=False, lock_timeout=0)
@@ -308,51 +346,45 @@ def test_a_full_disk_fails_the_write_with_a_clear_message_and_keeps_the_catalog(
 
 # ---------------------------------------------------------------- two rebuilds at once
 
-# A rebuild that holds the catalog's lock a while: 1 s, or with HOLD_DIR set, from writing
-# HOLD_DIR/holding until HOLD_DIR/release exists (so a test can act while the lock is surely held,
-# however long the other process takes to start on a loaded machine).
-SLOW_REBUILD = """
-import os, sys, time
+# A rebuild that says when it asks for the catalog's lock ("asking for the lock") and, once it holds it,
+# holds it until the parent lets it go on ("holding the lock"; HOLD).
+SLOW_REBUILD = HOLD + """
 from pathlib import Path
+import filelock
 from index import operations
 from index.__main__ import main
-original = operations.build_index
-def slow(*args, **kwargs):
-    hold = os.environ.get("HOLD_DIR")
-    if not hold:
-        time.sleep(1.0)
-    else:
-        (Path(hold) / "holding").touch()
-        deadline = time.monotonic() + 60
-        while not (Path(hold) / "release").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-    return original(*args, **kwargs)
-operations.build_index = slow
+acquire = filelock.BaseFileLock.acquire
+def announced(self, *args, **kwargs):
+    if Path(self.lock_file).name == ".lock":  # the catalog's lock, not any other the process takes
+        print("asking for the lock", flush=True)
+    return acquire(self, *args, **kwargs)
+filelock.BaseFileLock.acquire = announced
+build = operations.build_index
+def held(*args, **kwargs):
+    hold("holding the lock")
+    return build(*args, **kwargs)
+operations.build_index = held
 sys.exit(main(sys.argv[1:]))
 """
 
 
-def slow_rebuild(folder: Path, *extra, hold_dir: Path | None = None) -> subprocess.Popen:
-    env = ENV if hold_dir is None else {**ENV, "HOLD_DIR": str(hold_dir)}
-    return subprocess.Popen([sys.executable, "-c", SLOW_REBUILD, "-q", "rebuild", "--catalog", str(folder), *extra],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def slow_rebuild(folder: Path, *extra) -> subprocess.Popen:
+    return child("-c", SLOW_REBUILD, "-q", "rebuild", "--catalog", folder, *extra)
 
 
-def wait_until_holding(rebuild: subprocess.Popen, hold_dir: Path) -> None:
-    """Until the slow rebuild holds the catalog's lock (or has exited, or WAIT_S has passed)."""
-    deadline = time.monotonic() + WAIT_S
-    while not (hold_dir / "holding").exists() and rebuild.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+def finished(process: subprocess.Popen) -> tuple[int, str, str]:
+    out, err = process.communicate(timeout=WAIT_S)  # stdin closed: a child still holding goes on
+    return process.returncode, out, err
 
 
-def test_two_rebuilds_at_once_one_is_refused_with_the_documented_message(shop, tmp_path):
+def test_two_rebuilds_at_once_one_is_refused_with_the_documented_message(shop):
     before = consistent_snapshot(shop["catalog"])
-    first = slow_rebuild(shop["catalog"], "--index", "HNSW32", hold_dir=tmp_path)
-    wait_until_holding(first, tmp_path)
+    first = slow_rebuild(shop["catalog"], "--index", "HNSW32")
+    reached(first, "holding the lock")
     second = slow_rebuild(shop["catalog"])  # starts while the first holds the lock
-    second_result = (second.wait(timeout=WAIT_S), *second.communicate())
-    (tmp_path / "release").touch()
-    results = [(first.wait(timeout=WAIT_S), *first.communicate()), second_result]
+    second_result = finished(second)
+    go_on(first)
+    results = [finished(first), second_result]
     codes = sorted(code for code, _, _ in results)
     assert codes == [0, 2], results
     refused = next(err for code, _, err in results if code == 2)
@@ -363,23 +395,19 @@ def test_two_rebuilds_at_once_one_is_refused_with_the_documented_message(shop, t
     assert after["version"] != before["version"] and same_results(after, before)
 
 
-def test_two_rebuilds_with_wait_run_one_after_the_other(shop, tmp_path):
+def test_two_rebuilds_with_wait_run_one_after_the_other(shop):
     before = consistent_snapshot(shop["catalog"])
-    first_hold, second_hold = tmp_path / "first", tmp_path / "second"
-    first_hold.mkdir(), second_hold.mkdir()
-    (second_hold / "release").touch()  # the second builds at once when it gets the lock
-    first = slow_rebuild(shop["catalog"], "--index", "HNSW32", "--wait", "60", hold_dir=first_hold)
-    wait_until_holding(first, first_hold)
-    second = slow_rebuild(shop["catalog"], "--index", "Flat", "--wait", "60", hold_dir=second_hold)
-    # While the first holds the lock the second waits: it neither builds nor gives up.
-    watch_until = time.monotonic() + 5
-    while time.monotonic() < watch_until:
-        assert not (second_hold / "holding").exists(), "the second rebuild built while the first held the lock"
-        assert second.poll() is None, second.communicate()
-        time.sleep(0.1)
-    (first_hold / "release").touch()
-    results = [(p.wait(timeout=WAIT_S), *p.communicate()) for p in (first, second)]
-    assert [code for code, _, _ in results] == [0, 0], results
+    first = slow_rebuild(shop["catalog"], "--index", "HNSW32", "--wait", "60")
+    reached(first, "holding the lock")
+    second = slow_rebuild(shop["catalog"], "--index", "Flat", "--wait", "60")
+    reached(second, "asking for the lock")  # while the first holds it: the second waits, it does not give up
+    assert second.poll() is None
+    go_on(first)
+    assert finished(first)[0] == 0
+    reached(second, "holding the lock")  # only now, after the first has finished
+    go_on(second)
+    code, _, err = finished(second)
+    assert code == 0, err
     info = read_info(shop["catalog"])
     after = consistent_snapshot(shop["catalog"])
     assert same_results(after, before)
@@ -391,40 +419,41 @@ def test_two_rebuilds_with_wait_run_one_after_the_other(shop, tmp_path):
 # ---------------------------------------------------------------- kill -9 while data-loader workers run
 
 # `add` with data-loader workers (as for a manifest of thousands of images), each worker stuck in
-# decoding so it outlives the writer. Each worker writes its pid into the folder given first.
+# decoding so it outlives the writer. Each worker says its pid on stdout, then waits for a signal.
 ADD_WITH_BUSY_WORKERS = """
-import os, sys, time
+import os, signal, sys
 from embedder import embed
 from index.__main__ import main
-pids, argv = sys.argv[1], sys.argv[2:]
+argv = sys.argv[1:]
 embed_files = embed.Embedder.embed_files
 def with_workers(self, paths, **kwargs):
     return embed_files(self, paths, **{**kwargs, "num_workers": 2, "batch_size": 1})
 embed.Embedder.embed_files = with_workers
 decode = embed.decode_image
 def stuck_decode(path, *args, **kwargs):
-    open(os.path.join(pids, str(os.getpid())), "w").close()
-    time.sleep(WAIT)
+    print(f"worker {os.getpid()}", flush=True)
+    signal.pause()
     return decode(path, *args, **kwargs)
 embed.decode_image = stuck_decode
 sys.exit(main(argv))
-""".replace("WAIT", str(WAIT_S))
+"""
 
 
 def test_kill_9_of_a_writer_frees_the_catalog_at_once_though_its_loader_workers_live_on(shop, tmp_path):
     from index.store import catalog_lock
 
     before = consistent_snapshot(shop["catalog"])
-    pids = tmp_path / "worker-pids"
-    pids.mkdir()
-    child = subprocess.Popen([sys.executable, "-c", ADD_WITH_BUSY_WORKERS, str(pids), "-q", "add", "--catalog",
-                              str(shop["catalog"]), "--manifest", str(shop["manifest"])],
-                             cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    writer = child("-c", ADD_WITH_BUSY_WORKERS, "-q", "add", "--catalog", shop["catalog"], "--manifest",
+                   shop["manifest"])
     workers: list[int] = []
     try:
-        wait_for(lambda: len(list(pids.iterdir())) >= 2, process=child)
-        workers = [int(p.name) for p in pids.iterdir()]
-        kill_hard(child)
+        for line in writer.stdout:  # each worker says its pid when it is stuck
+            if line.startswith("worker "):
+                workers.append(int(line.split()[1]))
+            if len(set(workers)) == 2:
+                break
+        assert len(set(workers)) == 2, writer.stderr.read()
+        kill_hard(writer)
         assert all(Path(f"/proc/{pid}").exists() for pid in workers), "the workers died with the writer"
         # The workers are orphaned, busy and alive, yet the catalog is free: they hold no copy of the lock.
         with catalog_lock(shop["catalog"], "test", timeout=0):
@@ -435,7 +464,7 @@ def test_kill_9_of_a_writer_frees_the_catalog_at_once_though_its_loader_workers_
         for pid in workers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        kill_hard(child)
+        kill_hard(writer)
     after = consistent_snapshot(shop["catalog"])
     assert len(after["ids"]) == len(before["ids"]) + HELD_OUT and leftovers(shop["catalog"]) == []
 
