@@ -190,7 +190,9 @@ def cmd_search(args) -> int:
         print(json.dumps({"results": json.loads(results.to_json(orient="records")), **found.summary(),
                           "timing_ms": timing}, indent=2))
         return 0
-    if found.category is not None:
+    if found.category is not None and found.category.unlike_catalog:
+        print("predicted category: none (not like anything this catalog sells)")
+    elif found.category is not None:
         print(f"predicted category: {found.category.name} ({found.category.probability:.0%})")
     if found.filter_matches == 0:
         print(f"no item matches the filter {found.filter}")

@@ -44,7 +44,16 @@ def shop(tmp_path_factory):
 @pytest.fixture(scope="module")
 def local_ray():
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # Ray waits a fixed 30 s for its node to start; on a busy machine that can pass: start it again, a few times,
+    # before the tests that need it fail for a reason that is not theirs.
+    for attempt in range(3):
+        try:
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+            break
+        except Exception as exc:  # Ray raises a plain Exception for a node that did not start in time
+            ray.shutdown()
+            if "timed out during startup" not in str(exc) or attempt == 2:
+                raise
     yield ray
     ray.shutdown()
 

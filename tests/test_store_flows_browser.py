@@ -275,6 +275,6 @@ def test_upload_photos_and_zips_to_add_them_with_a_category(new_page, store, tmp
     page.get_by_text(f"Add: {before + 7} items").wait_for()
     added = Catalog.load(catalog_folder).metadata.iloc[before + 4:]
     assert sorted(added["product_id"]) == ["belt-7", "belt-7", "belt-8"] and set(added["category"]) == {"belts"}
-    assert np.all(added["path"].str.startswith("uploads/"))
+    assert np.all(added["path"].str.startswith("@catalog/photos/"))  # kept inside the catalog folder
     page.screenshot(path=str(ARTIFACTS / "store-upload-product-folders.png"), full_page=True)
     no_exception(page)

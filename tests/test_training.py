@@ -190,7 +190,7 @@ def test_cli_help_shows_the_defaults(capsys):
         training_main(["--help"])
     text = " ".join(capsys.readouterr().out.split())
     for default in ("--epochs EPOCHS", "(default: 15)", "(default: 256)", "(default: 0.1)", "(default: smallcnn)",
-                    "(default: 4 for smallcnn, 1 for resnet18, 1 for efficientnet_lite0)", "(default: bf16)", "--epochs 5"):
+                    "(default: 4 for smallcnn, 1 for resnet18, 1 for efficientnet_lite0)", "(default: auto)", "--epochs 5"):
         assert default in text, default
 
 
