@@ -169,7 +169,7 @@ def summarise(rows: dict) -> dict:
     if held:
         weakest = min(held, key=held.get)
         out["weakest held-out family, automatic crop"] = {"family": weakest, "x_native": held[weakest]}
-    notice = [r[kind] for r in rows.values() if r["group"] == "held out" for kind in ("automatic crop",)]
+    notice = [r["automatic crop"] for r in rows.values() if r["group"] == "held out"]
     out["notice, held out, automatic crop"] = {
         "right_without_notice": float(np.mean([n["right_without_notice"] for n in notice if n["right_without_notice"] is not None])),
         "wrong_with_notice": float(np.mean([n["wrong_with_notice"] for n in notice if n["wrong_with_notice"] is not None]))}

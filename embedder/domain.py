@@ -18,6 +18,7 @@ the full-resolution photo, straight to the model's size.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, replace
 
 import cv2
@@ -205,6 +206,7 @@ def analyse(image: Image.Image, settings: DomainSettings = DomainSettings(),
     background = result.background_at(np.linspace(0, 1, w), np.linspace(0, 1, h))
     result.cluttered = noise > settings.clutter_noise  # a textured or busy backdrop
 
+    @functools.cache  # asked for up to twice on the learned path (refinement, other things): measured once
     def rules() -> np.ndarray:  # what stands out from the border's background, by the hand rules
         if result.cluttered:
             distance, threshold = background_distance(pixels, background, settings)
@@ -224,7 +226,7 @@ def analyse(image: Image.Image, settings: DomainSettings = DomainSettings(),
         inside = np.zeros((h, w), bool)
         inside[int(within[1] * h):int(np.ceil(within[3] * h)), int(within[0] * w):int(np.ceil(within[2] * w))] = True
         chosen = _within_region(foreground, inside, settings)
-        foreground &= inside
+        foreground = foreground & inside  # a new array: rules() keeps what it measured
         if settings.fill_of == "extent" and chosen.any():  # a loose box: the fill of what the product spans
             ys, xs = np.nonzero(chosen)
             span = np.zeros_like(inside)
