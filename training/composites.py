@@ -22,8 +22,12 @@ from PIL import Image
 from embedder.domain import mask_input
 from embedder.images import decode_image
 
-BACKDROPS = ("plain", "gradient", "blotches", "stripes", "checks", "grain", "rings", "marble", "shapes", "dark")
-TEXTURED = {"blotches", "stripes", "checks", "grain", "rings", "marble", "shapes"}
+BACKDROPS = ("plain", "gradient", "blotches", "stripes", "checks", "grain", "rings", "marble", "shapes", "dark",
+             "leaves", "spectral")
+TEXTURED = {"blotches", "stripes", "checks", "grain", "rings", "marble", "shapes", "leaves", "spectral"}
+# "leaves" and "spectral" are not any one surface: they are the two classic generic models of natural
+# image statistics (occluding shapes of power-law sizes; colour noise with a 1/f^a spectrum), so that
+# what learns from composites meets photos of scenes in general, not only the surfaces written here.
 # Training items i with i % HELD_OUT_EVERY == 0 are never composited for training (the mask, the query
 # path): those with i % (2 * HELD_OUT_EVERY) == 0 calibrate the weak-match notice, the others are
 # what the shopper-photo benchmark reports on.
@@ -106,6 +110,10 @@ def backdrop(kind: str, rng: np.random.Generator, w: int, h: int) -> np.ndarray:
     elif kind == "marble":  # veins: turbulence through a sine
         t = np.sin(rng.uniform(3, 12) * (gx + gy) + 6 * np.abs(_octaves(rng, w, h, 4)))
         t = np.sign(t) * np.abs(t) ** 0.3
+    elif kind == "leaves":
+        return _dead_leaves(rng, w, h)
+    elif kind == "spectral":
+        return _spectral(rng, w, h)
     else:  # "shapes": a plain table with other things on it
         out = np.broadcast_to(_colour(rng, (0.4, 1.0)), (h, w, 3)).copy()
         for _ in range(int(rng.integers(2, 8))):
@@ -119,6 +127,47 @@ def backdrop(kind: str, rng: np.random.Generator, w: int, h: int) -> np.ndarray:
                               colour, -1)
         return out
     return np.clip(a[None, None] + (b - a)[None, None] * (0.5 + 0.5 * strength * t[..., None]), 0, 1)
+
+
+def _dead_leaves(rng, w: int, h: int) -> np.ndarray:
+    """Occluding shapes of power-law sizes covering the frame (the dead-leaves model), each flat,
+    shaded or grained."""
+    size = max(w, h)
+    small, large = rng.uniform(0.015, 0.08) * size, rng.uniform(0.25, 0.8) * size
+    count = int(rng.integers(40, 300))
+    u = rng.random(count)  # radii with density r^-3 between small and large: many small, a few large
+    radii = np.sort(1 / np.sqrt(u / small ** 2 + (1 - u) / large ** 2))[::-1]  # large ones behind
+    labels = np.zeros((h, w), np.int32)
+    for i, r in enumerate(radii, start=1):
+        centre = (int(rng.integers(-int(r), w + int(r))), int(rng.integers(-int(r), h + int(r))))
+        axes = (max(1, int(r)), max(1, int(r * rng.uniform(0.3, 1.0))))
+        angle = float(rng.uniform(0, 180))
+        if rng.random() < 0.6:
+            cv2.ellipse(labels, centre, axes, angle, 0, 360, i, -1)
+        else:
+            corners = cv2.boxPoints((centre, (2 * axes[0], 2 * axes[1]), angle)).astype(np.int32)
+            cv2.fillPoly(labels, [corners], i)
+    palette = (rng.uniform(0, 1, (count + 1, 3)) * rng.uniform(0.3, 1.0, (count + 1, 1))).astype(np.float32)
+    grained = np.where(rng.random(count + 1) < 0.3, rng.uniform(0.1, 0.5, count + 1), 0).astype(np.float32)
+    tone = 1 + grained[labels] * _noise_field(rng, w, h, int(rng.integers(8, 60)))
+    return np.clip(palette[labels] * tone[..., None], 0, 1)
+
+
+def _spectral(rng, w: int, h: int) -> np.ndarray:
+    """Colour noise whose power falls as 1/f^a (a in 1..2.6: from gravel-like to cloud-like)."""
+    fy, fx = np.fft.fftfreq(h)[:, None], np.fft.rfftfreq(w)[None, :]
+    falloff = np.hypot(fx, fy)
+    falloff[0, 0] = 1.0
+    amplitude = falloff ** (-rng.uniform(1.0, 2.6) / 2)
+    channels = []
+    for _ in range(3):
+        spectrum = np.fft.rfft2(rng.normal(0, 1, (h, w))) * amplitude
+        field = np.fft.irfft2(spectrum, s=(h, w))
+        channels.append((field - field.mean()) / (field.std() + 1e-9))
+    fields = np.stack(channels, -1).astype(np.float32)
+    mixing = rng.normal(0, 1, (3, 3)) * 0.3 + np.eye(3) * rng.uniform(0, 1)  # correlated colours, as in photos
+    base = _colour(rng, (0.3, 0.8))
+    return np.clip(base + rng.uniform(0.08, 0.25) * fields @ mixing.astype(np.float32), 0, 1)
 
 
 def _product(item: np.ndarray, rng, side: int) -> tuple[np.ndarray, np.ndarray]:
@@ -152,8 +201,10 @@ def _product(item: np.ndarray, rng, side: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def composite(item: np.ndarray, rng: np.random.Generator, *, long_side: tuple[int, int] = (240, 900),
-              kinds: tuple[str, ...] = BACKDROPS) -> Composite:
-    """One photo of the item on a backdrop of `kinds`, and its exact mask."""
+              kinds: tuple[str, ...] = BACKDROPS, others: np.ndarray | None = None) -> Composite:
+    """One photo of the item on a backdrop of `kinds`, and its exact mask. With `others` (28-px items),
+    a quarter of the photos also show one to three smaller other products beside or behind it, which
+    are not the product (a shopper's photo of a shelf or a bed with more than one thing on it)."""
     long = int(rng.integers(*long_side))
     aspect = float(np.exp(rng.uniform(np.log(0.65), np.log(1.55))))
     w, h = (long, max(64, round(long / aspect))) if aspect >= 1 else (max(64, round(long * aspect)), long)
@@ -162,6 +213,8 @@ def composite(item: np.ndarray, rng: np.random.Generator, *, long_side: tuple[in
     side = max(16, round(rng.uniform(0.35, 0.92) * min(w, h)))
     coverage, appearance = _product(item, rng, side)
     x0, y0 = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
+    if others is not None and len(others) and kind != "dark" and rng.random() < 0.25:
+        scene = _with_other_products(scene, others, rng, side)
     full = np.zeros((h, w), np.float32)
     full[y0:y0 + side, x0:x0 + side] = coverage
     paint = np.zeros((h, w, 3), np.float32)
@@ -180,6 +233,22 @@ def composite(item: np.ndarray, rng: np.random.Generator, *, long_side: tuple[in
     ys, xs = np.nonzero(mask)
     box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1) if len(xs) else (0, 0, w, h)
     return Composite(decode_image(buffer.getvalue()), mask, box, kind)
+
+
+def _with_other_products(scene: np.ndarray, others: np.ndarray, rng, side: int) -> np.ndarray:
+    """The scene with one to three smaller products painted on it, partly out of frame where they fall so."""
+    h, w, _ = scene.shape
+    for _ in range(int(rng.integers(1, 4))):
+        small = max(12, round(side * rng.uniform(0.2, 0.55)))
+        coverage, appearance = _product(others[int(rng.integers(len(others)))], rng, small)
+        x, y = int(rng.integers(-small // 3, w - 2 * small // 3)), int(rng.integers(-small // 3, h - 2 * small // 3))
+        sx0, sy0, sx1, sy1 = max(0, -x), max(0, -y), min(small, w - x), min(small, h - y)
+        if sx1 <= sx0 or sy1 <= sy0:
+            continue
+        cov = coverage[sy0:sy1, sx0:sx1, None]
+        region = scene[y + sy0:y + sy1, x + sx0:x + sx1]
+        scene[y + sy0:y + sy1, x + sx0:x + sx1] = region * (1 - cov) + appearance[sy0:sy1, sx0:sx1] * cov
+    return scene
 
 
 def _camera(photo: np.ndarray, rng) -> np.ndarray:
@@ -201,10 +270,11 @@ def _camera(photo: np.ndarray, rng) -> np.ndarray:
     return photo
 
 
-def analysis_pair(item: np.ndarray, rng: np.random.Generator, side: int, kinds: tuple[str, ...] = BACKDROPS):
+def analysis_pair(item: np.ndarray, rng: np.random.Generator, side: int, kinds: tuple[str, ...] = BACKDROPS,
+                  others: np.ndarray | None = None):
     """A composite as the mask model sees it: (pixels (h, w, 3) float 0..1 with its longest side
     `side`, target (h, w) float: the product's share of each pixel), shrunk as a query is."""
-    photo = composite(item, rng, long_side=(160, 520), kinds=kinds)
+    photo = composite(item, rng, long_side=(160, 520), kinds=kinds, others=others)
     pixels = mask_input(photo.image, side)
     target = cv2.resize(photo.mask.astype(np.float32), (pixels.shape[1], pixels.shape[0]), interpolation=cv2.INTER_AREA)
     return pixels, target

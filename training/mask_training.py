@@ -39,7 +39,7 @@ def padded_batch(pairs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 def make_pairs(items: np.ndarray, count: int, seed: int, kinds=BACKDROPS) -> list:
     rng = np.random.default_rng(seed)
     chosen = rng.choice(len(items), count, replace=count > len(items))
-    return [analysis_pair(items[i], rng, MASK_SIDE, kinds) for i in chosen]
+    return [analysis_pair(items[i], rng, MASK_SIDE, kinds, others=items) for i in chosen]
 
 
 def loss_of(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

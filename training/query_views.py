@@ -44,7 +44,7 @@ def render_views(items: np.ndarray, rows: np.ndarray, pre: Preprocessing, seed: 
     out = np.zeros((len(rows), pre.channels, pre.size, pre.size), np.uint8)
     for i, row in enumerate(rows):
         rng = np.random.default_rng([seed, int(row)])
-        photo = composite(items[i], rng, long_side=(200, 640), kinds=BACKDROPS)
+        photo = composite(items[i], rng, long_side=(200, 640), kinds=BACKDROPS, others=items)
         box = _loose(photo.box, *photo.image.size, rng) if rng.random() < BOX_SHARE else None
         try:
             out[i] = pre.to_uint8(photo.image, box)
