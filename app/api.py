@@ -41,10 +41,10 @@ from app.settings import DEFAULT_CATALOG, DEFAULT_DEVICE, DEFAULT_MODEL, ENV
 from embedder.images import ImageError
 from embedder.regions import BoxError, parse_box
 from embedder.files import format_size, parse_size
-from index.backends import ENV_BACKEND, add_backend_option, parse_backend
-from index.catalog import Catalog
-from index.service import CatalogItem, SearchService, object_regions, to_rgb
-from index.store import INFO_FILE, CatalogError, UnknownItemError, read_info
+from index.scale.backends import ENV_BACKEND, add_backend_option, parse_backend
+from index.catalog.loaded import Catalog
+from index.search.service import CatalogItem, SearchService, object_regions, to_rgb
+from index.catalog.store import INFO_FILE, CatalogError, UnknownItemError, read_info
 
 log = logging.getLogger("app.api")
 
@@ -430,7 +430,7 @@ def is_loopback(host: str) -> bool:
 def check_can_serve(catalog: Path, model: Path) -> None:
     """Fail before starting any worker if the catalog or the model cannot be served (cheap checks)."""
     from embedder.checkpoint import load_checkpoint
-    from index.store import check_model
+    from index.catalog.store import check_model
 
     info = read_info(catalog)
     check_model(info, load_checkpoint(model)["fingerprint"], str(model))

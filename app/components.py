@@ -18,9 +18,9 @@ from PIL import Image, ImageOps
 from app.settings import Settings, load_settings
 from embedder.images import ImageError, decode_image
 from embedder.progress import ProgressCallback
-from index.catalog import Catalog
-from index.service import SearchService
-from index.store import INFO_FILE, INTERNAL_COLUMNS
+from index.catalog.loaded import Catalog
+from index.search.service import SearchService
+from index.catalog.store import INFO_FILE, INTERNAL_COLUMNS
 
 THUMB_SIDE = 224  # pixels: thumbnails are scaled to this longest side
 PICKER_MAX_ITEMS = 2_000  # bigger catalogs are picked by id: a list of every item would be sent on each run

@@ -1,6 +1,6 @@
 """Fix items where a page names them (hygiene tables, failure gallery, catalog browser): re-categorise,
 tag or remove the chosen items, one or a whole selection at once. Catalog managers only (app.roles);
-each action is a catalog operation (index.edit, index.operations.remove_from_catalog) committed as a
+each action is a catalog operation (index.catalog.edit, index.catalog.operations.remove_from_catalog) committed as a
 new version, so the Catalog page's Undo (or `python -m index restore`) takes it back.
 
 The outcome of the last action is kept in session state and shown at the top of the next run.
@@ -13,9 +13,9 @@ import streamlit as st
 
 from app import components as ui
 from app.roles import is_catalog_manager
-from index.edit import edit_catalog
-from index.operations import UpdateReport, remove_from_catalog
-from index.store import CatalogError
+from index.catalog.edit import edit_catalog
+from index.catalog.operations import UpdateReport, remove_from_catalog
+from index.catalog.store import CatalogError
 
 OUTCOME_KEY = "item_actions_outcome"
 PENDING_KEY = "item_actions_pending_removal"

@@ -5,7 +5,7 @@ The HTTP API and the Search page pass the same bounds to `SearchService.search`:
   MAX_K               results asked for at most (the API answers 422 above it)
   MAX_CANDIDATES      candidates the index is asked for at most while near-duplicate hiding, one result per
                       product or a filter leave fewer than k: the widening (four times more each round,
-                      index.grouping.rank_results) stops there and the answer says so (`cut_short`)
+                      index.search.grouping.rank_results) stops there and the answer says so (`cut_short`)
   SEARCH_BUDGET_S     no new widening round starts after this long; a round already started finishes
   ROUND_BOUND_S       what one round may then add: with MAX_K and MAX_CANDIDATES the widest round measured
                       0.2 s of CPU (id search, k = 100, hiding at 0.8, 10,000 items of 2,048 numbers)

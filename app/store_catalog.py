@@ -287,7 +287,7 @@ def category_head_from_catalog(model: Path, catalog: Path) -> None:
     import numpy as np
     import torch
 
-    from index.catalog import Catalog
+    from index.catalog.loaded import Catalog
 
     payload = load_checkpoint(model)
     if payload["backbone"]["name"] == "trunk_head" or model == KEPT_MODEL:

@@ -7,7 +7,7 @@ The photos are checked in memory (stage_uploads), then saved in a new batch fold
 folder itself, DIR/photos/<batch>/, under the catalog's lock and only then added (add_uploads), so a copy
 of the catalog folder holds its photos and no other writer's clean-up can take them; those the add leaves
 out (unreadable, refused while embedding), or all of them when it fails or is killed, are named by no
-version and deleted by the clean-up under the lock (index.uploaded_files, index.store.collect_photos).
+version and deleted by the clean-up under the lock (index.catalog.uploaded_files, index.catalog.store.collect_photos).
 
 One upload is capped as a whole: MAX_UPLOAD_BYTES of photos, uncompressed, across all its files and zip
 entries (zip bombs: a zip is refused whole before anything is extracted when its entries declare more than
@@ -28,11 +28,11 @@ import pandas as pd
 
 from embedder.files import atomic_path
 from embedder.images import ImageError, decode_image
-from index.add import add_to_catalog
+from index.catalog.add import add_to_catalog
 from index.importers import IMAGE_EXTENSIONS
 from index.manifest import CATEGORY_COLUMN, PATH_COLUMN, PRODUCT_COLUMN, write_manifest
-from index.operations import UpdateReport
-from index.uploaded_files import BATCH_MANIFEST, new_batch
+from index.catalog.operations import UpdateReport
+from index.catalog.uploaded_files import BATCH_MANIFEST, new_batch
 
 MAX_ZIP_ENTRIES = 5_000
 MAX_UPLOAD_BYTES = 1 << 30  # 1 GiB uncompressed for one whole upload: far above a batch of product photos

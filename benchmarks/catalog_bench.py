@@ -32,16 +32,17 @@ from embedder.checkpoint import backbone_from_checkpoint, load_checkpoint
 from embedder.embed import Embedder
 from embedder.files import format_size, parse_size
 from embedder.progress import ConsoleProgress
-from index.add import add_to_catalog
-from index.catalog import Catalog
-from index.description import CatalogInfo
-from index.choose import choose_index
-from index.operations import build_catalog, rebuild_catalog
-from index.store import ID_COLUMN
-from index.tune import build_index, exact_top
-from index.evaluation import recall_at_k
+from index.catalog.add import add_to_catalog
+from index.catalog.loaded import Catalog
+from index.catalog.description import CatalogInfo
+from index.catalog.choose import choose_index
+from index.catalog.operations import build_catalog, rebuild_catalog
+from index.catalog.store import ID_COLUMN
+from index.catalog.tune import build_index
+from index.search.exact import exact_top
+from index.quality.evaluation import recall_at_k
 from index.manifest import CATEGORY_COLUMN, PATH_COLUMN, PRODUCT_COLUMN, read_manifest
-from index.service import SearchService
+from index.search.service import SearchService
 from benchmarks.catalog_data import (CACHE, append_report, base_embeddings, default_manifest, default_model, manifest_rows,
                                      percentile_ms, print_table, record, synthetic_catalog)
 from benchmarks.large_catalog_bench import bench_evaluate_memory, bench_ondisk, bench_ondisk_search
@@ -140,7 +141,7 @@ def _catalog_in_memory(vectors: np.ndarray, source: np.ndarray, base_meta: pd.Da
         metadata[column] = base_meta[column].to_numpy(object)[source]
     info = CatalogInfo(model_fingerprint=embedder.fingerprint, feature_dim=d, root=str(root),
                        precision=embedder.precision, next_id=n, index={})
-    from index.choose import choice_from_factory
+    from index.catalog.choose import choice_from_factory
 
     choice = choice_from_factory(index, d) if index else choose_index(n, d, budget)
     started = time.perf_counter()

@@ -16,7 +16,7 @@ from embedder.checkpoint import save_checkpoint
 from embedder.embed import Embedder
 from embedder.preprocess import Preprocessing
 from embedder.files import atomic_path
-from index.tune import exact_top
+from index.search.exact import exact_top
 from index.manifest import read_manifest, resolve_image_paths
 
 ROOT = Path(__file__).resolve().parents[1]

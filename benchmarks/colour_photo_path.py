@@ -31,8 +31,8 @@ from embedder.embed import Embedder
 from embedder.images import decode_image
 from embedder.preprocess import Preprocessing
 from index.importers import load_fashion_mnist_arrays
-from index.operations import build_catalog
-from index.service import SearchService
+from index.catalog.operations import build_catalog
+from index.search.service import SearchService
 
 ROOT = Path(__file__).resolve().parents[1]
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         embedder = Embedder(backbone, pre, fingerprint=f"lite0-{size}", precision=None)
         catalog = args.work / f"catalog-{size}"
         build_catalog(manifest, embedder, catalog, overwrite=catalog.exists(), progress=False)
-        service = SearchService.from_parts(__import__("index.catalog", fromlist=["Catalog"]).Catalog.load(catalog),
+        service = SearchService.from_parts(__import__("index.catalog.loaded", fromlist=["Catalog"]).Catalog.load(catalog),
                                            embedder)
         photo = Image.open(io.BytesIO(data)).convert("RGB")
         searches[size] = {"p50_ms": median_ms(lambda: service.search(photo, k=10), args.repeats),

@@ -26,9 +26,9 @@ from PIL import Image
 
 from embedder.files import atomic_path
 from index.importers import FASHION_MNIST_CLASSES, load_fashion_mnist_arrays
-from index.operations import build_catalog
-from index.service import CatalogItem, SearchService
-from index.store import INFO_FILE
+from index.catalog.operations import build_catalog
+from index.search.service import CatalogItem, SearchService
+from index.catalog.store import INFO_FILE
 
 
 def augmented(image: np.ndarray, rng: np.random.Generator) -> Image.Image:

@@ -38,14 +38,14 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from index.catalog import Catalog
-from index.operations import build_catalog
+from index.catalog.loaded import Catalog
+from index.catalog.operations import build_catalog
 from benchmarks.store_copies import KINDS, copy_of
-from index.duplicates import PhotoPrints
-from index.hygiene import (DEFAULT_NEIGHBOURS, duplicate_rule, frame_markdown, hygiene_report, neighbours_of,
-                           report_from_vectors)
+from index.quality.duplicates import PhotoPrints
+from index.quality.hygiene import (DEFAULT_NEIGHBOURS, duplicate_rule, frame_markdown, hygiene_report, neighbours_of,
+                                   report_from_vectors)
 from benchmarks.reporting import write_report
-from index.store import IMAGE_PATH_COLUMN
+from index.catalog.store import IMAGE_PATH_COLUMN
 from index.importers import FASHION_MNIST_DIR, import_fashion_mnist
 from index.manifest import CATEGORY_COLUMN, PATH_COLUMN, read_manifest
 

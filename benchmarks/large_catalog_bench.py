@@ -16,11 +16,12 @@ import pandas as pd
 
 from embedder.embed import Embedder
 from embedder.files import format_size
-from index.catalog import Catalog
-from index.description import CatalogInfo
-from index.choose import DEFAULT_MEMORY_BUDGET
-from index.store import ID_COLUMN, commit_catalog
-from index.tune import build_index, exact_top
+from index.catalog.loaded import Catalog
+from index.catalog.description import CatalogInfo
+from index.catalog.choose import DEFAULT_MEMORY_BUDGET
+from index.catalog.store import ID_COLUMN, commit_catalog
+from index.catalog.tune import build_index
+from index.search.exact import exact_top
 from index.manifest import CATEGORY_COLUMN, PATH_COLUMN, PRODUCT_COLUMN
 from benchmarks.catalog_data import (CACHE, ROOT, append_report, base_embeddings, default_manifest, default_model,
                                      percentile_ms, print_table, record, synthetic_blocks, synthetic_catalog)
@@ -48,7 +49,7 @@ def bench_evaluate_memory(args) -> None:
         info = CatalogInfo(model_fingerprint=embedder.fingerprint, feature_dim=d, root=str(manifest.parent),
                            precision="bf16", next_id=n, model_path=str(model), memory_budget_bytes=DEFAULT_MEMORY_BUDGET,
                            counts={"items": n}, index={})
-        from index.choose import IndexChoice
+        from index.catalog.choose import IndexChoice
 
         # The index plays no part in evaluation (exact search over embeddings.npy): a flat one is quickest to write.
         index, index_record = build_index(IndexChoice("Flat", reason="benchmark: evaluation only"), vectors,
@@ -91,8 +92,8 @@ def _folder_bytes(folder: Path) -> int:
 
 def bench_ondisk(args) -> None:
     """Shards of generated vectors -> build-from-shards -> single-query latency, recall, peak RSS."""
-    from index.ondisk import build_from_shards
-    from index.shards import ShardVectors, read_info as read_shards_info, read_metadata, write_shards
+    from index.scale.ondisk import build_from_shards
+    from index.scale.shards import ShardVectors, read_info as read_shards_info, read_metadata, write_shards
 
     model = Path(args.model) if args.model else ROOT / "models" / "coinsp-fmnist.pt"
     manifest = Path(args.manifest) if args.manifest else default_manifest()

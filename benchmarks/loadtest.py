@@ -99,7 +99,7 @@ class Queries:
 
 def load_queries(catalog_folder: str | os.PathLike, photos: int = QUERY_PHOTOS, seed: int = 0) -> Queries:
     """A seeded sample of the catalog's items: their image bytes (uploads) and ids (id searches)."""
-    from index.catalog import Catalog
+    from index.catalog.loaded import Catalog
 
     catalog = Catalog.load(catalog_folder)
     rng = np.random.default_rng(seed)

@@ -38,13 +38,13 @@ import torch
 
 from benchmarks.grouped_search import augmented
 from benchmarks.reporting import write_report
-from index.catalog import Catalog
-from index.filters import metadata_filter
-from index.grouping import rank_results
-from index.choose import choose_index
+from index.catalog.loaded import Catalog
+from index.search.filters import metadata_filter
+from index.search.grouping import rank_results
+from index.catalog.choose import choose_index
 from index.importers import load_fashion_mnist_arrays
-from index.milvus import VECTOR_FIELD, close_connections, milvus_index_choice
-from index.service import SearchService
+from index.scale.milvus import VECTOR_FIELD, close_connections, milvus_index_choice
+from index.search.service import SearchService
 
 CATALOG, MODEL = Path("catalogs/fashion-mnist-test"), Path("models/coinsp-fmnist.pt")
 WORK = Path(".cache/bench/milvus")

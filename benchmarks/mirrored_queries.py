@@ -27,7 +27,7 @@ from PIL import ImageOps  # noqa: E402
 from benchmarks.reporting import write_report  # noqa: E402
 from embedder.files import markdown_table  # noqa: E402
 from embedder.images import decode_image  # noqa: E402
-from index.service import SearchService  # noqa: E402
+from index.search.service import SearchService  # noqa: E402
 
 CATALOGS = ("catalogs/rerank-heldout-fmnist-train", "catalogs/fashion-mnist-test")
 

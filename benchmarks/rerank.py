@@ -25,10 +25,10 @@ import numpy as np
 
 from benchmarks.reporting import write_report
 from embedder.files import markdown_table
-from index.catalog import Catalog
-from index.evaluation import recall_of_rankings
-from index.rerank import (NeighbourGraph, Reranking, Whitening, alpha_query_expansion, database_augmentation,
-                          k_reciprocal_scores, leave_one_out_rankings)
+from index.catalog.loaded import Catalog
+from index.quality.evaluation import recall_of_rankings
+from index.quality.rerank import (NeighbourGraph, Reranking, Whitening, alpha_query_expansion, database_augmentation,
+                                  k_reciprocal_scores, leave_one_out_rankings)
 
 HELD_OUT = ("data/fashion-mnist/train/manifest-holdout10k.csv", "catalogs/rerank-heldout-fmnist-train")
 TEST = ("data/fashion-mnist/test/manifest_store.csv", "catalogs/fashion-mnist-test")

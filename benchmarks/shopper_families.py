@@ -35,9 +35,9 @@ from benchmarks.shopper_render import render as own_render  # noqa: E402
 from embedder.domain_settings import DomainSettings  # noqa: E402
 from embedder.images import ImageError  # noqa: E402
 from embedder.mask import default_mask  # noqa: E402
-from index.grouping import rank_results  # noqa: E402
+from index.search.grouping import rank_results  # noqa: E402
 from index.importers import load_fashion_mnist_arrays  # noqa: E402
-from index.service import SearchService  # noqa: E402
+from index.search.service import SearchService  # noqa: E402
 from training.composites import report_items  # noqa: E402
 
 KINDS = ("automatic crop", "true box", "loose box")

@@ -32,10 +32,10 @@ from embedder.domain_settings import DomainSettings  # noqa: E402
 from embedder.embed import Embedder  # noqa: E402
 from embedder.images import decode_image  # noqa: E402
 from embedder.regions import check_box  # noqa: E402
-from index.catalog import Catalog  # noqa: E402
-from index.evaluation import recall_at_k, recall_of_rankings  # noqa: E402
-from index.grouping import rank_results  # noqa: E402
-from index.service import object_regions  # noqa: E402
+from index.catalog.loaded import Catalog  # noqa: E402
+from index.quality.evaluation import recall_at_k, recall_of_rankings  # noqa: E402
+from index.search.grouping import rank_results  # noqa: E402
+from index.search.service import object_regions  # noqa: E402
 from index.importers import load_fashion_mnist_arrays  # noqa: E402
 
 FINE_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]

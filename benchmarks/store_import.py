@@ -97,7 +97,7 @@ def training_rate(manifest: Path, photos: int, env: dict, work: Path) -> dict:
 
 
 def first_search(catalog: Path, model: Path, photo: Path) -> float:
-    from index.service import SearchService
+    from index.search.service import SearchService
 
     started = time.perf_counter()
     service = SearchService(str(catalog), str(model))

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from embedder.backbones import build_backbone, load_imagenet_weights
 from embedder.preprocess import Preprocessing
-from index.evaluation import recall_at_k
+from index.quality.evaluation import recall_at_k
 from index.importers import import_fashion_mnist
 from training import objectives
 from training.input_settings import choose_input

@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 from benchmarks.shopper_render import render
 from embedder.files import atomic_path
 from index.importers import load_fashion_mnist_arrays
-from index.service import SearchService, UnusablePhotoError
+from index.search.service import SearchService, UnusablePhotoError
 
 SHAPES = ("ring", "star", "scribble", "cross", "letters", "digit")
 

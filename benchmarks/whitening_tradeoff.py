@@ -37,10 +37,10 @@ from embedder.embed import Embedder  # noqa: E402
 from benchmarks.reporting import write_report  # noqa: E402
 from embedder.files import markdown_table  # noqa: E402
 from embedder.images import decode_image  # noqa: E402
-from index.catalog import Catalog  # noqa: E402
-from index.evaluation import recall_at_k  # noqa: E402
+from index.catalog.loaded import Catalog  # noqa: E402
+from index.quality.evaluation import recall_at_k  # noqa: E402
 from index.importers import load_fashion_mnist_arrays  # noqa: E402
-from index.rerank import Whitening  # noqa: E402
+from index.quality.rerank import Whitening  # noqa: E402
 
 SETTINGS = [(None, None), (256, 0.25), (256, 0.5), (512, 0.25), (512, 0.5), (1024, 0.5)]  # (None, None): plain
 THRESHOLDS = (0.995, 0.98, 0.95)

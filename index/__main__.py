@@ -34,17 +34,18 @@ from pathlib import Path
 
 from embedder.images import ImageError
 from embedder.regions import parse_box
-from index.add import add_to_catalog
-from index.backends import after_command, command_backend
-from index.catalog import Catalog
-from index.operations import build_catalog, rebuild_catalog, remove_from_catalog, restore_catalog
-from index.store import INFO_FILE, CatalogError, read_info
+from index.catalog.add import add_to_catalog
+from index.scale.backends import BackendSpec, command_backend
+from index.catalog.loaded import Catalog
+from index.catalog.operations import build_catalog, rebuild_catalog, remove_from_catalog, restore_catalog
+from index.catalog.store import INFO_FILE, CatalogError, read_info
 from embedder.files import format_size
-from index.choose import IndexChoiceError
+from index.catalog.choose import IndexChoiceError
 from index.cli import EVALUATE_FULL_UP_TO, EVALUATE_SAMPLE, build_parser
 from index.manifest import ManifestError
-from index.ray_embed import RayMissingError
-from index.shards import ShardsError
+from index.scale.ray_embed import RayMissingError
+from index.scale.shards import ShardsError
+from index.search.exact import measure_recall
 
 EXIT_USER_ERROR = 2
 
@@ -100,7 +101,7 @@ def cmd_rebuild(args) -> int:
 
 
 def cmd_restore(args) -> int:
-    from index.store import list_versions
+    from index.catalog.store import list_versions
 
     if args.list:
         for v in list_versions(args.catalog):
@@ -114,7 +115,7 @@ def cmd_restore(args) -> int:
 
 
 def cmd_edit(args) -> int:
-    from index.edit import edit_catalog, parse_assignments
+    from index.catalog.edit import edit_catalog, parse_assignments
 
     _print_report(edit_catalog(args.catalog, ids=args.ids, values=parse_assignments(args.values), tags=args.tags,
                                lock_timeout=args.wait))
@@ -122,7 +123,7 @@ def cmd_edit(args) -> int:
 
 
 def cmd_hygiene(args) -> int:
-    from index.hygiene import HygieneError, hygiene_report
+    from index.quality.hygiene import HygieneError, hygiene_report
 
     try:
         report = hygiene_report(Catalog.load(args.catalog), k=args.k, duplicate_threshold=args.duplicate_threshold,
@@ -138,7 +139,7 @@ def cmd_hygiene(args) -> int:
 
 def cmd_ensure(args) -> int:
     from embedder.checkpoint import load_checkpoint, preprocessing_from_checkpoint
-    from index.embedding_settings import why_reembed
+    from index.catalog.embedding_settings import why_reembed
 
     if not (args.out / INFO_FILE).exists():
         return cmd_build(argparse.Namespace(**vars(args), overwrite=False))
@@ -160,7 +161,7 @@ def cmd_ensure(args) -> int:
 
 
 def cmd_search(args) -> int:
-    from index.service import CatalogItem, SearchService, object_regions, to_rgb
+    from index.search.service import CatalogItem, SearchService, object_regions, to_rgb
 
     if args.k < 1:
         raise UsageError("--k must be at least 1")
@@ -274,7 +275,7 @@ def cmd_info(args) -> int:
 def cmd_export(args) -> int:
     import os
 
-    from index import export
+    from index.scale import export
 
     if args.parquet is None and args.qdrant_path is None and args.qdrant_url is None:
         raise UsageError("give --parquet OUT.parquet and/or --qdrant-path DIR / --qdrant-url URL")
@@ -294,7 +295,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_embed_ray(args) -> int:
-    from index.ray_embed import embed_manifest
+    from index.scale.ray_embed import embed_manifest
 
     try:
         report = embed_manifest(args.manifest, args.model, args.out, address=args.address, num_cpus=args.num_cpus,
@@ -311,7 +312,7 @@ def cmd_embed_ray(args) -> int:
 
 
 def cmd_build_from_shards(args) -> int:
-    from index.ondisk import build_from_shards
+    from index.scale.ondisk import build_from_shards
 
     _print_report(build_from_shards(args.shards, args.model, args.out, index=args.index,
                                     memory_budget=args.memory_budget, overwrite=args.overwrite,
@@ -371,10 +372,32 @@ def _disk_full_message(args, exc: BaseException) -> str:
             "it was before; free some space (or move the catalog to a bigger disk) and run the command again")
 
 
+_WRITES = {"build": "out", "ensure": "out", "add": "catalog", "remove": "catalog", "rebuild": "catalog",
+           "restore": "catalog"}  # the commands that write a catalog, and the option naming its folder
+
+
+def after_command(args, spec: BackendSpec | None) -> None:
+    """After a command on a Milvus backend (index.scale.backends): a write's new version is synced to
+    the collection at once (else the next search would), and `evaluate` also measures the backend's
+    own recall@10 against exact search."""
+    if spec is None or (args.command == "restore" and getattr(args, "list", False)):
+        return
+    if args.command in _WRITES:
+        catalog = Catalog.load(getattr(args, _WRITES[args.command]), backend=spec.text)
+        quiet = getattr(args, "quiet", False)
+        print(catalog.backend.sync(catalog, progress=None if quiet else print).summary())
+    elif args.command == "evaluate":
+        catalog = Catalog.load(args.catalog, backend=spec.text)
+        catalog.backend.ensure_synced(catalog)
+        recall, queries, lower = measure_recall(catalog, queries=1000)
+        print(f"{spec.text}: recall@10 of the served index against exact search {recall:.4f} "
+              f"(95% lower bound {lower:.4f}, {queries} catalog items as queries)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        with command_backend(args) as backend:  # --backend: where the index is served (index.backends)
+        with command_backend(args) as backend:  # --backend: where the index is served (index.scale.backends)
             code = COMMANDS[args.command](args)
             after_command(args, backend)
         return code

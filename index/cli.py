@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 from embedder.files import parse_size
-from index.backends import BACKEND_COMMANDS, add_backend_option
-from index.hygiene import (DEFAULT_CANDIDATE_THRESHOLD, DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_NEIGHBOURS,
-                           DEFAULT_PIXEL_THRESHOLD)
+from index.scale.backends import BACKEND_COMMANDS, add_backend_option
+from index.quality.hygiene import (DEFAULT_CANDIDATE_THRESHOLD, DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_NEIGHBOURS,
+                                   DEFAULT_PIXEL_THRESHOLD)
 
 EVALUATE_FULL_UP_TO = 100_000  # items; beyond this `evaluate` samples 10,000 queries by default
 EVALUATE_SAMPLE = 10_000
@@ -241,6 +241,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="correlation of the two photos, aligned (shifts, mirror image, frame trimmed), that confirms a "
                         f"duplicate (default {DEFAULT_PIXEL_THRESHOLD})")
     p.add_argument("--no-pixel-check", action="store_true", help="judge duplicates by the vectors alone")
-    for command in BACKEND_COMMANDS:  # where the index is served (index.backends)
+    for command in BACKEND_COMMANDS:  # where the index is served (index.scale.backends)
         add_backend_option(sub.choices[command])
     return parser

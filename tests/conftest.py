@@ -47,7 +47,7 @@ def mixed_up_shop(tiny_shop, tmp_path_factory) -> Path:
     Returns its catalogs folder (mixed-a and mixed-b, both built with model A)."""
     import shutil
 
-    from index.operations import build_catalog
+    from index.catalog.operations import build_catalog
 
     root = tmp_path_factory.mktemp("mixed-up")
     shutil.copytree(tiny_shop.manifest.parent, root / "shop")

@@ -26,11 +26,11 @@ from tests.support.shops import TINY_SHOP_CATEGORIES  # noqa: E402
 from embedder.checkpoint import load_checkpoint  # noqa: E402
 from embedder.domain import UnusablePhotoError, check_photo  # noqa: E402
 from hostile_corpus import hostile_images, make_hostile_corpus  # noqa: E402
-from index.add import add_to_catalog  # noqa: E402
-from index.catalog import Catalog  # noqa: E402
-from index.service import to_rgb  # noqa: E402
-from index.operations import build_catalog, rebuild_catalog  # noqa: E402
-from index.store import ModelMismatchError, read_info  # noqa: E402
+from index.catalog.add import add_to_catalog  # noqa: E402
+from index.catalog.loaded import Catalog  # noqa: E402
+from index.search.service import to_rgb  # noqa: E402
+from index.catalog.operations import build_catalog, rebuild_catalog  # noqa: E402
+from index.catalog.store import ModelMismatchError, read_info  # noqa: E402
 
 SMALL_CAP = 10_000  # bytes: a cap small enough to exceed cheaply
 

@@ -13,9 +13,9 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from heic_files import heic
-from index.catalog import Catalog
-from index.operations import build_catalog
-from index.evaluation import recall_at_k
+from index.catalog.loaded import Catalog
+from index.catalog.operations import build_catalog
+from index.quality.evaluation import recall_at_k
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
 TIMEOUT = 60

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from playwright.sync_api import expect
 
-from index.catalog import Catalog
+from index.catalog.loaded import Catalog
 from streamlit_server import ARTIFACTS, WAIT_MS, needs_chromium, serve_streamlit  # noqa: E402
 
 MANAGER_TOKEN = "a-browser-test-token-for-catalog-managers"

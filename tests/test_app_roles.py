@@ -14,7 +14,7 @@ from streamlit.testing.v1 import AppTest
 
 from app.settings import (MAX_UPLOAD_MB, OutsideDataRootError, inside_data_root, is_admin_token,
                           server_settings_problem)
-from index.store import read_info
+from index.catalog.store import read_info
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app" / "main.py")

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 from index.__main__ import main
-from index.calibration import PERCENTILES, calibrate
-from index.catalog import Catalog
-from index.operations import build_catalog, rebuild_catalog
-from index.service import CatalogItem, SearchService
-from index.store import INFO_FILE, read_info
+from index.search.calibration import PERCENTILES, calibrate
+from index.catalog.loaded import Catalog
+from index.catalog.operations import build_catalog, rebuild_catalog
+from index.search.service import CatalogItem, SearchService
+from index.catalog.store import INFO_FILE, read_info
 
 
 def nearest_same_product_scores(vectors: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -103,7 +103,7 @@ def test_ensure_re_embeds_a_catalog_made_before_the_preprocessing_was_recorded_o
 
 def test_a_catalog_records_the_preprocessing_of_its_vectors(tiny_shop, tmp_path):
     from embedder.checkpoint import load_checkpoint, preprocessing_from_checkpoint
-    from index.embedding_settings import preprocessing_changed
+    from index.catalog.embedding_settings import preprocessing_changed
 
     build_catalog(tiny_shop.manifest, tiny_shop.model, tmp_path / "c", progress=False)
     stored = read_info(tmp_path / "c").preprocessing
@@ -116,8 +116,8 @@ def test_a_catalog_records_the_preprocessing_of_its_vectors(tiny_shop, tmp_path)
 def test_adding_to_a_catalog_embedded_with_an_older_preparation_is_refused_until_it_is_embedded_again(
         tiny_shop, tmp_path):
     from tests.support.photos import product_photo
-    from index.add import add_to_catalog
-    from index.store import CatalogError
+    from index.catalog.add import add_to_catalog
+    from index.catalog.store import CatalogError
 
     shop = tmp_path / "shop"
     shutil.copytree(tiny_shop.manifest.parent, shop)

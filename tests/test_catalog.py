@@ -10,14 +10,14 @@ import pytest
 from PIL import Image
 
 from embedder.embed import Embedder
-from index import store
-from index.add import add_to_catalog
-from index.catalog import Catalog
-from index.description import CatalogInfo
-from index.operations import build_catalog, rebuild_catalog, remove_from_catalog
-from index.store import CatalogError, CatalogLockedError, ModelMismatchError, catalog_lock, read_info
+from index.catalog import store
+from index.catalog.add import add_to_catalog
+from index.catalog.loaded import Catalog
+from index.catalog.description import CatalogInfo
+from index.catalog.operations import build_catalog, rebuild_catalog, remove_from_catalog
+from index.catalog.store import CatalogError, CatalogLockedError, ModelMismatchError, catalog_lock, read_info
 from embedder.files import parse_size
-from index.choose import IndexChoiceError, choice_from_factory, choose_index
+from index.catalog.choose import IndexChoiceError, choice_from_factory, choose_index
 from tests.support.models import random_model
 
 CATEGORIES = ["tops", "shoes", "bags"]
@@ -405,8 +405,8 @@ def test_a_path_longer_than_the_file_system_allows_is_skipped_like_any_unreadabl
 # ---------------------------------------------------------------- undo: restore an earlier version
 
 def test_restore_makes_the_previous_version_current_and_can_itself_be_undone(shop):
-    from index.operations import restore_catalog
-    from index.store import list_versions
+    from index.catalog.operations import restore_catalog
+    from index.catalog.store import list_versions
 
     manifest, folder, good = shop
     before = snapshot(folder)
@@ -435,7 +435,7 @@ def test_restore_makes_the_previous_version_current_and_can_itself_be_undone(sho
 
 
 def test_ids_given_out_before_a_restore_are_never_given_out_again(shop, tmp_path):
-    from index.operations import restore_catalog
+    from index.catalog.operations import restore_catalog
 
     manifest, folder, good = shop
     product_image(0, 9, 0).save(manifest.parent / "images" / "new-0.png")
@@ -450,7 +450,7 @@ def test_ids_given_out_before_a_restore_are_never_given_out_again(shop, tmp_path
 
 
 def test_restore_refuses_what_it_cannot_do_and_changes_nothing(shop, tmp_path, models):
-    from index.operations import restore_catalog
+    from index.catalog.operations import restore_catalog
 
     manifest, folder, good = shop
     with pytest.raises(CatalogError, match="no earlier version to restore"):
@@ -472,7 +472,7 @@ def test_restore_refuses_what_it_cannot_do_and_changes_nothing(shop, tmp_path, m
 
 
 def test_an_interrupted_restore_leaves_the_catalog_as_it_was(shop, monkeypatch):
-    from index.operations import restore_catalog
+    from index.catalog.operations import restore_catalog
 
     manifest, folder, good = shop
     remove_from_catalog(folder, ids=[0], progress=False)

@@ -15,9 +15,9 @@ from streamlit.testing.v1 import AppTest
 
 from app.browse import Filters, filter_items
 from app.uploads import MAX_ZIP_ENTRIES, UploadError, stage_uploads, zip_members
-from index.catalog import Catalog
-from index.operations import build_catalog
-from index.store import read_info
+from index.catalog.loaded import Catalog
+from index.catalog.operations import build_catalog
+from index.catalog.store import read_info
 from conftest import product_photo, zip_of  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "main.py")

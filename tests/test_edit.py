@@ -1,4 +1,4 @@
-"""Fixing items in place (index.edit, `python -m index edit`): a re-categorised item keeps its
+"""Fixing items in place (index.catalog.edit, `python -m index edit`): a re-categorised item keeps its
 vector, the category pools and the calibration follow, and restore undoes the edit byte for byte."""
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from index.__main__ import main as index_main
-from index.catalog import Catalog
-from index.edit import edit_catalog
-from index.store import CatalogError, METADATA_FILE, VERSIONS_DIR, read_info
+from index.catalog.loaded import Catalog
+from index.catalog.edit import edit_catalog
+from index.catalog.store import CatalogError, METADATA_FILE, VERSIONS_DIR, read_info
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def test_recategorising_keeps_the_vector_and_moves_the_item_between_pools(catalo
 
 def recalibrated(catalog):
     """The calibration of the catalog's current vectors and metadata."""
-    from index.calibration import calibrate
+    from index.search.calibration import calibrate
 
     return calibrate([np.asarray(catalog.embeddings)], catalog.metadata.drop(columns=["image_path"]))
 
@@ -90,7 +90,7 @@ def test_bad_edits_are_refused_in_one_line_and_change_nothing(catalog, capsys, a
 
 
 def test_an_edit_is_refused_while_another_process_changes_the_catalog(catalog):
-    from index.store import catalog_lock
+    from index.catalog.store import catalog_lock
 
     with catalog_lock(catalog, "test"):
         with pytest.raises(CatalogError, match="being changed"):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from index.evaluation import NpyRows, classification_accuracy, nearest_neighbours, recall_at_k
+from index.quality.evaluation import NpyRows, classification_accuracy, nearest_neighbours, recall_at_k
 
 
 def unit_vectors(rng, n, d=16):

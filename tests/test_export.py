@@ -13,10 +13,10 @@ from embedder.backbones import build_backbone
 from embedder.checkpoint import save_checkpoint
 from embedder.preprocess import Preprocessing
 from index.__main__ import main as index_cli
-from index.catalog import Catalog
-from index.operations import build_catalog, remove_from_catalog
-from index.store import CatalogError, read_info
-from index.export import VECTOR_COLUMN, export_parquet, export_qdrant, qdrant_client, read_parquet_export
+from index.catalog.loaded import Catalog
+from index.catalog.operations import build_catalog, remove_from_catalog
+from index.catalog.store import CatalogError, read_info
+from index.scale.export import VECTOR_COLUMN, export_parquet, export_qdrant, qdrant_client, read_parquet_export
 
 pytest.importorskip("qdrant_client", reason="optional extra: pip install -r requirements-distributed.txt")
 from qdrant_client import models  # noqa: E402

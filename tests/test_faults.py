@@ -18,10 +18,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from index.add import add_to_catalog
-from index.catalog import Catalog
-from index.operations import build_catalog, rebuild_catalog
-from index.store import read_info
+from index.catalog.add import add_to_catalog
+from index.catalog.loaded import Catalog
+from index.catalog.operations import build_catalog, rebuild_catalog
+from index.catalog.store import read_info
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}  # one thread: same floats in every run
@@ -204,10 +204,10 @@ def test_kill_9_during_training_then_resume_gives_the_uninterrupted_model(tmp_pa
 
 # ---------------------------------------------------------------- kill -9 during add and rebuild
 
-ADD_STEPS = [("index.add:embed_files", "before"), ("index.store:write_embeddings", "after"),
-             ("index.store:write_info", "before")]
-REBUILD_STEPS = [("index.operations:build_index", "after"), ("index.store:write_metadata", "after"),
-                 ("index.store:write_info", "before")]
+ADD_STEPS = [("index.catalog.add:embed_files", "before"), ("index.catalog.store:write_embeddings", "after"),
+             ("index.catalog.store:write_info", "before")]
+REBUILD_STEPS = [("index.catalog.operations:build_index", "after"), ("index.catalog.store:write_metadata", "after"),
+                 ("index.catalog.store:write_info", "before")]
 
 
 @pytest.mark.parametrize("operation, step, when",
@@ -351,7 +351,7 @@ def test_a_full_disk_fails_the_write_with_a_clear_message_and_keeps_the_catalog(
 SLOW_REBUILD = HOLD + """
 from pathlib import Path
 import filelock
-from index import operations
+from index.catalog import operations
 from index.__main__ import main
 acquire = filelock.BaseFileLock.acquire
 def announced(self, *args, **kwargs):
@@ -440,7 +440,7 @@ sys.exit(main(argv))
 
 
 def test_kill_9_of_a_writer_frees_the_catalog_at_once_though_its_loader_workers_live_on(shop, tmp_path):
-    from index.store import catalog_lock
+    from index.catalog.store import catalog_lock
 
     before = consistent_snapshot(shop["catalog"])
     writer = child("-c", ADD_WITH_BUSY_WORKERS, "-q", "add", "--catalog", shop["catalog"], "--manifest",

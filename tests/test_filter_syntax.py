@@ -1,4 +1,4 @@
-"""The metadata filter's syntax (index/filters.py): a quoted value or column name is taken whole, so the
+"""The metadata filter's syntax (index/search/filters.py): a quoted value or column name is taken whole, so the
 filter the Search page writes (str(MetadataFilter)) is always read back as the same filter, on the CLI too."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from index.__main__ import main as cli
-from index.filters import Condition, FilterError, MetadataFilter, parse_filter
-from index.operations import build_catalog
+from index.search.filters import Condition, FilterError, MetadataFilter, parse_filter
+from index.catalog.operations import build_catalog
 from tests.support.models import random_model
 from tests.support.photos import product_photo
 

@@ -14,9 +14,9 @@ import pytest
 from embedder import embed
 from hostile_corpus import hostile_images, make_hostile_corpus
 from index.__main__ import main
-from index.catalog import Catalog
+from index.catalog.loaded import Catalog
 from index.importers import IMAGE_EXTENSIONS
-from index.store import read_info
+from index.catalog.store import read_info
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,8 @@ from embedder.images import ImageError, decode_image
 from hostile_corpus import (HOSTILE_IMAGE_NAMES, HOSTILE_PATH_NAMES, LARGE_IMAGE_NAMES, hostile_images, hostile_paths,
                             large_hostile_images, make_hostile_corpus)
 from index.__main__ import main
-from index.catalog import Catalog
-from index.store import read_info
+from index.catalog.loaded import Catalog
+from index.catalog.store import read_info
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app" / "main.py")

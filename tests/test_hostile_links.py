@@ -10,10 +10,10 @@ import sys
 import pandas as pd
 import pytest
 
-from index.add import add_to_catalog
-from index.catalog import Catalog
+from index.catalog.add import add_to_catalog
+from index.catalog.loaded import Catalog
 from index.importers import REFUSED_ATTR, image_folder_table
-from index.operations import build_catalog, rebuild_catalog
+from index.catalog.operations import build_catalog, rebuild_catalog
 from tests.support.photos import product_photo
 
 

@@ -1,5 +1,5 @@
 """Catalog hygiene: near-duplicates, mis-categorised items and products whose photos disagree,
-found from the stored vectors and metadata (index.hygiene), and its CLI."""
+found from the stored vectors and metadata (index.quality.hygiene), and its CLI."""
 from __future__ import annotations
 
 import shutil
@@ -11,9 +11,9 @@ from PIL import Image, ImageOps
 
 from benchmarks.store_copies import KINDS, copy_of
 from index.__main__ import main as index_main
-from index.catalog import Catalog
-from index.duplicates import DESCRIPTOR_FLOOR, connected_groups, match_score, print_of_grey
-from index.hygiene import DEFAULT_PIXEL_THRESHOLD, HygieneError, neighbours_of, report_from_vectors
+from index.catalog.loaded import Catalog
+from index.quality.duplicates import DESCRIPTOR_FLOOR, connected_groups, match_score, print_of_grey
+from index.quality.hygiene import DEFAULT_PIXEL_THRESHOLD, HygieneError, neighbours_of, report_from_vectors
 
 CATEGORIES = ("apparel", "bags", "footwear")
 PRODUCTS_PER_CATEGORY = 20

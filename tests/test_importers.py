@@ -277,8 +277,8 @@ def test_image_folder_manifest_is_rewritten_only_when_the_tree_changes(tmp_path)
 
 def test_image_folder_of_heic_and_avif_photos_is_listed_and_indexed(tmp_path, tiny_shop):
     from heic_files import heic
-    from index.catalog import Catalog
-    from index.operations import build_catalog
+    from index.catalog.loaded import Catalog
+    from index.catalog.operations import build_catalog
 
     photo = Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 64, 3), np.uint8))
     folder = tmp_path / "store"

@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 
 from index.__main__ import main
-from index.catalog import Catalog
-from index.store import catalog_lock, read_info
+from index.catalog.loaded import Catalog
+from index.catalog.store import catalog_lock, read_info
 from tests.support.models import random_model
 
 ROOT = Path(__file__).resolve().parents[1]

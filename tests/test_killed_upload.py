@@ -11,10 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from index.catalog import Catalog
-from index.operations import remove_from_catalog
-from index.store import read_info
-from index.uploaded_files import PHOTOS_FOLDER
+from index.catalog.loaded import Catalog
+from index.catalog.operations import remove_from_catalog
+from index.catalog.store import read_info
+from index.catalog.uploaded_files import PHOTOS_FOLDER
 from conftest import product_photo, zip_of  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,11 +17,11 @@ pytest.importorskip("milvus_lite")
 
 from conftest import random_model  # noqa: E402
 from index.__main__ import main as cli  # noqa: E402
-from index.backends import ENV_BACKEND  # noqa: E402
-from index.catalog import Catalog  # noqa: E402
-from index.milvus import MilvusPool, escape_text, filter_expression, milvus_index_choice  # noqa: E402
-from index.operations import build_catalog  # noqa: E402
-from index.service import CatalogItem, SearchService  # noqa: E402
+from index.scale.backends import ENV_BACKEND  # noqa: E402
+from index.catalog.loaded import Catalog  # noqa: E402
+from index.scale.milvus import MilvusPool, escape_text, filter_expression, milvus_index_choice  # noqa: E402
+from index.catalog.operations import build_catalog  # noqa: E402
+from index.search.service import CatalogItem, SearchService  # noqa: E402
 
 COLOURS = ["red", "blue", 'dark "navy"']  # a value holding quotes, as a shop may write it
 PRODUCTS, PHOTOS = 24, 4
@@ -109,7 +109,7 @@ def test_the_collection_is_laid_out_for_the_catalog(services):
     _, milvus_service = services
     catalog = milvus_service.catalog
     catalog.backend.ensure_synced(catalog)
-    from index.milvus import _connect  # noqa: PLC0415 (the test reads the collection itself)
+    from index.scale.milvus import _connect  # noqa: PLC0415 (the test reads the collection itself)
 
     client = _connect(catalog.backend.spec)
     description = client.describe_collection(catalog.backend.collection)
@@ -229,7 +229,7 @@ def test_the_milvus_index_follows_the_faiss_rule():
 
 
 def test_an_approximate_milvus_index_is_tuned_against_exact_search(shop, own_catalog, monkeypatch):
-    import index.milvus as milvus  # noqa: PLC0415
+    import index.scale.milvus as milvus  # noqa: PLC0415
 
     folder, backend = own_catalog
     hnsw = milvus.MilvusIndexChoice("HNSW", {"M": 8, "efConstruction": 40}, {"ef": 64}, "a graph, for this test")
@@ -243,8 +243,8 @@ def test_an_approximate_milvus_index_is_tuned_against_exact_search(shop, own_cat
 
 
 def test_a_collection_not_made_for_a_catalog_is_never_dropped(shop, tmp_path):
-    from index.backends import parse_backend  # noqa: PLC0415
-    from index.milvus import _connect  # noqa: PLC0415 (the test makes a stranger's collection itself)
+    from index.scale.backends import parse_backend  # noqa: PLC0415
+    from index.scale.milvus import _connect  # noqa: PLC0415 (the test makes a stranger's collection itself)
 
     backend = f"milvus-lite:{tmp_path / 'shared.db'}"
     client = _connect(parse_backend(backend))

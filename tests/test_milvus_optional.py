@@ -11,8 +11,8 @@ from PIL import Image
 
 from conftest import random_model
 from index.__main__ import main as cli
-from index.backends import BackendError, parse_backend
-from index.catalog import Catalog
+from index.scale.backends import BackendError, parse_backend
+from index.catalog.loaded import Catalog
 
 
 @pytest.mark.parametrize("text", [None, "", "faiss", "FAISS"])

@@ -1,4 +1,4 @@
-"""On-disk IVF-PQ catalogs built from embedding shards (index.ondisk), read like any catalog."""
+"""On-disk IVF-PQ catalogs built from embedding shards (index.scale.ondisk), read like any catalog."""
 from __future__ import annotations
 
 import faiss
@@ -7,14 +7,14 @@ import pandas as pd
 import pytest
 
 from embedder.preprocess import Preprocessing
-from index.catalog import Catalog
-from index.operations import rebuild_catalog, remove_from_catalog
-from index.store import IVFDATA_FILE, RERANK_VECTORS_FILE, VECTOR_LOCATIONS_FILE, VERSIONS_DIR, CatalogError, read_info
-from index.tune import exact_top
-from index.choose import choose_index
-from index.ondisk import build_from_shards
-from index.service import CatalogItem, SearchService
-from index.shards import write_shards
+from index.catalog.loaded import Catalog
+from index.catalog.operations import rebuild_catalog, remove_from_catalog
+from index.catalog.store import IVFDATA_FILE, RERANK_VECTORS_FILE, VECTOR_LOCATIONS_FILE, VERSIONS_DIR, CatalogError, read_info
+from index.search.exact import exact_top
+from index.catalog.choose import choose_index
+from index.scale.ondisk import build_from_shards
+from index.search.service import CatalogItem, SearchService
+from index.scale.shards import write_shards
 from tests.support.models import random_model
 
 DIM = 32
@@ -127,7 +127,7 @@ def test_a_crash_while_merging_leaves_the_previous_catalog_intact(catalog_dir, s
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("index.ondisk.merge_ondisk", crash)
+    monkeypatch.setattr("index.scale.ondisk.merge_ondisk", crash)
     with pytest.raises(OSError, match="disk full"):
         build_from_shards(shards[0], model, catalog_dir, overwrite=True, progress=False)
     assert read_info(catalog_dir) == before

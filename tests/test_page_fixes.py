@@ -11,8 +11,8 @@ from streamlit.testing.v1 import AppTest
 
 from app.roles import SIGNED_IN_KEY, token_digest
 from conftest import product_photo  # noqa: E402
-from index.catalog import Catalog
-from index.operations import build_catalog
+from index.catalog.loaded import Catalog
+from index.catalog.operations import build_catalog
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
 TOKEN = "a-test-token-for-catalog-managers"

@@ -10,8 +10,8 @@ from PIL import Image
 from embedder import precision as precision_module
 from embedder.embed import Embedder
 from embedder.precision import CHOICES, PrecisionError, choose_precision, machine_key, measure
-from index.operations import build_catalog
-from index.service import SearchService
+from index.catalog.operations import build_catalog
+from index.search.service import SearchService
 
 # bf16 keeps 8 bits of mantissa: a vector made in bf16 and the same photo's fp32 vector agree to this cosine.
 CROSS_PRECISION_COSINE = 0.99

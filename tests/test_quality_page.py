@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from index.catalog import Catalog
-from index.hygiene import hygiene_report
+from index.catalog.loaded import Catalog
+from index.quality.hygiene import hygiene_report
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
 

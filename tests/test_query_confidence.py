@@ -7,10 +7,10 @@ import pytest
 
 from benchmarks.shopper_families import check_tuning_families
 from benchmarks.photo_families import FAMILIES, HELD_OUT_FAMILIES, TUNING_FAMILIES
-from index.calibration import MatchConfidence
-from index.category_guess import CategoryGuess
-from index.query_confidence import (FEATURES, QueryConfidenceModel, fit_logistic, judged, logistic, query_features,
-                                    sidecar_path)
+from index.search.calibration import MatchConfidence
+from index.search.category_guess import CategoryGuess
+from index.search.query_confidence import (FEATURES, QueryConfidenceModel, fit_logistic, judged, logistic, query_features,
+                                           sidecar_path)
 from training.confidence import fit
 
 

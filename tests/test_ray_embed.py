@@ -1,4 +1,4 @@
-"""Embedding a manifest with Ray Data into Parquet shards (index.ray_embed), on a local 2-CPU Ray."""
+"""Embedding a manifest with Ray Data into Parquet shards (index.scale.ray_embed), on a local 2-CPU Ray."""
 from __future__ import annotations
 
 import sys
@@ -13,8 +13,8 @@ from embedder.backbones import build_backbone
 from embedder.checkpoint import save_checkpoint
 from embedder.embed import Embedder
 from embedder.preprocess import Preprocessing
-from index.ray_embed import INSTALL_HINT, RayMissingError, embed_manifest
-from index.shards import SKIPPED_FILE, ShardVectors, read_info, read_metadata
+from index.scale.ray_embed import INSTALL_HINT, RayMissingError, embed_manifest
+from index.scale.shards import SKIPPED_FILE, ShardVectors, read_info, read_metadata
 
 IMAGES = 49
 CORRUPT_ROW = 17

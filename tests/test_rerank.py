@@ -1,10 +1,10 @@
-"""Re-ranking (index.rerank) against brute-force numpy references on small random data."""
+"""Re-ranking (index.quality.rerank) against brute-force numpy references on small random data."""
 import numpy as np
 import pytest
 
-from index.evaluation import recall_of_rankings
-from index.rerank import (NeighbourGraph, Reranking, alpha_query_expansion, database_augmentation,
-                          k_reciprocal_scores, leave_one_out_rankings)
+from index.quality.evaluation import recall_of_rankings
+from index.quality.rerank import (NeighbourGraph, Reranking, alpha_query_expansion, database_augmentation,
+                                  k_reciprocal_scores, leave_one_out_rankings)
 
 
 def unit_rows(n, d, seed=0):
@@ -122,7 +122,7 @@ def test_a_reranking_is_stored_as_plain_values_and_refuses_unknown_methods():
 
 
 def test_full_whitening_makes_the_catalogs_directions_uncorrelated_with_unit_variance():
-    from index.rerank import Whitening
+    from index.quality.rerank import Whitening
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2000, 6)) @ rng.normal(size=(6, 6))  # correlated, unequal variances
@@ -133,7 +133,7 @@ def test_full_whitening_makes_the_catalogs_directions_uncorrelated_with_unit_var
 
 
 def test_whitening_keeps_the_directions_of_largest_variance_first():
-    from index.rerank import Whitening
+    from index.quality.rerank import Whitening
 
     rng = np.random.default_rng(1)
     x = rng.normal(size=(3000, 4)) * np.array([0.1, 5.0, 1.0, 0.01])

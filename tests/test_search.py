@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 from embedder.images import ImageError
-from index.catalog import Catalog
-from index.operations import build_catalog, rebuild_catalog
-from index.service import CatalogItem, ModelMismatchError, SearchService
-from index.store import CatalogError, UnknownItemError
+from index.catalog.loaded import Catalog
+from index.catalog.operations import build_catalog, rebuild_catalog
+from index.search.service import CatalogItem, ModelMismatchError, SearchService
+from index.catalog.store import CatalogError, UnknownItemError
 from tests.support.models import random_model
 
 CATEGORIES = ["tops", "shoes", "bags"]
@@ -109,7 +109,7 @@ def test_category_filter_on_approximate_indexes(setup, tmp_path, factory, knob, 
     rebuild_catalog(folder, index=factory, progress=False)
     catalog = Catalog.load(folder)
     catalog.choice.params.update(knob)  # the weakest search: filters must still fill k
-    monkeypatch.setattr("index.search.EXACT_POOL_FLOATS", 0)  # force the index path, not the exact pool
+    monkeypatch.setattr("index.search.algorithm.EXACT_POOL_FLOATS", 0)  # force the index path, not the exact pool
     exact = Catalog.load(setup["folder"])
     for category in CATEGORIES:
         got = catalog.search_frame(catalog.vectors_of([1])[0], 6, category=category)

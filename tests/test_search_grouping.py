@@ -12,10 +12,10 @@ from PIL import Image
 
 
 from index.__main__ import main as cli
-from index.filters import FilterError, parse_filter
-from index.operations import build_catalog
-from index.service import CatalogItem, SearchService
-from index.store import CatalogError
+from index.search.filters import FilterError, parse_filter
+from index.catalog.operations import build_catalog
+from index.search.service import CatalogItem, SearchService
+from index.catalog.store import CatalogError
 from tests.support.models import random_model
 from exact_ranking import TIE, assert_exact_top_k  # noqa: E402
 
@@ -178,14 +178,14 @@ def test_the_api_groups_and_filters_and_refuses_bad_ones(shop):
 def test_filters_and_grouping_still_fill_k_on_approximate_indexes(shop, tmp_path, factory, knob, monkeypatch):
     import shutil
 
-    from index.operations import rebuild_catalog
+    from index.catalog.operations import rebuild_catalog
 
     folder = tmp_path / "catalog"
     shutil.copytree(shop["folder"], folder)
     rebuild_catalog(folder, index=factory, progress=False)
     approximate = SearchService(folder, shop["model"])
     approximate.catalog.choice.params.update(knob)  # the weakest search: the filter must still fill k
-    monkeypatch.setattr("index.search.EXACT_POOL_FLOATS", 0)  # the index path, not an exact scan of the pool
+    monkeypatch.setattr("index.search.algorithm.EXACT_POOL_FLOATS", 0)  # the index path, not an exact scan of the pool
     found = approximate.search(CatalogItem(0), k=6, metadata_filter="color=blue AND brand=Y",
                                group_by="product_id").frame
     metadata = approximate.catalog.metadata
@@ -224,7 +224,7 @@ def test_a_photos_own_catalog_copy_hides_no_close_variant(fashion_shop):
 def test_several_views_of_a_query_rank_each_item_by_its_best_view(service):
     """A photo and its mirror image search as one query: each item's score is the better of its two
     cosines, and the top k are those of a brute-force ranking by that score (ties in any order)."""
-    from index.grouping import rank_results
+    from index.search.grouping import rank_results
 
     catalog = service.catalog
     vectors = np.asarray(catalog.embeddings, np.float32)
@@ -286,7 +286,7 @@ def test_the_api_returns_the_things_found_in_a_photo_when_asked(shop):
     from fastapi.testclient import TestClient
 
     from app import api
-    from index.service import object_regions
+    from index.search.service import object_regions
 
     pixels = np.full((300, 400, 3), 245, np.uint8)
     pixels[80:230, 140:270] = (40, 40, 60)  # the thing most likely the product
@@ -307,7 +307,7 @@ def test_the_api_returns_the_things_found_in_a_photo_when_asked(shop):
 
 
 def test_the_cli_names_the_other_things_in_a_photo_as_boxes_to_search(shop, capsys):
-    from index.service import object_regions
+    from index.search.service import object_regions
 
     pixels = np.full((300, 400, 3), 245, np.uint8)
     pixels[80:230, 140:270] = (40, 40, 60)  # the thing most likely the product

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from index.catalog import Catalog
+from index.catalog.loaded import Catalog
 
 APP = Path(__file__).resolve().parents[1] / "app" / "main.py"
 
@@ -26,7 +26,7 @@ def result_captions(at: AppTest) -> list[str]:
 
 def record_searches(monkeypatch, option: str) -> list:
     """Every search the page runs from now on, as the value of one of its options (searches still run)."""
-    from index.service import SearchService
+    from index.search.service import SearchService
 
     asked, search = [], SearchService.search
 
@@ -132,7 +132,7 @@ def test_near_duplicate_hiding_says_what_it_hid_and_the_photos_own_copy_hides_no
 
 
 def test_a_photo_is_searched_either_facing_unless_the_shopper_turns_it_off(tiny_shop_env, monkeypatch):
-    """The page hands its "Match either facing" toggle to the search (index.service: the photo and
+    """The page hands its "Match either facing" toggle to the search (index.search.service: the photo and
     its mirror image, each item scored by the better; tested with asymmetric photos there)."""
     asked = record_searches(monkeypatch, "mirror")
     at = start()
@@ -149,7 +149,7 @@ def test_the_shopper_can_search_another_thing_in_the_photo_than_the_one_found(ti
     import numpy as np
     from PIL import Image
 
-    from index.service import object_regions
+    from index.search.service import object_regions
 
     pixels = np.full((300, 400, 3), 245, np.uint8)
     pixels[80:230, 140:270] = (40, 40, 60)  # the thing most likely the product

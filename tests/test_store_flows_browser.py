@@ -22,9 +22,9 @@ from PIL import Image, ImageDraw
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
-from index.catalog import Catalog
-from index.hygiene import hygiene_report
-from index.operations import build_catalog
+from index.catalog.loaded import Catalog
+from index.quality.hygiene import hygiene_report
+from index.catalog.operations import build_catalog
 from streamlit_server import ARTIFACTS, WAIT_MS, needs_chromium, serve_streamlit  # noqa: E402
 
 MANAGER_TOKEN = "a-browser-test-token-for-store-flows"

@@ -18,8 +18,8 @@ from conftest import random_model
 from embedder.embed import Embedder
 from embedder.images import decode_image
 from embedder.preprocess import Preprocessing
-from index.catalog import Catalog
-from index.service import SearchService
+from index.catalog.loaded import Catalog
+from index.search.service import SearchService
 from training import store as store_training
 from training.cached_features import (CachedFeaturesError, ViewSettings, build_cache, cached_or_built, load_cache,
                                       trunk_views)

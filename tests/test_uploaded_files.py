@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 
 from app.uploads import add_uploads, stage_uploads
-from index.add import add_to_catalog
-from index.catalog import Catalog
+from index.catalog.add import add_to_catalog
+from index.catalog.loaded import Catalog
 from index.manifest import write_manifest
-from index.operations import build_catalog, remove_from_catalog, restore_catalog
-from index.store import CatalogLockedError, catalog_lock, list_versions
-from index.uploaded_files import CATALOG_PREFIX, LEGACY_MARK, PHOTOS_FOLDER, image_file
+from index.catalog.operations import build_catalog, remove_from_catalog, restore_catalog
+from index.catalog.store import CatalogLockedError, catalog_lock, list_versions
+from index.catalog.uploaded_files import CATALOG_PREFIX, LEGACY_MARK, PHOTOS_FOLDER, image_file
 from conftest import product_photo, zip_of  # noqa: E402
 
 UPLOADED = CATALOG_PREFIX + PHOTOS_FOLDER + "/"
@@ -206,7 +206,7 @@ def test_a_catalog_with_uploads_in_the_image_folder_moves_them_in_at_its_next_wr
 
 
 def read_last_operation(catalog: Path) -> dict:
-    from index.store import read_info
+    from index.catalog.store import read_info
     return read_info(catalog).last_operation
 
 

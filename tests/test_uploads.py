@@ -12,7 +12,7 @@ import zipfile
 import app.uploads
 from app.uploads import UploadError, folder_product, stage_uploads, zip_members
 from index.manifest import read_manifest
-from index.uploaded_files import PHOTOS_FOLDER
+from index.catalog.uploaded_files import PHOTOS_FOLDER
 from conftest import product_photo, zip_of  # noqa: E402
 
 

@@ -17,8 +17,8 @@ import numpy as np
 
 from embedder.images import ImageError
 from index.importers import FASHION_MNIST_CLASSES, load_fashion_mnist_arrays
-from index.query_confidence import FEATURES, QueryConfidenceModel, fit_logistic, logistic, sidecar_path
-from index.service import SearchService
+from index.search.query_confidence import FEATURES, QueryConfidenceModel, fit_logistic, logistic, sidecar_path
+from index.search.service import SearchService
 from training.composites import BACKDROPS, calibration_items, composite, unlike_photo
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from embedder.backbones import ResidualHead
 from embedder.precision import autocast, choose_precision
 from embedder.progress import ProgressOption, Stage, as_callback
-from index.evaluation import recall_at_k
+from index.quality.evaluation import recall_at_k
 from training.model import CoInsModel
 from training.presets import PRESETS
 

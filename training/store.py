@@ -37,9 +37,9 @@ from embedder.backbones import BACKBONES, TrunkWithHead
 from embedder.checkpoint import load_checkpoint, model_fingerprint, preprocessing_from_checkpoint, save_checkpoint
 from embedder.embed import EmbedResult, Embedder
 from embedder.files import atomic_path
-from index.catalog import Catalog
+from index.catalog.loaded import Catalog
 from index.manifest import CATEGORY_COLUMN, PATH_COLUMN, PRODUCT_COLUMN
-from index.operations import rebuild_catalog
+from index.catalog.operations import rebuild_catalog
 from training.cached_features import CachedFeatures, ViewSettings, cached_or_built
 from training.head_training import HeadSettings, TrainedHead, recall, train_head
 

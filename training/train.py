@@ -25,7 +25,7 @@ from embedder.checkpoint import load_checkpoint, save_checkpoint
 from embedder.files import atomic_path
 from embedder.precision import choose_precision
 from embedder.preprocess import Preprocessing
-from index.evaluation import classification_accuracy, recall_at_k
+from index.quality.evaluation import classification_accuracy, recall_at_k
 from training import instance_checkpoint
 from training.augment import augment
 from training.data import TrainingSet, hold_out, load_training_set

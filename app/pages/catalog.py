@@ -1,6 +1,6 @@
 """Catalog (catalog managers): what the served catalog holds, and changing it.
 
-Every change goes through index.operations / index.add, which writes a complete new version before switching
+Every change goes through index.catalog.operations / index.catalog.add, which writes a complete new version before switching
 to it: searches keep using the previous catalog until the change is complete, then the app
 loads the new one (caches are keyed on the catalog's build time).
 """
@@ -21,10 +21,10 @@ from app.store_catalog import serving_story, store_trainable
 from app.uploads import ZIP_LAYOUT, UploadError, add_uploads, stage_uploads
 from embedder.checkpoint import CheckpointError, load_checkpoint
 from embedder.images import ImageError
-from index.add import add_to_catalog
+from index.catalog.add import add_to_catalog
 from index.importers import IMAGE_EXTENSIONS
-from index.operations import UpdateReport, build_catalog, rebuild_catalog, remove_from_catalog, restore_catalog
-from index.store import CatalogError, read_info
+from index.catalog.operations import UpdateReport, build_catalog, rebuild_catalog, remove_from_catalog, restore_catalog
+from index.catalog.store import CatalogError, read_info
 from index.manifest import ManifestError
 
 USER_ERRORS = (CatalogError, ManifestError, CheckpointError, ImageError, FileNotFoundError, ValueError, OSError)

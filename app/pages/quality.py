@@ -1,7 +1,7 @@
 """Quality (merchandisers): Recall@k of a catalog, its failures and most-confused product pairs, a
-map of the catalog, its hygiene reports (index.hygiene), and two models side by side.
+map of the catalog, its hygiene reports (index.quality.hygiene), and two models side by side.
 
-Every number comes from index.evaluation (the product's one Recall@k): leave-one-out over the
+Every number comes from index.quality.evaluation (the product's one Recall@k): leave-one-out over the
 catalog, an image counting as found when another image of its product_id is among its k
 nearest neighbours.
 """
@@ -20,8 +20,8 @@ from app.item_actions import item_actions, last_outcome, selected_ids
 from app.roles import is_catalog_manager
 from app.embedding_map import map_chart, map_points, pca_2d, thumbnail_url
 from embedder.images import decode_image
-from index.evaluation import DEFAULT_KS, RecallReport, nearest_neighbours
-from index.hygiene import HygieneError, HygieneReport, duplicate_rule, hygiene_report
+from index.quality.evaluation import DEFAULT_KS, RecallReport, nearest_neighbours
+from index.quality.hygiene import HygieneError, HygieneReport, duplicate_rule, hygiene_report
 
 GALLERY_DEPTH = 5  # results shown per query in the galleries
 FULL_EVALUATION_UP_TO = 100_000  # items; bigger catalogs are evaluated on a sample of queries

@@ -29,9 +29,9 @@ from app import components as ui
 from app.browse import browse_grid, filter_columns
 from app.limits import MAX_K, search_bounds
 from embedder.images import ACCEPTED_FORMATS, ImageError, decode_image
-from index.filters import Condition, MetadataFilter, as_text
-from index.service import CatalogItem, Results, UnusablePhotoError, object_regions
-from index.store import CatalogError
+from index.search.filters import Condition, MetadataFilter, as_text
+from index.search.service import CatalogItem, Results, UnusablePhotoError, object_regions
+from index.catalog.store import CatalogError
 
 UPLOAD_TYPES = ["jpg", "jpeg", "png", "webp", "heic", "heif", "avif"]  # HEIC: iPhones' camera format
 GROUP_COLUMN = "product_id"
@@ -84,7 +84,7 @@ def options(categories: list[str], items: pd.DataFrame) -> dict:
 
 def filter_controls(items: pd.DataFrame) -> str | None:
     """Filters on metadata columns: any of the values picked in a column, all the columns picked.
-    Returns the filter in the search's syntax (index.filters), or None."""
+    Returns the filter in the search's syntax (index.search.filters), or None."""
     columns = filter_columns(items)
     if not columns:
         return None

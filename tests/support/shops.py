@@ -79,7 +79,7 @@ def _tiny_shop_save(image: Image.Image, path: Path, i: int) -> None:
 
 def tiny_shop_make(root: Path) -> TinyShop:
     """Images, manifest, two models and their two catalogs under `root`."""
-    from index.operations import build_catalog
+    from index.catalog.operations import build_catalog
 
     images = root / "shop" / "images"
     images.mkdir(parents=True)
@@ -140,7 +140,7 @@ def fashion_shop_make(root: Path) -> FashionShop:
     (which needs fashion_mnist_installed())."""
     from embedder.checkpoint import backbone_from_checkpoint, load_checkpoint
     from index.importers import FASHION_MNIST_GROUPINGS, import_fashion_mnist, load_fashion_mnist_arrays
-    from index.operations import build_catalog
+    from index.catalog.operations import build_catalog
 
     payload = load_checkpoint(KEPT_MODEL)
     train_images, train_labels = load_fashion_mnist_arrays("train")

@@ -1,6 +1,6 @@
 """What a catalog is: catalog.json, read and written through one typed description.
 
-    info = read_info("catalogs/fashion-mnist-test")     # index.store
+    info = read_info("catalogs/fashion-mnist-test")     # index.catalog.store
     info.version, info.feature_dim, info.model_fingerprint, info.index["factory"]
 
 The file's keys are the fields below. Reading by key (info["version"], info.get("counts")) still
@@ -13,15 +13,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from index.calibration import ScoreCalibration
-from index.choose import DEFAULT_MEMORY_BUDGET, IndexChoice
+from index.search.calibration import ScoreCalibration
+from index.catalog.choose import DEFAULT_MEMORY_BUDGET, IndexChoice
 
 FORMAT = "coinsp-catalog/1"
 
 
 @dataclass
 class VectorShards:
-    """Where an on-disk catalog's full vectors are: Parquet embedding shards (index.shards), and
+    """Where an on-disk catalog's full vectors are: Parquet embedding shards (index.scale.shards), and
     whether the version keeps a float16 copy of them for re-scoring (rerank_vectors.npy)."""
     folder: str
     files: list
@@ -52,9 +52,9 @@ class CatalogInfo(Mapping):
     skipped: list = field(default_factory=list)
     last_operation: dict | None = None
     vectors: VectorShards | None = None  # on-disk catalogs only
-    # How the vectors were made besides the weights (index.embedding_settings); None: before it was recorded.
+    # How the vectors were made besides the weights (index.catalog.embedding_settings); None: before it was recorded.
     preprocessing: dict | None = None
-    # What a real match scores here (index.calibration); None: not measured yet, or no two items of a product.
+    # What a real match scores here (index.search.calibration); None: not measured yet, or no two items of a product.
     calibration: ScoreCalibration | None = None
     extra: dict = field(default_factory=dict)  # keys this version of the product does not know, kept
 

@@ -16,7 +16,7 @@ class CategoryGuess:
     name: str
     probability: float  # softmax of the head's logits
     probabilities: dict  # every category's probability, highest first
-    # The photo is not like anything the catalog sells (index.query_confidence): no category is named.
+    # The photo is not like anything the catalog sells (index.search.query_confidence): no category is named.
     unlike_catalog: bool = False
 
     def as_dict(self) -> dict:

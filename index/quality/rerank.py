@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from index.evaluation import nearest_neighbours
+from index.quality.evaluation import nearest_neighbours
 
 METHODS = ("aqe", "dba", "dba+aqe", "kreciprocal")
 BLOCK_ROWS = 1024  # rows blended at once: k x BLOCK_ROWS x d floats in memory

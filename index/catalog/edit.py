@@ -1,6 +1,6 @@
 """Fix items in place: set a metadata column (a category, a colour, a product id) or add a tag to
 chosen items, as a catalog operation like removing them: under the catalog's lock, committed as a
-new version (index.store.commit_catalog), undone by restoring the previous one.
+new version (index.catalog.store.commit_catalog), undone by restoring the previous one.
 
 Only metadata changes: every vector is written again exactly as stored (no model runs), the
 search index is kept (its ids are unchanged), and the commit recomputes the calibration from the
@@ -20,11 +20,11 @@ import numpy as np
 import pandas as pd
 
 from embedder.progress import ProgressOption
-from index.catalog import Catalog
+from index.catalog.loaded import Catalog
 from index.manifest import PATH_COLUMN
-from index.operations import UpdateReport, counts, kept_rows, refuse_on_disk
-from index.store import (IMAGE_PATH_COLUMN, RESERVED_COLUMNS, CatalogError, catalog_lock, commit_catalog, now,
-                         stores_no_vectors)
+from index.catalog.operations import UpdateReport, counts, kept_rows, refuse_on_disk
+from index.catalog.store import (IMAGE_PATH_COLUMN, RESERVED_COLUMNS, CatalogError, catalog_lock, commit_catalog, now,
+                                 stores_no_vectors)
 
 TAGS_COLUMN = "tags"  # comma-separated labels a merchandiser gives items ("review", "sale")
 FIXED_COLUMNS = (*RESERVED_COLUMNS, PATH_COLUMN)  # what identifies an item or its file: never edited

@@ -17,17 +17,17 @@ import pandas as pd
 
 from embedder.files import file_facts
 from embedder.progress import ProgressOption, Stage, as_callback
-from index.catalog import Catalog
-from index.choose import IndexChoice
-from index.embedding_settings import why_reembed
+from index.catalog.loaded import Catalog
+from index.catalog.choose import IndexChoice
+from index.catalog.embedding_settings import why_reembed
 from index.importers import link_outside
 from index.manifest import PATH_COLUMN, read_manifest, resolve_image_paths, validate_manifest
-from index.operations import (UpdateReport, check_columns, counts, drop_duplicate_paths, embed_files, merge_skipped,
-                              open_embedder_for, refuse_on_disk, relative_paths)
-from index.store import (HASH_COLUMN, ID_COLUMN, IMAGE_PATH_COLUMN, MTIME_COLUMN, SIZE_COLUMN, CatalogError,
-                         catalog_lock, collect_photos, commit_catalog, now, stores_no_vectors, write_info)
-from index.tune import build_index
-from index.uploaded_files import CATALOG_PREFIX, catalog_path, image_file, inside_photos
+from index.catalog.operations import (UpdateReport, check_columns, counts, drop_duplicate_paths, embed_files, merge_skipped,
+                                      open_embedder_for, refuse_on_disk, relative_paths)
+from index.catalog.store import (HASH_COLUMN, ID_COLUMN, IMAGE_PATH_COLUMN, MTIME_COLUMN, SIZE_COLUMN, CatalogError,
+                                 catalog_lock, collect_photos, commit_catalog, now, stores_no_vectors, write_info)
+from index.catalog.tune import build_index
+from index.catalog.uploaded_files import CATALOG_PREFIX, catalog_path, image_file, inside_photos
 
 
 def add_to_catalog(folder: str | os.PathLike, manifest: str | os.PathLike | None = None, *,
@@ -40,9 +40,9 @@ def add_to_catalog(folder: str | os.PathLike, manifest: str | os.PathLike | None
     bytes are already in the catalog reuses that embedding; only the rest are embedded.
 
     A manifest below the catalog's own photos folder (DIR/photos/<batch>/, an upload's) names photos
-    kept in the catalog folder (index.uploaded_files). `prepare` runs under the catalog's lock before the
+    kept in the catalog folder (index.catalog.uploaded_files). `prepare` runs under the catalog's lock before the
     manifest is read: an upload saves its photos there, so no other writer's clean-up can take them. When
-    the add ends, however it ends, the photos no version names are deleted (index.store.collect_photos).
+    the add ends, however it ends, the photos no version names are deleted (index.catalog.store.collect_photos).
     """
     started, progress = time.perf_counter(), as_callback(progress)
     folder = Path(folder)

@@ -7,8 +7,8 @@
 Ids are stable: an item keeps its id for its whole life, and ids are never reused (catalog.json
 keeps next_id). Rows are kept sorted by id, so the FAISS id -> row lookup is a binary search.
 Cosine similarity is the inner product on the normalised vectors; scores are cosines, re-scored
-exactly for every result (index.search). The folder layout and how versions are written:
-index.store.
+exactly for every result (index.search.algorithm). The folder layout and how versions are written:
+index.catalog.store.
 """
 from __future__ import annotations
 
@@ -20,15 +20,15 @@ import faiss
 import numpy as np
 import pandas as pd
 
-from index.backends import backend_from_environment, open_backend, parse_backend
-from index.description import CatalogInfo
-from index.evaluation import NpyRows, RecallReport, recall_at_k
+from index.scale.backends import backend_from_environment, parse_backend
+from index.catalog.description import CatalogInfo
+from index.quality.evaluation import NpyRows, RecallReport, recall_at_k
 from index.manifest import CATEGORY_COLUMN, PATH_COLUMN, PRODUCT_COLUMN
-from index.search import SearchHits, search_vectors
-from index.uploaded_files import image_files
-from index.store import (ID_COLUMN, IMAGE_PATH_COLUMN, INDEX_FILE, INTERNAL_COLUMNS, METADATA_FILE, VERSIONS_DIR,
-                         CatalogError, UnknownItemError, add_vectors, read_index, read_info, stores_no_vectors)
-from index.vectors import open_vectors, scoring_vectors
+from index.search.algorithm import SearchHits, search_vectors
+from index.catalog.uploaded_files import image_files
+from index.catalog.store import (ID_COLUMN, IMAGE_PATH_COLUMN, INDEX_FILE, INTERNAL_COLUMNS, METADATA_FILE, VERSIONS_DIR,
+                                 CatalogError, UnknownItemError, add_vectors, read_index, read_info, stores_no_vectors)
+from index.catalog.vectors import open_vectors, scoring_vectors
 
 
 class Catalog:
@@ -41,7 +41,7 @@ class Catalog:
         self.info = info
         self.embeddings = embeddings
         self.on_disk = info.vectors is not None
-        self.scoring_vectors = scoring_vectors(self, embeddings, rerank_vectors, self.on_disk)  # see index.vectors
+        self.scoring_vectors = scoring_vectors(self, embeddings, rerank_vectors, self.on_disk)  # see index.catalog.vectors
         self._index, self._index_path = index, index_path
         self.choice = info.choice
         self.ids = metadata[ID_COLUMN].to_numpy(np.int64)
@@ -49,18 +49,18 @@ class Catalog:
             raise CatalogError("catalog metadata is not sorted by id: the catalog is damaged; rebuild it")
         root = info.root or ""
         self.metadata = metadata
-        if PATH_COLUMN in metadata:  # uploaded photos lie in the catalog folder itself (index.uploaded_files)
+        if PATH_COLUMN in metadata:  # uploaded photos lie in the catalog folder itself (index.catalog.uploaded_files)
             self.metadata = metadata.assign(**{IMAGE_PATH_COLUMN: image_files(folder, root, metadata[PATH_COLUMN])})
         self._pools: dict[str, tuple[np.ndarray, faiss.IDSelector, np.ndarray]] = {}
         self._columns: dict[str, np.ndarray] | None = None
-        self.backend = None  # where candidates come from: None = the FAISS index above (index.backends)
+        self.backend = None  # where candidates come from: None = the FAISS index above (index.scale.backends)
 
     # ------------------------------------------------------------------ loading
 
     @classmethod
     def load(cls, folder: str | os.PathLike, *, mmap: bool = True, backend: str | None = None) -> "Catalog":
         """Open the current version of DIR; embeddings are memory-mapped (read-only) by default.
-        backend: where the index is served (index.backends: faiss, milvus-lite:PATH.db,
+        backend: where the index is served (index.scale.backends: faiss, milvus-lite:PATH.db,
         milvus://HOST:PORT/COLLECTION); default COINSP_BACKEND, else the folder's FAISS index."""
         spec = parse_backend(backend) if backend is not None else backend_from_environment()
         folder = Path(folder)
@@ -84,7 +84,10 @@ class Catalog:
                                f"{embeddings.shape}); run `python -m index rebuild --catalog DIR --reembed`")
         # The index is read on first search: evaluation and the app's quality page never need it.
         catalog = cls(folder, info, embeddings, metadata, index_path=version / INDEX_FILE, rerank_vectors=rerank_vectors)
-        catalog.backend = open_backend(spec, folder)
+        if spec is not None:  # a Milvus collection serves the index; it is contacted on the first search or sync
+            from index.scale.milvus import MilvusBackend  # pymilvus only where Milvus is asked for
+
+            catalog.backend = MilvusBackend(spec, folder)
         return catalog
 
     @property
@@ -168,7 +171,7 @@ class Catalog:
     def search_vectors(self, vectors, k: int = 10, *, category: str | None = None,
                        exclude_ids: Sequence[Iterable[int]] | None = None,
                        hide_duplicates_above: float | None = None, normalised: bool = False) -> SearchHits:
-        """Top-k items for each query vector: see index.search.search_vectors."""
+        """Top-k items for each query vector: see index.search.algorithm.search_vectors."""
         return search_vectors(self, vectors, k, category=category, exclude_ids=exclude_ids,
                               hide_duplicates_above=hide_duplicates_above, normalised=normalised)
 

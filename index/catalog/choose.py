@@ -10,7 +10,7 @@ The raw embeddings stay on disk (embeddings.npy, memory-mapped) for exact re-sco
 do not count against the budget; the index does.
 
 The search-time knob (HNSW efSearch, IVF nprobe) is set here to a starting value and tuned on
-build against exact search (index.catalog measures recall@10 on a sample of queries).
+build against exact search (index.catalog.tune, measuring recall@10 on a sample of queries: index.search.exact).
 """
 from __future__ import annotations
 
@@ -104,7 +104,7 @@ def choose_index(n: int, d: int, memory_budget_bytes: int | None = None, on_disk
                  rerank_copy: bool = True) -> IndexChoice:
     """The index for n vectors of dimension d whose index may use memory_budget_bytes.
 
-    on_disk: the index's inverted lists will be a memory-mapped file (index.ondisk): always IVF
+    on_disk: the index's inverted lists will be a memory-mapped file (index.scale.ondisk): always IVF
     with PQ codes; the budget covers what stays in memory (centroids and their HNSW).
     rerank_copy (on_disk only): a float16 copy of the vectors on disk re-scores the candidates.
     """
@@ -191,5 +191,5 @@ def choice_from_factory(factory: str, d: int) -> IndexChoice:
     kind = index_kind(factory)
     params = {"hnsw": {"efSearch": 64}, "ivf": {"nprobe": 16}}.get(kind, {})
     if quantised(factory):
-        params["rerank"] = 16  # candidates per result re-scored exactly (see index.catalog)
+        params["rerank"] = 16  # candidates per result re-scored exactly (see index.search.algorithm)
     return IndexChoice(factory, params=params, reason=f"given by the user ({factory!r}), not chosen automatically")

@@ -1,8 +1,9 @@
 """Building a catalog's FAISS index and tuning its search effort against exact search.
 
-index.choose decides which index; this builds it (training where it needs to, adding the
+index.catalog.choose decides which index; this builds it (training where it needs to, adding the
 vectors under their stable ids) and raises efSearch / nprobe (and, for compressed codes, the
-candidates re-scored per result) until recall@10 against exact search reaches RECALL_TARGET.
+candidates re-scored per result) until recall@10 against exact search (index.search.exact) reaches
+RECALL_TARGET.
 """
 from __future__ import annotations
 
@@ -11,19 +12,16 @@ import time
 import faiss
 import numpy as np
 import pandas as pd
-from faiss.contrib.exhaustive_search import knn_ground_truth
 
 from embedder.progress import ProgressCallback, no_progress
-from index.catalog import Catalog
-from index.choose import RERANK_QUANTISED, IndexChoice, index_kind, quantised
-from index.description import CatalogInfo
-from index.store import ID_COLUMN, CatalogError, add_vectors
-from index.vectors import IndexCodes
+from index.catalog.choose import RERANK_QUANTISED, IndexChoice, index_kind, quantised
+from index.catalog.description import CatalogInfo
+from index.catalog.loaded import Catalog
+from index.catalog.store import ID_COLUMN, CatalogError, add_vectors
+from index.catalog.vectors import IndexCodes
+from index.search.exact import RECALL_K, RECALL_TARGET, exact_reference, measure_recall
 
-RECALL_TARGET = 0.95  # recall@10 against exact search that tuning aims for
-RECALL_K = 10
 RERANK_MAX = 256  # tuning stops here: 2,560 rows re-scored for 10 results (8 ms at 10^7 x 512)
-EXACT_BLOCK_FLOATS = 1 << 26  # gallery rows x d read per block by exact search (256 MB)
 
 
 def _train_sample(embeddings: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
@@ -57,47 +55,6 @@ def new_index(choice: IndexChoice, d: int, embeddings: np.ndarray,
     except RuntimeError:  # Flat, HNSW: stable ids through an id map
         index = faiss.IndexIDMap2(index)
     return index
-
-
-def exact_top(queries: np.ndarray, embeddings: np.ndarray, k: int) -> np.ndarray:
-    """Rows of the exact top-k (inner product), the gallery read in blocks to bound memory."""
-    block = max(1, EXACT_BLOCK_FLOATS // max(embeddings.shape[1], 1))
-    blocks = (np.ascontiguousarray(embeddings[start:start + block], np.float32)
-              for start in range(0, embeddings.shape[0], block))
-    _, rows = knn_ground_truth(np.ascontiguousarray(queries, np.float32), blocks, k, faiss.METRIC_INNER_PRODUCT,
-                               ngpu=0)
-    return rows
-
-
-def measure_recall(catalog: Catalog, queries: int = 1000, k: int = RECALL_K, seed: int = 0,
-                   exact: tuple[np.ndarray, list[np.ndarray]] | None = None) -> tuple[float, int, float]:
-    """Recall@k of what catalog.search_vectors returns against exact search, items as queries
-    (each excluding itself). Returns (recall, number of queries, lower 95% confidence bound)."""
-    n, d = catalog.embeddings.shape
-    if n < 2:
-        return 1.0, 0, 1.0
-    if exact is None:
-        exact = exact_reference(catalog, queries, k, seed)
-    sample, truth = exact
-    hits = catalog.search_vectors(np.asarray(catalog.embeddings[sample]), k,
-                                  exclude_ids=[[i] for i in catalog.ids[sample]])
-    found = np.array([len(set(h.tolist()) & set(t.tolist())) / max(len(t), 1) for h, t in zip(hits.ids, truth)])
-    recall = float(found.mean())
-    lower = recall - 1.96 * float(found.std(ddof=1)) / np.sqrt(len(found)) if len(found) > 1 else recall
-    return recall, len(sample), float(lower)
-
-
-def exact_reference(catalog: Catalog, queries: int, k: int, seed: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """(sampled item rows, their exact top-k ids without themselves): what tuning measures against."""
-    n, d = catalog.embeddings.shape
-    # Bound the exact work (queries x n x d multiply-adds) to about 1e12 (a minute on 2 cores)
-    # on big catalogs, but keep at least 500 queries: fewer make the tuned recall too noisy.
-    q = int(min(n, queries, max(500, 1e12 // max(n * d, 1))))
-    sample = np.sort(np.random.default_rng(seed).choice(n, size=q, replace=False))
-    rows = exact_top(np.ascontiguousarray(catalog.embeddings[sample], np.float32), catalog.embeddings,
-                     min(k + 1, n))
-    truth = [catalog.ids[r[r != s][:k]] for r, s in zip(rows, sample)]
-    return sample, truth
 
 
 def tune_search(catalog: Catalog, progress: ProgressCallback = no_progress, stop_gain: float | None = None) -> dict:

@@ -11,17 +11,15 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import faiss
 import numpy as np
 from faiss.contrib.exhaustive_search import knn_ground_truth
 
-from index.choose import RERANK_QUANTISED, index_kind, quantised
-from index.store import CHUNK_ROWS
-
-if TYPE_CHECKING:
-    from index.catalog import Catalog
+from index.catalog.choose import RERANK_QUANTISED, index_kind, quantised
+from index.catalog.store import CHUNK_ROWS
+from index.catalog.view import CatalogView
 
 EXACT_POOL_FLOATS = 16_000_000  # a filtered pool this small (rows x d) is searched exactly
 SINGLE_THREAD_QUERIES = 4  # searches of this few queries run FAISS on one thread (see faiss_threads)
@@ -63,7 +61,7 @@ def faiss_threads(n: int | None) -> Iterator[None]:
         faiss.omp_set_num_threads(before)
 
 
-def search_vectors(catalog: "Catalog", vectors, k: int = 10, *, category: str | None = None,
+def search_vectors(catalog: CatalogView, vectors, k: int = 10, *, category: str | None = None,
                    exclude_ids: Sequence[Iterable[int]] | None = None,
                    hide_duplicates_above: float | None = None, normalised: bool = False,
                    pool: tuple[np.ndarray, "faiss.IDSelector"] | None = None) -> SearchHits:
@@ -76,7 +74,7 @@ def search_vectors(catalog: "Catalog", vectors, k: int = 10, *, category: str | 
     exclude_ids: per query, ids never to return (e.g. the query item itself).
     hide_duplicates_above: drop a result whose cosine to a better-ranked kept one is above it.
     normalised: the rows are L2-normalised already (the embedder's output, stored vectors).
-    pool: (rows, FAISS selector) to search within, searched as a category is (index.filters).
+    pool: (rows, FAISS selector) to search within, searched as a category is (index.search.filters).
     """
     queries = np.ascontiguousarray(np.asarray(vectors, np.float32).reshape(-1, catalog.dim))
     if not normalised:
@@ -95,7 +93,7 @@ def search_vectors(catalog: "Catalog", vectors, k: int = 10, *, category: str | 
 class _Plan:
     """One search's pool, candidate counts and index parameters, and the loop that fills k places."""
 
-    def __init__(self, catalog: "Catalog", k: int, category: str | None, excludes: list[set],
+    def __init__(self, catalog: CatalogView, k: int, category: str | None, excludes: list[set],
                  hide_duplicates_above: float | None, pool: tuple | None = None):
         self.catalog, self.k, self.excludes, self.hide_above = catalog, k, excludes, hide_duplicates_above
         choice = catalog.choice
@@ -106,7 +104,7 @@ class _Plan:
             self.pool_size = len(self.rows)
             self.effort = max(1.0, len(catalog.ids) / self.pool_size)
         self.pool_ids = catalog.ids if self.rows is None else catalog.ids[self.rows]
-        # Another backend (index.backends) filters while it searches, and oversamples its own codes.
+        # Another backend (index.scale.backends) filters while it searches, and oversamples its own codes.
         self.backend = getattr(catalog, "backend", None)
         # A small category of an approximate index: scanning its rows exactly is cheaper and sure.
         self.exact_pool = (self.rows is not None and self.kind != "flat" and self.backend is None

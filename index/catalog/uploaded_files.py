@@ -5,7 +5,7 @@ An upload's photos are saved in DIR/photos/<batch>/ and named in the catalog's m
 the catalog folder, written with the CATALOG_PREFIX ("@catalog/photos/<batch>/front.jpg"), so a copy of the
 folder (`cp -a DIR backup`) is a complete catalog of its own: its photos travel with it, and nothing the
 original does afterwards touches them. The store's own images stay in the image folder (`root`), named by
-paths relative to it; a manifest path never starts with the prefix (index.add refuses one).
+paths relative to it; a manifest path never starts with the prefix (index.catalog.add refuses one).
 
 Clean-up deletes only inside the catalog's own photos folder: every file there that no version on disk names
 (unnamed_photos), at every write under the catalog's lock. That also removes what an add left out, what a

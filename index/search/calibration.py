@@ -54,7 +54,7 @@ class ScoreCalibration:
 @dataclass(frozen=True)
 class MatchConfidence:
     """A search's best score against what real matches score in its catalog; where the model has
-    a confidence model fitted on shopper photos (index.query_confidence), its judgement decides."""
+    a confidence model fitted on shopper photos (index.search.query_confidence), its judgement decides."""
     best_score: float
     weak_below: float
     typical: float

@@ -1,7 +1,7 @@
 """Confidence measured on queries that are not catalog photos: is the top result right, and is
 the photo of anything this catalog sells at all.
 
-Catalog-to-catalog scores (index.calibration) say what two catalog photos of one product score;
+Catalog-to-catalog scores (index.search.calibration) say what two catalog photos of one product score;
 every shopper photo scores below them, so a threshold drawn there fires on most right answers.
 This model is fitted instead on rendered shopper photos of items the catalog does not hold but
 whose product type it does (right or wrong at rank 1), and on photos of things it does not sell
@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from embedder.files import atomic_path
-from index.calibration import MatchConfidence
-from index.search import best_of_views, search_vectors
+from index.search.calibration import MatchConfidence
+from index.search.algorithm import best_of_views, search_vectors
 
 FEATURES = ("best_score", "gap_to_other_product", "top10_agreement", "category_probability", "category_agrees")
 NEIGHBOURS = 10

@@ -2,13 +2,13 @@
 products whose photos disagree with each other.
 
 One k-nearest-neighbour pass over the catalog's stored vectors feeds all three reports (exact,
-index.evaluation.nearest_neighbours, up to EXACT_UP_TO items; beyond, candidates from the vectors'
+index.quality.evaluation.nearest_neighbours, up to EXACT_UP_TO items; beyond, candidates from the vectors'
 leading principal axes re-scored exactly: reduced_neighbours).
 
 - Near-duplicates: pairs are proposed by the vectors (cosine at or above `candidate_threshold'
   among the k nearest) and by the photos themselves (each photo's nearest photos by a mirror-
   symmetric descriptor of the product trimmed of its frame: a border or a mirror image moves a
-  vector far), and confirmed by the pixels (index.duplicates.match_scores: aligned over shifts and
+  vector far), and confirmed by the pixels (index.quality.duplicates.match_scores: aligned over shifts and
   mirror images, unframed and trimmed, at `pixel_threshold` or more). Only photos in candidate
   pairs are decoded, each once. Without image paths (or with pixel_threshold None), or where a photo
   cannot be read, a pair of vector neighbours is linked when its cosine reaches
@@ -36,10 +36,10 @@ import numpy as np
 import pandas as pd
 
 from embedder.files import markdown_table
-from index.duplicates import DESCRIPTOR_FLOOR, PAIR_BLOCK, PhotoPrints, connected_groups, match_scores
-from index.evaluation import nearest_neighbours
+from index.quality.duplicates import DESCRIPTOR_FLOOR, PAIR_BLOCK, PhotoPrints, connected_groups, match_scores
+from index.quality.evaluation import nearest_neighbours
 from index.manifest import CATEGORY_COLUMN, PATH_COLUMN, PRODUCT_COLUMN
-from index.store import IMAGE_PATH_COLUMN
+from index.catalog.store import ID_COLUMN, IMAGE_PATH_COLUMN
 
 # Chosen on Fashion-MNIST *training* photos with planted faults and store copies (python -m
 # benchmarks.hygiene --calibrate), never on the test catalog the benchmark reports.
@@ -54,7 +54,6 @@ RESCORE_EXTRA = 20  # candidates beyond k re-scored exactly
 PCA_SAMPLE = 20_000
 ROW_BLOCK = 16_384  # rows of vectors read at once
 PHOTO_BLOCK = 512  # photos compared with their candidate products at once (512 x k x d floats)
-ID_COLUMN = "id"
 MARKDOWN_ROWS = 50  # rows of each table in the Markdown report (the CSVs hold every row)
 
 
@@ -216,7 +215,7 @@ def candidate_pairs(neighbours: Neighbours, prints: PhotoPrints, rows: np.ndarra
 def confirmed_pairs(vectors, first: np.ndarray, second: np.ndarray, prints: PhotoPrints, *, pixel_threshold: float,
                     fallback_threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(linked, cosine, pixel score; NaN where not compared) of each candidate pair: linked when
-    the photos match at pixel_threshold or more (index.duplicates.match_scores), or, when either
+    the photos match at pixel_threshold or more (index.quality.duplicates.match_scores), or, when either
     photo is unreadable, when the cosine reaches fallback_threshold."""
     cosine = np.empty(len(first), np.float32)
     pixels = np.full(len(first), np.nan, np.float32)
@@ -368,7 +367,7 @@ def hygiene_report(catalog, *, k: int = DEFAULT_NEIGHBOURS,
                    duplicate_threshold: float = DEFAULT_DUPLICATE_THRESHOLD,
                    candidate_threshold: float = DEFAULT_CANDIDATE_THRESHOLD,
                    pixel_threshold: float | None = DEFAULT_PIXEL_THRESHOLD) -> HygieneReport:
-    """The three reports for a loaded catalog (index.catalog.Catalog: embeddings, metadata with
+    """The three reports for a loaded catalog (index.catalog.loaded.Catalog: embeddings, metadata with
     image_path, info)."""
     return report_from_vectors(catalog.embeddings, catalog.metadata, k=k, duplicate_threshold=duplicate_threshold,
                                candidate_threshold=candidate_threshold, pixel_threshold=pixel_threshold,

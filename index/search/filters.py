@@ -8,7 +8,7 @@ a quoted value is taken whole ("dark blue", "x OR y": spaces, AND and OR inside 
 a column name with spaces is quoted the same way ("release year"=2024); inside quotes a backslash
 escapes the quote or a backslash. Nothing in a filter is ever evaluated. `metadata_filter(text, columns)` parses and checks
 a filter; `filter_pool(catalog, filter)` gives the rows it admits and the FAISS selector that keeps
-a search inside them (index.search), so a filtered search still returns k results where k match.
+a search inside them (index.search.algorithm), so a filtered search still returns k results where k match.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import faiss
 import numpy as np
 import pandas as pd
 
-from index.store import CatalogError, INTERNAL_COLUMNS
+from index.catalog.store import CatalogError, INTERNAL_COLUMNS
 
 NOT_FILTERABLE = {"image_path", *INTERNAL_COLUMNS}
 _NAME = re.compile(r"[A-Za-z_][\w.-]*")

@@ -33,13 +33,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from embedder.files import atomic_path, fsync_dir, read_format_json
+from index.catalog.store import ID_COLUMN
 
 SHARDS_FORMAT = "coinsp-shards/1"
 SHARDS_INFO = "shards.json"
 SKIPPED_FILE = "skipped.csv"
 EMBEDDING_COLUMN = "embedding"
 ERROR_COLUMN = "error"
-ID_COLUMN = "id"
 ROW_GROUP_ROWS = 256  # 2 MB of 2048-d float32: one vector costs one row group's decoding
 VECTOR_DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
 

@@ -13,23 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from index.description import CatalogInfo
-from index.shards import ShardVectors
-from index.store import EMBEDDINGS_FILE, RERANK_VECTORS_FILE, VECTOR_LOCATIONS_FILE
-
-if TYPE_CHECKING:
-    from index.catalog import Catalog
-
-
-class Vectors(Protocol):
-    """Rows of vectors, read by position."""
-    shape: tuple[int, int]
-
-    def __getitem__(self, rows) -> np.ndarray: ...
+from index.catalog.description import CatalogInfo
+from index.catalog.store import EMBEDDINGS_FILE, RERANK_VECTORS_FILE, VECTOR_LOCATIONS_FILE
+from index.catalog.view import CatalogView, Vectors
+from index.scale.shards import ShardVectors
 
 
 @dataclass
@@ -50,7 +40,7 @@ def open_vectors(version: Path, info: CatalogInfo, mmap: bool = True) -> Holding
     return Holdings(stored, copy, on_disk=True)
 
 
-def scoring_vectors(catalog: "Catalog", stored: Vectors, rerank_copy: Vectors | None, on_disk: bool) -> Vectors:
+def scoring_vectors(catalog: CatalogView, stored: Vectors, rerank_copy: Vectors | None, on_disk: bool) -> Vectors:
     """What the catalog's results are re-scored with (see the module's note)."""
     if not on_disk:
         return stored
@@ -64,7 +54,7 @@ class IndexCodes:
     reading the full vectors from the shards for every result would cost a row group each.
     """
 
-    def __init__(self, catalog: "Catalog"):
+    def __init__(self, catalog: CatalogView):
         self.catalog = catalog
 
     @property

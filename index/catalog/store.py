@@ -12,7 +12,7 @@ Layout of a catalog folder DIR:
     DIR/versions/<version>/catalog.json      the description of that version (a copy of what
                                              DIR/catalog.json said when it was written), so
                                              the version can be restored
-    DIR/photos/<batch>/                      uploaded photos (index.uploaded_files), named in the
+    DIR/photos/<batch>/                      uploaded photos (index.catalog.uploaded_files), named in the
                                              metadata relative to DIR: a copy of DIR is a whole catalog
     DIR/.lock                                held (an OS lock) by the one process changing DIR;
     DIR/.lock-holder                         says who, for the message another writer gets
@@ -25,7 +25,7 @@ version stays on disk one step longer for readers that are still loading it, and
 current again (restore_version: catalog.json pointed back at it, the undone version kept as the
 previous one, so a restore can itself be undone).
 
-On-disk catalogs (index.ondisk, docs/scale.md) have no embeddings.npy: their inverted lists are a
+On-disk catalogs (index.scale.ondisk, docs/scale.md) have no embeddings.npy: their inverted lists are a
 memory-mapped index.ivfdata, their full vectors stay in the embedding shards (vector_locations.npy
 says where), and results are re-scored from a float16 copy of the vectors (rerank_vectors.npy), or
 where a catalog was built without one, scored by the index's codes.
@@ -53,12 +53,12 @@ from filelock import FileLock, Timeout
 
 from embedder.files import atomic_path, fsync_dir, read_format_json
 from embedder.progress import ProgressCallback, Stage, no_progress
-from index.calibration import calibrate
-from index.choose import index_kind
-from index.description import FORMAT, CatalogInfo
+from index.search.calibration import calibrate
+from index.catalog.choose import index_kind
+from index.catalog.description import FORMAT, CatalogInfo
 from index.manifest import PATH_COLUMN
-from index.uploaded_files import (PHOTOS_FOLDER, adopt_legacy_uploads, delete_photos, named_photos,
-                                  unnamed_photos)
+from index.catalog.uploaded_files import (PHOTOS_FOLDER, adopt_legacy_uploads, delete_photos, named_photos,
+                                          unnamed_photos)
 
 INFO_FILE = "catalog.json"
 LOCK_FILE = ".lock"
@@ -67,7 +67,7 @@ VERSIONS_DIR = "versions"
 INDEX_FILE = "index.faiss"
 EMBEDDINGS_FILE = "embeddings.npy"
 METADATA_FILE = "metadata.parquet"
-# On-disk catalogs (index.ondisk): the inverted lists beside index.faiss, memory-mapped, and where
+# On-disk catalogs (index.scale.ondisk): the inverted lists beside index.faiss, memory-mapped, and where
 # each item's full vector lies in the embedding shards (there is no embeddings.npy).
 IVFDATA_FILE = "index.ivfdata"
 VECTOR_LOCATIONS_FILE = "vector_locations.npy"
@@ -392,7 +392,7 @@ def commit_version(folder: Path, write: Callable[[Path], None], info: CatalogInf
 def _collect_garbage(folder: Path, keep: set) -> None:
     """Remove unfinished staging folders, versions older than the previous one, and the temporary
     catalog.json of a writer that was killed (writers hold the lock, so none is being written);
-    then the uploaded photos no version left on disk names (index.uploaded_files)."""
+    then the uploaded photos no version left on disk names (index.catalog.uploaded_files)."""
     for stale in folder.glob(f".{INFO_FILE}.*.tmp"):
         stale.unlink(missing_ok=True)
     versions = folder / VERSIONS_DIR

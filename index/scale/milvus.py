@@ -7,13 +7,13 @@
 The collection: `id` (INT64, the catalog's stable id, primary key), `vector` (FLOAT_VECTOR, the
 L2-normalised embedding, metric IP = cosine), `row_hash` (INT64: the row's vector, file and
 metadata, to find what changed), and every filterable metadata column as VARCHAR holding the text
-a filter compares with (index.filters.as_text); `category` is the partition key, so a category
+a filter compares with (index.search.filters.as_text); `category` is the partition key, so a category
 filter searches only its partitions. Its properties record the catalog version and model
 fingerprint it holds, the column names and the index (milvus_index_choice).
 
 What Milvus does here: propose candidates inside a pool (a category, a metadata filter turned
 into a boolean expression whose values are quoted and escaped, never spliced in as syntax).
-What stays in index.search / index.grouping: exact re-scoring from the folder's vectors, excluded
+What stays in index.search.algorithm / index.search.grouping: exact re-scoring from the folder's vectors, excluded
 ids, near-duplicates, one result per product, the photo's own copy, weak-match calibration.
 """
 from __future__ import annotations
@@ -27,24 +27,23 @@ import re
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
 
 from embedder.files import format_size
-from index.backends import INSTALL_HINT, BackendSpec
-from index.choose import DEFAULT_MEMORY_BUDGET, RERANK_QUANTISED, choose_index, index_kind
-from index.filters import NOT_FILTERABLE, as_text
+from index.scale.backends import INSTALL_HINT, BackendSpec
+from index.catalog.choose import DEFAULT_MEMORY_BUDGET, RERANK_QUANTISED, choose_index, index_kind
+from index.search.filters import NOT_FILTERABLE, as_text
 from index.manifest import CATEGORY_COLUMN
-from index.store import CHUNK_ROWS, HASH_COLUMN, ID_COLUMN, CatalogError, read_info
-
-if TYPE_CHECKING:
-    from index.catalog import Catalog
+from index.catalog.store import CHUNK_ROWS, HASH_COLUMN, ID_COLUMN, CatalogError, read_info
+from index.catalog.view import CatalogView
+from index.search.exact import RECALL_TARGET, exact_reference, measure_recall
 
 VECTOR_FIELD, HASH_FIELD = "vector", "row_hash"
 MAX_VARCHAR = 65_535  # bytes; Milvus's limit for one VARCHAR value
-MAX_TOPK = 16_384  # Milvus's limit on one search's limit; beyond it index.search scans the pool exactly
+MAX_TOPK = 16_384  # Milvus's limit on one search's limit; beyond it index.search.algorithm scans the pool exactly
 BATCH_BYTES = 16 * 1024 * 1024  # vectors per insert request (gRPC messages stay well under 64 MB)
 CONNECT_TIMEOUT_S = 10.0
 LITE_INDEXES = {"FLAT", "HNSW", "HNSW_SQ", "IVF_FLAT", "IVF_SQ8"}  # what Milvus Lite builds (no PQ, no DiskANN)
@@ -89,13 +88,13 @@ class MilvusIndexChoice:
 
 def milvus_index_choice(n: int, d: int, memory_budget_bytes: int | None = None, lite: bool = True
                         ) -> MilvusIndexChoice:
-    """The Milvus index for n vectors of d dims: the same decision as index.choose (exact while a
+    """The Milvus index for n vectors of d dims: the same decision as index.catalog.choose (exact while a
     query scans them fast enough, a graph while vectors and graph fit the budget and build in
     reasonable time, an inverted file beyond, compressed when even the vectors do not fit), in
     Milvus's index types. Milvus Lite has no PQ: IVF_SQ8 stands in, the reason says so."""
     faiss_choice = choose_index(n, d, memory_budget_bytes)
     kind, factory = index_kind(faiss_choice.factory), faiss_choice.factory
-    same = f"the rule of index.choose, which chose {factory} for the FAISS catalog: {faiss_choice.reason}"
+    same = f"the rule of index.catalog.choose, which chose {factory} for the FAISS catalog: {faiss_choice.reason}"
     if kind == "flat":
         return MilvusIndexChoice("FLAT", {}, {}, f"FLAT (exact search over the collection): {same}")
     if kind == "hnsw":
@@ -211,7 +210,7 @@ def close_connections() -> None:
 
 
 class MilvusBackend:
-    """Candidates for index.search from a Milvus collection kept in step with a catalog folder."""
+    """Candidates for index.search.algorithm from a Milvus collection kept in step with a catalog folder."""
 
     def __init__(self, spec: BackendSpec, folder=None):
         self.spec = spec
@@ -243,8 +242,8 @@ class MilvusBackend:
 
     # ------------------------------------------------------------------ search
 
-    def pool(self, catalog: "Catalog", conditions) -> MilvusPool:
-        """The handle of a pool for index.search: {column: values}, or a filter's conditions (each
+    def pool(self, catalog: CatalogView, conditions) -> MilvusPool:
+        """The handle of a pool for index.search.algorithm: {column: values}, or a filter's conditions (each
         with .column and .values; two on one column both hold)."""
         self.ensure_synced(catalog)
         if not isinstance(conditions, dict):
@@ -255,7 +254,7 @@ class MilvusBackend:
             conditions = merged
         return MilvusPool(filter_expression(conditions, self._fields))
 
-    def candidates(self, catalog: "Catalog", queries: np.ndarray, n: int, pool: MilvusPool | None,
+    def candidates(self, catalog: CatalogView, queries: np.ndarray, n: int, pool: MilvusPool | None,
                    effort: float) -> np.ndarray:
         """Candidate ids (len(queries), up to n x rerank), -1 padded; only ids this catalog version holds."""
         self.ensure_synced(catalog)
@@ -279,13 +278,13 @@ class MilvusBackend:
 
     # ------------------------------------------------------------------ keeping it in step
 
-    def ensure_synced(self, catalog: "Catalog") -> None:
+    def ensure_synced(self, catalog: CatalogView) -> None:
         if self._synced_version != catalog.info.version:
             with self._sync_lock:
                 if self._synced_version != catalog.info.version:
                     self.sync(catalog)
 
-    def sync(self, catalog: "Catalog", progress=None, tune: bool = True) -> SyncReport:
+    def sync(self, catalog: CatalogView, progress=None, tune: bool = True) -> SyncReport:
         """Bring the collection in step with the loaded catalog version: create and fill it when it
         is absent or laid out for other columns, dimensions, model or index; else insert, update
         and delete the rows whose vector, file or metadata changed. The version is recorded last,
@@ -412,9 +411,7 @@ class MilvusBackend:
 
     def _tune(self, catalog, choice: MilvusIndexChoice, say) -> MilvusIndexChoice:
         """Raise ef / nprobe by doubling until recall@10 against exact search (items as queries,
-        index.tune's measure) reaches its target; the measured recall goes into the record."""
-        from index.tune import RECALL_TARGET, exact_reference, measure_recall
-
+        index.search.exact's measure) reaches its target; the measured recall goes into the record."""
         exact = exact_reference(catalog, TUNE_QUERIES, 10, 0)
         knob = next(iter(choice.search))
         limit = 4096 if knob == "ef" else int(choice.build.get("nlist", 1))
@@ -432,7 +429,7 @@ class MilvusBackend:
                                  round(recall, 4))
 
 
-def _current(catalog: "Catalog") -> bool:
+def _current(catalog: CatalogView) -> bool:
     """Is the loaded version still the folder's current one (a catalog without a folder: yes)?"""
     if catalog.folder is None:
         return True
@@ -460,7 +457,7 @@ def _field_names(columns: Iterable[str]) -> dict[str, str]:
     return fields
 
 
-def row_hashes(catalog: "Catalog", fields: dict[str, str]) -> np.ndarray:
+def row_hashes(catalog: CatalogView, fields: dict[str, str]) -> np.ndarray:
     """A 64-bit hash per row of what the collection stores: metadata as text, the file's content
     hash and the vector's bits (a sum with odd weights), so a re-embedded or edited row differs."""
     columns = list(fields) + ([HASH_COLUMN] if HASH_COLUMN in catalog.metadata else [])

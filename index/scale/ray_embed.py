@@ -10,7 +10,7 @@ file system). Ray is an optional extra: `pip install -r requirements-distributed
 The pipeline: manifest rows -> decode tasks (embedder.images.decode_image + the checkpoint's
 preprocessing, content hash and file facts; retried by Ray on transient OS errors) -> embedding
 actors (one Embedder each, `num_gpus=1` per actor where the cluster has GPUs) -> Parquet shards
-(the format of index.shards). An undecodable file becomes a row with its reason in `error`, not a
+(the format of index.scale.shards). An undecodable file becomes a row with its reason in `error`, not a
 failed job; the rows in error are listed in skipped.csv. Shards are written into a staging folder
 beside --out that is renamed to --out when complete, so --out is either absent or complete.
 """
@@ -28,10 +28,10 @@ import pyarrow as pa
 
 from embedder.images import ImageError, decode_image
 from embedder.files import file_facts
-from index.store import HASH_COLUMN, MTIME_COLUMN, RESERVED_COLUMNS, SIZE_COLUMN, normalise_rel
+from index.catalog.store import HASH_COLUMN, ID_COLUMN, MTIME_COLUMN, RESERVED_COLUMNS, SIZE_COLUMN, normalise_rel
 from index.manifest import PATH_COLUMN, read_manifest, resolve_image_paths
-from index.shards import (EMBEDDING_COLUMN, ERROR_COLUMN, ID_COLUMN, VECTOR_DTYPES, embedding_array, finish_shards,
-                          parquet_options, staging_folder)
+from index.scale.shards import (EMBEDDING_COLUMN, ERROR_COLUMN, VECTOR_DTYPES, embedding_array, finish_shards,
+                                parquet_options, staging_folder)
 
 INSTALL_HINT = "pip install -r requirements-distributed.txt"
 IMAGE_COLUMN = "__image"  # decoded uint8 C x H x W, passed from decode tasks to the actors only

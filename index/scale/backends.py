@@ -5,15 +5,16 @@
     --backend milvus://HOST:PORT/COLLECTION       a Milvus server or cluster (token: MILVUS_TOKEN)
 
 The CLI's `--backend`, the API's `--backend` and the app all name it in COINSP_BACKEND, which
-`Catalog.load` reads. Either way the catalog folder stays the truth: its versions, manifest,
-vectors and model fingerprint; a backend only proposes candidates, which index.search re-scores
+`Catalog.load` reads (it opens the Milvus backend, index.scale.milvus; after a command the CLI syncs
+the collection, index/__main__.py). Either way the catalog folder stays the truth: its versions, manifest,
+vectors and model fingerprint; a backend only proposes candidates, which index.search.algorithm re-scores
 exactly from the folder's vectors, so every result and score is the same function of the folder.
 A Milvus collection that holds another version than the folder's current one is brought in step
-from the folder's vectors before it is searched (index.milvus.MilvusBackend.sync).
+from the folder's vectors before it is searched (index.scale.milvus.MilvusBackend.sync).
 
 A backend is an object with:
     candidates(catalog, queries, n, pool, effort) -> (len(queries), >= n) int64 ids, -1 padded
-    pool(catalog, {column: values}) -> the handle index.search passes back as a pool's selector
+    pool(catalog, {column: values}) -> the handle index.search.algorithm passes back as a pool's selector
     sync(catalog, progress) -> SyncReport
 """
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from index.store import CatalogError
+from index.catalog.store import CatalogError
 
 ENV_BACKEND = "COINSP_BACKEND"
 FAISS = "faiss"
@@ -74,21 +75,9 @@ def backend_from_environment() -> BackendSpec | None:
     return parse_backend(os.environ.get(ENV_BACKEND))
 
 
-def open_backend(spec: BackendSpec | None, folder: Path | None):
-    """The backend object for a catalog folder (None: its FAISS index). Nothing is contacted yet:
-    a backend connects on its first search or sync, so a process that only writes the folder does not."""
-    if spec is None:
-        return None
-    from index.milvus import MilvusBackend  # pymilvus only where Milvus is asked for
-
-    return MilvusBackend(spec, folder)
-
-
 # ----------------------------------------------------------------------------- the CLI's --backend
 
 BACKEND_COMMANDS = ("build", "add", "remove", "rebuild", "restore", "ensure", "search", "evaluate", "hygiene")
-_WRITES = {"build": "out", "ensure": "out", "add": "catalog", "remove": "catalog", "rebuild": "catalog",
-           "restore": "catalog"}
 
 
 def add_backend_option(parser) -> None:
@@ -115,26 +104,3 @@ def command_backend(args) -> Iterator[BackendSpec | None]:
             os.environ.pop(ENV_BACKEND, None)
         else:
             os.environ[ENV_BACKEND] = before
-
-
-def after_command(args, spec: BackendSpec | None) -> None:
-    """After a command on a Milvus backend: a write's new version is synced to the collection at
-    once (else the next search would), and `evaluate` also measures the backend's own recall@10
-    against exact search."""
-    if spec is None or (args.command == "restore" and getattr(args, "list", False)):
-        return
-    if args.command in _WRITES:
-        from index.catalog import Catalog
-
-        catalog = Catalog.load(getattr(args, _WRITES[args.command]), backend=spec.text)
-        quiet = getattr(args, "quiet", False)
-        print(catalog.backend.sync(catalog, progress=None if quiet else print).summary())
-    elif args.command == "evaluate":
-        from index.catalog import Catalog
-        from index.tune import measure_recall
-
-        catalog = Catalog.load(args.catalog, backend=spec.text)
-        catalog.backend.ensure_synced(catalog)
-        recall, queries, lower = measure_recall(catalog, queries=1000)
-        print(f"{spec.text}: recall@10 of the served index against exact search {recall:.4f} "
-              f"(95% lower bound {lower:.4f}, {queries} catalog items as queries)")

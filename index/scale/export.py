@@ -31,8 +31,8 @@ import pandas as pd
 
 from embedder.files import atomic_path
 from embedder.progress import ProgressOption, Stage, as_callback
-from index.catalog import Catalog
-from index.store import CHUNK_ROWS, ID_COLUMN, IMAGE_PATH_COLUMN, INTERNAL_COLUMNS, CatalogError
+from index.catalog.loaded import Catalog
+from index.catalog.store import CHUNK_ROWS, ID_COLUMN, IMAGE_PATH_COLUMN, INTERNAL_COLUMNS, CatalogError
 
 VECTOR_COLUMN = "vector"
 PARQUET_KEY = b"coinsp"

@@ -1,5 +1,5 @@
 """Is this listing's photo a copy of that one? The pixel check behind the hygiene report's
-near-duplicate groups (index.hygiene), made to survive what stores do to a photo they list again:
+near-duplicate groups (index.quality.hygiene), made to survive what stores do to a photo they list again:
 re-encoding, resizing, a shift of a few pixels, other lighting, a slight crop, a mirror image, a
 watermark or a border.
 

@@ -1,6 +1,6 @@
 """What can happen to a catalog: build it from a manifest, remove items, rebuild its index (or
 re-embed it with a new model), each under the catalog's lock and committed as a new version
-(index.store); adding new images is index.add. Each returns an UpdateReport.
+(index.catalog.store); adding new images is index.catalog.add. Each returns an UpdateReport.
 """
 from __future__ import annotations
 
@@ -17,18 +17,18 @@ import pandas as pd
 
 from embedder.files import file_facts
 from embedder.progress import ProgressCallback, ProgressOption, Stage, as_callback
-from index.catalog import Catalog
-from index.choose import DEFAULT_MEMORY_BUDGET, IndexChoice, choice_from_factory, choose_index
-from index.description import CatalogInfo
-from index.embedding_settings import preprocessing_record
+from index.catalog.loaded import Catalog
+from index.catalog.choose import DEFAULT_MEMORY_BUDGET, IndexChoice, choice_from_factory, choose_index
+from index.catalog.description import CatalogInfo
+from index.catalog.embedding_settings import preprocessing_record
 from index.importers import link_outside
 from index.manifest import CATEGORY_COLUMN, PATH_COLUMN, read_manifest, resolve_image_paths
-from index.store import (HASH_COLUMN, ID_COLUMN, IMAGE_PATH_COLUMN, MTIME_COLUMN, RESERVED_COLUMNS,
-                         SIZE_COLUMN, CatalogError, catalog_lock, check_model, check_new_catalog_folder,
-                         commit_catalog, normalise_rel, now, read_info_or_none, restore_version,
-                         stores_no_vectors)
-from index.tune import build_index
-from index.uploaded_files import image_file
+from index.catalog.store import (HASH_COLUMN, ID_COLUMN, IMAGE_PATH_COLUMN, MTIME_COLUMN, RESERVED_COLUMNS,
+                                 SIZE_COLUMN, CatalogError, catalog_lock, check_model, check_new_catalog_folder,
+                                 commit_catalog, normalise_rel, now, read_info_or_none, restore_version,
+                                 stores_no_vectors)
+from index.catalog.tune import build_index
+from index.catalog.uploaded_files import image_file
 
 if TYPE_CHECKING:  # torch is imported only where a model runs: loading and evaluating need none
     from embedder.embed import Embedder
@@ -386,7 +386,7 @@ def restore_catalog(folder: str | os.PathLike, version: str | None = None, *, pr
                     lock_timeout: float = 0.0) -> UpdateReport:
     """Undo: make an earlier version current again (default: the previous one), atomically and
     under the catalog's lock. The undone version stays on disk as the previous one, so restoring
-    it undoes the restore. `index.store.list_versions(folder)` says which versions there are.
+    it undoes the restore. `index.catalog.store.list_versions(folder)` says which versions there are.
     `progress` is accepted so every catalog change can be called alike; a restore has no stages.
     """
     started = time.perf_counter()

@@ -29,8 +29,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from index.search import best_of_views, search_vectors
-from index.store import CatalogError
+from index.search.algorithm import best_of_views, search_vectors
+from index.catalog.store import CatalogError
 
 SAME_PHOTO_SCORE = 0.995  # cosine: at or above, a result is the query photo itself (re-encoding aside)
 GROW = 4  # each round asks the index for this many times more candidates
@@ -74,7 +74,7 @@ def rank_results(catalog, vector: np.ndarray, k: int, *, exclude: set[int] | Non
                  mark_copies: bool = False, max_candidates: int | None = None,
                  deadline: float | None = None) -> Shown:
     """The k results of one normalised query vector (see the module's docstring), or of several
-    views of one query as rows (each item scored by its best view: index.search.best_of_views).
+    views of one query as rows (each item scored by its best view: index.search.algorithm.best_of_views).
 
     pool: (rows, FAISS selector) to search within (a category or a metadata filter);
     exclude: ids never shown (the query item); mark_copies: the query is a photo, so results

@@ -41,16 +41,16 @@ from faiss.contrib.ondisk import merge_ondisk
 
 from embedder.files import atomic_path, format_size
 from embedder.progress import ProgressOption, Stage, as_callback
-from index.catalog import Catalog
-from index.choose import DEFAULT_MEMORY_BUDGET, RERANK_QUANTISED, choice_from_factory, choose_index, index_kind
-from index.operations import UpdateReport, counts, merge_skipped
-from index.description import CatalogInfo, VectorShards
-from index.store import (ID_COLUMN, INDEX_FILE, IVFDATA_FILE, METADATA_FILE, RERANK_VECTORS_FILE,
-                         VECTOR_LOCATIONS_FILE, CatalogError, ModelMismatchError, catalog_lock,
-                         check_new_catalog_folder, commit_version, now, quiet_c_stdout, read_info_or_none,
-                         write_metadata)
-from index.tune import new_index, tune_search
-from index.shards import SKIPPED_FILE, ShardVectors, iter_blocks, read_info as read_shards_info, read_metadata
+from index.catalog.loaded import Catalog
+from index.catalog.choose import DEFAULT_MEMORY_BUDGET, RERANK_QUANTISED, choice_from_factory, choose_index, index_kind
+from index.catalog.operations import UpdateReport, counts, merge_skipped
+from index.catalog.description import CatalogInfo, VectorShards
+from index.catalog.store import (ID_COLUMN, INDEX_FILE, IVFDATA_FILE, METADATA_FILE, RERANK_VECTORS_FILE,
+                                 VECTOR_LOCATIONS_FILE, CatalogError, ModelMismatchError, catalog_lock,
+                                 check_new_catalog_folder, commit_version, now, quiet_c_stdout, read_info_or_none,
+                                 write_metadata)
+from index.catalog.tune import new_index, tune_search
+from index.scale.shards import SKIPPED_FILE, ShardVectors, iter_blocks, read_info as read_shards_info, read_metadata
 
 PART_VECTORS = 1_000_000  # codes per temporary part index before it is written out (64 MB at PQ64)
 TRAIN_MAX_VECTORS = 262_144  # training sample cap: 2 GB at 2048-d float32, whatever the catalog size

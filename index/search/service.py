@@ -42,13 +42,13 @@ from embedder.domain import UnusablePhotoError, check_photo, refuse_unusable
 from embedder.embed import Embedder
 from embedder.images import decode_image
 from embedder.regions import Box, BoxError, check_box
-from index.calibration import MatchConfidence, assess
-from index.catalog import Catalog
-from index.category_guess import CategoryGuess, CategoryPredictor
-from index.query_confidence import QueryConfidenceModel, judged, neighbour_features
-from index.filters import FilterError, FilterPool, MetadataFilter, filter_pool, metadata_filter as checked_filter
-from index.grouping import rank_results
-from index.store import CatalogError, ModelMismatchError, UnknownItemError, check_model
+from index.search.calibration import MatchConfidence, assess
+from index.catalog.loaded import Catalog
+from index.search.category_guess import CategoryGuess, CategoryPredictor
+from index.search.query_confidence import QueryConfidenceModel, judged, neighbour_features
+from index.search.filters import FilterError, FilterPool, MetadataFilter, filter_pool, metadata_filter as checked_filter
+from index.search.grouping import rank_results
+from index.catalog.store import CatalogError, ModelMismatchError, UnknownItemError, check_model
 
 ImageInput = Union[bytes, bytearray, str, os.PathLike, Image.Image, BinaryIO]
 
@@ -93,8 +93,8 @@ class Results:
     filter: MetadataFilter | None = None  # the metadata filter searched within
     filter_matches: int | None = None  # how many catalog items it admits (0: no item matches it)
     group_by: str | None = None  # one result per value of this column (product_id)
-    cut_short: dict | None = None  # a bound stopped the search widening (index.grouping.Shown.cut_short)
-    evidence: np.ndarray | None = None  # what the confidence model read (index.query_confidence.FEATURES)
+    cut_short: dict | None = None  # a bound stopped the search widening (index.search.grouping.Shown.cut_short)
+    evidence: np.ndarray | None = None  # what the confidence model read (index.search.query_confidence.FEATURES)
 
     def summary(self) -> dict:
         """What the CLI's JSON and the HTTP API return beside the results."""
@@ -170,7 +170,7 @@ class SearchService:
         self.embedder = Embedder.from_checkpoint(checkpoint_path, device=device, precision=precision)
         check_model(self.catalog.info, self.embedder.fingerprint, str(checkpoint_path))
         self.categories = CategoryPredictor.from_checkpoint(checkpoint_path, self.embedder)
-        # Confidence fitted on shopper photos for this model (index.query_confidence), where it ships one.
+        # Confidence fitted on shopper photos for this model (index.search.query_confidence), where it ships one.
         self.query_confidence = QueryConfidenceModel.load_for(checkpoint_path, self.embedder.fingerprint)
 
     @classmethod
@@ -198,12 +198,12 @@ class SearchService:
         box: the query region of a photo (x0, y0, x1, y1 in its pixels); min_score: results
         scoring under it are left out (counted in Results.dropped); group_by: one result per
         value of this column (its best photo; still k of them); metadata_filter: only items meeting
-        it (index.filters: `color=red OR color=blue AND brand=X`), FilterError when it cannot be read.
+        it (index.search.filters: `color=red OR color=blue AND brand=X`), FilterError when it cannot be read.
         A photo's own catalog copy (the same picture) is marked `query_copy` and hides no near-duplicate.
         mirror: a photo is also searched as its mirror image, each item scored by the better of the two
         (a shopper photographs a shoe facing either way; a catalog's shoes usually all face one way).
         max_candidates, time_budget_s: bounds on the widening for k results under hiding, grouping or a
-        filter (index.grouping.rank_results); when one stops it, Results.cut_short says which.
+        filter (index.search.grouping.rank_results); when one stops it, Results.cut_short says which.
         Raises embedder.images.ImageError for an unusable photo (UnusablePhotoError: nothing in
         it to search for; BoxError: a box that selects no part of it), UnknownItemError for an id
         the catalog does not hold, CatalogError for other requests it cannot answer (a category
