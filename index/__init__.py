@@ -1,1 +1,2 @@
-"""Catalogs: the manifest format, importers that produce manifests, search indexes and evaluation."""
+"""Catalogs: the manifest and its importers (here), and by what happens to a catalog: catalog/ (its
+folder, building and changing it, the loaded Catalog), search/, quality/ and scale/ (docs/architecture.md)."""
