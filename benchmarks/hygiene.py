@@ -16,9 +16,10 @@ build, and runs the hygiene reports on it (OMP_NUM_THREADS threads, default 2):
   copy jittered with Gaussian noise and re-normalised (about 0.83 cosine between copies of one
   item), metadata repeated (every row's photo decoded); only for the timing.
 
-With --calibrate the same is done on the first 10,000 training photos for a grid of duplicate
-thresholds (vectors alone), and of candidate cosines and pixel correlations (the pixel check); the
-defaults in index/hygiene.py are chosen there, never on the test photos.
+With --calibrate the same is done on the first 10,000 training photos (other items, and copies
+drawn from them) for a grid of duplicate thresholds (vectors alone), and of candidate cosines and
+pixel correlations (the pixel check: each candidate pair checked once for the whole grid); the
+defaults in index/quality/hygiene.py are chosen there, never on the test photos.
 Reports: reports/hygiene/ (hygiene.md, hygiene.json; calibration.md, calibration.json; the planted
 catalog's hygiene CSVs).
 """
@@ -42,8 +43,9 @@ from index.catalog.loaded import Catalog
 from index.catalog.operations import build_catalog
 from benchmarks.store_copies import KINDS, copy_of
 from index.quality.duplicates import PhotoPrints
-from index.quality.hygiene import (DEFAULT_NEIGHBOURS, duplicate_rule, frame_markdown, hygiene_report, neighbours_of,
-                                   report_from_vectors)
+import index.quality.hygiene as hygiene
+from index.quality.hygiene import (CANDIDATE_NEIGHBOURS, DEFAULT_NEIGHBOURS, duplicate_rule, frame_markdown,
+                                   hygiene_report, neighbours_of, report_from_vectors)
 from benchmarks.reporting import write_report
 from index.catalog.store import IMAGE_PATH_COLUMN
 from index.importers import FASHION_MNIST_DIR, import_fashion_mnist
@@ -54,11 +56,16 @@ TOP = 100  # the mis-categorised report's head a merchandiser reads
 SCALED_ITEMS = 100_000
 JITTER = 0.45  # noise norm per copy relative to the unit vector: cosine between two copies ~ 1 / (1 + 0.45^2)
 CALIBRATION_THRESHOLDS = (0.96, 0.97, 0.98)
-CALIBRATION_CANDIDATES = (0.85, 0.90)
-CALIBRATION_PIXELS = (0.985, 0.99, 0.993, 0.995, 0.997)
+CALIBRATION_CANDIDATES = (0.80, 0.85)
+CALIBRATION_PIXELS = (0.988, 0.990, 0.991, 0.992, 0.993, 0.994, 0.995, 0.996)
 RECALL_GOALS = {"re-encoded": 0.95, "resized": 0.95, "shifted": 0.95, "re-lit": 0.95, "mirrored": 0.95,
                 "cropped": 0.8, "bordered": 0.8, "watermarked": 0.8}
 EARLIER_FALSE_GROUPS = 58  # the rule before store copies, on the same test photos: see write_reports
+# The previous rule (unaligned-scale 32-px thumbnails, 3 descriptor neighbours, correlation >= 0.997;
+# index/quality/duplicates.py at commit a21ee1c) on the same planted test catalog and model 341a32a2a4787e12:
+PREVIOUS_FALSE_GROUPS = 51
+PREVIOUS_RECALL = {"re-encoded": 0.96, "resized": 0.92, "shifted": 0.36, "re-lit": 1.00, "cropped": 0.14,
+                   "mirrored": 0.96, "watermarked": 0.86, "bordered": 0.22}
 
 
 def plant_faults(manifest: Path, out: Path, seed: int = 0) -> tuple[Path, pd.DataFrame]:
@@ -156,12 +163,28 @@ def flat(row: dict) -> dict:
     return out
 
 
+def remembered(match_scores):
+    """match_scores that checks each pair of prints once (the grid's settings share the pairs)."""
+    known: dict[tuple[int, int], float] = {}
+
+    def scores(first, second):
+        todo = [i for i, (a, b) in enumerate(zip(first, second)) if (id(a), id(b)) not in known]
+        if todo:
+            for i, value in zip(todo, match_scores([first[i] for i in todo], [second[i] for i in todo])):
+                known[id(first[i]), id(second[i])] = float(value)
+        return np.array([known[id(a), id(b)] for a, b in zip(first, second)], np.float32)
+    return scores
+
+
 def choose(grid: list[dict]) -> dict:
-    """The rule: the most kinds of copy reaching their goal, then the fewest duplicate groups among
-    distinct items, then the highest mean recall."""
+    """The rule: the most kinds of copy at 0.95 or above (the stricter goal for every kind: with 50
+    copies of a kind a figure moves by a few hundredths between photo sets, so the kinds whose goal
+    is 0.8 keep a margin), then the fewest duplicate groups among distinct items, then the highest
+    mean recall, then the fewest pairs checked."""
     def met(row):
-        return sum(row["recall"][kind] >= RECALL_GOALS[kind] for kind in KINDS)
-    return min(grid, key=lambda r: (-met(r), r["false_groups"], -float(np.mean(list(r["recall"].values())))))
+        return sum(row["recall"][kind] >= max(RECALL_GOALS.values()) for kind in KINDS)
+    return min(grid, key=lambda r: (-met(r), r["false_groups"], -float(np.mean(list(r["recall"].values()))),
+                                    r.get("pixel_pairs", 0)))
 
 
 def run(args) -> dict:
@@ -172,9 +195,9 @@ def run(args) -> dict:
     vectors = np.asarray(catalog.embeddings, np.float32)
     results = {"catalog": str(folder), "split": split, "items": len(catalog), "planted": PLANTED,
                "model_fingerprint": catalog.fingerprint, "threads": args.threads}
-    if args.calibrate:  # one neighbour pass and one decoding of the photos for the whole grid
+    if args.calibrate:  # one neighbour pass, one decoding of the photos, one check of each pair for the grid
         started = time.perf_counter()
-        neighbours = neighbours_of(vectors, DEFAULT_NEIGHBOURS)
+        neighbours = neighbours_of(vectors, max(DEFAULT_NEIGHBOURS, CANDIDATE_NEIGHBOURS))
         results["neighbours_seconds"] = round(time.perf_counter() - started, 2)
         grid = []
         for threshold in CALIBRATION_THRESHOLDS:
@@ -184,6 +207,7 @@ def run(args) -> dict:
             print(flat(grid[-1]))
         results["grid"] = grid
         prints = PhotoPrints(catalog.metadata[IMAGE_PATH_COLUMN].to_numpy())
+        hygiene.match_scores = remembered(hygiene.match_scores)
         pixel_grid = []
         for candidate in CALIBRATION_CANDIDATES:
             for pixel in CALIBRATION_PIXELS:
@@ -202,6 +226,7 @@ def run(args) -> dict:
     started = time.perf_counter()
     report = hygiene_report(catalog)
     results["seconds_10k"] = round(time.perf_counter() - started, 2)
+    results["load"] = round(os.getloadavg()[0], 1)
     results["steps_10k"] = report.facts["seconds"]
     results.update(score(report, catalog.metadata, truth))
     results["duplicate_rule"] = duplicate_rule(report.facts)
@@ -214,6 +239,7 @@ def run(args) -> dict:
         started = time.perf_counter()
         scaled = report_from_vectors(big, meta)
         results["seconds_100k"] = round(time.perf_counter() - started, 2)
+        results["load_100k"] = round(os.getloadavg()[0], 1)
         results["steps_100k"] = scaled.facts["seconds"]
         results["neighbour_search_100k"] = scaled.facts["neighbour_search"]
         results["peak_rss_mb"] = _peak_rss_mb()
@@ -238,33 +264,40 @@ def write_reports(results: dict, out: Path, calibrate: bool) -> None:
     if calibrate:
         lines += ["Vectors alone (the fallback for unreadable photos), k = 10:", "",
                   frame_markdown(pd.DataFrame([flat(r) for r in results["grid"]])), "",
-                  "The pixel check: pairs proposed by cosine >= `candidate_threshold` or by the photos' descriptors, "
-                  "confirmed when the aligned photos correlate at >= `pixel_threshold`. Rule: the most kinds of copy "
-                  "reaching their goal (0.95; cropped, bordered, watermarked 0.8), then the fewest duplicate groups "
-                  f"among distinct items (`false_groups`); it picks {results['pixel_choice']}. Neighbours computed "
-                  f"once ({results['neighbours_seconds']} s); the first row's `duplicates_seconds` includes decoding "
-                  "every photo.", "", frame_markdown(pd.DataFrame([flat(r) for r in results["pixel_grid"]])), ""]
+                  "The pixel check: pairs proposed by cosine >= `candidate_threshold` among the "
+                  f"{CANDIDATE_NEIGHBOURS} nearest vectors or by the photos' descriptors, confirmed when the aligned "
+                  "photos' gradient fields correlate at >= `pixel_threshold`. Rule: the most kinds of copy at "
+                  "0.95 or above (the goal is 0.95, or 0.8 for cropped, bordered and watermarked copies: these keep "
+                  "a margin), then the fewest duplicate groups among distinct items (`false_groups`), then the "
+                  f"highest mean recall, then the fewest pairs checked; it picks {results['pixel_choice']}. "
+                  f"Neighbours computed once ({results['neighbours_seconds']} s); the first row's "
+                  "`duplicates_seconds` includes decoding every photo and checking every pair (later rows reuse "
+                  "the checks).", "", frame_markdown(pd.DataFrame([flat(r) for r in results["pixel_grid"]])), ""]
     else:
         recall = results["recall"]
         lines += [
-            "| figure | measured | goal |", "|---|---|---|",
+            "| figure | measured | before | goal |", "|---|---|---|---|",
             *[f"| {kind} copies grouped with the item they copy | {recall[kind]:.2f} ({round(recall[kind] * PLANTED)} "
-              f"of {PLANTED}) | >= {RECALL_GOALS[kind]:.2f} |" for kind in KINDS],
+              f"of {PLANTED}) | {PREVIOUS_RECALL[kind]:.2f} | >= {RECALL_GOALS[kind]:.2f} |" for kind in KINDS],
             f"| duplicate groups among distinct items (no planted row in them) | {results['false_groups']} "
-            f"({results['items_in_false_groups']} items) | <= {EARLIER_FALSE_GROUPS} |",
+            f"({results['items_in_false_groups']} items) | {PREVIOUS_FALSE_GROUPS} | <= {PREVIOUS_FALSE_GROUPS} |",
             f"| planted wrong-category items in the mis-categorised top {TOP} | {results['miscategorised_top100_planted']} "
             f"of {PLANTED} (neighbours suggest the true category for {results['miscategorised_suggestion_right']}) "
-            "| >= 48 |",
-            f"| time of all three reports at 10^4 items (2 cores shared with other work, load about 20) | "
-            f"{results['seconds_10k']:.1f} s | |",
-            *([f"| time at 10^5 items (vectors tiled 10x with jitter, every row's photo decoded) | "
-               f"{results['seconds_100k']:.1f} s (peak memory {results['peak_rss_mb']:,.0f} MB) | <= 120 s |"]
+            "| 50 | >= 48 |",
+            f"| time of all three reports at 10^4 items (2 cores shared with other work, load "
+            f"{results.get('load', '?')}) | {results['seconds_10k']:.1f} s | | |",
+            *([f"| time at 10^5 items (vectors tiled 10x with jitter, every row's photo decoded; load "
+               f"{results.get('load_100k', '?')}) | {results['seconds_100k']:.1f} s (peak memory "
+               f"{results['peak_rss_mb']:,.0f} MB) | | <= 120 s |"]
               if "seconds_100k" in results else []),
-            "", f"Settings: k = {DEFAULT_NEIGHBOURS}; duplicates: {results['duplicate_rule']} (the pixel threshold "
-            "chosen on training photos with store copies; `calibration.md` is the grid of the earlier rule, not yet "
-            "run again for this one); {results['pixel_pairs']:,} candidate pairs, {results['photos_decoded']:,} "
-            "photos decoded.",
-            f"`{EARLIER_FALSE_GROUPS}` is the earlier rule's count (vector candidates confirmed by unaligned 32-px "
+            "", f"Settings: k = {DEFAULT_NEIGHBOURS}; duplicates: {results['duplicate_rule']} (the candidates and the "
+            "pixel threshold chosen on training photos with store copies: `calibration.md`); "
+            f"{results['pixel_pairs']:,} candidate pairs checked, {results['photos_decoded']:,} photos decoded. "
+            "`before`: the previous rule (index/quality/duplicates.py at commit a21ee1c: 32-px thumbnails of the "
+            "whole frame and of the trimmed product slid over each other, 3 descriptor neighbours, correlation "
+            ">= 0.997) run on the same planted catalog with the same model. Load: the machine's 1-minute load "
+            "average when the step ended (2 cores; other work ran beside it).",
+            f"`{EARLIER_FALSE_GROUPS}` is the rule before store copies (vector candidates confirmed by unaligned 32-px "
             "thumbnails at >= 0.995, which grouped 0 of 50 JPEG-55, shifted, brightened copies): the groups of its "
             "committed `planted-test-duplicates.csv` (commit a0a2884) holding no planted row.",
             f"Beyond the planted faults: {results['miscategorised_flagged']:,} items flagged as mis-categorised in all, "

@@ -3,17 +3,18 @@ products whose photos disagree with each other.
 
 One k-nearest-neighbour pass over the catalog's stored vectors feeds all three reports (exact,
 index.quality.evaluation.nearest_neighbours, up to EXACT_UP_TO items; beyond, candidates from the vectors'
-leading principal axes re-scored exactly: reduced_neighbours).
+leading principal axes, found through an inverted-file index and re-scored exactly: reduced_neighbours).
 
 - Near-duplicates: pairs are proposed by the vectors (cosine at or above `candidate_threshold'
-  among the k nearest) and by the photos themselves (each photo's nearest photos by a mirror-
-  symmetric descriptor of the product trimmed of its frame: a border or a mirror image moves a
-  vector far), and confirmed by the pixels (index.quality.duplicates.match_scores: aligned over shifts and
-  mirror images, unframed and trimmed, at `pixel_threshold` or more). Only photos in candidate
-  pairs are decoded, each once. Without image paths (or with pixel_threshold None), or where a photo
-  cannot be read, a pair of vector neighbours is linked when its cosine reaches
-  `duplicate_threshold`. Linked items form a group (connected components), so a photo listed three
-  times is one group.
+  among the CANDIDATE_NEIGHBOURS nearest) and by the photos themselves (each photo's nearest photos
+  by each of three mirror-symmetric descriptors: the whole frame, the product centred and scaled by
+  its spread, the product centred at the frame's scale: a border, a shift, a mirror image or a
+  watermark can move a vector far), and confirmed by the pixels (index.quality.duplicates.match_scores:
+  frame onto frame and pixel onto pixel, aligned over shifts and mirror images, then the gradient
+  fields of the overlapping regions compared, at `pixel_threshold` or more). Every photo is decoded
+  once. Without image paths (or with pixel_threshold None), or where a photo cannot be read, a pair
+  of vector neighbours is linked when its cosine reaches `duplicate_threshold`. Linked items form a
+  group (connected components), so a photo listed three times is one group.
 - Mis-categorised: an item's k nearest neighbours vote for their categories, each with its
   similarity as weight. An item is flagged when the neighbours mostly (over half the weight)
   carry another category; flagged items are ranked by that category's share of the weight, then
@@ -36,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from embedder.files import markdown_table
-from index.quality.duplicates import DESCRIPTOR_FLOOR, PAIR_BLOCK, PhotoPrints, connected_groups, match_scores
+from index.quality.duplicates import DESCRIPTOR_FLOOR, PhotoPrints, connected_groups, match_scores
 from index.quality.evaluation import nearest_neighbours
 from index.manifest import CATEGORY_COLUMN, PATH_COLUMN, PRODUCT_COLUMN
 from index.catalog.store import ID_COLUMN, IMAGE_PATH_COLUMN
@@ -46,9 +47,12 @@ from index.catalog.store import ID_COLUMN, IMAGE_PATH_COLUMN
 DEFAULT_NEIGHBOURS = 10
 DEFAULT_DUPLICATE_THRESHOLD = 0.97  # vectors alone (no readable photos)
 DEFAULT_CANDIDATE_THRESHOLD = 0.85  # vectors propose a pair ...
-DEFAULT_PIXEL_THRESHOLD = 0.997  # ... the aligned photos' correlation confirms it
-DESCRIPTOR_NEIGHBOURS = 3  # nearest photos by descriptor proposed as pairs too
-EXACT_UP_TO = 20_000  # items searched exactly; larger catalogs through reduced_neighbours
+DEFAULT_PIXEL_THRESHOLD = 0.993  # ... the aligned photos' gradient correlation confirms it
+CANDIDATE_NEIGHBOURS = 20  # nearest vectors a pair may be proposed from (the reports read the k nearest)
+DESCRIPTOR_NEIGHBOURS = {"whole": 5, "moment": 10, "centred": 10}  # nearest photos by each descriptor
+CHECK_BLOCK = 32_768  # candidate pairs handed to the pixel check at once
+EXACT_UP_TO = 20_000  # items searched exactly; larger catalogs through an inverted-file index
+INVERTED_PROBES = 16  # lists searched of the inverted-file index (4 sqrt(n) lists)
 REDUCED_DIMS = 128
 RESCORE_EXTRA = 20  # candidates beyond k re-scored exactly
 PCA_SAMPLE = 20_000
@@ -93,8 +97,8 @@ class HygieneReport:
         for title, table, note in (
                 ("Near-duplicate listings", self.duplicates,
                  f"Items linked ({duplicate_rule(f)}), grouped; `similarity` is the cosine to the item's closest "
-                 "linked item (`closest_id`), `pixel_similarity` the correlation of their photos aligned "
-                 "(shift, mirror image, scale)."),
+                 "linked item (`closest_id`), `pixel_similarity` the correlation of their photos' gradients, "
+                 "aligned (scale, shift, mirror image)."),
                 ("Likely mis-categorised items", self.miscategorised,
                  "Items whose nearest neighbours mostly carry another category; `share` is the similarity-weighted "
                  "share of the neighbours carrying `suggested_category`."),
@@ -137,7 +141,7 @@ def duplicate_rule(facts: dict) -> str:
     if facts.get("pixel_threshold") is None:
         return f"cosine >= {facts['duplicate_threshold']:.3f}"
     return (f"proposed by cosine >= {facts['candidate_threshold']:.3f} or by the photos' descriptors, confirmed by "
-            f"the aligned photos' correlation >= {facts['pixel_threshold']:.3f}; "
+            f"the aligned photos' gradient correlation >= {facts['pixel_threshold']:.3f}; "
             f"{facts.get('pixel_unreadable', 0)} unreadable photos judged by cosine >= "
             f"{facts['duplicate_threshold']:.3f}")
 
@@ -165,11 +169,38 @@ def neighbours_of(vectors, k: int = DEFAULT_NEIGHBOURS) -> Neighbours:
     return Neighbours(scores, rows)
 
 
+def similar_rows(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, rows) of each row's k nearest other rows of x (float32, n x d) by inner product:
+    exactly up to EXACT_UP_TO rows; beyond, through a FAISS inverted-file index (4 sqrt(n) lists
+    trained on a seeded sample, INVERTED_PROBES searched): close rows, the ones these reports look
+    for, share a list far more often than not. Rows with fewer than k others found are padded
+    with -1 (score -inf)."""
+    n, d = x.shape
+    k = min(k, n - 1)
+    if n <= EXACT_UP_TO:
+        return nearest_neighbours(x, x, k, exclude_self=True)
+    import faiss
+
+    x = np.ascontiguousarray(x, np.float32)
+    lists = int(min(4 * np.sqrt(n), n // 39))
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, lists, faiss.METRIC_INNER_PRODUCT)
+    rng = np.random.default_rng(0)
+    index.train(x[np.sort(rng.choice(n, min(n, 64 * lists), replace=False))])
+    index.add(x)
+    index.nprobe = INVERTED_PROBES
+    scores, rows = index.search(x, k + 1)
+    own = rows == np.arange(n)[:, None]
+    own[:, -1] |= ~own.any(axis=1)  # a row missing from its own result loses its last neighbour instead
+    keep = ~own
+    return (scores[keep].reshape(n, k).astype(np.float32),
+            np.where(rows[keep] >= 0, rows[keep], -1).reshape(n, k).astype(np.int64))
+
+
 def reduced_neighbours(vectors, k: int) -> Neighbours:
     """k nearest neighbours of a large catalog: candidates found on the vectors projected on their
-    REDUCED_DIMS leading principal axes (from a seeded sample of rows), then re-scored exactly
-    against the stored vectors and the best k kept. The exact search of 10^5 items in 2048
-    dimensions takes minutes; this keeps what the reports read of it (reports/hygiene/hygiene.md)."""
+    REDUCED_DIMS leading principal axes (from a seeded sample of rows) through similar_rows, then
+    re-scored exactly against the stored vectors and the best k kept. The exact search of 10^5 items
+    in 2048 dimensions takes minutes; this keeps what the reports read of it (reports/hygiene/hygiene.md)."""
     n, d = vectors.shape
     rng = np.random.default_rng(0)
     sample = np.sort(rng.choice(n, min(n, PCA_SAMPLE), replace=False))
@@ -181,7 +212,7 @@ def reduced_neighbours(vectors, k: int) -> Neighbours:
     for start, block in _row_blocks(vectors, n):
         projected[start:start + len(block)] = block @ basis
     wide = min(k + RESCORE_EXTRA, n - 1)
-    _, candidates = nearest_neighbours(projected, projected, wide, exclude_self=True)
+    _, candidates = similar_rows(projected, wide)
     scores = np.empty(candidates.shape, np.float32)
     for start, block in _row_blocks(vectors, n):
         rows_here = candidates[start:start + len(block)]
@@ -195,20 +226,26 @@ def reduced_neighbours(vectors, k: int) -> Neighbours:
 
 def candidate_pairs(neighbours: Neighbours, prints: PhotoPrints, rows: np.ndarray, *, candidate_threshold: float
                     ) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs (first < second) worth comparing: neighbours at cosine >= candidate_threshold, and each
-    photo's DESCRIPTOR_NEIGHBOURS nearest photos by their mirror-symmetric descriptors."""
+    """Pairs (first < second) worth comparing: neighbours (every column given) at cosine >=
+    candidate_threshold, and each photo's nearest photos by each descriptor (DESCRIPTOR_NEIGHBOURS,
+    correlation >= DESCRIPTOR_FLOOR)."""
     n = len(neighbours.rows)
     close = (neighbours.scores >= candidate_threshold) & (neighbours.rows >= 0)
-    a = np.repeat(np.arange(n), close.sum(axis=1))
-    b = neighbours.rows[close]
+    a = [np.repeat(np.arange(n), close.sum(axis=1))]
+    b = [neighbours.rows[close]]
     readable = np.asarray([r for r in rows if prints(int(r)) is not None], np.int64)
     if len(readable) > 1:
-        descriptors = np.stack([prints(int(r)).descriptor for r in readable])
-        scores, near = nearest_neighbours(descriptors, descriptors, DESCRIPTOR_NEIGHBOURS, exclude_self=True)
-        keep = (near >= 0) & (scores >= DESCRIPTOR_FLOOR)
-        a = np.concatenate([a, np.repeat(readable, keep.sum(axis=1))])
-        b = np.concatenate([b, readable[near[keep]]])
-    pairs = np.unique(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1), axis=0) if len(a) else np.zeros((0, 2), np.int64)
+        for name, count in DESCRIPTOR_NEIGHBOURS.items():
+            descriptors = np.stack([getattr(prints(int(r)), name) for r in readable]).astype(np.float32)
+            scores, near = similar_rows(descriptors, count)
+            keep = (near >= 0) & (scores >= DESCRIPTOR_FLOOR)
+            a.append(np.repeat(readable, keep.sum(axis=1)))
+            b.append(readable[near[keep]])
+    a, b = np.concatenate(a), np.concatenate(b)
+    if len(a) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    pairs = np.unique(np.stack([np.minimum(a, b), np.maximum(a, b)], axis=1), axis=0)
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
     return pairs[:, 0], pairs[:, 1]
 
 
@@ -218,18 +255,17 @@ def confirmed_pairs(vectors, first: np.ndarray, second: np.ndarray, prints: Phot
     the photos match at pixel_threshold or more (index.quality.duplicates.match_scores), or, when either
     photo is unreadable, when the cosine reaches fallback_threshold."""
     cosine = np.empty(len(first), np.float32)
-    pixels = np.full(len(first), np.nan, np.float32)
-    readable = np.zeros(len(first), bool)
-    for at in range(0, len(first), PAIR_BLOCK):
-        f, s = first[at:at + PAIR_BLOCK], second[at:at + PAIR_BLOCK]
+    for at in range(0, len(first), CHECK_BLOCK):
+        f, s = first[at:at + CHECK_BLOCK], second[at:at + CHECK_BLOCK]
         cosine[at:at + len(f)] = np.einsum("ij,ij->i", np.asarray(vectors[f], np.float32),
                                            np.asarray(vectors[s], np.float32))
-        a, b = [prints(int(i)) for i in f], [prints(int(j)) for j in s]
-        ok = np.array([x is not None and y is not None for x, y in zip(a, b)], bool)
-        readable[at:at + len(f)] = ok
-        if ok.any():
-            pixels[at:at + len(f)][ok] = match_scores(np.stack([x.views for x, k in zip(a, ok) if k]),
-                                                      np.stack([y.views for y, k in zip(b, ok) if k]))
+    pixels = np.full(len(first), np.nan, np.float32)
+    readable = np.array([prints(int(i)) is not None and prints(int(j)) is not None for i, j in zip(first, second)],
+                        bool)
+    compared = np.flatnonzero(readable)
+    for at in range(0, len(compared), CHECK_BLOCK):
+        block = compared[at:at + CHECK_BLOCK]
+        pixels[block] = match_scores([prints(int(i)) for i in first[block]], [prints(int(j)) for j in second[block]])
     linked = np.where(readable, pixels >= pixel_threshold, cosine >= fallback_threshold)
     return linked, cosine, pixels
 
@@ -398,28 +434,30 @@ def report_from_vectors(vectors, metadata: pd.DataFrame, *, k: int = DEFAULT_NEI
         raise HygieneError(f"k must be at least 1, got {k}")
     seconds = {}
     started = time.perf_counter()
-    if neighbours is None:
-        neighbours = neighbours_of(vectors, k)
+    pixel_check = pixel_threshold is not None and IMAGE_PATH_COLUMN in metadata
+    if neighbours is None:  # the pixel check's candidates come from further out than the reports read
+        neighbours = neighbours_of(vectors, max(k, CANDIDATE_NEIGHBOURS) if pixel_check else k)
     elif neighbours.rows.shape[1] < k:
         raise HygieneError(f"{neighbours.rows.shape[1]} neighbours given for k = {k}")
+    wide = Neighbours(neighbours.scores[:, :max(k, CANDIDATE_NEIGHBOURS)], neighbours.rows[:, :max(k, CANDIDATE_NEIGHBOURS)])
     neighbours = Neighbours(neighbours.scores[:, :k], neighbours.rows[:, :k])
     seconds["neighbours"] = time.perf_counter() - started
     search = ("exact" if len(vectors) <= EXACT_UP_TO or vectors.shape[1] <= REDUCED_DIMS else
-              f"candidates on {REDUCED_DIMS} principal axes re-scored exactly")
+              f"candidates on {REDUCED_DIMS} principal axes (inverted file, {INVERTED_PROBES} lists probed) "
+              "re-scored exactly")
     metadata = metadata.reset_index(drop=True)
     items = metadata[_item_columns(metadata)]
     ids = metadata[ID_COLUMN].to_numpy() if ID_COLUMN in metadata else np.arange(len(metadata))
 
     step = time.perf_counter()
     n = len(metadata)
-    pixel_check = pixel_threshold is not None and IMAGE_PATH_COLUMN in metadata
     pixel_facts = {"pixel_threshold": None}
     if pixel_check:
         if prints is None:
             prints = PhotoPrints(metadata[IMAGE_PATH_COLUMN].to_numpy())
         decoded, unreadable = len(prints), prints.unreadable
         prints.load(range(n))  # every photo: the descriptors propose pairs the vectors miss
-        first, second = candidate_pairs(neighbours, prints, np.arange(n), candidate_threshold=candidate_threshold)
+        first, second = candidate_pairs(wide, prints, np.arange(n), candidate_threshold=candidate_threshold)
         linked, cosine, pixels = confirmed_pairs(vectors, first, second, prints, pixel_threshold=pixel_threshold,
                                                  fallback_threshold=duplicate_threshold)
         pixel_facts = {"candidate_threshold": float(candidate_threshold), "pixel_threshold": float(pixel_threshold),
