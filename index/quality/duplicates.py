@@ -5,14 +5,20 @@ a watermark or a border, and still refuse two distinct items that merely look al
 
 Each photo is decoded once into a PhotoPrint: its grey pixels at most WORK_SIDE a side (a photo as
 small as a Fashion-MNIST one keeps every pixel), how many of them stand for one pixel of the file
-(`scale`), and three small descriptors that propose pairs the model's vectors miss (a border, a
-mirror image or a watermark can move a vector far from the original's):
+(`scale`), and small descriptors that propose pairs the model's vectors miss (a border, a shift, a
+mirror image or a watermark can move a vector far from the original's, and a catalog holds many
+items of one type that all look alike at a glance):
 - `whole`: the whole frame at DESCRIPTOR_SIDES["whole"] pixels;
 - `moment`: the product taken out of a frame, centred on its centre of mass and scaled by its spread
   (a border of any colour, a resize);
-- `centred`: the same at the frame's own scale (a shift);
-each blurred, made left-right symmetric (the photo plus its mirror image: a mirrored copy has the same
-descriptor), zero-mean and unit-norm.
+these two blurred and made left-right symmetric (the photo plus its mirror image: a mirrored copy
+has the same descriptor);
+- `corners`: four views at the frame's scale, each with one corner of the product's box at a fixed
+  place (top left, top right, bottom left, bottom right). A shift moves the product's box with it
+  but may push part of the product out of the frame: the corner away from the cut stays where it
+  was, so one of the four views of a shifted copy lines up with the original's (compared corner
+  with corner).
+Each descriptor is zero-mean and unit-norm.
 
 Two prints are compared by `match_scores` (many pairs at once, in numpy) under two hypotheses of how
 one photo's pixels map onto the other's: frame onto frame (re-encoded, re-lit, resized, mirrored,
@@ -57,8 +63,9 @@ MIN_OVERLAP_LARGER = 0.5  # ... and this share of the larger one
 SAME_PIXELS_AREA = (0.5, 2.0)  # file areas' ratio within which pixel-onto-pixel is tried (crop, border)
 SCALE_TOLERANCE = 0.02  # hypotheses whose scales differ less than this are one
 MIN_SIDE = 8  # a photo brought under this many pixels a side is not compared
-DESCRIPTOR_SIDES = {"whole": 8, "moment": 16, "centred": 16}
-DESCRIPTOR_BLUR = {"whole": 0.7, "moment": 1.0, "centred": 1.0}  # Gaussian sigma in descriptor pixels
+DESCRIPTOR_SIDES = {"whole": 8, "moment": 16, "corner": 16}
+DESCRIPTOR_BLUR = {"whole": 0.7, "moment": 1.0, "corner": 0.8}  # Gaussian sigma in descriptor pixels
+CORNER_PLACE = 0.1  # where a corner view puts the product's corner: this share of the side in from its edges
 MOMENT_REACH = 2.2  # the moment descriptor spans this many spreads of the product either way
 DESCRIPTOR_FLOOR = 0.80  # descriptor correlation under which the descriptors propose no pair
 TRIM_TOLERANCE = 0.12  # a pixel differs from the edge colour by more than this share of the photo's range ...
@@ -127,33 +134,46 @@ def _square(grey: np.ndarray) -> np.ndarray:
     return square
 
 
-def _centred_descriptors(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(moment, centred) descriptors of the photo without its frame: what differs from the
-    background (the median of its edge) weighs each pixel; its centre of mass goes to the middle."""
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = x.reshape(-1) - x.mean()
+    norm = float(np.linalg.norm(x))
+    return (x / norm if norm > 1e-6 else np.zeros_like(x)).astype(np.float16)
+
+
+def _product_descriptors(grey: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(moment, corners) of the photo without its frame: what differs from the background (the
+    median of its edge) weighs each pixel; `moment` puts its centre of mass in the middle at the
+    scale of its spread, each corner view puts one corner of its box (uniform_box) at CORNER_PLACE
+    at the frame's scale."""
     top, bottom, left, right = frame_box(grey)
     inner = np.ascontiguousarray(grey[top:bottom, left:right])
     ring = np.concatenate([inner[0], inner[-1], inner[:, 0], inner[:, -1]])
     background = float(np.median(ring))
     moments = cv2.moments(np.abs(inner - background))
-    out = []
-    for name in ("moment", "centred"):
-        side = DESCRIPTOR_SIDES[name]
-        if moments["m00"] <= 1e-6:
-            out.append(np.zeros(side * (side // 2), np.float16))
-            continue
-        cx, cy = moments["m10"] / moments["m00"], moments["m01"] / moments["m00"]
-        if name == "moment":
-            spread = math.sqrt((moments["mu20"] + moments["mu02"]) / moments["m00"])
-            zoom = side / (2 * MOMENT_REACH * max(spread, 1e-3))  # descriptor pixels per photo pixel
-        else:
-            zoom = side / max(inner.shape)
+
+    def view(side: int, zoom: float, y: float, x: float, at_y: float, at_x: float) -> np.ndarray:
+        """The photo scaled by zoom with its point (y, x) at (at_y, at_x) of a side x side view."""
         source = cv2.GaussianBlur(inner, (0, 0), 0.5 / zoom) if zoom < 1 else inner
+        warp = np.float32([[zoom, 0, at_x - zoom * x], [0, zoom, at_y - zoom * y]])
+        return cv2.warpAffine(source, warp, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                              borderValue=background)
+
+    side = DESCRIPTOR_SIDES["moment"]
+    if moments["m00"] <= 1e-6:
+        moment = np.zeros(side * (side // 2), np.float16)
+    else:
+        cy, cx = moments["m01"] / moments["m00"], moments["m10"] / moments["m00"]
+        spread = math.sqrt((moments["mu20"] + moments["mu02"]) / moments["m00"])
         middle = (side - 1) / 2
-        warp = np.float32([[zoom, 0, middle - zoom * cx], [0, zoom, middle - zoom * cy]])
-        small = cv2.warpAffine(source, warp, (side, side), flags=cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_CONSTANT, borderValue=background)
-        out.append(_symmetric_unit(cv2.GaussianBlur(small, (0, 0), DESCRIPTOR_BLUR[name])))
-    return out[0], out[1]
+        moment = _symmetric_unit(cv2.GaussianBlur(view(side, side / (2 * MOMENT_REACH * max(spread, 1e-3)), cy, cx,
+                                                       middle, middle), (0, 0), DESCRIPTOR_BLUR["moment"]))
+    side = DESCRIPTOR_SIDES["corner"]
+    smooth = cv2.medianBlur(inner, 3)
+    b_top, b_bottom, b_left, b_right = uniform_box(smooth, TRIM_TOLERANCE * max(float(smooth.max() - smooth.min()), 1.0))
+    zoom, near, far = side / max(inner.shape), CORNER_PLACE * side, (1 - CORNER_PLACE) * side
+    corners = np.stack([_unit(cv2.GaussianBlur(view(side, zoom, y, x, at_y, at_x), (0, 0), DESCRIPTOR_BLUR["corner"]))
+                        for y, at_y in ((b_top, near), (b_bottom, far)) for x, at_x in ((b_left, near), (b_right, far))])
+    return moment, corners
 
 
 @dataclass
@@ -162,7 +182,7 @@ class PhotoPrint:
     scale: tuple[float, float]  # pixels per pixel of the file, down and across
     whole: np.ndarray  # float16 descriptors (see the module's docstring), unit norm
     moment: np.ndarray
-    centred: np.ndarray
+    corners: np.ndarray  # (4, DESCRIPTOR_SIDES["corner"] ** 2): top left, top right, bottom left, bottom right
 
 
 def print_of_grey(grey: np.ndarray, file_size: tuple[int, int] | None = None) -> PhotoPrint:
@@ -178,9 +198,9 @@ def print_of_grey(grey: np.ndarray, file_size: tuple[int, int] | None = None) ->
     side = DESCRIPTOR_SIDES["whole"]
     whole = cv2.GaussianBlur(cv2.resize(_square(grey), (side, side), interpolation=cv2.INTER_AREA), (0, 0),
                              DESCRIPTOR_BLUR["whole"])
-    moment, centred = _centred_descriptors(grey)
+    moment, corners = _product_descriptors(grey)
     return PhotoPrint(pixels, (pixels.shape[0] / file_h, pixels.shape[1] / file_w), _symmetric_unit(whole),
-                      moment, centred)
+                      moment, corners)
 
 
 def _file_size(path, decoded: Image.Image) -> tuple[int, int]:

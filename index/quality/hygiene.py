@@ -7,9 +7,9 @@ leading principal axes, found through an inverted-file index and re-scored exact
 
 - Near-duplicates: pairs are proposed by the vectors (cosine at or above `candidate_threshold'
   among the CANDIDATE_NEIGHBOURS nearest) and by the photos themselves (each photo's nearest photos
-  by each of three mirror-symmetric descriptors: the whole frame, the product centred and scaled by
-  its spread, the product centred at the frame's scale: a border, a shift, a mirror image or a
-  watermark can move a vector far), and confirmed by the pixels (index.quality.duplicates.match_scores:
+  by each descriptor of index.quality.duplicates: the whole frame and the product centred and
+  scaled by its spread, both mirror-symmetric, and four views with a corner of the product's box
+  in place: a border, a shift, a mirror image or a watermark can move a vector far), and confirmed by the pixels (index.quality.duplicates.match_scores:
   frame onto frame and pixel onto pixel, aligned over shifts and mirror images, then the gradient
   fields of the overlapping regions compared, at `pixel_threshold` or more). Every photo is decoded
   once. Without image paths (or with pixel_threshold None), or where a photo cannot be read, a pair
@@ -49,12 +49,13 @@ DEFAULT_DUPLICATE_THRESHOLD = 0.97  # vectors alone (no readable photos)
 DEFAULT_CANDIDATE_THRESHOLD = 0.85  # vectors propose a pair ...
 DEFAULT_PIXEL_THRESHOLD = 0.993  # ... the aligned photos' gradient correlation confirms it
 CANDIDATE_NEIGHBOURS = 20  # nearest vectors a pair may be proposed from (the reports read the k nearest)
-DESCRIPTOR_NEIGHBOURS = {"whole": 5, "moment": 10, "centred": 10}  # nearest photos by each descriptor
+DESCRIPTOR_NEIGHBOURS = {"whole": 5, "moment": 10, "corner": 3}  # nearest photos by each descriptor (each corner)
 CHECK_BLOCK = 32_768  # candidate pairs handed to the pixel check at once
 EXACT_UP_TO = 20_000  # items searched exactly; larger catalogs through an inverted-file index
 INVERTED_PROBES = 16  # lists searched of the inverted-file index (4 sqrt(n) lists)
 REDUCED_DIMS = 128
 RESCORE_EXTRA = 20  # candidates beyond k re-scored exactly
+RESCORE_BLOCK = 1024  # rows whose candidates are re-scored at once (1024 x 40 x 2048 floats: 335 MB)
 PCA_SAMPLE = 20_000
 ROW_BLOCK = 16_384  # rows of vectors read at once
 PHOTO_BLOCK = 512  # photos compared with their candidate products at once (512 x k x d floats)
@@ -215,10 +216,11 @@ def reduced_neighbours(vectors, k: int) -> Neighbours:
     _, candidates = similar_rows(projected, wide)
     scores = np.empty(candidates.shape, np.float32)
     for start, block in _row_blocks(vectors, n):
-        rows_here = candidates[start:start + len(block)]
-        scores[start:start + len(block)] = np.einsum("id,ijd->ij", block,
-                                                     np.asarray(vectors[np.maximum(rows_here, 0).reshape(-1)],
-                                                                np.float32).reshape(*rows_here.shape, d))
+        for at in range(0, len(block), RESCORE_BLOCK):  # the candidates' vectors of a few rows at a time
+            part, rows_here = block[at:at + RESCORE_BLOCK], candidates[start + at:start + at + RESCORE_BLOCK]
+            scores[start + at:start + at + len(part)] = np.einsum(
+                "id,ijd->ij", part, np.asarray(vectors[np.maximum(rows_here, 0).reshape(-1)],
+                                               np.float32).reshape(*rows_here.shape, d))
     scores[candidates < 0] = -np.inf
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return Neighbours(np.take_along_axis(scores, order, 1), np.take_along_axis(candidates, order, 1))
@@ -235,9 +237,11 @@ def candidate_pairs(neighbours: Neighbours, prints: PhotoPrints, rows: np.ndarra
     b = [neighbours.rows[close]]
     readable = np.asarray([r for r in rows if prints(int(r)) is not None], np.int64)
     if len(readable) > 1:
-        for name, count in DESCRIPTOR_NEIGHBOURS.items():
-            descriptors = np.stack([getattr(prints(int(r)), name) for r in readable]).astype(np.float32)
-            scores, near = similar_rows(descriptors, count)
+        views = [("whole", lambda p: p.whole), ("moment", lambda p: p.moment)]
+        views += [("corner", lambda p, c=c: p.corners[c]) for c in range(4)]  # a corner against the same corner
+        for name, of in views:
+            descriptors = np.stack([of(prints(int(r))) for r in readable]).astype(np.float32)
+            scores, near = similar_rows(descriptors, DESCRIPTOR_NEIGHBOURS[name])
             keep = (near >= 0) & (scores >= DESCRIPTOR_FLOOR)
             a.append(np.repeat(readable, keep.sum(axis=1)))
             b.append(readable[near[keep]])
