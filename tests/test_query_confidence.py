@@ -11,7 +11,7 @@ from index.search.calibration import MatchConfidence
 from index.search.category_guess import CategoryGuess
 from index.search.query_confidence import (FEATURES, QueryConfidenceModel, fit_logistic, judged, logistic, query_features,
                                            sidecar_path)
-from training.confidence import fit
+from training.confidence import UNLIKE_SHARES, fit, shortfall
 
 
 def _generated_queries(seed: int = 0, n: int = 400):
@@ -88,3 +88,12 @@ def test_settings_are_chosen_on_tuning_families_only():
     assert not set(TUNING_FAMILIES) & set(HELD_OUT_FAMILIES)
     for group in (TUNING_FAMILIES, HELD_OUT_FAMILIES):  # each side has plain and textured photos
         assert {FAMILIES[name].textured for name in group} == {False, True}
+
+
+def test_the_open_set_share_is_chosen_on_the_calibration_photos_against_the_notices_goals():
+    data = _generated_queries(seed=5)
+    chosen = fit(data, "fingerprint", "product_id")
+    each = {share: shortfall(fit(data, "fingerprint", "product_id", unlike_share=share).calibration["shares"])
+            for share in UNLIKE_SHARES}
+    assert chosen.calibration["unlike_share"] in UNLIKE_SHARES
+    assert shortfall(chosen.calibration["shares"]) == min(each.values())

@@ -1,12 +1,13 @@
 """Fit a model's query confidence on shopper photos: `python -m training confidence`.
 
 Photos of calibration items (Fashion-MNIST training items never composited for training:
-training/composites.calibration_items) on the tuning backdrops, and photos of things the
+training/composites.calibration_items) on the training backdrops, and photos of things the
 catalog does not sell, are searched in the catalog as a shopper's photo is; what each search
-knew (index.query_confidence.FEATURES) and whether its first result was the right product
+knew (index.search.query_confidence.FEATURES) and whether its first result was the right product
 fit the two logistic models. Thresholds: the notice leaves at least `keep_right` of the right
-answers alone, and calls at most `unlike_share` of the catalog's own kind of photos unlike it.
-Writes MODEL.confidence.json beside the model (index.query_confidence.sidecar_path).
+answers alone, and calls at most `unlike_share` of the catalog's own kind of photos unlike it
+(chosen on the calibration photos against what the notice is for: GOALS).
+Writes MODEL.confidence.json beside the model (index.search.query_confidence.sidecar_path).
 """
 from __future__ import annotations
 
@@ -56,8 +57,27 @@ def collect(service: SearchService, *, photos: int, unlike: int, seed: int, log=
     return {"x": np.array(x), "right": np.array(right, bool), "inside": np.array(inside, bool)}
 
 
-def fit(data: dict, fingerprint: str, label: str, *, keep_right: float = 0.92, unlike_share: float = 0.03
+GOALS = {"right_without_notice": 0.9, "wrong_with_notice": 0.7, "unlike_with_notice": 0.95}  # what the notice is for
+UNLIKE_SHARES = (0.01, 0.02, 0.03, 0.05, 0.08, 0.12)
+
+
+def fit(data: dict, fingerprint: str, label: str, *, keep_right: float = 0.92, unlike_share: float | None = None
         ) -> QueryConfidenceModel:
+    """Both logistic models and their thresholds. unlike_share: the share of the catalog's own kind of
+    photos the open-set rule may call unlike it; None chooses it on these calibration photos, the one
+    whose shortfalls from GOALS add up to least (ties: the smaller share)."""
+    if unlike_share is None:
+        fitted = [_fit(data, fingerprint, label, keep_right, share) for share in UNLIKE_SHARES]
+        return min(fitted, key=lambda m: (shortfall(m.calibration["shares"]), m.calibration["unlike_share"]))
+    return _fit(data, fingerprint, label, keep_right, unlike_share)
+
+
+def shortfall(shares: dict) -> float:
+    """How far the shares fall short of GOALS, added up (0 where every goal is met)."""
+    return sum(max(0.0, goal - shares[name]) for name, goal in GOALS.items() if shares.get(name) is not None)
+
+
+def _fit(data: dict, fingerprint: str, label: str, keep_right: float, unlike_share: float) -> QueryConfidenceModel:
     x, right, inside = data["x"], data["right"], data["inside"]
     right_w = fit_logistic(x[inside], right[inside].astype(float))
     inside_w = fit_logistic(x, inside.astype(float))
@@ -76,7 +96,8 @@ def fit(data: dict, fingerprint: str, label: str, *, keep_right: float = 0.92, u
               "photos": int(inside.sum()), "unlike_photos": int((~inside).sum()), "right_at_1": float(right[inside].mean())}
     return QueryConfidenceModel(fingerprint, label, tuple(right_w.tolist()), tuple(inside_w.tolist()), weak_below,
                                 unlike_below, calibration={"shares": shares, "backdrops": list(BACKDROPS),
-                                                           "features": list(FEATURES)})
+                                                           "features": list(FEATURES), "unlike_share": unlike_share,
+                                                           "keep_right": keep_right})
 
 
 def main(argv=None) -> None:
