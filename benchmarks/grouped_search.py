@@ -7,7 +7,7 @@ product return k distinct products, and what does the grouping cost in latency?
 The catalog: a seeded sample of Fashion-MNIST *test* items, each photographed `--photos` times
 (the item itself and copies shifted by up to 2 px, rotated up to 8 degrees and brightened or
 darkened up to 15%), one product_id per item; embedded with the kept model, built by
-index.operations.build_catalog under data/ and catalogs/ (reused when already built). Queries are
+index.catalog.operations.build_catalog under data/ and catalogs/ (reused when already built). Queries are
 catalog photos searched by id (CatalogItem: the photo itself left out, no embedding), the same
 queries grouped (`group_by="product_id"`) and not; the latency is the service's search time
 (Results.timing.search_s), queries interleaved so both modes meet the same machine load.

@@ -7,7 +7,7 @@ thumbnail variant is scored on the 50 planted near-duplicate pairs and on 5,000 
 (cosine >= 0.93 among the 10 nearest) between items that are neither planted nor a planted
 item's source: `t48` is the correlation that still keeps 48 of the 50 planted pairs, and
 `others_passing` the share of the other candidate pairs at or above it (lower is better). The
-variant of index.hygiene.pixel_thumbnail was chosen here. Report: reports/hygiene/thumbnails.md.
+variant of index.quality.hygiene.pixel_thumbnail was chosen here. Report: reports/hygiene/thumbnails.md.
 """
 from __future__ import annotations
 

@@ -9,12 +9,12 @@ served twice, by its FAISS index and by Milvus Lite (a collection synced from th
 under .cache/bench/), searched by `--queries` new photos: seeded catalog items re-photographed
 (shifted, rotated, lighter or darker: benchmarks.grouped_search.augmented), each embedded once
 as SearchService.search embeds a photo (it and its mirror image), then ranked on both engines as
-the service ranks it (index.grouping.rank_results over the service's category and filter pools:
+the service ranks it (index.search.grouping.rank_results over the service's category and filter pools:
 exact re-scoring, the photo's own copy, grouping), plain, within the photo's category, with a
 metadata filter and grouped by product. Counted: queries whose top-10 ids are identical.
 
 latency: synthetic L2-normalised vectors (`--dim`, clustered: 1,000 centres plus noise), indexed by
-the rule of index.choose in FAISS and by index.milvus.milvus_index_choice in Milvus Lite, at each
+the rule of index.catalog.choose in FAISS and by index.scale.milvus.milvus_index_choice in Milvus Lite, at each
 size; single queries (new noisy copies of items), p50 / p99 of the engine's own search call
 (FAISS in this process; Milvus Lite through pymilvus and its in-process gRPC server), and recall@10
 against exact search. At 10^6 the rule's HNSW takes too long to build on a 2-core machine (twice),
@@ -78,7 +78,7 @@ def equality(queries: int, seed: int, save=lambda result: None) -> dict:
         row = int(np.flatnonzero(faiss_service.catalog.ids == item)[0])
         photo = augmented(images[int(str(metadata["path"].iat[row])[-9:-4])], rng).convert("RGB")
         # The photo and its mirror image embedded once, as SearchService.search embeds them; each
-        # mode then ranks them on both engines as SearchService.search does (index.grouping).
+        # mode then ranks them on both engines as SearchService.search does (index.search.grouping).
         view = embedder.preprocessing.to_uint8(photo, None)
         vectors = embedder.vectors(embedder.features_uint8(torch.from_numpy(np.stack([view, view[:, :, ::-1]]))))
         for mode, options in modes.items():
@@ -127,7 +127,7 @@ def clustered(n: int, d: int, rng: np.random.Generator, centres: np.ndarray) -> 
 
 
 def ivf_lists(n: int) -> int:
-    """About 4 * sqrt(n) lists, a power of two (index.choose's rule), the same for both engines."""
+    """About 4 * sqrt(n) lists, a power of two (index.catalog.choose's rule), the same for both engines."""
     return int(2 ** round(np.log2(4 * np.sqrt(n))))
 
 
@@ -247,7 +247,7 @@ def markdown(parts: dict) -> str:
         lines += ["## Same results", "",
                   f"{eq['queries']:,} new photos (of {eq.get('queries_asked', eq['queries']):,} asked; seed {eq['seed']}) of items of `{eq['catalog']}` ({eq['items']:,} items, "
                   f"{eq['dim']}-d, FAISS index {eq['faiss_index']}), embedded once each and ranked on both engines as "
-                  f"`SearchService.search` ranks them (`index.grouping.rank_results`); filter `{eq['filter']}`. {eq['milvus_sync']}.", "",
+                  f"`SearchService.search` ranks them (`index.search.grouping.rank_results`); filter `{eq['filter']}`. {eq['milvus_sync']}.", "",
                   "| search | identical top-10 | largest score difference | search p50 FAISS / Milvus Lite |",
                   "|---|---:|---:|---:|"]
         for mode, r in eq["modes"].items():

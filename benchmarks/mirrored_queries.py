@@ -2,7 +2,7 @@
 
 A catalog's photos usually share one orientation (Fashion-MNIST's shoes all point left); a
 shopper photographs a shoe facing either way. Every sampled catalog photo queries its catalog
-through the product's search path (index.service.SearchService.search) as it is and mirrored,
+through the product's search path (index.search.service.SearchService.search) as it is and mirrored,
 with the search's mirror view on (the default: each item scored by the better of the photo and
 its mirror image) and off; the photo's own catalog item is left out of its results (product R@1
 over product_id, leave-one-out). Also the search time per query, both ways.

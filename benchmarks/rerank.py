@@ -5,8 +5,8 @@
 Settings (k neighbours, α, λ) are chosen per method on a held-out catalog of 10,000 Fashion-MNIST
 TRAINING photos (data/fashion-mnist/train/manifest-holdout10k.csv); the test catalog
 (catalogs/fashion-mnist-test) is measured once per method with the chosen setting. R@1 is
-leave-one-out over the catalog's product_id, through index.evaluation (recall_of_rankings),
-each item querying a catalog that does not hold it (index.rerank.leave_one_out_rankings: DBA's
+leave-one-out over the catalog's product_id, through index.quality.evaluation (recall_of_rankings),
+each item querying a catalog that does not hold it (index.quality.rerank.leave_one_out_rankings: DBA's
 augmentation of the query item's neighbours is recomputed without it). The leaky DBA figure
 (the stored augmentation used as it is) is printed beside it to show what that leak is worth.
 Both catalogs are built or brought up to date with the model first (`python -m index ensure`).

@@ -4,7 +4,7 @@ Leave-families-out. The photo families (benchmarks/photo_families.py, written ap
 training backdrops of training/composites.py) are split in two: settings are chosen on the
 tuning families only (`--tune`; choosing on a held-out family is refused), and the report's
 headline figures are the held-out families'. Every photo is searched as the product searches it
-(index.service.SearchService: the check, the learned mask, the normalisation, both facings, the
+(index.search.service.SearchService: the check, the learned mask, the normalisation, both facings, the
 confidence model), against the same items as native 28-px catalog images.
 
 Items: Fashion-MNIST training items that no composite was ever made of

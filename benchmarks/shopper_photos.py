@@ -69,7 +69,7 @@ def overlap(a, b) -> float:
 
 
 def picked_thing(photo) -> tuple[int, int, int, int] | None:
-    """The thing a shopper picks among those the Search page offers (index.service.object_regions:
+    """The thing a shopper picks among those the Search page offers (index.search.service.object_regions:
     the automatic crop first, then other things of a product's size): the one that overlaps the
     product most; None (the automatic crop) when only one is offered."""
     regions = object_regions(photo.image)
@@ -114,7 +114,7 @@ def embed_both_facings(embedder: Embedder, images, boxes=None, batch: int = 128)
 
 def scores_either_facing(views: tuple[np.ndarray, np.ndarray], fine, coarse, catalog: Catalog) -> dict:
     """As `scores`, with each catalog item scored by the better of the photo and its mirror image,
-    ranked by the search's own code (index.grouping.rank_results), as a search does by default."""
+    ranked by the search's own code (index.search.grouping.rank_results), as a search does by default."""
     ranked = np.full((len(views[0]), 8), -1, np.int64)
     for i, pair in enumerate(zip(*views)):
         found = rank_results(catalog, np.stack(pair), 8).frame

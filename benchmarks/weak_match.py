@@ -8,7 +8,7 @@ by benchmarks.shopper_render, on plain light and on cluttered backdrops; out-of-
 are shapes no clothing catalog holds (rings, stars, scribbles, crosses, letters, digits)
 rendered the same way. Each photo is searched as the app does (automatic product region); the
 notice shows when its best score is below the catalog's calibrated weak-match score
-(index.calibration). Writes reports/weak-match.md and .json.
+(index.search.calibration). Writes reports/weak-match.md and .json.
 """
 from __future__ import annotations
 

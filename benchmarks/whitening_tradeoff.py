@@ -2,7 +2,7 @@
 
     python -m benchmarks.whitening_tradeoff [--out reports/rerank] [--items 400]
 
-`python -m benchmarks.rerank` shows whitening (index.rerank.Whitening) raising the catalog's own
+`python -m benchmarks.rerank` shows whitening (index.quality.rerank.Whitening) raising the catalog's own
 leave-one-out R@1. Whitening divides each principal direction by its spread, so directions in
 which catalog photos hardly differ (small shifts, compression noise) gain weight. This measures
 what that does to the product's other jobs, for each whitening fitted on the held-out catalog's
