@@ -93,24 +93,32 @@ class EfficientNetLite0(nn.Module):
 
 
 class ResidualHead(nn.Module):
-    """A store's learned head on a frozen trunk's feature t: f = t/|t| + MLP(t/|t|).
+    """A store's learned head on a frozen trunk's feature t: f = u + MLP(u), u = t/|t|.
 
     The MLP's last layer starts at zero, so an untrained head is exactly the frozen feature
     (normalised): training can only move the features away from the pretrained ones where the
     store's photos ask it to. It reads unit vectors, so features cached on disk in float16 (as
-    unit vectors) are what it sees at serving time too.
+    unit vectors) are what it sees at serving time too. `whitened`: u is first centred and
+    whitened by a fixed linear map, u = W(t/|t| - c) / |...| (buffers `centre`, `whitening`; the
+    identity until set, training/head_training.py's instance whitening).
     """
 
-    def __init__(self, dim: int, hidden: int = 1024):
+    def __init__(self, dim: int, hidden: int = 1024, whitened: bool = False):
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
                                  nn.Linear(hidden, dim))
         nn.init.zeros_(self.mlp[3].weight)
         nn.init.zeros_(self.mlp[3].bias)
         self.feature_dim = dim
+        self.whitened = whitened
+        if whitened:
+            self.register_buffer("centre", torch.zeros(dim))
+            self.register_buffer("whitening", torch.eye(dim))
 
     def forward(self, trunk_features: torch.Tensor) -> torch.Tensor:
         t = F.normalize(trunk_features.float(), dim=1)
+        if self.whitened:
+            t = F.normalize((t - self.centre) @ self.whitening, dim=1)
         return t + self.mlp(t)
 
 
@@ -118,12 +126,13 @@ class TrunkWithHead(nn.Module):
     """A frozen pretrained trunk and a store's ResidualHead on its pooled feature: one backbone for the
     embedder, checkpoints and search. `feature_map` is the trunk's (the attention overlay)."""
 
-    def __init__(self, trunk: str = "efficientnet_lite0", trunk_kwargs: dict | None = None, hidden: int = 1024):
+    def __init__(self, trunk: str = "efficientnet_lite0", trunk_kwargs: dict | None = None, hidden: int = 1024,
+                 whitened: bool = False):
         super().__init__()
         if trunk == "trunk_head":
             raise ValueError("a trunk_head's trunk must be a plain backbone")
         self.trunk = build_backbone(trunk, **(trunk_kwargs or {}))
-        self.head = ResidualHead(self.trunk.feature_dim, hidden)
+        self.head = ResidualHead(self.trunk.feature_dim, hidden, whitened)
         self.feature_dim = self.trunk.feature_dim
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,14 @@
 """CoInsP at the cost of a head: the paper's objectives trained on cached trunk features.
 
-f(x) = ResidualHead(trunk(x)) (embedder/backbones.py): the frozen trunk's unit feature plus a learned
-MLP (starting at zero, so an untrained head is the frozen feature). On top of f sit the preset's heads
+f(x) = ResidualHead(trunk(x)) (embedder/backbones.py): the frozen trunk's unit feature, first centred and
+whitened by the photos' instance whitening (below), plus a learned MLP (starting at zero, so an untrained
+head is the whitened feature).
+
+Instance whitening is instance discrimination solved in closed form for a linear map: each photo is its
+own class, its cached views are its samples, and the map whitens the spread of a photo's views around
+their mean (what another backdrop, light or pose changes), so that retrieval weighs the directions in
+which photos differ from each other over those in which views of one photo differ. It reads no label
+(settings.whiten: its regularisation, a share of the mean eigenvalue added to every eigenvalue). On top of f sit the preset's heads
 as in training/model.py: the `**` projection g, the coarse classifier, the instance memory W^I and the
 proxies W^P (training/instance_memory.py, losses from training/objectives.py). Each step reads one
 random cached view per photo (training/cached_features.py): the trunk never runs, so an epoch over
@@ -30,12 +37,20 @@ class HeadSettings:
     preset: str = "coinsp"  # any of training/presets.py (cos, coinsp, opt, ...)
     epochs: int = 30
     batch_size: int = 256
-    lr: float = 1e-3  # AdamW
+    # AdamW. Small: on the colour product benchmark's validation families a larger step fits the training
+    # products' own features and loses the whitening's gain on new ones (reports/colour-products/validation.md).
+    lr: float = 1e-4
     weight_decay: float = 1e-4
     hidden: int = 512  # of the residual head's MLP
     head_dim: int = 256  # of the `**` projection g
-    temperature: float | None = None  # of the cosine softmaxes; None: the preset's
+    temperature: float | None = 0.1  # of the cosine softmaxes; None: the preset's
     proxies_per_photo: float = 0.2  # P = this x photos (the paper: 10,000 for 50,000)
+    whiten: float | None = 0.1  # the instance whitening's regularisation (None: no whitening); needs 2 views or more
+    # Every preset's classifiers as cosine softmaxes at `temperature` (the paper's `*`): a linear classifier on
+    # unit vectors (Cos, Opt as presets.py has them) learns slowly at the head's small learning rate.
+    cosine: bool = True
+    coarse_weight: float | None = None  # of the coarse loss beside the instance loss; None: the preset's
+    memory_momentum: float | None = None  # of the instance memory W^I; None: the preset's
     seed: int = 0
     precision: str | None = "fp32"  # None: measured on this machine (embedder/precision.py)
     # The head's matrices are small: on a busy machine a second OpenMP thread waiting for its core made each
@@ -44,8 +59,12 @@ class HeadSettings:
 
     def objective(self, photos: int):
         cfg = PRESETS[self.preset]
+        # The coarse weight is set beside an instance loss only (Cos's sole loss keeps its weight).
+        coarse = cfg.coarse_weight if self.coarse_weight is None or not cfg.instance_weight else self.coarse_weight
         return replace(cfg, head_dim=self.head_dim, temperature=self.temperature or cfg.temperature,
-                       num_proxies=max(1, int(self.proxies_per_photo * photos)))
+                       num_proxies=max(1, int(self.proxies_per_photo * photos)), coarse_weight=coarse,
+                       cosine=cfg.cosine or self.cosine,
+                       memory_momentum=cfg.memory_momentum if self.memory_momentum is None else self.memory_momentum)
 
 
 @dataclass
@@ -61,6 +80,43 @@ class TrainedHead:
         """Unit trunk features (N, d) -> the head's L2-normalised search vectors."""
         self.head.eval()
         return F.normalize(self.head(trunk_features.float()), dim=1).numpy()
+
+
+def instance_whitening(features: np.ndarray, regularisation: float, groups: np.ndarray | None = None,
+                       chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """(centre, W) from cached unit features (photos, views, d): centre = the mean of the photos' first
+    views; W = E diag(1 / sqrt(lambda + regularisation * mean lambda)) with (lambda, E) the eigen-
+    decomposition of the within-group covariance: every view minus the mean of its group, a group being
+    one photo's views (instance whitening), or with `groups` (photos,) all views of the photos that share
+    a label (with product labels: the closed-form reference that reads product identity)."""
+    n, views, d = features.shape
+    if groups is None and views < 2:
+        raise ValueError("instance whitening needs two views or more of each photo")
+    codes = np.arange(n) if groups is None else np.unique(np.asarray(groups), return_inverse=True)[1]
+    sums = np.zeros((int(codes.max()) + 1, d), np.float64)
+    scatter = np.zeros((d, d), np.float64)
+    centre = np.zeros(d, np.float64)
+    for start in range(0, n, chunk):
+        block = np.asarray(features[start:start + chunk], np.float64)
+        centre += block[:, 0].sum(0)
+        flat = block.reshape(-1, d)
+        scatter += flat.T @ flat
+        np.add.at(sums, codes[start:start + chunk], block.sum(1))
+    counts = np.bincount(codes) * views
+    # sum over views of (x - m_g)(x - m_g)^T = sum x x^T - sum_g S_g S_g^T / n_g
+    within = (scatter - (sums / counts[:, None]).T @ sums) / (n * views)
+    values, vectors = np.linalg.eigh(within)
+    values = np.clip(values, 0.0, None) + regularisation * max(float(values.mean()), 1e-12)
+    return (torch.from_numpy((centre / n).astype(np.float32)),
+            torch.from_numpy((vectors / np.sqrt(values)).astype(np.float32)))
+
+
+def whitened_head(features: np.ndarray, settings: HeadSettings, groups: np.ndarray | None = None) -> TrainedHead:
+    """The head's whitening alone, its MLP untrained (zero): what the whitening does before any training."""
+    started = time.perf_counter()
+    head = ResidualHead(features.shape[2], settings.hidden, whitened=True)
+    head.centre, head.whitening = instance_whitening(features, settings.whiten or 0.0, groups)
+    return TrainedHead(head.eval(), None, [], settings, time.perf_counter() - started)
 
 
 def train_head(features: np.ndarray, categories: np.ndarray, settings: HeadSettings = HeadSettings(), *,
@@ -84,7 +140,9 @@ def _train_head(features, categories, settings: HeadSettings, fine_labels, progr
     cfg = settings.objective(n)
     if cfg.fine_weight > 0 and fine is None:
         raise ValueError(f"preset {settings.preset!r} needs fine labels")
-    head = ResidualHead(d, settings.hidden)
+    head = ResidualHead(d, settings.hidden, whitened=settings.whiten is not None and views > 1)
+    if head.whitened:
+        head.centre, head.whitening = instance_whitening(features, settings.whiten)
     model = CoInsModel(head, cfg, cats, int(cats.max()) + 1, int(fine.max()) + 1 if fine is not None else 0)
     cached = torch.from_numpy(np.ascontiguousarray(features))  # float16; one view at a time goes to float32
     if model.uses_instances:  # W^I starts at each photo's own head output: the instance task has signal at once

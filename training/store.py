@@ -8,7 +8,7 @@
 3. Held out: a fifth of the products (by product_id), or without product ids a fifth of the photos.
    CoInsP** (training/head_training.py) trains on the rest, from categories only.
 4. Recall@1 on the held-out part, frozen vs the head: product R@1 (leave-one-out over the held-out
-   products' photos), or without product ids how often a shopper-style view of a photo finds that
+   products' photos), or without product ids how often an augmented view of a photo finds that
    photo among the held-out ones, beside category agreement of the nearest neighbour.
 5. Only if the head wins: its checkpoint replaces the served model file (atomically), then the catalog
    is re-embedded through the head from the cached features (seconds) and committed as a new version
@@ -135,7 +135,7 @@ def held_out_recall(plain: torch.Tensor, shopper: torch.Tensor, items, held: np.
         found = recall(gallery, labels)
         shopper_found = recall(vectors(shopper[held]), labels, gallery=gallery, gallery_labels=labels)
         result.update({"R@1": found[1], "R@5": found[5], "shopper_R@1": shopper_found[1]})
-    else:  # each photo's shopper-style view looks for the photo itself among the held-out photos
+    else:  # each photo's first augmented view looks for the photo itself among the held-out photos
         labels = np.arange(len(held))
         found = recall(vectors(shopper[held]), labels, gallery=gallery, gallery_labels=labels)
         result.update({"R@1": found[1], "R@5": found[5]})
@@ -155,7 +155,7 @@ class StoreReport:
     model: str | None
 
     def summary(self) -> str:
-        what = "product R@1" if self.held_out == "products" else "R@1 of shopper-style views"
+        what = "product R@1" if self.held_out == "products" else "R@1 of augmented views"
         verdict = ("the head wins: the catalog now serves it" if self.switched else
                    "the head wins (not switched: --no-switch)" if self.wins else "the frozen model stays")
         return (f"held-out {self.held_out} ({self.held_out_count:,}): {what} frozen {self.frozen['R@1']:.3f} -> head "
@@ -249,12 +249,13 @@ def switch_to_head(catalog_folder: Path, served: Path, payload: dict, trunk_spec
     """The served model file becomes trunk + head (atomically), then the catalog is re-embedded from the
     cache through the head and committed. In that order: a running app keeps its loaded model and
     catalog until catalog.json changes, and then finds the new model file already in place."""
-    backbone = TrunkWithHead(trunk_spec["name"], trunk_spec["kwargs"], trained.head.mlp[0].out_features)
+    hidden, whitened = trained.head.mlp[0].out_features, trained.head.whitened
+    backbone = TrunkWithHead(trunk_spec["name"], trunk_spec["kwargs"], hidden, whitened)
     trunk, _ = trunk_of(payload)
     backbone.trunk.load_state_dict(trunk.backbone.state_dict())
     backbone.head.load_state_dict(trained.head.state_dict())
     spec = {"name": "trunk_head", "kwargs": {"trunk": trunk_spec["name"], "trunk_kwargs": trunk_spec["kwargs"],
-                                             "hidden": trained.head.mlp[0].out_features}}
+                                             "hidden": hidden, **({"whitened": True} if whitened else {})}}
     config = {**(payload.get("config") or {}), "store_head": asdict(trained.settings), "frozen_features": False,
               "epochs": trained.settings.epochs, "trained_on_catalog": str(catalog_folder.absolute())}
     save_checkpoint(served, backbone_spec=spec, backbone=backbone, preprocessing=preprocessing_from_checkpoint(payload),
