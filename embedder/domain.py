@@ -353,12 +353,18 @@ def _placement(box, width: int, height: int, size: int, margin: float):
     return (left, top, max(left + 1, int(np.ceil(x1))), max(top + 1, int(np.ceil(y1)))), side
 
 
+def context_view(region: tuple[int, int, int, int], width: int, height: int, share: float) -> tuple[int, int, int, int]:
+    """The query region (whole pixels) grown by `share` of its size on each side, within the photo."""
+    x0, y0, x1, y1 = region
+    dx, dy = round((x1 - x0) * share), round((y1 - y0) * share)
+    return max(0, x0 - dx), max(0, y0 - dy), min(width, x1 + dx), min(height, y1 + dy)
+
+
 def with_context(image: Image.Image, region: tuple[int, int, int, int], share: float):
     """The query region (whole pixels) with `share` of its size around it, and where the region
     lies in that view (fractions): the background is measured on what surrounds the product."""
     x0, y0, x1, y1 = region
-    dx, dy = round((x1 - x0) * share), round((y1 - y0) * share)
-    view = (max(0, x0 - dx), max(0, y0 - dy), min(image.width, x1 + dx), min(image.height, y1 + dy))
+    view = context_view(region, image.width, image.height, share)
     vw, vh = view[2] - view[0], view[3] - view[1]
     within = ((x0 - view[0]) / vw, (y0 - view[1]) / vh, (x1 - view[0]) / vw, (y1 - view[1]) / vh)
     return image.crop(view), within

@@ -53,6 +53,25 @@ def test_an_analysis_pair_is_the_photo_as_the_mask_reads_it():
     assert 0 < target.mean() < 1 and pixels.min() >= 0 and pixels.max() <= 1
 
 
+def test_some_analysis_pairs_are_the_box_and_context_a_search_with_a_shoppers_box_reads(monkeypatch):
+    """With a box, the mask reads the box and a quarter of its size around it: the product then spans
+    most of the frame both ways (a box at most 20% looser than the product, 25% context)."""
+    import training.composites as composites
+    monkeypatch.setattr(composites, "BOX_VIEW_SHARE", 1.0)
+    rng = np.random.default_rng(5)
+    for _ in range(8):
+        pixels, target = analysis_pair(_item(), rng, domain.MASK_SIDE)
+        ys, xs = np.nonzero(target >= 0.5)
+        assert (xs.max() + 1 - xs.min()) >= 0.4 * target.shape[1] and (ys.max() + 1 - ys.min()) >= 0.4 * target.shape[0]
+    monkeypatch.setattr(composites, "BOX_VIEW_SHARE", 0.0)
+    spans = []
+    for _ in range(40):
+        _, target = analysis_pair(_item(), rng, domain.MASK_SIDE)
+        ys, xs = np.nonzero(target >= 0.5)
+        spans.append(min((xs.max() + 1 - xs.min()) / target.shape[1], (ys.max() + 1 - ys.min()) / target.shape[0]))
+    assert min(spans) < 0.4  # whole photos: products of any size, also small in the frame
+
+
 def test_a_saved_mask_loads_with_its_fingerprint_and_a_changed_one_is_refused(tmp_path):
     torch.manual_seed(0)
     net = MaskNet(width=4)

@@ -19,7 +19,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from embedder.domain import mask_input
+from embedder.domain import context_view, mask_input
+from embedder.domain_settings import DomainSettings
 from embedder.images import decode_image
 
 BACKDROPS = ("plain", "gradient", "blotches", "stripes", "checks", "grain", "rings", "marble", "shapes", "dark",
@@ -270,13 +271,30 @@ def _camera(photo: np.ndarray, rng) -> np.ndarray:
     return photo
 
 
+BOX_VIEW_SHARE = 0.3  # this share of the mask's composites is seen as a search with a shopper's box sees it
+
+
+def loose_box(box, width: int, height: int, rng) -> tuple[int, int, int, int]:
+    """A shopper's box around the product's extent `box`: up to 20% of its size looser on each side."""
+    x0, y0, x1, y1 = box
+    gx, gy = (x1 - x0) * rng.uniform(0.0, 0.2), (y1 - y0) * rng.uniform(0.0, 0.2)
+    return (max(0, round(x0 - gx)), max(0, round(y0 - gy)), min(width, round(x1 + gx)), min(height, round(y1 + gy)))
+
+
 def analysis_pair(item: np.ndarray, rng: np.random.Generator, side: int, kinds: tuple[str, ...] = BACKDROPS,
                   others: np.ndarray | None = None):
     """A composite as the mask model sees it: (pixels (h, w, 3) float 0..1 with its longest side
-    `side`, target (h, w) float: the product's share of each pixel), shrunk as a query is."""
+    `side`, target (h, w) float: the product's share of each pixel), shrunk as a query is. A share
+    of them (BOX_VIEW_SHARE) is the part of the photo a search with a shopper's box analyses: the box
+    and the context around it (embedder.domain.with_context)."""
     photo = composite(item, rng, long_side=(160, 520), kinds=kinds, others=others)
-    pixels = mask_input(photo.image, side)
-    target = cv2.resize(photo.mask.astype(np.float32), (pixels.shape[1], pixels.shape[0]), interpolation=cv2.INTER_AREA)
+    image, mask = photo.image, photo.mask
+    if rng.random() < BOX_VIEW_SHARE:
+        region = loose_box(photo.box, *image.size, rng) if rng.random() < 0.5 else photo.box
+        x0, y0, x1, y1 = context_view(region, *image.size, DomainSettings().context)
+        image, mask = image.crop((x0, y0, x1, y1)), mask[y0:y1, x0:x1]
+    pixels = mask_input(image, side)
+    target = cv2.resize(mask.astype(np.float32), (pixels.shape[1], pixels.shape[0]), interpolation=cv2.INTER_AREA)
     return pixels, target
 
 

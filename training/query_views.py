@@ -28,15 +28,9 @@ from embedder.images import ImageError
 from embedder.mask import default_mask
 from embedder.preprocess import Preprocessing
 from index.importers import load_fashion_mnist_arrays
-from training.composites import BACKDROPS, composite, training_items
+from training.composites import BACKDROPS, composite, loose_box, training_items
 
 BOX_SHARE = 0.25  # this share of the views is searched with a loose box drawn around the product
-
-
-def _loose(box, width: int, height: int, rng) -> tuple[int, int, int, int]:
-    x0, y0, x1, y1 = box
-    gx, gy = (x1 - x0) * rng.uniform(0.0, 0.2), (y1 - y0) * rng.uniform(0.0, 0.2)
-    return (max(0, round(x0 - gx)), max(0, round(y0 - gy)), min(width, round(x1 + gx)), min(height, round(y1 + gy)))
 
 
 def render_views(items: np.ndarray, rows: np.ndarray, pre: Preprocessing, seed: int) -> np.ndarray:
@@ -45,7 +39,7 @@ def render_views(items: np.ndarray, rows: np.ndarray, pre: Preprocessing, seed: 
     for i, row in enumerate(rows):
         rng = np.random.default_rng([seed, int(row)])
         photo = composite(items[i], rng, long_side=(200, 640), kinds=BACKDROPS, others=items)
-        box = _loose(photo.box, *photo.image.size, rng) if rng.random() < BOX_SHARE else None
+        box = loose_box(photo.box, *photo.image.size, rng) if rng.random() < BOX_SHARE else None
         try:
             out[i] = pre.to_uint8(photo.image, box)
         except ImageError:  # a photo the search would refuse: its catalog image stands in
