@@ -10,10 +10,12 @@ out (unreadable, refused while embedding), or all of them when it fails or is ki
 version and deleted by the clean-up under the lock (index.catalog.uploaded_files, index.catalog.store.collect_photos).
 
 One upload is capped as a whole: MAX_UPLOAD_BYTES of photos, uncompressed, across all its files and zip
-entries (zip bombs: a zip is refused whole before anything is extracted when its entries declare more than
-what is left of that, or more than MAX_ZIP_ENTRIES entries; an entry that expands beyond what it declares
-stops the reading). Entries whose names would land outside the upload folder (`..`, absolute paths,
-drive letters) or that are links are refused one by one.
+entries, so memory stays under one cap however many zips an upload holds (zip bombs: a zip is refused
+whole, before anything of it is extracted, when its entries declare more than what is left of that cap, or
+more than MAX_ZIP_ENTRIES entries; an entry that expands beyond what it declares stops the reading and
+what was read of that zip is dropped). A file or zip refused so is listed with its reason like any other
+bad file, and the good files beside it are kept. Entries whose names would land outside the upload folder
+(`..`, absolute paths, drive letters) or that are links are refused one by one.
 """
 from __future__ import annotations
 
@@ -95,9 +97,14 @@ def unsafe_name(name: str) -> str | None:
     return None
 
 
-def too_big(what: str, size: int) -> UploadError:
-    return UploadError(f"{what}: {size / 2**20:,.0f} MiB uncompressed brings this upload past the "
-                       f"{MAX_UPLOAD_BYTES / 2**20:,.0f} MiB one upload may hold (all its files and zip entries "
+def _mib(size: int) -> str:
+    return f"{size / 2**20:,.1f}".removesuffix(".0")
+
+
+def too_big(what: str, size: int, held: int) -> UploadError:
+    """`what`, of `size` bytes uncompressed, refused since `held` bytes of the upload came before it."""
+    return UploadError(f"{what}: {_mib(size)} MiB uncompressed would bring this upload to {_mib(held + size)} MiB, "
+                       f"past the {_mib(MAX_UPLOAD_BYTES)} MiB one upload may hold (all its files and zip entries "
                        "together); upload the photos in smaller batches")
 
 
@@ -121,7 +128,7 @@ def zip_members(archive: str, data: bytes, budget: int | None = None
                               "hold; split it")
         declared = sum(e.file_size for e in entries)
         if declared > budget:
-            raise too_big(archive, declared)
+            raise too_big(archive, declared, MAX_UPLOAD_BYTES - budget)
         good, bad, read_total = [], [], 0
         for entry in entries:
             name = f"{archive}/{entry.filename}"
@@ -176,15 +183,21 @@ def stage_uploads(files: list[tuple[str, bytes]], catalog: Path, category: str,
     left out, with why. Nothing is written: add_uploads saves them under the catalog's lock.
 
     The product id given is every photo's; without one, a zip entry's folder is its product id (ZIP_LAYOUT).
-    Raises UploadError when the labels are invalid, the upload holds more than MAX_UPLOAD_BYTES (all its
-    files and zip entries together, uncompressed), a zip is refused whole, or no photo at all could be used.
+    A file or zip that would bring the upload past MAX_UPLOAD_BYTES (all its files and zip entries together,
+    uncompressed), or a zip refused whole (not a zip, too many entries, expanding beyond what it declares),
+    is listed in `bad` with its reason, nothing of it kept; the files before and after it are still checked.
+    Raises UploadError when the labels are invalid or no photo at all could be used.
     """
     category = check_label(category, "category", required=True)
     product = check_label(product_id, "product id", required=False)
     candidates, bad, held = [], [], 0  # (uploaded name, bytes, product id or None); bytes held so far
     for name, data in files:
         if name.lower().endswith(".zip"):
-            good, refused = zip_members(name, data, MAX_UPLOAD_BYTES - held)
+            try:
+                good, refused = zip_members(name, data, MAX_UPLOAD_BYTES - held)
+            except UploadError as exc:  # refused whole (nothing of it kept): listed, the other files go on
+                bad.append((name, str(exc).removeprefix(f"{name}: ")))
+                continue
             held += sum(len(content) for _, content in good)
             bad += refused
             for entry_name, content in good:
@@ -198,9 +211,10 @@ def stage_uploads(files: list[tuple[str, bytes]], catalog: Path, category: str,
                         continue
                 candidates.append((entry_name, content, entry_product))
         else:
+            if held + len(data) > MAX_UPLOAD_BYTES:
+                bad.append((name, str(too_big(name, len(data), held)).removeprefix(f"{name}: ")))
+                continue
             held += len(data)
-            if held > MAX_UPLOAD_BYTES:
-                raise too_big(name, len(data))
             candidates.append((name, data, product))
     checked = []
     for name, data, item_product in candidates:

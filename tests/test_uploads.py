@@ -13,7 +13,7 @@ import app.uploads
 from app.uploads import UploadError, folder_product, stage_uploads, zip_members
 from index.manifest import read_manifest
 from index.catalog.uploaded_files import PHOTOS_FOLDER
-from conftest import product_photo, zip_of  # noqa: E402
+from tests.support.photos import product_photo, zip_of
 
 
 def saved_rows(staged) -> dict[str, str]:
@@ -118,12 +118,53 @@ def test_one_cap_holds_for_the_whole_upload_across_its_zips_and_files(tmp_path, 
     monkeypatch.setattr(app.uploads, "MAX_UPLOAD_BYTES", 3 << 20)
     archive = zeros_zip(4, 512 << 10)  # 2 MiB uncompressed in a few KiB: under the cap on its own
     assert len(archive) < 50_000 and len(zip_members("one.zip", archive)[0]) == 4
-    with pytest.raises(UploadError, match="brings this upload past the 3 MiB one upload may hold"):
-        stage_uploads([("a.zip", archive), ("b.zip", archive)], tmp_path, "shoes")  # 4 MiB together
     photo = product_photo((200, 20, 20))
-    with pytest.raises(UploadError, match="one upload may hold .all its files and zip entries together."):
-        stage_uploads([("a.zip", archive), ("big.png", photo + bytes((1 << 20) + 1))], tmp_path, "shoes")
-    assert list(tmp_path.iterdir()) == []  # refused whole: nothing written
+    staged = stage_uploads([("a.zip", archive), ("b.zip", archive), ("c.png", photo)], tmp_path, "shoes")
+    reasons = dict(staged.bad)  # 4 MiB together: the zip that brings the upload past the cap is refused whole
+    assert reasons["b.zip"] == ("2 MiB uncompressed would bring this upload to 4 MiB, past the 3 MiB one upload may "
+                                "hold (all its files and zip entries together); upload the photos in smaller batches")
+    assert not any(name.startswith("b.zip/") for name in reasons) and staged.saved == ["c.png"]
+    staged = stage_uploads([("a.zip", archive), ("big.png", photo + bytes((1 << 20) + 1)), ("c.png", photo)],
+                           tmp_path, "shoes")
+    assert "one upload may hold (all its files and zip entries together)" in dict(staged.bad)["big.png"]
+    assert staged.saved == ["c.png"]
+    with pytest.raises(UploadError, match="none of the uploaded files is a usable photo .*b.zip: 2 MiB uncompressed would"):
+        stage_uploads([("a.zip", archive), ("b.zip", archive)], tmp_path, "shoes")
+    assert list(tmp_path.iterdir()) == []  # checked in memory: nothing written
+
+
+def test_three_zips_over_the_cap_together_are_refused_and_the_good_files_beside_them_kept(tmp_path, monkeypatch):
+    """Memory is capped for the whole upload, not per zip: each of these zips is far under the cap, three
+    together are over it; the zip that would pass it is refused before any entry of it is read."""
+    monkeypatch.setattr(app.uploads, "MAX_UPLOAD_BYTES", 3 << 20)
+    pad = 1200 << 10  # each zip: one real photo and 1.2 MiB of zeros (a few KiB compressed)
+
+    def product_zip(product: str, colour) -> bytes:
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as bundle:
+            bundle.writestr(f"{product}/front.png", product_photo(colour))
+            bundle.writestr(f"{product}/pad.png", b"\0" * pad)
+        return out.getvalue()
+
+    zips = [(f"{n}.zip", product_zip(f"shoe-{n}", (60 * n, 20, 20))) for n in (1, 2, 3)]
+    assert all(len(data) < 50_000 for _, data in zips)
+    opened: list[str] = []
+    original_open = zipfile.ZipFile.open
+    monkeypatch.setattr(zipfile.ZipFile, "open",
+                        lambda self, entry, *a, **kw: opened.append(getattr(entry, "filename", entry))
+                        or original_open(self, entry, *a, **kw))
+    files = [("shoe-0/loose.png", product_photo((20, 200, 20))), *zips, ("after.png", product_photo((20, 20, 200)))]
+    staged = stage_uploads(files, tmp_path, "shoes", "shoe-9")
+    reasons = dict(staged.bad)
+    assert reasons["3.zip"].startswith("1.2 MiB uncompressed would bring this upload to 3.5 MiB, past the 3 MiB "
+                                       "one upload may hold")
+    assert "upload the photos in smaller batches" in reasons["3.zip"]
+    assert not any(name.startswith("shoe-3/") for name in opened)  # refused before anything of it was extracted
+    assert set(reasons) == {"1.zip/shoe-1/pad.png", "2.zip/shoe-2/pad.png", "3.zip"}  # the pads are no photos
+    assert staged.saved == ["shoe-0/loose.png", "1.zip/shoe-1/front.png", "2.zip/shoe-2/front.png", "after.png"]
+    assert list(tmp_path.iterdir()) == []  # nothing written before the add saves them
+    staged.save()
+    assert len(read_manifest(staged.manifest)) == 4
 
 
 def test_a_zip_whose_entries_expand_beyond_what_they_declare_stops_at_the_uploads_cap(monkeypatch):
