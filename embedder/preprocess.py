@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from embedder.backdrop import on_backdrop
 from embedder.domain import normalise as normalise_to_domain
 from embedder.regions import check_box, crop_to_box
 
@@ -30,6 +31,9 @@ class Preprocessing:
     # as they are). None: implied by the checkpoint (see _implied_polarity).
     polarity: str | None = None
     margin: float = 0.0  # background left around the product, as a share of the square's side
+    # Colour photos (polarity "keep") only: the product cut out and laid on this grey level (0..1) instead
+    # of its own backdrop, catalog photos and queries alike (embedder/backdrop.py). None: the photo's own.
+    backdrop: float | None = None
 
     def __post_init__(self):
         if self.polarity is None:
@@ -38,9 +42,19 @@ class Preprocessing:
             raise ValueError(f"polarity must be one of {POLARITIES}, not {self.polarity!r}")
         if not 0.0 <= self.margin < 0.5:
             raise ValueError("margin must be in [0, 0.5)")
+        if self.backdrop is not None:
+            if not 0.0 <= self.backdrop <= 1.0:
+                raise ValueError("backdrop must be a grey level in [0, 1] or None")
+            if self.polarity != "keep" or self.channels != 3 or not self.domain:
+                raise ValueError('a neutral backdrop is for colour photos (channels 3, polarity "keep", domain on)')
 
     def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        """Without `backdrop` when it is None: what checkpoints and catalogs recorded before it existed (their
+        fingerprints and preprocessing records stay the same)."""
+        record = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        if record["backdrop"] is None:
+            del record["backdrop"]
+        return record
 
     @classmethod
     def from_dict(cls, d: dict) -> "Preprocessing":
@@ -54,6 +68,8 @@ class Preprocessing:
         embedder.regions.BoxError if it does not select part of the image."""
         if self.domain:  # the region's surroundings show what the background looks like
             region = None if box is None else check_box(box, *image.size)
+            if self.backdrop is not None:
+                return on_backdrop(image, size=self.size, grey=self.backdrop, margin=self.margin, region=region)
             return normalise_to_domain(image, size=self.size, channels=self.channels,  # any mode: 16-bit scaled
                                        polarity=self.polarity, margin=self.margin, region=region)
         image = crop_to_box(image, box)
