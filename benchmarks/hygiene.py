@@ -42,10 +42,12 @@ from PIL import Image
 from index.catalog.loaded import Catalog
 from index.catalog.operations import build_catalog
 from benchmarks.store_copies import KINDS, copy_of
-from index.quality.duplicates import PhotoPrints
-import index.quality.hygiene as hygiene
-from index.quality.hygiene import (CANDIDATE_NEIGHBOURS, DEFAULT_NEIGHBOURS, duplicate_rule, frame_markdown,
-                                   hygiene_report, neighbours_of, report_from_vectors)
+import index.quality.near_duplicates as near_duplicates
+from index.quality.hygiene import hygiene_report, report_from_vectors
+from index.quality.hygiene_report import duplicate_rule, frame_markdown
+from index.quality.near_duplicates import CANDIDATE_NEIGHBOURS
+from index.quality.neighbours import DEFAULT_NEIGHBOURS, neighbours_of
+from index.quality.photo_prints import PhotoPrints
 from benchmarks.reporting import write_report
 from index.catalog.store import IMAGE_PATH_COLUMN
 from index.importers import FASHION_MNIST_DIR, import_fashion_mnist
@@ -207,7 +209,7 @@ def run(args) -> dict:
             print(flat(grid[-1]))
         results["grid"] = grid
         prints = PhotoPrints(catalog.metadata[IMAGE_PATH_COLUMN].to_numpy())
-        hygiene.match_scores = remembered(hygiene.match_scores)
+        near_duplicates.match_scores = remembered(near_duplicates.match_scores)
         pixel_grid = []
         for candidate in CALIBRATION_CANDIDATES:
             for pixel in CALIBRATION_PIXELS:

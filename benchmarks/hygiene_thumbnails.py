@@ -23,7 +23,8 @@ from PIL import Image, ImageFilter
 
 from embedder.images import decode_image
 from index.catalog.loaded import Catalog
-from index.quality.hygiene import frame_markdown, neighbours_of
+from index.quality.hygiene_report import frame_markdown
+from index.quality.neighbours import neighbours_of
 
 SIDES = (16, 28, 32)
 CONTRAST = 25  # grey levels from the border's median that count as the product when trimming

@@ -123,7 +123,8 @@ def cmd_edit(args) -> int:
 
 
 def cmd_hygiene(args) -> int:
-    from index.quality.hygiene import HygieneError, hygiene_report
+    from index.quality.hygiene import hygiene_report
+    from index.quality.hygiene_report import HygieneError
 
     try:
         report = hygiene_report(Catalog.load(args.catalog), k=args.k, duplicate_threshold=args.duplicate_threshold,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from embedder.files import parse_size
 from index.scale.backends import BACKEND_COMMANDS, add_backend_option
-from index.quality.hygiene import (DEFAULT_CANDIDATE_THRESHOLD, DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_NEIGHBOURS,
-                                   DEFAULT_PIXEL_THRESHOLD)
+from index.quality.hygiene import DEFAULT_CANDIDATE_THRESHOLD, DEFAULT_DUPLICATE_THRESHOLD, DEFAULT_PIXEL_THRESHOLD
+from index.quality.neighbours import DEFAULT_NEIGHBOURS
 
 EVALUATE_FULL_UP_TO = 100_000  # items; beyond this `evaluate` samples 10,000 queries by default
 EVALUATE_SAMPLE = 10_000

@@ -13,8 +13,12 @@ from benchmarks import store_copies
 from benchmarks.store_copies import KINDS, copy_of
 from index.__main__ import main as index_main
 from index.catalog.loaded import Catalog
-from index.quality.duplicates import WORK_SIDE, connected_groups, match_score, print_of_grey
-from index.quality.hygiene import DEFAULT_PIXEL_THRESHOLD, HygieneError, neighbours_of, report_from_vectors
+from index.quality.duplicates import match_score
+from index.quality.hygiene import DEFAULT_PIXEL_THRESHOLD, report_from_vectors
+from index.quality.hygiene_report import HygieneError
+from index.quality.near_duplicates import connected_groups
+from index.quality.neighbours import neighbours_of
+from index.quality.photo_prints import WORK_SIDE, print_of_grey
 
 CATEGORIES = ("apparel", "bags", "footwear")
 PRODUCTS_PER_CATEGORY = 20

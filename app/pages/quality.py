@@ -21,7 +21,8 @@ from app.roles import is_catalog_manager
 from app.embedding_map import map_chart, map_points, pca_2d, thumbnail_url
 from embedder.images import decode_image
 from index.quality.evaluation import DEFAULT_KS, RecallReport, nearest_neighbours
-from index.quality.hygiene import HygieneError, HygieneReport, duplicate_rule, hygiene_report
+from index.quality.hygiene import hygiene_report
+from index.quality.hygiene_report import HygieneError, HygieneReport, duplicate_rule
 
 GALLERY_DEPTH = 5  # results shown per query in the galleries
 FULL_EVALUATION_UP_TO = 100_000  # items; bigger catalogs are evaluated on a sample of queries
