@@ -2,6 +2,7 @@
 what a query costs each engine at 10^4, 10^5 and 10^6 items.
 
     python -m benchmarks.milvus_bench [--part all|equality|latency] [--queries 1000]
+                                      [--catalog DIR --model CKPT] [--resume]
                                       [--sizes 10000,100000,1000000] [--dim 128] [--out reports/milvus]
 
 equality: the default catalog (catalogs/fashion-mnist-test, built by ./run.sh; see its README)
@@ -11,7 +12,11 @@ under .cache/bench/), searched by `--queries` new photos: seeded catalog items r
 as SearchService.search embeds a photo (it and its mirror image), then ranked on both engines as
 the service ranks it (index.search.grouping.rank_results over the service's category and filter pools:
 exact re-scoring, the photo's own copy, grouping), plain, within the photo's category, with a
-metadata filter and grouped by product. Counted: queries whose top-10 ids are identical.
+metadata filter and grouped by product. Counted: queries whose top-10 ids are identical, and
+those identical up to ties (where the ids differ, the two engines' exact scores at that place are
+equal within TIE_EPS: compare_top). Each photo is drawn from its own seed ([seed, item]);
+`--resume` goes on from the photos an earlier run with the same settings compared (its state is
+kept under .cache/bench/milvus every 50 photos), so 1,000 photos may be compared in several runs.
 
 latency: synthetic L2-normalised vectors (`--dim`, clustered: 1,000 centres plus noise), indexed by
 the rule of index.catalog.choose in FAISS and by index.scale.milvus.milvus_index_choice in Milvus Lite, at each
@@ -54,28 +59,65 @@ K = 10
 
 # ----------------------------------------------------------------------------- equality
 
-def equality(queries: int, seed: int, save=lambda result: None) -> dict:
+TIE_EPS = 1e-6  # cosines this close are a tie (float32 rounding of the same exact re-scoring)
+
+
+def compare_top(a, b, eps: float = TIE_EPS) -> str:
+    """How two ranked result frames (ids and exact scores, best first) compare: "identical" (same ids
+    in the same order), "ties" (the ids differ only at places where both engines' scores are equal
+    within eps, i.e. items of equal score listed in another order or another of equally scored
+    items at the cut) or "different" (another length, or a place where the scores differ: one
+    engine missed an item the other ranked above what it showed).
+
+    Both engines' scores are exact cosines from the folder's stored vectors (index.search.algorithm
+    re-scores every candidate), so a place where the ids differ and the scores agree is a tie
+    between two items, never an approximation hiding a miss: had an engine missed a better item,
+    its scores from that place on would be lower."""
+    ids_a, ids_b = a["id"].to_numpy(), b["id"].to_numpy()
+    if len(ids_a) != len(ids_b):
+        return "different"
+    if np.array_equal(ids_a, ids_b):
+        return "identical"
+    differ = ids_a != ids_b
+    gap = np.abs(a["score"].to_numpy(np.float64)[differ] - b["score"].to_numpy(np.float64)[differ])
+    return "ties" if float(gap.max()) <= eps else "different"
+
+
+def equality(queries: int, seed: int, catalog: Path = CATALOG, model: Path = MODEL, save=lambda result: None,
+             state_file: Path | None = None) -> dict:
     """The comparison; `save` receives the figures so far every 50 photos (a run cut short still
-    reports how many photos it compared)."""
+    reports how many photos it compared). With `state_file`, what was compared is kept there every
+    50 photos and a later run with the same settings goes on from it (each photo is drawn from its
+    own seed, so the photos do not depend on where a run started)."""
     db = WORK / "equality.db"  # kept between runs: a collection in step with the catalog is not filled again
-    faiss_service = SearchService(CATALOG, MODEL)
+    faiss_service = SearchService(catalog, model)
     started = time.perf_counter()
-    served = Catalog.load(CATALOG, backend=f"milvus-lite:{db}")
+    served = Catalog.load(catalog, backend=f"milvus-lite:{db}")
     sync = served.backend.sync(served)
     milvus_service = SearchService.from_parts(served, faiss_service.embedder, faiss_service.categories)
     images, _ = load_fashion_mnist_arrays("test")
-    rng = np.random.default_rng(seed)
-    items = np.sort(rng.choice(len(faiss_service.catalog), size=queries, replace=False))
+    items = np.sort(np.random.default_rng(seed).choice(len(faiss_service.catalog), size=queries, replace=False))
     metadata = faiss_service.catalog.metadata
     flt = metadata_filter(FILTER, metadata.columns)
     modes = {"plain": {}, "category": {"category": None}, "metadata filter": {"filter": flt},
              "grouped by product": {"group_by": "product_id"}}
-    same = {mode: 0 for mode in modes}
-    scores_differ = {mode: 0.0 for mode in modes}
-    times = {mode: {"faiss": [], "milvus": []} for mode in modes}
+    settings = {"catalog": str(catalog), "version": faiss_service.catalog.info.version, "queries": int(queries),
+                "seed": seed, "filter": FILTER, "tie_eps": TIE_EPS}
+    state = {"settings": settings, "done": 0, "seconds": 0.0,
+             "outcome": {mode: {"identical": 0, "ties": 0, "different": 0} for mode in modes},
+             "scores_differ": {mode: 0.0 for mode in modes}, "examples": {mode: [] for mode in modes},
+             "times": {mode: {"faiss": [], "milvus": []} for mode in modes}}
+    if state_file is not None and state_file.is_file():
+        kept = json.loads(state_file.read_text())
+        if kept.get("settings") == settings:
+            state = kept
+            print(f"equality: going on after {state['done']} photos ({state_file})", flush=True)
     embedder = faiss_service.embedder
-    for n, item in enumerate(items):
+    result = None
+    for n in range(state["done"], queries):
+        item = items[n]
         row = int(np.flatnonzero(faiss_service.catalog.ids == item)[0])
+        rng = np.random.default_rng([seed, int(item)])  # this photo's own draw
         photo = augmented(images[int(str(metadata["path"].iat[row])[-9:-4])], rng).convert("RGB")
         # The photo and its mirror image embedded once, as SearchService.search embeds them; each
         # mode then ranks them on both engines as SearchService.search does (index.search.grouping).
@@ -93,26 +135,46 @@ def equality(queries: int, seed: int, save=lambda result: None) -> dict:
                 t = time.perf_counter()
                 shown[engine] = rank_results(service.catalog, vectors, K, pool=pool, mark_copies=True,
                                              group_by=options.get("group_by")).frame
-                times[mode][engine].append(time.perf_counter() - t)
+                state["times"][mode][engine].append(time.perf_counter() - t)
             a, b = shown["faiss"], shown["milvus"]
-            same[mode] += a["id"].tolist() == b["id"].tolist()
+            outcome = compare_top(a, b)
+            state["outcome"][mode][outcome] += 1
+            if outcome != "identical" and len(state["examples"][mode]) < 5:
+                state["examples"][mode].append({"item": int(item), "outcome": outcome,
+                                                "faiss": [[int(i), float(s)] for i, s in zip(a["id"], a["score"])],
+                                                "milvus": [[int(i), float(s)] for i, s in zip(b["id"], b["score"])]})
             if len(a) == len(b):
-                difference = np.abs(a["score"].to_numpy() - b["score"].to_numpy()).max(initial=0)
-                scores_differ[mode] = max(scores_differ[mode], float(difference))
+                same = a["id"].to_numpy() == b["id"].to_numpy()
+                difference = np.abs(a["score"].to_numpy() - b["score"].to_numpy())[same].max(initial=0)
+                state["scores_differ"][mode] = max(state["scores_differ"][mode], float(difference))
         if (n + 1) % 50 == 0 or n + 1 == queries:
+            state["done"] = n + 1
+            state["seconds"] = round(state["seconds"] + time.perf_counter() - started, 1)
+            started = time.perf_counter()
+            if state_file is not None:
+                state_file.write_text(json.dumps(state) + "\n")
             print(f"equality: {n + 1}/{queries} photos", flush=True)
-            result = {"catalog": str(CATALOG), "items": len(faiss_service.catalog), "dim": faiss_service.catalog.dim,
-                      "faiss_index": faiss_service.catalog.info.index["factory"], "milvus_sync": sync.summary(),
-                      "queries": n + 1, "queries_asked": int(queries), "seed": seed, "filter": FILTER,
-                      "modes": {mode: {"identical_top10": same[mode] / (n + 1),
-                                       "max_score_difference": scores_differ[mode],
-                                       "search_ms_p50": {e: 1000 * float(np.median(t)) for e, t in times[mode].items()}}
-                                for mode in modes},
-                      "seconds": round(time.perf_counter() - started, 1),
-                      "load_average_1m": round(os.getloadavg()[0], 1)}
+            result = summary(state, faiss_service.catalog, sync.summary())
             save(result)
     close_connections()
-    return result
+    return result if result is not None else summary(state, faiss_service.catalog, sync.summary())
+
+
+def summary(state: dict, catalog, sync: str) -> dict:
+    done, settings = state["done"], state["settings"]
+    modes = {}
+    for mode, counts in state["outcome"].items():
+        modes[mode] = {"identical_top10": counts["identical"] / max(done, 1),
+                       "identical_or_ties_top10": (counts["identical"] + counts["ties"]) / max(done, 1),
+                       "counts": counts, "max_score_difference": state["scores_differ"][mode],
+                       "search_ms_p50": {e: 1000 * float(np.median(t)) if t else None
+                                         for e, t in state["times"][mode].items()},
+                       "examples": state["examples"][mode]}
+    return {"catalog": settings["catalog"], "version": settings["version"], "items": len(catalog),
+            "dim": catalog.dim, "faiss_index": catalog.info.index["factory"], "milvus_sync": sync,
+            "queries": done, "queries_asked": settings["queries"], "seed": settings["seed"],
+            "filter": settings["filter"], "tie_eps": settings["tie_eps"], "modes": modes,
+            "seconds": state["seconds"], "load_average_1m": round(os.getloadavg()[0], 1)}
 
 
 # ----------------------------------------------------------------------------- latency
@@ -245,13 +307,24 @@ def markdown(parts: dict) -> str:
     eq = parts.get("equality")
     if eq:
         lines += ["## Same results", "",
-                  f"{eq['queries']:,} new photos (of {eq.get('queries_asked', eq['queries']):,} asked; seed {eq['seed']}) of items of `{eq['catalog']}` ({eq['items']:,} items, "
+                  f"{eq['queries']:,} new photos (of {eq.get('queries_asked', eq['queries']):,} asked; seed {eq['seed']}) "
+                  f"of items of `{eq['catalog']}` (version {eq.get('version', '?')}, {eq['items']:,} items, "
                   f"{eq['dim']}-d, FAISS index {eq['faiss_index']}), embedded once each and ranked on both engines as "
-                  f"`SearchService.search` ranks them (`index.search.grouping.rank_results`); filter `{eq['filter']}`. {eq['milvus_sync']}.", "",
-                  "| search | identical top-10 | largest score difference | search p50 FAISS / Milvus Lite |",
-                  "|---|---:|---:|---:|"]
+                  f"`SearchService.search` ranks them (`index.search.grouping.rank_results`); filter `{eq['filter']}`. "
+                  f"{eq['milvus_sync']}.", "",
+                  "Identical: the same ids in the same order. Up to ties: where the ids differ, both engines' "
+                  f"scores at that place are equal within {eq.get('tie_eps', 0):.0e} (each engine's scores are "
+                  "exact cosines re-scored from the folder's vectors, so a missed better item would show as a "
+                  "lower score from its place on, never as an equal one); different: any other case.", "",
+                  "| search | identical top-10 | identical up to ties | identical / ties / different | "
+                  "largest score difference (same id) | search p50 FAISS / Milvus Lite |",
+                  "|---|---:|---:|---:|---:|---:|"]
         for mode, r in eq["modes"].items():
-            lines.append(f"| {mode} | {100 * r['identical_top10']:.1f}% | {r['max_score_difference']:.1e} | "
+            c = r.get("counts", {})
+            both = r.get("identical_or_ties_top10", r["identical_top10"])
+            lines.append(f"| {mode} | {100 * r['identical_top10']:.1f}% | {100 * both:.1f}% | "
+                         f"{c.get('identical', '-')} / {c.get('ties', '-')} / {c.get('different', '-')} | "
+                         f"{r['max_score_difference']:.1e} | "
                          f"{r['search_ms_p50']['faiss']:.1f} / {r['search_ms_p50']['milvus']:.1f} ms |")
         lines.append("")
     lat = parts.get("latency")
@@ -281,11 +354,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ivf-from", type=int, default=1_000_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("reports/milvus"))
+    parser.add_argument("--catalog", type=Path, default=CATALOG, help="equality: the catalog folder")
+    parser.add_argument("--model", type=Path, default=MODEL, help="equality: its model")
+    parser.add_argument("--resume", action="store_true",
+                        help="equality: go on from the photos an earlier run with the same settings compared")
     args = parser.parse_args(argv)
     WORK.mkdir(parents=True, exist_ok=True)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.part in ("all", "equality"):
-        equality(args.queries, args.seed,
+        state = WORK / "equality-state.json"
+        if not args.resume:
+            state.unlink(missing_ok=True)
+        equality(args.queries, args.seed, args.catalog, args.model, state_file=state,
                  save=lambda result: (args.out / "equality.json").write_text(json.dumps(result, indent=2) + "\n"))
     if args.part in ("all", "latency"):
         result = latency([int(s) for s in args.sizes.split(",")], args.dim, args.latency_queries, args.big_queries,
