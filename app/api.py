@@ -42,6 +42,7 @@ from embedder.images import ImageError
 from embedder.regions import BoxError, parse_box
 from embedder.files import format_size, parse_size
 from index.scale.backends import ENV_BACKEND, add_backend_option, parse_backend
+from index.catalog.description import CatalogInfo
 from index.catalog.loaded import Catalog
 from index.search.service import CatalogItem, SearchService, object_regions, to_rgb
 from index.catalog.store import INFO_FILE, CatalogError, UnknownItemError, read_info
@@ -132,17 +133,17 @@ class LiveCatalog:
     def _reload(self, stamp: tuple) -> None:
         try:
             current = self._service
-            if read_info(self.folder)["version"] == current.catalog.info["version"]:
+            if read_info(self.folder).version == current.catalog.info.version:
                 return  # rewritten without a new version (e.g. skipped files listed)
             fresh = SearchService.from_parts(Catalog.load(self.folder), current.embedder, current.categories)
             self._warm(fresh)
             self._service = fresh  # the swap: one reference assignment
             self.loaded_at, self.reload_error = time.time(), None
-            log.info("serving catalog version %s (%d items)", fresh.catalog.info["version"], len(fresh.catalog))
+            log.info("serving catalog version %s (%d items)", fresh.catalog.info.version, len(fresh.catalog))
         except Exception as exc:  # keep serving the last good version; say why in /health
             self.reload_error = f"{type(exc).__name__}: {exc}"
             log.warning("catalog %s: new version not loaded, still serving %s: %s", self.folder,
-                        self._service.catalog.info["version"], self.reload_error)
+                        self._service.catalog.info.version, self.reload_error)
         finally:
             self._seen_stamp = stamp  # a failed version is not retried until catalog.json changes again
             self._loading.release()
@@ -170,21 +171,21 @@ def query_box(text: str | None, item_id: int | None):
     return parse_box(spelled if "," in spelled else ",".join(spelled.split()))
 
 
-def _catalog_summary(info: dict, categories: list[str]) -> dict:
-    index = info.get("index", {})
+def _catalog_summary(info: CatalogInfo, categories: list[str]) -> dict:
+    index = info.index
     return {
-        "version": info.get("version"),
-        "built_at": info.get("built_at"),
-        "created_at": info.get("created_at"),
-        "model_fingerprint": info.get("model_fingerprint"),
-        "feature_dim": info.get("feature_dim"),
-        "precision": info.get("precision"),
-        "counts": info.get("counts", {}),
+        "version": info.version,
+        "built_at": info.built_at,
+        "created_at": info.created_at,
+        "model_fingerprint": info.model_fingerprint,
+        "feature_dim": info.feature_dim,
+        "precision": info.precision,
+        "counts": info.counts,
         "categories": categories,
         "index": {key: index.get(key) for key in ("factory", "reason", "params", "recall_at_10",
                                                   "recall_at_10_lower95", "recall_queries", "user_given")
                   if key in index},
-        "last_operation": info.get("last_operation"),
+        "last_operation": info.last_operation,
     }
 
 
@@ -221,7 +222,7 @@ def _embedding_problem(service: SearchService) -> str | None:
     except Exception as exc:  # whatever breaks here breaks every photo search
         log.exception("the model failed to embed the /health probe photo")
         return f"the model can't embed a photo ({type(exc).__name__}: {str(exc).strip()[:300]})"
-    expected = service.catalog.info.get("feature_dim")
+    expected = service.catalog.info.feature_dim
     if vector.shape != (expected,) or not all(map(math.isfinite, vector.tolist())):
         return f"the model's vector for a photo has shape {vector.shape} (the catalog needs ({expected},)) or is not finite"
     return None
@@ -294,7 +295,7 @@ def create_app(catalog: str | os.PathLike, model: str | os.PathLike, *, device: 
         service = live.service
         problem = _embedding_problem(service)
         status = "error" if problem else "ok" if live.reload_error is None else "stale"
-        body = {"status": status, "catalog_version": service.catalog.info["version"], "items": len(service.catalog),
+        body = {"status": status, "catalog_version": service.catalog.info.version, "items": len(service.catalog),
                 "model_fingerprint": service.embedder.fingerprint, "loaded_at": live.loaded_at,
                 "reload_error": live.reload_error, "embedding_error": problem, "pid": os.getpid()}
         return JSONResponse(body, 503) if problem else body
@@ -373,7 +374,7 @@ def create_app(catalog: str | os.PathLike, model: str | os.PathLike, *, device: 
         extra = {} if things is None else {"objects": things}
         return {"query": {**query, **echoed, "filter": options["metadata_filter"],
                           "box": list(region) if region else None}, **extra,
-                "catalog_version": service.catalog.info["version"], "results": _results(found.frame), **found.summary(),
+                "catalog_version": service.catalog.info.version, "results": _results(found.frame), **found.summary(),
                 "timing_ms": {"decode_ms": 1000 * decode_s, "embed_ms": 1000 * timing.decode_embed_s,
                               "search_ms": 1000 * timing.search_s, "queue_ms": 1000 * queue_s,
                               "total_ms": 1000 * (time.perf_counter() - started)}}

@@ -24,6 +24,7 @@ from embedder.images import ImageError
 from index.catalog.add import add_to_catalog
 from index.importers import IMAGE_EXTENSIONS
 from index.catalog.operations import UpdateReport, build_catalog, rebuild_catalog, remove_from_catalog, restore_catalog
+from index.catalog.description import CatalogInfo
 from index.catalog.store import CatalogError, read_info
 from index.manifest import ManifestError
 
@@ -57,41 +58,41 @@ def configured_fingerprint(model: Path) -> str | None:
     return None if record is None else record["fingerprint"]
 
 
-def status(info: dict, model: Path) -> None:
+def status(info: CatalogInfo, model: Path) -> None:
     """The catalog's facts: size, categories, model, index (and why), when built, skipped files."""
-    counts, index = info.get("counts", {}), info.get("index", {})
+    counts, index = info.counts, info.index
     categories = counts.get("categories", {})
     cols = st.columns(4)
     cols[0].metric("Items", f"{counts.get('items', 0):,}")
     cols[1].metric("Categories", f"{len(categories):,}")
     cols[2].metric("Index", index.get("factory", "?"))
-    cols[3].metric("Skipped files", f"{len(info.get('skipped', [])):,}")
+    cols[3].metric("Skipped files", f"{len(info.skipped):,}")
 
     fingerprint = configured_fingerprint(model)
-    if fingerprint == info["model_fingerprint"]:
+    if fingerprint == info.model_fingerprint:
         st.success(f"Model `{model.name}` matches this catalog (fingerprint `{fingerprint}`).",
                    icon=":material/check_circle:")
     else:
         found = f"has fingerprint `{fingerprint}`" if fingerprint else "can't be read"
         st.warning(f"The app's model `{model}` {found}, but this catalog was built with "
-                   f"`{info['model_fingerprint']}`: searches are refused until you **rebuild with re-embedding** "
+                   f"`{info.model_fingerprint}`: searches are refused until you **rebuild with re-embedding** "
                    "below (or start the app with the catalog's own model).", icon=":material/warning:")
 
     left, right = st.columns([3, 2], gap="large")
     with left:
         recall = index.get("recall_at_10")
         facts = {
-            "Built": _when(info.get("built_at")),
-            "First created": _when(info.get("created_at")),
-            "Model checkpoint": info.get("model_path") or "not recorded",
-            "Model fingerprint": info["model_fingerprint"],
-            "Feature dimension": str(info.get("feature_dim")),
-            "Precision": info.get("precision", "?"),
-            "Manifest": info.get("manifest", "?"),
-            "Image folder": info.get("root", "?"),
+            "Built": _when(info.built_at),
+            "First created": _when(info.created_at),
+            "Model checkpoint": info.model_path or "not recorded",
+            "Model fingerprint": info.model_fingerprint,
+            "Feature dimension": str(info.feature_dim),
+            "Precision": info.precision or "?",
+            "Manifest": info.manifest or "?",
+            "Image folder": info.root or "?",
             "Index": index.get("factory", "?") + (f" · recall@10 vs exact {recall:.3f}" if recall is not None else ""),
             "Why this index": index_reason(index, counts.get("items", 0)),
-            "Last change": _last_operation(info.get("last_operation")),
+            "Last change": _last_operation(info.last_operation),
         }
         st.table(pd.DataFrame({"fact": list(facts), "value": list(facts.values())}), hide_index=True,
                  hide_header=True, border="horizontal")
@@ -99,7 +100,7 @@ def status(info: dict, model: Path) -> None:
         if categories:
             st.markdown("**Items per category**")
             st.bar_chart(pd.Series(categories, name="items"), horizontal=True, height=max(160, 28 * len(categories)))
-    skipped = info.get("skipped", [])
+    skipped = info.skipped
     with st.expander(f"Skipped files ({len(skipped):,})", expanded=False, icon=":material/block:"):
         if skipped:
             st.dataframe(pd.DataFrame(skipped), hide_index=True, key="status_skipped")
@@ -248,7 +249,7 @@ def removal_preview(folder: Path, ids: list[int], shown: int = 12) -> None:
         st.image([png for png, _ in thumbs], width=96, caption=[caption for _, caption in thumbs])
 
 
-def pending_change(folder: Path, info: dict) -> bool:
+def pending_change(folder: Path, info: CatalogInfo) -> bool:
     """The change waiting for confirmation, with Confirm and Cancel; True while one waits."""
     pending = st.session_state.get(CONFIRM_KEY)
     if not pending:
@@ -264,8 +265,8 @@ def pending_change(folder: Path, info: dict) -> bool:
             st.caption("Ids: " + ", ".join(map(str, ids[:40])) + (" …" if len(ids) > 40 else "")
                        + ("  \nPaths: " + ", ".join(paths[:20]) if paths else ""))
         else:
-            st.warning(f"Restore the previous version `{info.get('previous_version')}`? The current version "
-                       f"`{info.get('version')}` ({info.get('counts', {}).get('items', 0):,} items) is replaced.",
+            st.warning(f"Restore the previous version `{info.previous_version}`? The current version "
+                       f"`{info.version}` ({info.counts.get('items', 0):,} items) is replaced.",
                        icon=":material/undo:")
         yes, no, _ = st.columns([2, 2, 6])
         if yes.button("Confirm", type="primary", key="confirm_change", icon=":material/check:"):
@@ -326,10 +327,10 @@ def typed_ids(entries: list[str]) -> tuple[list[int], str | None]:
     return ids, None
 
 
-def undo_section(folder: Path, info: dict) -> None:
-    previous = info.get("previous_version")
+def undo_section(folder: Path, info: CatalogInfo) -> None:
+    previous = info.previous_version
     on_disk = bool(previous) and (folder / "versions" / str(previous)).is_dir()
-    st.caption(f"Current version `{info.get('version')}` · {_last_operation(info.get('last_operation'))}")
+    st.caption(f"Current version `{info.version}` · {_last_operation(info.last_operation)}")
     if not on_disk:
         st.info("There is no previous version to restore (it is kept for one change).", icon=":material/info:")
         return
@@ -348,9 +349,9 @@ def rebuild_form(folder: Path, model: Path, mismatch: bool) -> None:
             run_operation("Rebuilding", rebuild_catalog, folder, model=model if reembed else None, reembed=reembed)
 
 
-def build_form(folder: Path, model: Path, info: dict | None) -> None:
+def build_form(folder: Path, model: Path, info: CatalogInfo | None) -> None:
     with st.form("build_form"):
-        manifest = st.text_input("Manifest on the server (.csv or .parquet)", value=(info or {}).get("manifest", ""),
+        manifest = st.text_input("Manifest on the server (.csv or .parquet)", value=(info.manifest if info else None) or "",
                                  key="build_manifest")
         replace = info is None or st.checkbox("Replace the current catalog (item ids start again from 0)",
                                               key="build_replace")
@@ -378,14 +379,14 @@ def confined(typed: str) -> Path | None:
     return None
 
 
-def serving_model(info: dict, model: Path, catalog: Path) -> None:
+def serving_model(info: CatalogInfo, model: Path, catalog: Path) -> None:
     """Which model serves, why, and the one command that trains a better one on these categories
     (for a store serving its own frozen or trained model: a button that runs it in the background)."""
     record = configured_record(model)
     if record is None:
         return
     trainable = store_trainable(record, model)
-    story = serving_story(record, info.get("manifest"), int(info.get("counts", {}).get("items", 0)),
+    story = serving_story(record, info.manifest, int(info.counts.get("items", 0)),
                           catalog=catalog if trainable else None)
     with st.container(border=True):
         st.markdown(f"**Serving model:** {story.model} — `{model.name}`")
@@ -444,7 +445,7 @@ def page() -> None:
         return
     status(info, cfg.model)
     serving_model(info, cfg.model, cfg.catalog)
-    mismatch = configured_fingerprint(cfg.model) != info["model_fingerprint"]
+    mismatch = configured_fingerprint(cfg.model) != info.model_fingerprint
     st.subheader("Change the catalog")
     if pending_change(cfg.catalog, info):
         return
@@ -457,10 +458,10 @@ def page() -> None:
     st.session_state[KEPT_SECTION_KEY] = st.session_state.get(SECTION_KEY) or kept
     catalog = ui.load_catalog(cfg.catalog)
     with browse_tab:
-        remove_section(ui.catalog_items(catalog), info.get("skipped", []))
+        remove_section(ui.catalog_items(catalog), info.skipped)
     with add_tab:
         st.markdown("**Upload photos**")
-        upload_form(cfg.catalog, cfg.model, sorted(info.get("counts", {}).get("categories", {})))
+        upload_form(cfg.catalog, cfg.model, sorted(info.counts.get("categories", {})))
         st.markdown("**Or add a folder or manifest already on the server**")
         add_form(cfg.catalog, cfg.model)
     with undo_tab:
