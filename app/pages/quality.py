@@ -20,6 +20,7 @@ from app.item_actions import item_actions, last_outcome, selected_ids
 from app.roles import is_catalog_manager
 from app.embedding_map import map_chart, map_points, pca_2d, thumbnail_url
 from embedder.images import decode_image
+from index.quality import failures as failure_analysis
 from index.quality.evaluation import DEFAULT_KS, RecallReport, nearest_neighbours
 from index.quality.hygiene import hygiene_report
 from index.quality.hygiene_report import HygieneError, HygieneReport, duplicate_rule
@@ -133,45 +134,31 @@ def results_frame(folder: Path, query: int) -> pd.DataFrame:
     return rows.reset_index(drop=True)
 
 
+def _analysis_inputs(folder: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(products, queries, scores, found): what index.quality.failures reads, for this catalog's galleries."""
+    products = ui.load_catalog(folder).metadata["product_id"].astype(str).to_numpy()
+    return (products, *neighbours(folder))
+
+
 def top1_correct(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     """(query rows, whether each query's best match shows the same product)."""
-    products = ui.load_catalog(folder).metadata["product_id"].astype(str).to_numpy()
-    queries, _, found = neighbours(folder)
-    return queries, products[found[:, 0]] == products[queries]
+    products, queries, _, found = _analysis_inputs(folder)
+    return queries, failure_analysis.top1_correct(products, queries, found)
 
 
 def failures(folder: Path) -> np.ndarray:
-    """Rows of the items whose best match is another product (among items whose product has another
-    image), the most confidently wrong (highest top-1 score) first."""
-    products = ui.load_catalog(folder).metadata["product_id"].astype(str)
-    has_twin = products.map(products.value_counts()).to_numpy() > 1
-    queries, scores, _ = neighbours(folder)
-    _, correct = top1_correct(folder)
-    wrong = ~correct & has_twin[queries]
-    order = np.argsort(-scores[wrong, 0], kind="stable")
-    return queries[wrong][order]
+    """Rows of the items whose best match is another product, the most confidently wrong first."""
+    return failure_analysis.failure_rows(*_analysis_inputs(folder))
 
 
 def failure_pairs(folder: Path) -> pd.DataFrame:
     """One row per failure, most confident first: row, query product, matched product, top-1 score."""
-    products = ui.load_catalog(folder).metadata["product_id"].astype(str).to_numpy()
-    queries, scores, found = neighbours(folder)
-    rows = failures(folder)
-    at = np.searchsorted(queries, rows)
-    return pd.DataFrame({"row": rows, "query_product": products[rows], "matched_product": products[found[at, 0]],
-                         "score": scores[at, 0]})
+    return failure_analysis.failure_pairs(*_analysis_inputs(folder))
 
 
 def confused_pairs(folder: Path) -> pd.DataFrame:
     """Query product vs top-1 product over the failures, most frequent first."""
-    pairs = failure_pairs(folder)
-    products = ui.load_catalog(folder).metadata["product_id"].astype(str)
-    asked = products.iloc[neighbours(folder)[0]].value_counts()
-    table = (pairs.groupby(["query_product", "matched_product"]).agg(failures=("row", "size"),
-                                                                   mean_score=("score", "mean"))
-             .reset_index().sort_values(["failures", "mean_score"], ascending=False, kind="stable"))
-    table["share_of_queries"] = table["failures"] / table["query_product"].map(asked).to_numpy()
-    return table.reset_index(drop=True)
+    return failure_analysis.confused_pairs(*_analysis_inputs(folder))
 
 
 def pair_label(query_product: str, matched_product: str) -> str:
@@ -364,7 +351,7 @@ def show_hygiene(folder: Path, manager: bool, editable: bool) -> None:
 
 def model_line(folder: Path) -> tuple[str, str]:
     info = ui.load_catalog(folder).info
-    return Path(str(info.get("model_path") or "unknown model")).name, str(info.get("model_fingerprint", ""))
+    return Path(str(info.model_path or "unknown model")).name, str(info.model_fingerprint or "")
 
 
 def show_compare(folder_a: Path, folder_b: Path) -> None:
