@@ -39,8 +39,7 @@ START_TIMEOUT_S = 180
 
 def worst_images() -> dict[str, bytes]:
     """Images just under the pixel limit, the generators of the hostile-input tests."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from hostile_corpus import float32_tiff, grey16_png, rgb16_png
+    from tests.support.hostile_corpus import float32_tiff, grey16_png, rgb16_png  # run from the repository root
     from PIL import Image
 
     y, x = np.mgrid[0:SIDE, 0:SIDE]

@@ -17,11 +17,6 @@ os.environ.setdefault("COINSP_PRECISION", "fp32")
 
 from tests.support.shops import FashionShop, TinyShop, fashion_mnist_installed, fashion_shop_make, tiny_shop_make  # noqa: E402
 
-# Test modules that still import these from conftest get the same objects as from tests.support.
-from tests.support.models import random_model  # noqa: E402, F401
-from tests.support.photos import product_photo, shopper_photo, zip_of  # noqa: E402, F401
-from tests.support.shops import TINY_SHOP_CATEGORIES  # noqa: E402, F401
-
 
 @pytest.fixture(scope="session")
 def tiny_shop(tmp_path_factory) -> TinyShop:
@@ -76,8 +71,8 @@ def fashion_shop(tmp_path_factory) -> FashionShop:
 
 @pytest.fixture(scope="module")
 def browser():
-    """Debian's Chromium under Playwright, one per test module (see tests/streamlit_server.py)."""
-    from streamlit_server import chromium_browser
+    """Debian's Chromium under Playwright, one per test module (see tests/support/streamlit_server.py)."""
+    from tests.support.streamlit_server import chromium_browser
 
     with chromium_browser() as chromium:
         yield chromium

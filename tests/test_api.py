@@ -25,7 +25,7 @@ from benchmarks.loadtest import check_loopback, load_queries, run_load, serve, w
 from tests.support.shops import TINY_SHOP_CATEGORIES  # noqa: E402
 from embedder.checkpoint import load_checkpoint  # noqa: E402
 from embedder.domain import UnusablePhotoError, check_photo  # noqa: E402
-from hostile_corpus import hostile_images, make_hostile_corpus  # noqa: E402
+from tests.support.hostile_corpus import hostile_images, make_hostile_corpus  # noqa: E402
 from index.catalog.add import add_to_catalog  # noqa: E402
 from index.catalog.loaded import Catalog  # noqa: E402
 from index.search.service import to_rgb  # noqa: E402

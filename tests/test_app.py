@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from heic_files import heic
+from tests.support.heic_files import heic
 from index.catalog.loaded import Catalog
 from index.catalog.operations import build_catalog
 from index.quality.evaluation import recall_at_k

@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import expect
 
 from index.catalog.loaded import Catalog
-from streamlit_server import ARTIFACTS, WAIT_MS, needs_chromium, serve_streamlit  # noqa: E402
+from tests.support.streamlit_server import ARTIFACTS, WAIT_MS, needs_chromium, serve_streamlit  # noqa: E402
 
 MANAGER_TOKEN = "a-browser-test-token-for-catalog-managers"
 CROP_FRAME = 'iframe[title="app.components.crop_box"]'
@@ -156,7 +156,7 @@ def test_every_page_renders_and_search_options_survive_a_visit(page, app_url):
 
 def test_a_shopper_photo_shows_its_crop_box_the_predicted_category_and_its_product_type(fashion_page, fashion_shop,
                                                                                        tmp_path):
-    from conftest import shopper_photo
+    from tests.support.photos import shopper_photo
     from index.importers import FASHION_MNIST_CLASSES
 
     sneaker = fashion_shop.train_images[int(np.flatnonzero(

@@ -18,7 +18,7 @@ from app.uploads import MAX_ZIP_ENTRIES, UploadError, stage_uploads, zip_members
 from index.catalog.loaded import Catalog
 from index.catalog.operations import build_catalog
 from index.catalog.store import read_info
-from conftest import product_photo, zip_of  # noqa: E402
+from tests.support.photos import product_photo, zip_of
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
 TOKEN = "a-test-token-for-catalog-managers"
@@ -298,7 +298,7 @@ def test_heic_and_avif_store_photos_are_looked_at_and_a_damaged_one_is_skipped(t
     import subprocess
     import sys
 
-    from heic_files import heic
+    from tests.support.heic_files import heic
 
     colour = Image.open(io.BytesIO(product_photo((200, 40, 40)))).convert("RGB")
     (tmp_path / "c.heic").write_bytes(heic(colour))

@@ -14,7 +14,7 @@ from PIL import Image
 
 from benchmarks import colour_products as bench
 from benchmarks.colour_products_render import Subtlety, draw_product, family_products
-from conftest import random_model
+from tests.support.models import random_model
 from embedder.embed import Embedder
 from embedder.preprocess import Preprocessing
 from training.cached_features import (EARLIER_AUGMENTATIONS, CachedFeaturesError, ViewSettings, another_photo,
@@ -185,3 +185,12 @@ def test_an_untrained_whitened_head_gives_the_whitened_feature_and_the_views_of_
     before = nearest_is_own_photo(plain(t, dim=1).numpy(), plain(other, dim=1).numpy())
     after = nearest_is_own_photo(head.vectors(t), head.vectors(other))
     assert after > before
+
+
+def test_the_own_backdrop_keeps_the_earlier_cache_names_and_a_grey_backdrop_gets_its_own():
+    assert bench.backdrop_tag(None) == ""
+    assert bench.train_cache_folder(Path("w"), 10, ViewSettings()).name == "cache-train-10-4-photo"
+    grey = bench.train_cache_folder(Path("w"), 10, ViewSettings(), 0.5).name
+    assert grey.startswith("cache-train-10-4-photo-backdrop0.5-edge") and grey != bench.train_cache_folder(
+        Path("w"), 10, ViewSettings(), 0.8).name
+    assert bench.parse_backdrop("none") is None and bench.parse_backdrop("0.5") == 0.5

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from embedder import embed
-from hostile_corpus import hostile_images, make_hostile_corpus
+from tests.support.hostile_corpus import hostile_images, make_hostile_corpus
 from index.__main__ import main
 from index.catalog.loaded import Catalog
 from index.importers import IMAGE_EXTENSIONS

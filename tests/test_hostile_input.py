@@ -1,4 +1,4 @@
-"""Hostile input (tests/hostile_corpus.py) through every door: decode_image, the CLI's search,
+"""Hostile input (tests/support/hostile_corpus.py) through every door: decode_image, the CLI's search,
 build and add, the Streamlit search page, and model loading. Each input gets the handling the
 corpus states (a clear refusal or a correct decode); nothing crashes, nothing outside the
 catalog root is read, and a checkpoint's pickled code never runs."""
@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from embedder.checkpoint import CheckpointError, load_checkpoint
 from embedder.images import ImageError, decode_image
-from hostile_corpus import (HOSTILE_IMAGE_NAMES, HOSTILE_PATH_NAMES, LARGE_IMAGE_NAMES, hostile_images, hostile_paths,
+from tests.support.hostile_corpus import (HOSTILE_IMAGE_NAMES, HOSTILE_PATH_NAMES, LARGE_IMAGE_NAMES, hostile_images, hostile_paths,
                             large_hostile_images, make_hostile_corpus)
 from index.__main__ import main
 from index.catalog.loaded import Catalog

@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from embedder.images import ImageError, decode_image
-from heic_files import heic
+from tests.support.heic_files import heic
 
 
 def encode(image: Image.Image, fmt: str, **kw) -> bytes:

@@ -276,7 +276,7 @@ def test_image_folder_manifest_is_rewritten_only_when_the_tree_changes(tmp_path)
 
 
 def test_image_folder_of_heic_and_avif_photos_is_listed_and_indexed(tmp_path, tiny_shop):
-    from heic_files import heic
+    from tests.support.heic_files import heic
     from index.catalog.loaded import Catalog
     from index.catalog.operations import build_catalog
 

@@ -15,7 +15,7 @@ from index.catalog.loaded import Catalog
 from index.catalog.operations import remove_from_catalog
 from index.catalog.store import read_info
 from index.catalog.uploaded_files import PHOTOS_FOLDER
-from conftest import product_photo, zip_of  # noqa: E402
+from tests.support.photos import product_photo, zip_of
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}

@@ -15,7 +15,7 @@ from PIL import Image
 pytest.importorskip("pymilvus")
 pytest.importorskip("milvus_lite")
 
-from conftest import random_model  # noqa: E402
+from tests.support.models import random_model
 from index.__main__ import main as cli  # noqa: E402
 from index.scale.backends import ENV_BACKEND  # noqa: E402
 from index.catalog.loaded import Catalog  # noqa: E402

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import random_model
+from tests.support.models import random_model
 from index.__main__ import main as cli
 from index.scale.backends import BackendError, parse_backend
 from index.catalog.loaded import Catalog

@@ -10,7 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app.roles import SIGNED_IN_KEY, token_digest
-from conftest import product_photo  # noqa: E402
+from tests.support.photos import product_photo
 from index.catalog.loaded import Catalog
 from index.catalog.operations import build_catalog
 

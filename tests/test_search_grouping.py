@@ -17,7 +17,7 @@ from index.catalog.operations import build_catalog
 from index.search.service import CatalogItem, SearchService
 from index.catalog.store import CatalogError
 from tests.support.models import random_model
-from exact_ranking import TIE, assert_exact_top_k  # noqa: E402
+from tests.support.exact_ranking import TIE, assert_exact_top_k  # noqa: E402
 
 COLOURS, BRANDS = ["red", "blue", "green"], ["X", "Y"]
 PRODUCTS, PHOTOS = 24, 4

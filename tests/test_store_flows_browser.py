@@ -25,7 +25,7 @@ from playwright.sync_api import expect
 from index.catalog.loaded import Catalog
 from index.quality.hygiene import hygiene_report
 from index.catalog.operations import build_catalog
-from streamlit_server import ARTIFACTS, WAIT_MS, needs_chromium, serve_streamlit  # noqa: E402
+from tests.support.streamlit_server import ARTIFACTS, WAIT_MS, needs_chromium, serve_streamlit  # noqa: E402
 
 MANAGER_TOKEN = "a-browser-test-token-for-store-flows"
 

@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 from streamlit.testing.v1 import AppTest
 
 from app import store_catalog
-from conftest import random_model
+from tests.support.models import random_model
 from embedder.embed import Embedder
 from embedder.images import decode_image
 from embedder.preprocess import Preprocessing

@@ -18,7 +18,7 @@ from index.manifest import write_manifest
 from index.catalog.operations import build_catalog, remove_from_catalog, restore_catalog
 from index.catalog.store import CatalogLockedError, catalog_lock, list_versions
 from index.catalog.uploaded_files import CATALOG_PREFIX, LEGACY_MARK, PHOTOS_FOLDER, image_file
-from conftest import product_photo, zip_of  # noqa: E402
+from tests.support.photos import product_photo, zip_of
 
 UPLOADED = CATALOG_PREFIX + PHOTOS_FOLDER + "/"
 

@@ -14,7 +14,7 @@ from typing import Iterator
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WAIT_S = 60  # every wait is bounded by this
 WAIT_MS = WAIT_S * 1000  # Playwright counts in milliseconds
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))

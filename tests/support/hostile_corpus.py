@@ -340,7 +340,7 @@ def hostile_paths(corpus: dict[str, HostileFile]) -> list[HostileFile]:
 
 def _add_phone_formats(image, rotated: Image.Image) -> None:
     """HEIC (iPhones' camera format) and AVIF photos stored sideways with orientation 6; their first halves."""
-    from heic_files import heic
+    from tests.support.heic_files import heic
 
     exif = Image.Exif()
     exif[0x0112] = 6  # the encoders write it into the file's irot box too, as phones do
