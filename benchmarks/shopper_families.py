@@ -254,9 +254,11 @@ def tune(args) -> None:
         settings = replace(DomainSettings(), **json.loads(grid))
         row = {"settings": json.loads(grid)}
         for family, (photos, truth) in sets.items():
-            for kind in ("automatic crop", "true box"):
+            for kind in args.kinds:
+                boxes = [None if kind == "automatic crop" else p.box if kind == "true box" else loose_box(p.box, *p.image.size)
+                         for p in photos]
                 vectors = embed_with(embedder, [p.image for p in photos], settings,
-                                     None if kind == "automatic crop" else [p.box for p in photos])
+                                     None if kind == "automatic crop" else boxes)
                 top = [rank_results(catalog, v[None], 1).frame["product_id"].iloc[0] for v in vectors]
                 row[f"{family}, {kind}"] = float(np.mean(np.array(top) == truth))
         row["mean"] = float(np.mean([v for k, v in row.items() if k not in ("settings",)]))
@@ -281,6 +283,8 @@ def main(argv=None) -> None:
     parser.add_argument("--skip-catalog", action="store_true", help="skip the catalog's leave-one-out re-embedding")
     parser.add_argument("--tune", action="store_true", help="measure --grid settings on tuning families")
     parser.add_argument("--families", nargs="+", default=list(TUNING_FAMILIES), help="with --tune: tuning families only")
+    parser.add_argument("--kinds", nargs="+", default=list(KINDS[:2]), choices=KINDS,
+                        help="with --tune: how the photos are searched")
     parser.add_argument("--grid", action="append", default=[], help="DomainSettings fields as JSON (with --tune)")
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)

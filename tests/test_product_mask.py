@@ -41,6 +41,19 @@ def test_composites_are_reproducible_for_a_seed_and_cover_every_backdrop():
     assert TEXTURED < set(BACKDROPS)
 
 
+def test_every_kind_of_print_puts_ink_on_part_of_the_product_only():
+    from training.composites import PRINTS, print_pattern
+    seen = set()
+    for seed in range(40):
+        kind = PRINTS[int(np.random.default_rng(seed).integers(len(PRINTS)))]  # the print's first draw is its kind
+        pattern = print_pattern(np.random.default_rng(seed), 60)
+        seen.add(kind)
+        assert pattern.shape == (60, 60) and pattern.dtype == np.float32
+        assert 0.0 <= pattern.min() and pattern.max() <= 1.0
+        assert 0.05 < pattern.mean() < 0.95, (seed, kind)  # some ink, never all of it
+    assert seen == set(PRINTS)
+
+
 def test_training_calibration_and_report_items_never_overlap():
     train, calibrate, report = training_items(1000), calibration_items(1000), report_items(1000)
     assert not set(train) & set(calibrate) and not set(train) & set(report) and not set(calibrate) & set(report)

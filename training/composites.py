@@ -193,12 +193,40 @@ def _product(item: np.ndarray, rng, side: int) -> tuple[np.ndarray, np.ndarray]:
     shade = big[..., None] / max(1e-3, float(big.max()))
     light_product = colour.mean() > 0.6
     appearance = colour * (1.0 - 0.25 * (1 - shade)) if light_product else colour + (1 - colour) * 0.5 * (1 - shade)
-    if rng.random() < 0.3:  # a print or weave on the product
-        period = rng.uniform(3, 12)
-        gx, gy = np.meshgrid(np.arange(side), np.arange(side))
-        pattern = (np.sin(2 * np.pi * gx / period) * np.sin(2 * np.pi * gy / period * rng.uniform(0.5, 2))) > 0
-        appearance = np.where(pattern[..., None], appearance, appearance * rng.uniform(0.6, 1.0, 3).astype(np.float32))
+    if rng.random() < PRINTED_SHARE:  # a print or weave on the product, in a second colour
+        ink = rng.uniform(0.0, 1.0, 3).astype(np.float32)
+        weight = print_pattern(rng, side)[..., None] * np.float32(rng.uniform(0.3, 0.9))
+        appearance = appearance * (1 - weight) + ink * (0.5 + 0.5 * shade) * weight
     return coverage.astype(np.float32), np.clip(appearance, 0, 1).astype(np.float32)
+
+
+PRINTED_SHARE = 0.45
+PRINTS = ("stripes", "checks", "dots", "blotches", "weave")
+
+
+def print_pattern(rng: np.random.Generator, side: int) -> np.ndarray:
+    """(side, side) float32 in 0..1: where a print's ink lies on a product `side` px high. Stripes at
+    any angle, checks, dots, blotches or a fine weave, at any scale from a few pixels to a fifth of
+    the product: what a product's own pattern may be, so that the search learns to look past it."""
+    kind = PRINTS[int(rng.integers(len(PRINTS)))]
+    gy, gx = np.mgrid[0:side, 0:side].astype(np.float32)
+    period = max(3.0, side * float(np.exp(rng.uniform(np.log(0.03), np.log(0.2)))))
+    angle = rng.uniform(0, np.pi)
+    along = (np.cos(angle) * gx + np.sin(angle) * gy) / period
+    across = (-np.sin(angle) * gx + np.cos(angle) * gy) / period
+    if kind == "stripes":
+        ink = (along % 1) < rng.uniform(0.2, 0.6)
+    elif kind == "checks":
+        ink = ((along % 1) < 0.5) ^ ((across * rng.uniform(0.5, 2.0) % 1) < 0.5)
+    elif kind == "dots":
+        ink = np.hypot(along % 1 - 0.5, across % 1 - 0.5) < rng.uniform(0.15, 0.4)
+    elif kind == "blotches":
+        cells = max(2, round(side / period / 2))
+        field = cv2.resize(rng.standard_normal((cells, cells)).astype(np.float32), (side, side), interpolation=cv2.INTER_CUBIC)
+        ink = field > rng.uniform(-0.3, 0.5)
+    else:  # a fine two-way weave: soft, not on/off
+        return (0.5 + 0.25 * (np.sin(2 * np.pi * along) + np.sin(2 * np.pi * across))).clip(0, 1).astype(np.float32)
+    return ink.astype(np.float32)
 
 
 def composite(item: np.ndarray, rng: np.random.Generator, *, long_side: tuple[int, int] = (240, 900),
