@@ -70,17 +70,13 @@ def _cosine(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Every subcommand of `python -m index` and its arguments (the commands themselves: index/__main__.py)."""
-    parser = _Parser(prog="python -m index", description="Build, change, search and evaluate "
-                                     "visual-search catalogs.")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _wait_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="wait this long for another process changing the catalog (default: refuse at once)")
 
-    def wait_option(p):
-        p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
-                       help="wait this long for another process changing the catalog (default: refuse at once)")
 
+def _catalog_writes(sub) -> None:
+    """Commands that write a catalog: build, add, remove, rebuild, restore, ensure."""
     p = sub.add_parser("build", help="embed a manifest's images into a new catalog")
     p.add_argument("--manifest", required=True, type=Path, help="manifest .csv/.parquet (path, category[, product_id])")
     p.add_argument("--model", required=True, type=Path, help="model checkpoint (.pt)")
@@ -89,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-budget", type=_size, default=None, help="memory the index may use (default 4GB)")
     precision_option(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing catalog in --out")
-    wait_option(p)
+    _wait_option(p)
 
     p = sub.add_parser("add", help="add the images a catalog does not hold yet")
     p.add_argument("--catalog", required=True, type=Path)
@@ -97,13 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--manifest", type=Path)
     group.add_argument("--images", type=Path, help="folder of <category>/[<product>/]<image> (below the catalog's image folder)")
     p.add_argument("--model", type=Path, help="checkpoint (default: the one the catalog was built with)")
-    wait_option(p)
+    _wait_option(p)
 
     p = sub.add_parser("remove", help="remove items by id or path")
     p.add_argument("--catalog", required=True, type=Path)
     p.add_argument("--ids", type=_item_id, nargs="+", default=[])
     p.add_argument("--paths", nargs="+", default=[], help="image paths as in the metadata (or absolute)")
-    wait_option(p)
+    _wait_option(p)
 
     p = sub.add_parser("rebuild", help="re-index from stored embeddings (re-embeds when the model changed)")
     p.add_argument("--catalog", required=True, type=Path)
@@ -112,13 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-budget", type=_size, default=None)
     precision_option(p)
     p.add_argument("--reembed", action="store_true", help="embed every image again even with the same model")
-    wait_option(p)
+    _wait_option(p)
 
     p = sub.add_parser("restore", help="undo: make the previous catalog version current again")
     p.add_argument("--catalog", required=True, type=Path)
     p.add_argument("--version", help="the version to restore (default: the previous one; see --list)")
     p.add_argument("--list", action="store_true", help="list the versions on disk and change nothing")
-    wait_option(p)
+    _wait_option(p)
 
     p = sub.add_parser("ensure", help="build the catalog if missing, else bring it up to date with the model "
                                       "and the manifest's new images")
@@ -128,8 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index")
     p.add_argument("--memory-budget", type=_size, default=None)
     precision_option(p)
-    wait_option(p)
+    _wait_option(p)
 
+
+def _search_command(sub) -> None:
+    """search: a photo or an item, with the search's options."""
     p = sub.add_parser("search", help="most similar catalog items to a photo or an item")
     p.add_argument("--catalog", required=True, type=Path)
     p.add_argument("--model", required=True, type=Path)
@@ -154,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "better of the two, so a shoe photographed facing the other way is found)")
     p.add_argument("--json", action="store_true", help="print the results as JSON records")
 
+
+def _evaluate_command(sub) -> None:
+    """evaluate: Recall@k."""
     p = sub.add_parser("evaluate", help="Recall@k of the catalog (leave-one-out, labels = product_id)")
     p.add_argument("--catalog", required=True, type=Path)
     p.add_argument("--out", type=Path, help="report prefix: writes PREFIX.csv, .json, .md "
@@ -164,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"else {EVALUATE_SAMPLE:,})")
     p.add_argument("--seed", type=int, default=0)
 
+
+def _large_catalog_commands(sub) -> None:
+    """Large catalogs: export, Ray embedding into shards, an on-disk catalog from them."""
     p = sub.add_parser("export", help="ids, vectors and metadata to a Parquet file and/or a Qdrant collection")
     p.add_argument("--catalog", required=True, type=Path)
     p.add_argument("--parquet", type=Path, metavar="OUT.parquet", help="write one Parquet file")
@@ -199,8 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing catalog in --out")
     p.add_argument("--no-rerank-copy", dest="rerank_copy", action="store_false",
                    help="keep no float16 copy of the vectors (n x d x 2 bytes): results ranked by the PQ codes alone")
-    wait_option(p)
+    _wait_option(p)
 
+
+def _info_and_import_commands(sub) -> None:
+    """info, and Fashion-MNIST as a manifest."""
     p = sub.add_parser("info", help="what a catalog holds")
     p.add_argument("--catalog", required=True, type=Path)
     p.add_argument("--json", action="store_true", help="print catalog.json")
@@ -213,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
     p.add_argument("--allow-download", action="store_true")
 
+
+def _edit_command(sub) -> None:
+    """edit: items' metadata and tags."""
     p = sub.add_parser("edit", help="set a metadata column (e.g. category) or add a tag on items: a new version "
                                     "(undo with restore); vectors are kept as they are")
     p.add_argument("--catalog", type=Path, default=Path("catalogs/fashion-mnist-test"),
@@ -222,8 +233,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="values", action="append", default=[], metavar="COLUMN=VALUE",
                    help="e.g. category=footwear (repeat for several columns)")
     p.add_argument("--tag", dest="tags", action="append", default=[], help="add this tag (repeat for several)")
-    wait_option(p)
+    _wait_option(p)
 
+
+def _hygiene_command(sub) -> None:
+    """hygiene: the catalog's three reports."""
     p = sub.add_parser("hygiene", help="near-duplicate listings, likely mis-categorised items, products whose "
                                        "photos disagree (CSV + Markdown)")
     p.add_argument("--catalog", required=True, type=Path)
@@ -241,6 +255,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="correlation of the two photos, aligned (shifts, mirror image, frame trimmed), that confirms a "
                         f"duplicate (default {DEFAULT_PIXEL_THRESHOLD})")
     p.add_argument("--no-pixel-check", action="store_true", help="judge duplicates by the vectors alone")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every subcommand of `python -m index` and its arguments (the commands themselves: index/__main__.py),
+    in the order `--help` lists them."""
+    parser = _Parser(prog="python -m index", description="Build, change, search and evaluate "
+                                     "visual-search catalogs.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_commands in (_catalog_writes, _search_command, _evaluate_command, _large_catalog_commands,
+                         _info_and_import_commands, _edit_command, _hygiene_command):
+        add_commands(sub)
     for command in BACKEND_COMMANDS:  # where the index is served (index.scale.backends)
         add_backend_option(sub.choices[command])
     return parser
