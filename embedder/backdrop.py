@@ -23,10 +23,10 @@ from embedder.images import as_rgb
 from embedder.mask import ProductMask
 from embedder.regions import dilate, fill_holes
 
-NEUTRAL_GREY = 0.8  # a light grey: the product's backdrop level (0..1), chosen on validation products
+NEUTRAL_GREY = 0.5  # the product's backdrop level (0..1), chosen on validation products (reports/colour-products/backdrops.md)
 # The mask's product share mapped linearly from EDGE[0] (none of the photo kept) to EDGE[1] (all of it): the
 # mask's soft rim, read off a 64-px photo, holds a ring of the old backdrop; a steeper ramp leaves less of it.
-EDGE = (0.0, 1.0)
+EDGE = (0.3, 0.7)
 
 
 def product_mask(image: Image.Image, settings: DomainSettings = DomainSettings(),
