@@ -18,6 +18,7 @@ import altair as alt
 from app import components as ui
 from app.item_actions import item_actions, last_outcome, selected_ids
 from app.roles import is_catalog_manager
+from app.shopper_view import show_shopper_recall
 from app.embedding_map import map_chart, map_points, pca_2d, thumbnail_url
 from embedder.images import decode_image
 from index.quality import failures as failure_analysis
@@ -427,6 +428,7 @@ def page() -> None:
         ["Recall@k", "Failure gallery", "Confused pairs", "Embedding map", "Hygiene", "Compare models"])
     with report_tab:
         show_report(folder, key="report")
+        show_shopper_recall(folder, cfg)
     editable = manager and folder.resolve() == cfg.catalog.resolve()
     with failures_tab:
         show_failures(folder, editable)
