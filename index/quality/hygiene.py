@@ -149,8 +149,8 @@ def hygiene_report(catalog, *, k: int = DEFAULT_NEIGHBOURS,
     return report_from_vectors(catalog.embeddings, catalog.metadata, k=k, duplicate_threshold=duplicate_threshold,
                                candidate_threshold=candidate_threshold, pixel_threshold=pixel_threshold,
                                facts={"catalog": str(getattr(catalog, "folder", "") or ""),
-                                      "model_fingerprint": catalog.info.get("model_fingerprint", ""),
-                                      "version": catalog.info.get("version", "")})
+                                      "model_fingerprint": catalog.info.model_fingerprint,
+                                      "version": catalog.info.version})
 
 
 def report_from_vectors(vectors, metadata: pd.DataFrame, *, k: int = DEFAULT_NEIGHBOURS,
