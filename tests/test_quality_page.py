@@ -96,6 +96,9 @@ def test_model_comparison_names_models_and_warns_when_they_are_the_same(quality_
     assert "**mixed-a**: model `tiny-a.pt`" in lines and "**mixed-b**: model `tiny-a.pt`" in lines
     assert any("same model" in w.value for w in compare.warning)
     table = next(d.value for d in compare.dataframe if "difference" in d.value.columns)
-    assert list(table.columns) == ["k", "mixed-a", "mixed-b", "difference"]
+    assert list(table.columns) == ["k", "mixed-a", "mixed-a 95% interval", "mixed-b", "mixed-b 95% interval",
+                                   "difference", "difference 95% interval", "verdict"]
+    assert (table["difference"] == 0).all() and (table["difference 95% interval"] == "0.000 – 0.000").all()
+    assert (table["verdict"] == "no clear difference").all()
     which = at.selectbox(key="compare_queries")
     assert not which.value.startswith("Only")  # the same model: "Only ... is right" would be empty

@@ -22,6 +22,7 @@ from app.shopper_view import show_shopper_recall
 from app.embedding_map import map_chart, map_points, pca_2d, thumbnail_url
 from embedder.images import decode_image
 from index.quality import failures as failure_analysis
+from index.quality.bootstrap import BOOTSTRAP_SAMPLES, difference_words, paired_comparison
 from index.quality.evaluation import DEFAULT_KS, RecallReport, nearest_neighbours
 from index.quality.hygiene import hygiene_report
 from index.quality.hygiene_report import HygieneError, HygieneReport, duplicate_rule
@@ -369,12 +370,24 @@ def show_compare(folder_a: Path, folder_b: Path) -> None:
     if print_a == print_b:
         st.warning(f"Both catalogs were built with the same model (fingerprint `{print_a}`): any difference comes "
                    "from the catalogs, not the models.", icon=":material/warning:")
-    overall = pd.DataFrame({"k": [f"R@{k}" for k in rep_a.overall],
-                            a: list(rep_a.overall.values()), b: list(rep_b.overall.values())})
-    overall["difference"] = overall[b] - overall[a]
+    compared = paired_comparison(rep_a, rep_b)
+    overall = compared.rename(columns={"a": a, "b": b}).assign(k=[f"R@{k}" for k in compared["k"]])
+    overall["verdict"] = [f"{b} {difference_words(lo, hi)}" if difference_words(lo, hi) != "no clear difference"
+                          else "no clear difference" for lo, hi in zip(compared["difference_low"],
+                                                                      compared["difference_high"])]
+
+    def interval(name: str) -> list[str]:
+        return [f"{lo:.3f} – {hi:.3f}" for lo, hi in zip(compared[f"{name}_low"], compared[f"{name}_high"])]
+    shown = pd.DataFrame({"k": overall["k"], a: overall[a], f"{a} 95% interval": interval("a"), b: overall[b],
+                          f"{b} 95% interval": interval("b"), "difference": overall["difference"],
+                          "difference 95% interval": interval("difference"), "verdict": overall["verdict"]})
+    overall = overall.rename(columns={"a_low": f"{a}_low", "a_high": f"{a}_high", "b_low": f"{b}_low",
+                                      "b_high": f"{b}_high"})
+    st.caption(f"Intervals: the bootstrap over the {rep_a.num_queries:,} queries ({BOOTSTRAP_SAMPLES:,} samples; "
+               f"paired: both models read on the same resampled queries); `difference` is {b} minus {a}.")
     table_col, chart_col = st.columns(2)
     three = {c: st.column_config.NumberColumn(c, format="%.3f") for c in (a, b, "difference")}
-    table_col.dataframe(overall, hide_index=True, column_config=three, key="compare_table")
+    table_col.dataframe(shown, hide_index=True, column_config=three, key="compare_table")
     chart = overall.melt("k", [a, b], var_name="catalog", value_name="recall")
     with chart_col:  # legend in the table's order (a, b); a zoomed axis so the differences show
         st.altair_chart(alt.Chart(chart).mark_line(point=True).encode(

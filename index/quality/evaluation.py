@@ -152,6 +152,16 @@ class RecallReport:
     num_gallery: int
     clamped_ks: dict[int, int] = field(default_factory=dict)  # requested k -> k used (gallery too small)
     queries_without_match: int = 0  # queries whose label has no other gallery item
+    # Each query's rank (0-based) of its first same-label item, len = num_queries; a query counts as
+    # found at k when first_hit < the k used (clamped_ks). Misses hold the search's depth.
+    first_hit: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    def hits(self) -> np.ndarray:
+        """(num_queries, len(overall)) bool: whether each query is found at each k of `overall`."""
+        if self.first_hit is None:
+            raise ValueError("this report keeps no per-query ranks")
+        used = [self.clamped_ks.get(k, k) for k in self.overall]
+        return self.first_hit[:, None] < np.asarray(used)[None, :]
 
     def to_frame(self) -> pd.DataFrame:
         """One row per category after an `all` row; columns R@k... and queries."""
@@ -283,6 +293,7 @@ def _report(first_hit: np.ndarray, used_ks: dict, query_codes: np.ndarray, galle
         num_gallery=num_gallery,
         clamped_ks={k: used for k, used in used_ks.items() if used < k},
         queries_without_match=int((others <= 0).sum()),
+        first_hit=first_hit,
     )
 
 
