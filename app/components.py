@@ -15,6 +15,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image, ImageOps
 
+from app.serving import served
 from app.settings import Settings, load_settings
 from embedder.images import ImageError, decode_image
 from embedder.progress import ProgressCallback
@@ -28,8 +29,9 @@ SAME_COLOUR, OTHER_COLOUR = (46, 160, 67), (218, 54, 51)  # frames in the galler
 
 
 def settings() -> Settings:
-    """Read on every run (cheap), so the environment of each session/test is honoured."""
-    return load_settings()
+    """Read on every run (cheap), so the environment of each session/test is honoured; the catalog
+    and model a catalog manager chose to serve on the Quality page (app.serving) over the start-up ones."""
+    return served(load_settings())
 
 
 def catalog_stamp(folder: str | Path) -> str | None:
