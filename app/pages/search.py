@@ -27,7 +27,9 @@ import streamlit as st
 
 from app import components as ui
 from app.browse import browse_grid, filter_columns
+from app.item_actions import item_actions, last_outcome
 from app.limits import MAX_K, search_bounds
+from app.roles import is_catalog_manager
 from embedder.images import ACCEPTED_FORMATS, ImageError, decode_image
 from index.search.filters import Condition, MetadataFilter, as_text
 from index.search.service import CatalogItem, Results, UnusablePhotoError, object_regions
@@ -284,8 +286,21 @@ def show_hidden(found: Results, opts: dict) -> None:
         ui.result_grid(found.hidden, columns=RESULT_COLUMNS, search_from=search_from, key="search_hidden")
 
 
+def fix_results(results: pd.DataFrame) -> None:
+    """Catalog managers: re-categorise, tag or remove results where they are shown (app.item_actions,
+    on the served catalog; Undo on the Catalog page). Nothing for a shopper."""
+    if results.empty or "id" not in results or not is_catalog_manager():
+        return
+    ids = [int(i) for i in results["id"]]
+    with st.expander("Fix results (catalog manager)", icon=":material/build:"):
+        chosen = st.multiselect("Results to fix", ids, key="search_fix_ids",
+                                format_func=lambda i: f"#{ids.index(i) + 1} · id {i}")
+        item_actions(ui.settings().catalog, chosen, key="search_fix")
+
+
 def page() -> None:
     st.title("Find similar products")
+    last_outcome()  # of a fix made to a result (fix_results)
     try:
         service = ui.search_service()
     except Exception as exc:  # no catalog yet, missing model, model/catalog mismatch: say so, keep the app up
@@ -350,6 +365,7 @@ def page() -> None:
                     "*Hide near-duplicates*.")
         ui.result_grid(results, columns=RESULT_COLUMNS, heat=heat, search_from=search_from)
         show_hidden(found, opts)
+        fix_results(results)
     with query_column:
         if kind == "photo":
             st.caption("Your photo: move the box, or resize it by a corner, around the product"
