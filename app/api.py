@@ -270,16 +270,21 @@ def create_app(catalog: str | os.PathLike, model: str | os.PathLike, *, device: 
                max_upload_bytes: int = DEFAULT_MAX_UPLOAD, reload_interval: float = DEFAULT_RELOAD_INTERVAL):
     """The FastAPI app serving one catalog folder with its model (raises ModelMismatchError, CatalogError)."""
     fastapi = _require_fastapi()
-    from fastapi import File, Form, HTTPException, UploadFile
-    from fastapi.responses import JSONResponse
-
     live = LiveCatalog(catalog, model, device=device, reload_interval=reload_interval)
-    decoding = threading.BoundedSemaphore(DECODE_SLOTS)
     api = fastapi.FastAPI(title="Visual search", version="1",
                           description="Search a product catalog by photo or by catalog item.")
     api.state.live = live
     api.add_middleware(_BodyLimit, max_bytes=max_upload_bytes + FORM_OVERHEAD)
     api.add_middleware(ClientShare)  # added last: runs first, before any of the body is read
+    _add_error_handlers(api, fastapi)
+    _add_status_routes(api, live)
+    _add_search_route(api, live, threading.BoundedSemaphore(DECODE_SLOTS), max_upload_bytes)
+    return api
+
+
+def _add_error_handlers(api, fastapi) -> None:
+    """422 for a request that does not validate, a JSON 500 for anything unexpected."""
+    from fastapi.responses import JSONResponse
 
     @api.exception_handler(fastapi.exceptions.RequestValidationError)
     async def invalid_request(request, exc):  # 422, without echoing what was sent (it may be a photo's bytes)
@@ -289,6 +294,11 @@ def create_app(catalog: str | os.PathLike, model: str | os.PathLike, *, device: 
     async def unexpected(request, exc):  # a JSON 500, logged with its traceback
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the server log"}, 500)
+
+
+def _add_status_routes(api, live: LiveCatalog) -> None:
+    """GET /health (503 when the model cannot embed a photo) and GET /catalog."""
+    from fastapi.responses import JSONResponse
 
     @api.get("/health")
     def health() -> dict:
@@ -304,6 +314,11 @@ def create_app(catalog: str | os.PathLike, model: str | os.PathLike, *, device: 
     def catalog_info() -> dict:
         service = live.service
         return _catalog_summary(service.catalog.info, service.catalog.categories())
+
+
+def _add_search_route(api, live: LiveCatalog, decoding: threading.BoundedSemaphore, max_upload_bytes: int) -> None:
+    """POST /search: its form fields, checked, then _answer_search."""
+    from fastapi import File, Form, HTTPException, UploadFile
 
     @api.post("/search")
     def search(
@@ -342,44 +357,61 @@ def create_app(catalog: str | os.PathLike, model: str | os.PathLike, *, device: 
             raise HTTPException(422, f"box: {exc}") from None
         options = {"k": k, "category": category, "hide_duplicates_above": hide_duplicates_above, "min_score": min_score,
                    "group_by": group_by or None, "metadata_filter": filter or None, "mirror": mirror}
-        decode_s, queue_s, query = 0.0, 0.0, {"id": id} if id is not None else {"image": image.filename}
-        with contextlib.ExitStack() as held:
-            if image is not None:
-                # A photo slot from reading the upload to the end of its search: a decoded photo
-                # holds memory until its search is done.
-                held.enter_context(decoding)
-                queue_s = time.perf_counter() - started
-                data = image.file.read(max_upload_bytes + 1)
-                if len(data) > max_upload_bytes:
-                    raise HTTPException(413, f"upload too large: the limit is {format_size(max_upload_bytes)} per photo")
-                try:
-                    photo = to_rgb(data)
-                except ImageError as exc:
-                    raise HTTPException(422, f"{_shown_name(image.filename)}: {exc}") from None
-                decode_s = time.perf_counter() - started - queue_s
-                query["bytes"] = len(data)
-            service = live.service
-            try:
-                found = service.search(CatalogItem(id) if id is not None else photo, box=region, **options,
-                                       **search_bounds())
-            except ImageError as exc:  # nothing to search for in the photo, or a box outside it
-                raise HTTPException(422, f"{_shown_name(image.filename)}: {exc}") from None
-            except UnknownItemError as exc:
-                raise HTTPException(404, str(exc)) from None
-            except CatalogError as exc:  # e.g. an unknown category
-                raise HTTPException(422, str(exc)) from None
-            things = [list(r) for r in object_regions(photo)] if objects and image is not None else None
-        timing = found.timing
-        echoed = {name: value for name, value in options.items() if name != "metadata_filter"}
-        extra = {} if things is None else {"objects": things}
-        return {"query": {**query, **echoed, "filter": options["metadata_filter"],
-                          "box": list(region) if region else None}, **extra,
-                "catalog_version": service.catalog.info.version, "results": _results(found.frame), **found.summary(),
-                "timing_ms": {"decode_ms": 1000 * decode_s, "embed_ms": 1000 * timing.decode_embed_s,
-                              "search_ms": 1000 * timing.search_s, "queue_ms": 1000 * queue_s,
-                              "total_ms": 1000 * (time.perf_counter() - started)}}
+        return _answer_search(live, decoding, max_upload_bytes, image, id, region, options, objects, started)
 
-    return api
+
+def _read_photo(image, max_upload_bytes: int) -> tuple:
+    """(the uploaded photo decoded to RGB, its size in bytes); 413 over the limit, 422 when it is no photo."""
+    from fastapi import HTTPException
+
+    data = image.file.read(max_upload_bytes + 1)
+    if len(data) > max_upload_bytes:
+        raise HTTPException(413, f"upload too large: the limit is {format_size(max_upload_bytes)} per photo")
+    try:
+        return to_rgb(data), len(data)
+    except ImageError as exc:
+        raise HTTPException(422, f"{_shown_name(image.filename)}: {exc}") from None
+
+
+def _bounded_search(service, image, id, photo, region, options: dict):
+    """The search, bounded as every search of the API is (app/limits.py); its refusals as HTTP errors."""
+    from fastapi import HTTPException
+
+    try:
+        return service.search(CatalogItem(id) if id is not None else photo, box=region, **options, **search_bounds())
+    except ImageError as exc:  # nothing to search for in the photo, or a box outside it
+        raise HTTPException(422, f"{_shown_name(image.filename)}: {exc}") from None
+    except UnknownItemError as exc:
+        raise HTTPException(404, str(exc)) from None
+    except CatalogError as exc:  # e.g. an unknown category
+        raise HTTPException(422, str(exc)) from None
+
+
+def _answer_search(live: LiveCatalog, decoding: threading.BoundedSemaphore, max_upload_bytes: int, image, id,
+                   region, options: dict, objects: bool, started: float) -> dict:
+    """Read and decode the photo (in a photo slot), search, and the answer with its timings."""
+    decode_s, queue_s, query = 0.0, 0.0, {"id": id} if id is not None else {"image": image.filename}
+    photo = None
+    with contextlib.ExitStack() as held:
+        if image is not None:
+            # A photo slot from reading the upload to the end of its search: a decoded photo
+            # holds memory until its search is done.
+            held.enter_context(decoding)
+            queue_s = time.perf_counter() - started
+            photo, query["bytes"] = _read_photo(image, max_upload_bytes)
+            decode_s = time.perf_counter() - started - queue_s
+        service = live.service
+        found = _bounded_search(service, image, id, photo, region, options)
+        things = [list(r) for r in object_regions(photo)] if objects and image is not None else None
+    timing = found.timing
+    echoed = {name: value for name, value in options.items() if name != "metadata_filter"}
+    extra = {} if things is None else {"objects": things}
+    return {"query": {**query, **echoed, "filter": options["metadata_filter"],
+                      "box": list(region) if region else None}, **extra,
+            "catalog_version": service.catalog.info.version, "results": _results(found.frame), **found.summary(),
+            "timing_ms": {"decode_ms": 1000 * decode_s, "embed_ms": 1000 * timing.decode_embed_s,
+                          "search_ms": 1000 * timing.search_s, "queue_ms": 1000 * queue_s,
+                          "total_ms": 1000 * (time.perf_counter() - started)}}
 
 
 def return_freed_memory_to_the_system() -> bool:
