@@ -222,7 +222,9 @@ def test_a_new_catalog_version_is_picked_up_without_a_failed_request(shop, tmp_p
         assert http.post("/search", data={"id": str(new_id), "k": "1"}).status_code == 200
 
 
-def _wait_for(condition, timeout: float = 30.0) -> None:
+def _wait_for(condition, timeout: float = 180.0) -> None:
+    """Poll until the server shows the change. The bound only turns a reload that never comes into a failure
+    instead of a hang: as long as the server's start-up wait, since a loaded machine slows both alike."""
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "timed out"
