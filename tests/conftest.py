@@ -15,6 +15,7 @@ import pytest
 # here (embedder/precision.py); tests of that choice set their own environment.
 os.environ.setdefault("COINSP_PRECISION", "fp32")
 
+from tests.support.threads import one_torch_thread  # noqa: E402
 from tests.support.shops import FashionShop, TinyShop, fashion_mnist_installed, fashion_shop_make, tiny_shop_make  # noqa: E402
 
 
@@ -52,8 +53,9 @@ def mixed_up_shop(tiny_shop, tmp_path_factory) -> Path:
     items.loc[second, "product_id"] = items.loc[second, "category"] + "-" + ((number[second] + 1) % 3).astype(str)
     items.to_csv(root / "shop" / "manifest.csv", index=False)
     catalogs = root / "catalogs"
-    build_catalog(root / "shop" / "manifest.csv", tiny_shop.model, catalogs / "mixed-a", progress=False)
-    build_catalog(root / "shop" / "manifest.csv", tiny_shop.model, catalogs / "mixed-b", progress=False)
+    with one_torch_thread():
+        build_catalog(root / "shop" / "manifest.csv", tiny_shop.model, catalogs / "mixed-a", progress=False)
+        build_catalog(root / "shop" / "manifest.csv", tiny_shop.model, catalogs / "mixed-b", progress=False)
     return catalogs
 
 

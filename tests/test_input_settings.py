@@ -12,6 +12,14 @@ from embedder.images import decode_image
 from index.importers import FASHION_MNIST_DIR, load_fashion_mnist_arrays
 from training.__main__ import config_from_args, main as training_main, parse_args
 from training.input_settings import IMAGENET, choose_input
+from tests.support.threads import one_torch_thread
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The product mask that looks at the photos is small: one torch thread (tests/support/threads.py)."""
+    with one_torch_thread():
+        yield
 
 
 def write_manifest(folder: Path, images: list[Image.Image]) -> Path:

@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw
 from embedder.checkpoint import save_checkpoint
 from embedder.preprocess import Preprocessing
 from tests.support.models import centroid_head, random_model
+from tests.support.threads import one_torch_thread
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,6 +78,7 @@ def _tiny_shop_save(image: Image.Image, path: Path, i: int) -> None:
         image.save(path.with_suffix(".png"))
 
 
+@one_torch_thread()  # small models: see tests/support/threads.py
 def tiny_shop_make(root: Path) -> TinyShop:
     """Images, manifest, two models and their two catalogs under `root`."""
     from index.catalog.operations import build_catalog
@@ -135,6 +137,7 @@ def fashion_mnist_installed() -> bool:
     return FASHION_MNIST_DIR.is_dir() and KEPT_MODEL.is_file()
 
 
+@one_torch_thread()
 def fashion_shop_make(root: Path) -> FashionShop:
     """The first FASHION_SHOP_ITEMS Fashion-MNIST test photos embedded with the kept model under `root`
     (which needs fashion_mnist_installed())."""
