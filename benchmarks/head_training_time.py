@@ -64,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         "The CPU time is close to what one quiet core takes (the head trains on one thread). "
         + ("" if args.photos == 10_000 else
            f"**Extrapolated, not measured:** 10,000 photos at the same CPU time per photo-epoch: "
-           f"{report['cpu_seconds_extrapolated_to_10000_photos']:.0f} CPU s."), ""]))
+           f"{report['cpu_seconds_extrapolated_to_10000_photos']:.0f} CPU s; a lower bound, since the instance "
+           "classifier's logits (each photo against every photo's memory row) grow with the number of photos."),
+        ""]))
     print(json.dumps(report, indent=1))
     return 0
 

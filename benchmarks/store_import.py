@@ -115,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--training-photos", type=int, default=256, help="photos of the one-epoch training-rate run")
     parser.add_argument("--keep-frozen-model", action="store_true",
                         help="time the import with models/efficientnet-lite0-imagenet.pt already made (if it is)")
+    parser.add_argument("--frozen-model", type=Path, default=None,
+                        help="where the frozen ImageNet checkpoint is made and read (default: the product's, "
+                             "models/efficientnet-lite0-imagenet.pt): a measurement that must not touch models/")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "store-import")
     args = parser.parse_args(argv)
 
@@ -128,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(args.work, ignore_errors=True)
     store, catalog = args.work / "photos", args.work / "catalog"
     render_s = make_store(store, args.photos)
+    if args.frozen_model is not None:
+        store_catalog.IMAGENET_MODEL = args.frozen_model.resolve()
     if not args.keep_frozen_model:
         store_catalog.IMAGENET_MODEL.unlink(missing_ok=True)  # its one-time creation is part of the first import
 
