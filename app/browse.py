@@ -141,6 +141,16 @@ def selected_ids(key: str) -> list[int]:
     return sorted(st.session_state.get(f"{key}_selected", set()))
 
 
+CATALOG_BROWSER = "catalog_browse"  # the Catalog page's browser (its selection is what its actions act on)
+
+
+def select_items(key: str, ids) -> None:
+    """Make `ids` the browser's selection (the embedding map's box selection, say); its checkboxes are
+    drawn again from it."""
+    clear_selection(key)
+    st.session_state[f"{key}_selected"] = {int(i) for i in ids}
+
+
 def clear_selection(key: str) -> None:
     st.session_state[f"{key}_selected"] = set()
     for name in [k for k in st.session_state if str(k).startswith(f"{key}_pick_")]:

@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from app import components as ui
-from app.browse import browse_grid, clear_selection, file_mtime, thumbnail_png
+from app.browse import CATALOG_BROWSER, browse_grid, clear_selection, file_mtime, thumbnail_png
 from app.item_actions import item_actions, last_outcome
 from app.roles import catalog_manager_gate
 from app.settings import OutsideDataRootError, inside_data_root, shown
@@ -35,7 +35,7 @@ CONFIRM_KEY = "catalog_pending"  # the change waiting for its confirmation: ("re
 SECTION_KEY = "catalog_section"
 KEPT_SECTION_KEY = "catalog_section_kept"
 SECTIONS = ("Browse and remove", "Add images", "Undo", "Rebuild", "Build anew")
-BROWSE_KEY = "catalog_browse"
+BROWSE_KEY = CATALOG_BROWSER
 UPLOAD_ROUND_KEY = "catalog_upload_round"  # part of the uploader's key: changed after a successful add
 
 
