@@ -59,21 +59,29 @@ def candidate_pairs(neighbours: Neighbours, prints: PhotoPrints, rows: np.ndarra
 
 def confirmed_pairs(vectors, first: np.ndarray, second: np.ndarray, prints: PhotoPrints, *, pixel_threshold: float,
                     fallback_threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(linked, cosine, pixel score; NaN where not compared) of each candidate pair: linked when
-    the photos match at pixel_threshold or more (index.quality.duplicates.match_scores), or, when either
-    photo is unreadable, when the cosine reaches fallback_threshold."""
-    cosine = np.empty(len(first), np.float32)
-    for at in range(0, len(first), CHECK_BLOCK):
-        f, s = first[at:at + CHECK_BLOCK], second[at:at + CHECK_BLOCK]
-        cosine[at:at + len(f)] = np.einsum("ij,ij->i", np.asarray(vectors[f], np.float32),
-                                           np.asarray(vectors[s], np.float32))
+    """(linked, cosine, pixel score) of each candidate pair: linked when the photos match at
+    pixel_threshold or more (index.quality.duplicates.match_scores), or, when either photo is
+    unreadable, when the cosine reaches fallback_threshold. The pixel score is NaN where the photos
+    were not compared; the cosine is computed only where it is read (linked pairs and pairs judged
+    by their vectors), NaN elsewhere: gathering two vectors per pair of millions is most of the
+    cost otherwise. Each row's print is looked up once, not once per pair."""
+    rows = np.unique(np.concatenate([first, second]))
+    table = np.empty(len(rows), object)
+    table[:] = [prints(int(r)) for r in rows]
+    readable_row = np.array([p is not None for p in table], bool)
+    at_first, at_second = np.searchsorted(rows, first), np.searchsorted(rows, second)
+    readable = readable_row[at_first] & readable_row[at_second] if len(rows) else np.zeros(0, bool)
     pixels = np.full(len(first), np.nan, np.float32)
-    readable = np.array([prints(int(i)) is not None and prints(int(j)) is not None for i, j in zip(first, second)],
-                        bool)
     compared = np.flatnonzero(readable)
     for at in range(0, len(compared), CHECK_BLOCK):
         block = compared[at:at + CHECK_BLOCK]
-        pixels[block] = match_scores([prints(int(i)) for i in first[block]], [prints(int(j)) for j in second[block]])
+        pixels[block] = match_scores(table[at_first[block]].tolist(), table[at_second[block]].tolist())
+    cosine = np.full(len(first), np.nan, np.float32)
+    needed = np.flatnonzero(~readable | (pixels >= pixel_threshold))
+    for at in range(0, len(needed), CHECK_BLOCK):
+        block = needed[at:at + CHECK_BLOCK]
+        cosine[block] = np.einsum("ij,ij->i", np.asarray(vectors[first[block]], np.float32),
+                                  np.asarray(vectors[second[block]], np.float32))
     linked = np.where(readable, pixels >= pixel_threshold, cosine >= fallback_threshold)
     return linked, cosine, pixels
 
