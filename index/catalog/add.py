@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -86,6 +87,161 @@ def _read_source(folder: Path, manifest, images) -> tuple[pd.DataFrame, str, Pat
     return table, source, source_root, refused
 
 
+@dataclass
+class _Sorted:
+    """What the add makes of each row j of the table to add, against the loaded catalog."""
+    unchanged: list[int] = field(default_factory=list)  # catalog rows whose file is the same (maybe twice)
+    changed: list[tuple[int, int]] = field(default_factory=list)  # (catalog row, j): same path, new bytes
+    reuse: list[int] = field(default_factory=list)  # j: a new path whose bytes the catalog already holds
+    to_embed: list[int] = field(default_factory=list)  # j: a new path with new bytes
+    facts: dict[int, tuple] = field(default_factory=dict)  # j -> (hash, size, mtime) of the file read
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) left out
+
+    @property
+    def todo(self) -> list[int]:
+        """The rows to embed: the changed ones, then the new ones."""
+        return [j for _, j in self.changed] + self.to_embed
+
+
+def _first_row_of_hash(old_meta: pd.DataFrame) -> dict:
+    """File hash -> the first catalog row holding those bytes."""
+    row_of_hash = {}
+    for r, h in enumerate(old_meta[HASH_COLUMN].to_numpy(object)):
+        row_of_hash.setdefault(h, r)
+    return row_of_hash
+
+
+def _sort_files(folder: Path, catalog: Catalog, table: pd.DataFrame, old_meta: pd.DataFrame, row_of_hash: dict,
+                refused: list, progress) -> _Sorted:
+    """Each row's file against the catalog: unchanged (same size and modification time: not read, as git and
+    rsync assume; or the same bytes), changed, new bytes already held, or new; the rest left out with why."""
+    row_of_path = dict(zip(old_meta[PATH_COLUMN].astype(str), range(len(old_meta))))
+    old_hash = old_meta[HASH_COLUMN].to_numpy(object)
+    old_size = old_meta[SIZE_COLUMN].to_numpy(np.int64)
+    old_mtime = old_meta[MTIME_COLUMN].to_numpy(np.int64)
+    root = str(catalog.root)
+    found = _Sorted(failures=[(_below(path, catalog.root), why) for path, why in refused])
+    checked = Stage(progress, "checking files", len(table))
+    for j, path in enumerate(table[PATH_COLUMN].tolist()):
+        file = image_file(folder, root, path)
+        try:
+            stat = os.stat(file)
+        except FileNotFoundError:
+            found.failures.append((path, f"file not found: {file}"))
+            continue
+        except OSError as exc:  # a name longer than the file system allows, no permission, a loop
+            found.failures.append((path, f"file not readable: {exc.strerror or exc}"))
+            continue
+        r = row_of_path.get(path)
+        if r is not None and old_size[r] == stat.st_size and old_mtime[r] == stat.st_mtime_ns:
+            found.unchanged.append(r)
+            continue
+        outside = link_outside(folder if path.startswith(CATALOG_PREFIX) else root, file)
+        if outside is not None:  # its bytes are never read, not even to fingerprint them
+            found.failures.append((path, outside))
+            continue
+        try:
+            facts = file_facts(Path(file))
+        except OSError as exc:
+            found.failures.append((path, f"file not readable: {exc.strerror or exc}"))
+            continue
+        found.facts[j] = facts
+        if r is not None and old_hash[r] == facts[0]:
+            found.unchanged.append(r)  # touched, same bytes
+        elif r is not None:
+            found.changed.append((r, j))
+        elif facts[0] in row_of_hash:
+            found.reuse.append(j)
+        else:
+            found.to_embed.append(j)
+        if j % 1024 == 0:
+            checked.reach(j)
+    checked.reach(len(table))
+    return found
+
+
+def _embed_rows(folder: Path, catalog: Catalog, table: pd.DataFrame, found: _Sorted, model, progress) -> dict:
+    """j -> vector for the rows to embed that could be; those that could not join found.failures."""
+    todo = found.todo
+    if not todo:
+        return {}
+    embedder = open_embedder_for(catalog, model)
+    stale = why_reembed(catalog.info.model_fingerprint, catalog.info.preprocessing, embedder.fingerprint,
+                        embedder.preprocessing)
+    if stale:  # new vectors made today's way would not be comparable with the stored ones
+        raise CatalogError(f"{stale}: embed the catalog again before adding to it "
+                           f"(`python -m index rebuild --catalog {folder} --reembed`)")
+    root = str(catalog.root)
+    vectors, embedded, embed_failures, new_facts = embed_files(
+        embedder, [Path(image_file(folder, root, table[PATH_COLUMN].iat[j])) for j in todo], progress,
+        "embedding new images", (catalog.root, folder))
+    for i, f in zip(embedded, new_facts):
+        found.facts[todo[i]] = f
+    found.failures += [(table[PATH_COLUMN].iat[todo[i]], reason) for i, reason in embed_failures]
+    return dict(zip([todo[i] for i in embedded], vectors))
+
+
+def _new_metadata(old_meta: pd.DataFrame, table: pd.DataFrame, updated: list[tuple[int, int]], new_js: list[int],
+                  facts: dict[int, tuple], first_id: int) -> pd.DataFrame:
+    """Old rows (changed ones refreshed), then the new rows with new ids from first_id."""
+    new_meta = old_meta.copy()
+    extra = [c for c in table.columns if c not in new_meta.columns]
+    for column in extra:
+        new_meta[column] = pd.Series([pd.NA] * len(new_meta), dtype=object)
+    for r, j in updated:
+        for column in table.columns:
+            new_meta.at[r, column] = table.at[j, column]
+        h, s, m = facts[j]
+        new_meta.at[r, HASH_COLUMN], new_meta.at[r, SIZE_COLUMN], new_meta.at[r, MTIME_COLUMN] = h, s, m
+    added_rows = table.iloc[new_js].reset_index(drop=True)
+    added_rows.insert(0, ID_COLUMN, np.arange(first_id, first_id + len(new_js), dtype=np.int64))
+    added_rows[HASH_COLUMN] = [facts[j][0] for j in new_js]
+    added_rows[SIZE_COLUMN] = np.asarray([facts[j][1] for j in new_js], np.int64)
+    added_rows[MTIME_COLUMN] = np.asarray([facts[j][2] for j in new_js], np.int64)
+    return pd.concat([new_meta, added_rows[[c for c in new_meta.columns if c in added_rows]]], ignore_index=True)
+
+
+def _embedding_blocks(catalog: Catalog, updated: list[tuple[int, int]], vector_of: dict, new_js: list[int],
+                      facts: dict[int, tuple], row_of_hash: dict) -> tuple[list[np.ndarray], np.ndarray]:
+    """The new version's embeddings as blocks: the old file's rows (changed rows patched in, as slices:
+    nothing loaded whole), then the new rows (embedded, or the stored vector of the same bytes); and
+    the new rows' vectors."""
+    new_vectors = np.stack([vector_of[j] if j in vector_of else
+                            np.asarray(catalog.embeddings[row_of_hash[facts[j][0]]], np.float32)
+                            for j in new_js]).astype(np.float32) if new_js else np.zeros((0, catalog.dim), np.float32)
+    blocks: list[np.ndarray] = [catalog.embeddings]
+    if updated:
+        blocks, at = [], 0
+        for r, j in sorted(updated):
+            blocks += [catalog.embeddings[at:r], vector_of[j][None]]
+            at = r + 1
+        blocks.append(catalog.embeddings[at:])
+    blocks.append(new_vectors)
+    return blocks, new_vectors
+
+
+def _updated_index(catalog: Catalog, info, updated: list[tuple[int, int]], vector_of: dict, blocks: list[np.ndarray],
+                   new_meta: pd.DataFrame, new_vectors: np.ndarray, progress):
+    """(index, its record): the catalog's index with the changed rows replaced and the new ones added in
+    place where FAISS allows it, else built again from the embeddings; None for an index that stores no
+    vectors of its own (its vectors are embeddings.npy)."""
+    record = dict(info.index)
+    if stores_no_vectors(record["factory"]):
+        return None, record
+    index = catalog.index
+    if updated:
+        changed_ids = catalog.ids[[r for r, _ in updated]]
+        try:
+            index.remove_ids(faiss.IDSelectorBatch(changed_ids))
+            index.add_with_ids(np.stack([vector_of[j] for _, j in updated]), changed_ids)
+        except RuntimeError:  # HNSW cannot remove: rebuild from the embeddings
+            index, built = build_index(IndexChoice.from_dict(record), np.concatenate(blocks), new_meta, info, progress,
+                                       tune=False)
+            return index, {**info.index, **{k: v for k, v in built.items() if k in ("build_seconds",)}}
+    index.add_with_ids(new_vectors, new_meta[ID_COLUMN].to_numpy(np.int64)[len(catalog.metadata):])
+    return index, record
+
+
 def _add_locked(folder: Path, table: pd.DataFrame, source: str, source_root: Path, refused: list,
                 model, progress) -> UpdateReport:
     """The add itself, under the catalog's lock."""
@@ -97,75 +253,13 @@ def _add_locked(folder: Path, table: pd.DataFrame, source: str, source_root: Pat
     else:
         rel = relative_paths(table, source_root, catalog.root, known=old_meta[PATH_COLUMN].astype(str))
     table, duplicates = drop_duplicate_paths(table.assign(**{PATH_COLUMN: rel}))
-    row_of_path = dict(zip(old_meta[PATH_COLUMN].astype(str), range(len(old_meta))))
-    old_hash = old_meta[HASH_COLUMN].to_numpy(object)
-    old_size = old_meta[SIZE_COLUMN].to_numpy(np.int64)
-    old_mtime = old_meta[MTIME_COLUMN].to_numpy(np.int64)
-    row_of_hash = {}
-    for r, h in enumerate(old_hash):
-        row_of_hash.setdefault(h, r)
-    root, bases = str(catalog.root), (catalog.root, folder)
-    unchanged, changed_rows, changed_j, reuse, to_embed, facts_of = [], [], [], [], [], {}
-    failures = [(_below(path, catalog.root), why) for path, why in refused]
-    checked = Stage(progress, "checking files", len(table))
-    for j, path in enumerate(table[PATH_COLUMN].tolist()):
-        file = image_file(folder, root, path)
-        try:
-            stat = os.stat(file)
-        except FileNotFoundError:
-            failures.append((path, f"file not found: {file}"))
-            continue
-        except OSError as exc:  # a name longer than the file system allows, no permission, a loop
-            failures.append((path, f"file not readable: {exc.strerror or exc}"))
-            continue
-        r = row_of_path.get(path)
-        # Same size and modification time: the same file (as git and rsync assume); not read.
-        if r is not None and old_size[r] == stat.st_size and old_mtime[r] == stat.st_mtime_ns:
-            unchanged.append(r)
-            continue
-        outside = link_outside(folder if path.startswith(CATALOG_PREFIX) else root, file)
-        if outside is not None:  # its bytes are never read, not even to fingerprint them
-            failures.append((path, outside))
-            continue
-        try:
-            facts = file_facts(Path(file))
-        except OSError as exc:
-            failures.append((path, f"file not readable: {exc.strerror or exc}"))
-            continue
-        facts_of[j] = facts
-        if r is not None and old_hash[r] == facts[0]:
-            unchanged.append(r)  # touched, same bytes
-        elif r is not None:
-            changed_rows.append(r)
-            changed_j.append(j)
-        elif facts[0] in row_of_hash:
-            reuse.append(j)
-        else:
-            to_embed.append(j)
-        if j % 1024 == 0:
-            checked.reach(j)
-    checked.reach(len(table))
-    todo = changed_j + to_embed
-    vectors = np.zeros((0, catalog.dim), np.float32)
-    embedded_j: list[int] = []
-    if todo:
-        embedder = open_embedder_for(catalog, model)
-        stale = why_reembed(catalog.info.model_fingerprint, catalog.info.preprocessing, embedder.fingerprint,
-                            embedder.preprocessing)
-        if stale:  # new vectors made today's way would not be comparable with the stored ones
-            raise CatalogError(f"{stale}: embed the catalog again before adding to it "
-                               f"(`python -m index rebuild --catalog {folder} --reembed`)")
-        vectors, embedded, embed_failures, new_facts = embed_files(
-            embedder, [Path(image_file(folder, root, table[PATH_COLUMN].iat[j])) for j in todo], progress,
-            "embedding new images", bases)
-        embedded_j = [todo[i] for i in embedded]
-        for i, f in zip(embedded, new_facts):
-            facts_of[todo[i]] = f
-        failures += [(table[PATH_COLUMN].iat[todo[i]], reason) for i, reason in embed_failures]
-    vector_of = dict(zip(embedded_j, vectors))
-    updated = [(r, j) for r, j in zip(changed_rows, changed_j) if j in vector_of]
-    new_js = [j for j in sorted(set(reuse) | set(to_embed)) if j in vector_of or j in reuse]
-    report = UpdateReport("add", folder, unchanged=len(set(unchanged)), duplicates=duplicates,
+    row_of_hash = _first_row_of_hash(old_meta)
+    found = _sort_files(folder, catalog, table, old_meta, row_of_hash, refused, progress)
+    vector_of = _embed_rows(folder, catalog, table, found, model, progress)
+    failures = found.failures
+    updated = [(r, j) for r, j in found.changed if j in vector_of]
+    new_js = [j for j in sorted(set(found.reuse) | set(found.to_embed)) if j in vector_of or j in found.reuse]
+    report = UpdateReport("add", folder, unchanged=len(set(found.unchanged)), duplicates=duplicates,
                           skipped=[(p, r) for p, r in failures])
     if not updated and not new_js:
         info_skipped = merge_skipped(info.skipped, failures)
@@ -175,56 +269,10 @@ def _add_locked(folder: Path, table: pd.DataFrame, source: str, source_root: Pat
             write_info(folder, info)
         return report
 
-    # New metadata: old rows (changed ones refreshed), then new rows with new ids.
-    new_meta = old_meta.copy()
-    extra = [c for c in table.columns if c not in new_meta.columns]
-    for column in extra:
-        new_meta[column] = pd.Series([pd.NA] * len(new_meta), dtype=object)
-    for r, j in updated:
-        for column in table.columns:
-            new_meta.at[r, column] = table.at[j, column]
-        h, s, m = facts_of[j]
-        new_meta.at[r, HASH_COLUMN], new_meta.at[r, SIZE_COLUMN], new_meta.at[r, MTIME_COLUMN] = h, s, m
     first_id = int(info.next_id)
-    added_rows = table.iloc[new_js].reset_index(drop=True)
-    added_rows.insert(0, ID_COLUMN, np.arange(first_id, first_id + len(new_js), dtype=np.int64))
-    added_rows[HASH_COLUMN] = [facts_of[j][0] for j in new_js]
-    added_rows[SIZE_COLUMN] = np.asarray([facts_of[j][1] for j in new_js], np.int64)
-    added_rows[MTIME_COLUMN] = np.asarray([facts_of[j][2] for j in new_js], np.int64)
-    new_meta = pd.concat([new_meta, added_rows[[c for c in new_meta.columns if c in added_rows]]],
-                         ignore_index=True)
-    new_vectors = np.stack([vector_of[j] if j in vector_of else
-                            np.asarray(catalog.embeddings[row_of_hash[facts_of[j][0]]], np.float32)
-                            for j in new_js]).astype(np.float32) if new_js else np.zeros((0, catalog.dim), np.float32)
-
-    # Embeddings: the old file's rows (changed rows patched in a copy of their block), then new.
-    blocks: list[np.ndarray] = [catalog.embeddings]
-    if updated:  # old rows with the changed ones replaced, as slices (nothing loaded whole)
-        blocks, at = [], 0
-        for r, j in sorted(updated):
-            blocks += [catalog.embeddings[at:r], vector_of[j][None]]
-            at = r + 1
-        blocks.append(catalog.embeddings[at:])
-    blocks.append(new_vectors)
-
-    record = dict(info.index)
-    rebuilt = False
-    flat = stores_no_vectors(record["factory"])  # nothing to update: its vectors are embeddings.npy
-    index = None if flat else catalog.index
-    if updated and not flat:
-        changed_ids = catalog.ids[[r for r, _ in updated]]
-        try:
-            index.remove_ids(faiss.IDSelectorBatch(changed_ids))
-            index.add_with_ids(np.stack([vector_of[j] for _, j in updated]), changed_ids)
-        except RuntimeError:  # HNSW cannot remove: rebuild from the embeddings
-            rebuilt = True
-    if rebuilt:
-        all_vectors = np.concatenate(blocks)
-        index, record = build_index(IndexChoice.from_dict(record), all_vectors, new_meta, info, progress,
-                                     tune=False)
-        record = {**info.index, **{k: v for k, v in record.items() if k in ("build_seconds",)}}
-    elif not flat:
-        index.add_with_ids(new_vectors, new_meta[ID_COLUMN].to_numpy(np.int64)[len(old_meta):])
+    new_meta = _new_metadata(old_meta, table, updated, new_js, found.facts, first_id)
+    blocks, new_vectors = _embedding_blocks(catalog, updated, vector_of, new_js, found.facts, row_of_hash)
+    index, record = _updated_index(catalog, info, updated, vector_of, blocks, new_meta, new_vectors, progress)
     ok_paths = set(table[PATH_COLUMN].iloc[[j for _, j in updated] + new_js])
     info_skipped = merge_skipped(info.skipped, failures, now_ok=ok_paths)
     info.next_id, info.index = first_id + len(new_js), record
@@ -234,8 +282,8 @@ def _add_locked(folder: Path, table: pd.DataFrame, source: str, source_root: Pat
     report.added = len(new_js) - report.reused
     report.index = record
     info.last_operation = {"operation": "add", "added": report.added + report.reused,
-                              "updated": report.updated, "skipped": len(failures), "duplicates": duplicates,
-                              "at": now()}
+                           "updated": report.updated, "skipped": len(failures), "duplicates": duplicates,
+                           "at": now()}
     commit_catalog(folder, blocks, new_meta, index, info, info.version)
     return report
 
