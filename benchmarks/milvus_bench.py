@@ -26,7 +26,8 @@ against exact search. At 10^6 the rule's HNSW takes too long to build on a 2-cor
 so both engines get the same IVF_FLAT there (`--ivf-from`). Fewer queries at 10^6 (`--big-queries`):
 Milvus Lite checks every row of the collection in Python on each query.
 
-Each part writes OUT/<part>.json; OUT/report.md is made from the parts there are.
+Each part writes OUT/<part>.json; OUT/report.md is made from the parts there are (`--part report`
+makes it again, e.g. from the figures an equality run stopped early saved).
 """
 from __future__ import annotations
 
@@ -37,19 +38,22 @@ import shutil
 import time
 from pathlib import Path
 
-import faiss
-import numpy as np
-import torch
+# One core for both engines: BLAS (numpy's re-scoring products) too, set before numpy loads it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from benchmarks.grouped_search import augmented
-from benchmarks.reporting import write_report
-from index.catalog.loaded import Catalog
-from index.search.filters import metadata_filter
-from index.search.grouping import rank_results
-from index.catalog.choose import choose_index
-from index.importers import load_fashion_mnist_arrays
-from index.scale.milvus import VECTOR_FIELD, close_connections, milvus_index_choice
-from index.search.service import SearchService
+import faiss  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks.grouped_search import augmented  # noqa: E402
+from benchmarks.reporting import write_report  # noqa: E402
+from index.catalog.loaded import Catalog  # noqa: E402
+from index.search.filters import metadata_filter  # noqa: E402
+from index.search.grouping import rank_results  # noqa: E402
+from index.catalog.choose import choose_index  # noqa: E402
+from index.importers import load_fashion_mnist_arrays  # noqa: E402
+from index.scale.milvus import VECTOR_FIELD, close_connections, milvus_index_choice  # noqa: E402
+from index.search.service import SearchService  # noqa: E402
 
 CATALOG, MODEL = Path("catalogs/fashion-mnist-test"), Path("models/coinsp-fmnist.pt")
 WORK = Path(".cache/bench/milvus")
@@ -345,7 +349,8 @@ def markdown(parts: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.milvus_bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=("all", "equality", "latency"), default="all")
+    parser.add_argument("--part", choices=("all", "equality", "latency", "report"), default="all",
+                        help="report: write OUT/report.md again from the parts' JSON (a run stopped early)")
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--dim", type=int, default=128)
