@@ -13,11 +13,10 @@ texture, a product filling the frame) is searched as normalise gives it (fitted,
 """
 from __future__ import annotations
 
-import cv2
 import numpy as np
 from PIL import Image
 
-from embedder.domain import analyse, normalise, shrink, with_context
+from embedder.domain import analyse, mask_at, normalise, shrink, with_context
 from embedder.domain_settings import DomainSettings
 from embedder.images import as_rgb
 from embedder.mask import ProductMask
@@ -51,13 +50,6 @@ def product_mask(image: Image.Image, settings: DomainSettings = DomainSettings()
     return analysis.box, np.asarray(mask, np.float32)
 
 
-def _sample(mask: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """The mask (analysis grid) at relative coordinates xs (W,) and ys (H,), bilinear."""
-    h, w = mask.shape
-    gx, gy = np.meshgrid((xs * w - 0.5).astype(np.float32), (ys * h - 0.5).astype(np.float32))
-    return cv2.remap(mask, gx, gy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).clip(0, 1)
-
-
 def on_backdrop(image: Image.Image, *, size: int, grey: float = NEUTRAL_GREY, margin: float = 0.0,
                 region: tuple[int, int, int, int] | None = None, settings: DomainSettings = DomainSettings(),
                 mask_model: ProductMask | None = None, edge: tuple[float, float] = EDGE) -> np.ndarray:
@@ -89,7 +81,7 @@ def compose(image: Image.Image, box: tuple[float, float, float, float], mask: np
                       np.float32) / 255.0
     xs = (x0 + (np.arange(tw) + 0.5) * cw / tw) / width
     ys = (y0 + (np.arange(th) + 0.5) * ch / th) / height
-    keep = ((_sample(mask, xs, ys) - edge[0]) / max(edge[1] - edge[0], 1e-6)).clip(0, 1)[..., None]
+    keep = ((mask_at(mask, xs, ys) - edge[0]) / max(edge[1] - edge[0], 1e-6)).clip(0, 1)[..., None]
     canvas = np.full((size, size, 3), grey, np.float32)
     left, top = (size - tw) // 2, (size - th) // 2
     canvas[top:top + th, left:left + tw] = part * keep + grey * (1 - keep)

@@ -406,7 +406,7 @@ def normalise(image: Image.Image, *, size: int, channels: int, polarity: str, ma
     if channels == 1 and not along_colour:
         pixels, background = (pixels @ LUMA)[..., None], (background @ LUMA)[..., None]
     if analysis.mask is not None:  # cluttered: what is not the product becomes background
-        keep = _mask_at(analysis.mask, xs, ys)[..., None]
+        keep = mask_at(analysis.mask, xs, ys)[..., None]
         pixels = pixels * keep + background * (1 - keep)
     if along_colour:
         out = _colour_levels(pixels, background, polarity)
@@ -453,7 +453,8 @@ def _paste_centred(canvas: np.ndarray, part: np.ndarray) -> None:
     canvas[top:top + h, left:left + w] = part
 
 
-def _mask_at(mask: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+def mask_at(mask: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """The analysis-grid mask at relative coordinates xs (W,), ys (H,); a share of product is bilinear."""
     h, w = mask.shape
     if mask.dtype != bool:  # a share of product per pixel: sampled smoothly
         return cv2.remap(mask.astype(np.float32), *np.meshgrid((xs * w - 0.5).astype(np.float32),
