@@ -48,3 +48,26 @@ def test_a_rendered_view_is_what_a_search_would_give_the_model():
     # A light product on black, trimmed to fill the square as catalog images are.
     assert view[0, 0, 14, 14] > 100 and view[0, 0, 0, 0] < 60
     assert pre.to_uint8(Image.fromarray(item).convert("RGB")).shape == view.shape[1:]
+
+
+def test_an_item_with_several_views_shows_each_of_them_and_only_its_own(tmp_path):
+    rows = [3, 3, 3, 7]  # item 3 photographed three ways, item 7 once
+    views = np.stack([np.full((1, 4, 4), v, np.uint8) for v in (10, 20, 30, 70)])
+    np.savez(tmp_path / "views.npz", views=views, rows=np.asarray(rows), mask_model=np.array("abc"))
+    loaded = QueryViews(tmp_path / "views.npz", rows_in_set=10)
+    idx = torch.tensor([3] * 300 + [7] * 10 + [5] * 10)
+    swapped = loaded.swap(torch.zeros(len(idx), 1, 4, 4, dtype=torch.uint8), idx, share=1.0,
+                          generator=torch.Generator().manual_seed(1))
+    shown = swapped[:, 0, 0, 0]
+    assert set(shown[:300].tolist()) == {10, 20, 30}  # every view of item 3, nothing of another item
+    assert set(shown[300:310].tolist()) == {70} and set(shown[310:].tolist()) == {0}  # row 5 has none
+
+
+def test_a_second_take_of_an_item_is_another_photo_of_it():
+    item = np.zeros((28, 28), np.uint8)
+    item[4:24, 8:20] = 220
+    pre = Preprocessing(28, 1, (0.286,), (0.353,))
+    first = render_views(item[None], np.array([7]), pre, seed=3)
+    assert np.array_equal(first, render_views(item[None], np.array([7]), pre, seed=3, takes=np.array([0])))
+    second = render_views(item[None], np.array([7]), pre, seed=3, takes=np.array([1]))
+    assert not np.array_equal(first, second)

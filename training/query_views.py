@@ -33,11 +33,14 @@ from training.composites import BACKDROPS, composite, loose_box, training_items
 BOX_SHARE = 0.25  # this share of the views is searched with a loose box drawn around the product
 
 
-def render_views(items: np.ndarray, rows: np.ndarray, pre: Preprocessing, seed: int) -> np.ndarray:
-    """One query view (C, size, size) uint8 per item, each from its own seeded photo."""
+def render_views(items: np.ndarray, rows: np.ndarray, pre: Preprocessing, seed: int,
+                 takes: np.ndarray | None = None) -> np.ndarray:
+    """One query view (C, size, size) uint8 per item, each from its own seeded photo: the item's
+    take-th photo (takes: None is every item's first; a second take is another photo of it)."""
     out = np.zeros((len(rows), pre.channels, pre.size, pre.size), np.uint8)
     for i, row in enumerate(rows):
-        rng = np.random.default_rng([seed, int(row)])
+        take = 0 if takes is None else int(takes[i])
+        rng = np.random.default_rng([seed, int(row)] if take == 0 else [seed, int(row), take])
         photo = composite(items[i], rng, long_side=(200, 640), kinds=BACKDROPS, others=items)
         box = loose_box(photo.box, *photo.image.size, rng) if rng.random() < BOX_SHARE else None
         try:
@@ -48,20 +51,25 @@ def render_views(items: np.ndarray, rows: np.ndarray, pre: Preprocessing, seed: 
 
 
 def _worker(args):
-    items, rows, pre_dict, seed = args
+    items, rows, takes, pre_dict, seed = args
     torch.set_num_threads(1)  # one photo at a time per process: the processes are the parallelism
-    return render_views(items, rows, Preprocessing.from_dict(pre_dict), seed)
+    return render_views(items, rows, Preprocessing.from_dict(pre_dict), seed, takes)
 
 
-def make_views(out: str | Path, pre: Preprocessing, *, count: int, seed: int = 0, workers: int = 2, log=print) -> Path:
-    """`count` views of distinct training items (never the held-out ones), written atomically to `out`:
-    views (count, C, H, W) uint8 and rows (count,) = the items' rows in the training manifest."""
+def make_views(out: str | Path, pre: Preprocessing, *, count: int, per_item: int = 1, seed: int = 0, workers: int = 2,
+               log=print) -> Path:
+    """`per_item` views (different photos) of each of `count` distinct training items (never the held-out
+    ones), written atomically to `out`: views (N, C, H, W) uint8 and rows (N,) = the items' rows in the
+    training manifest (an item's views side by side)."""
+    if per_item < 1:
+        raise ValueError(f"per_item must be at least 1, got {per_item}")
     images, _ = load_fashion_mnist_arrays("train")
     pool = training_items(len(images))
-    rows = np.sort(np.random.default_rng(seed).choice(pool, min(count, len(pool)), replace=False))
+    items = np.sort(np.random.default_rng(seed).choice(pool, min(count, len(pool)), replace=False))
+    rows, takes = np.repeat(items, per_item), np.tile(np.arange(per_item), len(items))
     started = time.perf_counter()
-    chunks = np.array_split(np.arange(len(rows)), max(1, workers * 8))
-    jobs = [(images[rows[c]], rows[c], pre.to_dict(), seed) for c in chunks if len(c)]
+    chunks = np.array_split(np.arange(len(rows)), max(1, workers * 8 * per_item))
+    jobs = [(images[rows[c]], rows[c], takes[c], pre.to_dict(), seed) for c in chunks if len(c)]
     # Fresh interpreters, not forks: a fork of a process whose OpenMP pool torch has started can hang.
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as executor:
         parts = []
@@ -76,25 +84,33 @@ def make_views(out: str | Path, pre: Preprocessing, *, count: int, seed: int = 0
 
 
 class QueryViews:
-    """Query views by training row: `swap(images, idx, share, generator)` puts an item's view in
-    place of its catalog image for about `share` of the rows that have one."""
+    """Query views by training row: `swap(images, idx, share, generator)` puts one of an item's views
+    in place of its catalog image for about `share` of the rows that have one (an item with several
+    views shows one of them, drawn each time)."""
 
     def __init__(self, path: str | Path, rows_in_set: int):
         stored = np.load(path)
-        self.views = stored["views"]
-        self.mask_model = str(stored["mask_model"]) if "mask_model" in stored else "unknown"
-        self.row_of = np.full(rows_in_set, -1, np.int64)
         rows = stored["rows"]
+        order = np.argsort(rows, kind="stable")
+        self.views = stored["views"][order]
+        self.mask_model = str(stored["mask_model"]) if "mask_model" in stored else "unknown"
         if rows.max(initial=-1) >= rows_in_set:
             raise ValueError(f"{path}: its views name training rows beyond the set's {rows_in_set}")
-        self.row_of[rows] = np.arange(len(rows))
+        self.count_of = np.bincount(rows, minlength=rows_in_set).astype(np.int64)
+        self.row_of = np.full(rows_in_set, -1, np.int64)  # each row's first view in self.views
+        starts = np.concatenate([[0], np.cumsum(self.count_of)[:-1]])
+        self.row_of[self.count_of > 0] = starts[self.count_of > 0]
 
     def swap(self, batch: torch.Tensor, idx: torch.Tensor, share: float, generator: torch.Generator) -> torch.Tensor:
         slot = torch.from_numpy(self.row_of)[idx]
         take = (slot >= 0) & (torch.rand(len(idx), generator=generator) < share)
         if take.any():
+            chosen = slot[take]
+            counts = torch.from_numpy(self.count_of)[idx][take]
+            if int(counts.max()) > 1:  # one of the item's views (a file of one view per item draws nothing more)
+                chosen = chosen + (torch.rand(len(chosen), generator=generator) * counts).long().clamp_max(counts - 1)
             batch = batch.clone()
-            batch[take] = torch.from_numpy(self.views[slot[take].numpy()]).to(batch.dtype)
+            batch[take] = torch.from_numpy(self.views[chosen.numpy()]).to(batch.dtype)
         return batch
 
 
@@ -102,12 +118,13 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m training views", description=__doc__)
     p.add_argument("--out", default=".cache/query-views.npz")
     p.add_argument("--model", default="models/coinsp-fmnist.pt", help="whose input settings the views take")
-    p.add_argument("--count", type=int, default=20000)
+    p.add_argument("--count", type=int, default=20000, help="how many training items have views")
+    p.add_argument("--per-item", type=int, default=1, help="views (different photos) of each item")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
     args = p.parse_args(argv)
     pre = preprocessing_from_checkpoint(load_checkpoint(args.model))
-    print(f"wrote {make_views(args.out, pre, count=args.count, seed=args.seed, workers=args.workers)}")
+    print(f"wrote {make_views(args.out, pre, count=args.count, per_item=args.per_item, seed=args.seed, workers=args.workers)}")
 
 
 if __name__ == "__main__":
