@@ -73,7 +73,7 @@ def _print_report(report) -> None:
 def cmd_build(args) -> int:
     report = build_catalog(args.manifest, args.model, args.out, index=args.index, memory_budget=args.memory_budget,
                            precision=args.precision, overwrite=args.overwrite, progress=not args.quiet,
-                           lock_timeout=args.wait)
+                           lock_timeout=args.wait, project_dims=getattr(args, "project_dims", None))
     _print_report(report)
     return 0
 
@@ -264,6 +264,9 @@ def cmd_info(args) -> int:
         f"images       {info.root}",
         *([f"vectors      in the embedding shards {info.vectors.folder} ({info.vectors.dtype}); "
            "the index's inverted lists are memory-mapped from disk"] if info.vectors else []),
+        *([f"projection   {info.projection['input_dim']}-d model vectors projected to {info.projection['dims']} dims "
+           f"(PCA of the catalog's vectors, fingerprint {info.projection['fingerprint']}); queries go through it"]
+          if info.projection else []),
         f"next id      {info.next_id}",
         f"memory       budget {format_size(info.memory_budget_bytes)}",
     ]

@@ -59,6 +59,12 @@ def _item_id(text: str) -> int:
     return int(text)
 
 
+def _positive_int(text: str) -> int:
+    if not re.fullmatch(r"\s*[0-9]+\s*", text) or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a whole number from 1")
+    return int(text)
+
+
 def _cosine(text: str) -> float:
     """A cosine threshold, as the HTTP API takes it: a finite number from -1 to 1."""
     try:
@@ -85,6 +91,9 @@ def _catalog_writes(sub) -> None:
     p.add_argument("--memory-budget", type=_size, default=None, help="memory the index may use (default 4GB)")
     precision_option(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing catalog in --out")
+    p.add_argument("--project-dims", type=_positive_int, default=None, metavar="N",
+                   help="store the vectors projected to N dims by the PCA of the catalog's own vectors "
+                        "(kept with the catalog; queries go through it); default: the model's own vectors")
     _wait_option(p)
 
     p = sub.add_parser("add", help="add the images a catalog does not hold yet")

@@ -56,6 +56,9 @@ class CatalogInfo(Mapping):
     preprocessing: dict | None = None
     # What a real match scores here (index.search.calibration); None: not measured yet, or no two items of a product.
     calibration: ScoreCalibration | None = None
+    # The stored vectors are the model's projected to fewer dims (index.catalog.projection: method, dims,
+    # input_dim, file, fingerprint); queries go through the same matrix. None: the model's own vectors.
+    projection: dict | None = None
     extra: dict = field(default_factory=dict)  # keys this version of the product does not know, kept
 
     @property
@@ -85,7 +88,7 @@ class CatalogInfo(Mapping):
             if f.name == "extra":
                 continue
             value = getattr(self, f.name)
-            if f.name in ("vectors", "preprocessing", "calibration"):
+            if f.name in ("vectors", "preprocessing", "calibration", "projection"):
                 if value is None:
                     continue
                 if f.name == "vectors":

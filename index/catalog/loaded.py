@@ -22,6 +22,7 @@ import pandas as pd
 
 from index.scale.backends import backend_from_environment, parse_backend
 from index.catalog.description import CatalogInfo
+from index.catalog.projection import Projection, ProjectionError
 from index.quality.evaluation import NpyRows, RecallReport, recall_at_k
 from index.manifest import CATEGORY_COLUMN, PATH_COLUMN, PRODUCT_COLUMN
 from index.search.algorithm import SearchHits, search_vectors
@@ -54,6 +55,8 @@ class Catalog:
         self._pools: dict[str, tuple[np.ndarray, faiss.IDSelector, np.ndarray]] = {}
         self._columns: dict[str, np.ndarray] | None = None
         self.backend = None  # where candidates come from: None = the FAISS index above (index.scale.backends)
+        # The matrix the stored vectors were projected by (index.catalog.projection); queries go through it.
+        self.projection: Projection | None = None
 
     # ------------------------------------------------------------------ loading
 
@@ -84,6 +87,14 @@ class Catalog:
                                f"{embeddings.shape}); run `python -m index rebuild --catalog DIR --reembed`")
         # The index is read on first search: evaluation and the app's quality page never need it.
         catalog = cls(folder, info, embeddings, metadata, index_path=version / INDEX_FILE, rerank_vectors=rerank_vectors)
+        if info.projection is not None:
+            try:
+                catalog.projection = Projection.load(version, info.projection)
+            except ProjectionError as exc:
+                raise CatalogError(f"catalog {folder} is damaged: {exc}; build it again") from None
+            if catalog.projection.dims != info.feature_dim:
+                raise CatalogError(f"catalog {folder} is inconsistent (projection to {catalog.projection.dims} dims, "
+                                   f"vectors of {info.feature_dim}); build it again")
         if spec is not None:  # a Milvus collection serves the index; it is contacted on the first search or sync
             from index.scale.milvus import MilvusBackend  # pymilvus only where Milvus is asked for
 

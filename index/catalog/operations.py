@@ -21,6 +21,7 @@ from index.catalog.loaded import Catalog
 from index.catalog.choose import DEFAULT_MEMORY_BUDGET, IndexChoice, choice_from_factory, choose_index
 from index.catalog.description import CatalogInfo
 from index.catalog.embedding_settings import preprocessing_record
+from index.catalog.projection import Projection, projecting_embedder
 from index.importers import link_outside
 from index.manifest import CATEGORY_COLUMN, PATH_COLUMN, read_manifest, resolve_image_paths
 from index.catalog.store import (HASH_COLUMN, ID_COLUMN, IMAGE_PATH_COLUMN, MTIME_COLUMN, RESERVED_COLUMNS,
@@ -185,12 +186,15 @@ def resolve_choice(index: str | None, n: int, d: int, budget: int, previous: dic
 
 def build_catalog(manifest: str | os.PathLike, model, out: str | os.PathLike, *, index: str | None = None,
                   memory_budget: int | None = None, precision: str | None = None, overwrite: bool = False,
-                  progress: ProgressOption = True, lock_timeout: float = 0.0) -> UpdateReport:
+                  progress: ProgressOption = True, lock_timeout: float = 0.0,
+                  project_dims: int | None = None) -> UpdateReport:
     """Embed every image of a manifest and write a catalog folder.
 
     Unreadable images (missing, corrupt, not an image) are skipped and listed with the reason.
     `model` is a checkpoint path (or an Embedder). An existing catalog is replaced only with
-    overwrite=True (ids then start again from 0: it is a new catalog).
+    overwrite=True (ids then start again from 0: it is a new catalog). project_dims: store the
+    vectors projected to this many dims by the PCA of the catalog's own vectors
+    (index.catalog.projection), the projection kept in the version and applied to every query.
     """
     started, progress = time.perf_counter(), as_callback(progress)
     manifest, out = Path(manifest), Path(out)
@@ -203,6 +207,8 @@ def build_catalog(manifest: str | os.PathLike, model, out: str | os.PathLike, *,
     paths = resolve_image_paths(table, root)
     check_new_catalog_folder(out, overwrite)
     embedder, model_path = load_embedder(model, precision)
+    embedder = getattr(embedder, "unprojected", embedder)  # a build fits its own projection
+    check_project_dims(project_dims, embedder.feature_dim)
     budget = DEFAULT_MEMORY_BUDGET if memory_budget is None else int(memory_budget)
     with catalog_lock(out, "build", lock_timeout):
         previous = read_info_or_none(out, "version")
@@ -210,6 +216,7 @@ def build_catalog(manifest: str | os.PathLike, model, out: str | os.PathLike, *,
         if len(vectors) == 0:
             reasons = "; ".join(f"{table[PATH_COLUMN].iloc[i]}: {r}" for i, r in failures[:3])
             raise CatalogError(f"none of the {len(paths):,} images of {manifest} could be used ({reasons})")
+        vectors, projection = projected(vectors, project_dims)
         metadata = table.iloc[embedded].reset_index(drop=True)
         metadata.insert(0, ID_COLUMN, np.arange(len(metadata), dtype=np.int64))
         metadata[HASH_COLUMN] = [f[0] for f in facts]
@@ -221,7 +228,8 @@ def build_catalog(manifest: str | os.PathLike, model, out: str | os.PathLike, *,
                            feature_dim=int(vectors.shape[1]), created_at=now(), root=str(root),
                            manifest=str(manifest.absolute()), memory_budget_bytes=budget,
                            next_id=int(len(metadata)), index={},
-                           preprocessing=preprocessing_record(embedder.preprocessing))
+                           preprocessing=preprocessing_record(embedder.preprocessing),
+                           projection=None if projection is None else projection.record())
         index_obj, record = build_index(choice, vectors, metadata, info, progress)
         record["user_given"] = bool(index)
         skipped_list = merge_skipped([], skipped)
@@ -230,20 +238,38 @@ def build_catalog(manifest: str | os.PathLike, model, out: str | os.PathLike, *,
                               duplicates=duplicates, index=record)
         info.last_operation = {"operation": "build", "added": len(metadata), "skipped": len(skipped),
                                "duplicates": duplicates, "at": now()}
-        commit_catalog(out, [vectors], metadata, index_obj, info, previous)
+        commit_catalog(out, [vectors], metadata, index_obj, info, previous, projection)
     report.seconds = time.perf_counter() - started
     return report
 
 
+def check_project_dims(dims: int | None, feature_dim: int) -> None:
+    """CatalogError unless `dims` (None: no projection) is a size the model's vectors can be projected to."""
+    if dims is not None and not 1 <= int(dims) < int(feature_dim):
+        raise CatalogError(f"--project-dims must be between 1 and {int(feature_dim) - 1} (the model's vectors "
+                           f"have {feature_dim} dims), got {dims}")
+
+
+def projected(vectors: np.ndarray, dims: int | None) -> tuple[np.ndarray, Projection | None]:
+    """(vectors, None) without a size; else the PCA of these vectors to `dims` and the vectors through it."""
+    if dims is None:
+        return vectors, None
+    if len(vectors) < 2:
+        raise CatalogError("a projection is fitted on the catalog's vectors: it needs at least two items")
+    projection = Projection.fit(vectors, int(dims))
+    return projection.apply(vectors), projection
+
+
 def open_embedder_for(catalog: Catalog, model) -> "Embedder":
-    """The catalog's own model (by default the checkpoint it was built from), fingerprint-checked."""
+    """The catalog's own model (by default the checkpoint it was built from), fingerprint-checked; for a
+    catalog of projected vectors, its vectors go through the catalog's projection."""
     if model is None:
         model = catalog.info.model_path
         if not model:
             raise CatalogError("the catalog does not record its model's checkpoint path; pass --model")
     embedder, _ = load_embedder(model, None)
     check_model(catalog.info, embedder.fingerprint, str(model) if isinstance(model, (str, os.PathLike)) else "the model")
-    return embedder
+    return projecting_embedder(embedder, catalog.projection)
 
 
 def refuse_on_disk(catalog: Catalog, operation: str) -> None:
@@ -349,7 +375,9 @@ def rebuild_catalog(folder: str | os.PathLike, *, model=None, index: str | None 
             embedder = open_embedder_for(catalog, None)
             if precision and precision != embedder.precision:
                 embedder, _ = load_embedder(info.model_path, precision)
+        projection = None
         if reembed:
+            embedder = getattr(embedder, "unprojected", embedder)  # the model's own vectors, projected below
             paths = [Path(image_file(folder, catalog.root, p)) for p in metadata[PATH_COLUMN].astype(str)]
             vectors, embedded, failures, facts = embed_files(embedder, paths, progress, "re-embedding",
                                                              (catalog.root, folder))
@@ -361,6 +389,9 @@ def rebuild_catalog(folder: str | os.PathLike, *, model=None, index: str | None 
             metadata[HASH_COLUMN] = [f[0] for f in facts]
             metadata[SIZE_COLUMN] = np.asarray([f[1] for f in facts], np.int64)
             metadata[MTIME_COLUMN] = np.asarray([f[2] for f in facts], np.int64)
+            if info.projection is not None:  # fitted again, same size, on the vectors made now
+                vectors, projection = projected(vectors, int(info.projection["dims"]))
+                info.projection = projection.record()
             embeddings = vectors
             info.model_fingerprint, info.feature_dim = embedder.fingerprint, int(vectors.shape[1])
             info.precision = embedder.precision
@@ -376,7 +407,7 @@ def rebuild_catalog(folder: str | os.PathLike, *, model=None, index: str | None 
         info.index, info.counts, info.skipped = record, counts(metadata, skipped_list), skipped_list
         info.last_operation = {"operation": "rebuild", "reembedded": report.reembedded,
                                   "skipped": len(skipped), "at": now()}
-        commit_catalog(folder, [embeddings], metadata, index_obj, info, info.version)
+        commit_catalog(folder, [embeddings], metadata, index_obj, info, info.version, projection)
     report.items, report.skipped, report.index = len(metadata), skipped, record
     report.seconds = time.perf_counter() - started
     return report

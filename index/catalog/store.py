@@ -56,6 +56,7 @@ from embedder.progress import ProgressCallback, Stage, no_progress
 from index.search.calibration import calibrate
 from index.catalog.choose import index_kind
 from index.catalog.description import FORMAT, CatalogInfo
+from index.catalog.projection import Projection, ProjectionError
 from index.manifest import PATH_COLUMN
 from index.catalog.uploaded_files import (PHOTOS_FOLDER, adopt_legacy_uploads, delete_photos, named_photos,
                                           unnamed_photos)
@@ -348,8 +349,20 @@ def write_index(target: Path, index: faiss.Index | None, factory: str, d: int) -
 
 
 def commit_catalog(folder: Path, embedding_blocks: Sequence[np.ndarray], metadata: pd.DataFrame,
-                   index: faiss.Index | None, info: CatalogInfo, previous: str | None) -> CatalogInfo:
-    """Write a complete new version (embeddings, metadata, index), then point catalog.json at it."""
+                   index: faiss.Index | None, info: CatalogInfo, previous: str | None,
+                   projection: Projection | None = None) -> CatalogInfo:
+    """Write a complete new version (embeddings, metadata, index), then point catalog.json at it.
+    A catalog of projected vectors (info.projection) also gets its projection file: `projection`
+    where it was fitted now, else the one of the version `info` describes, carried over after its
+    fingerprint is checked."""
+    if info.projection is not None:
+        if projection is None:
+            try:
+                projection = Projection.load(folder / VERSIONS_DIR / str(info.version), info.projection)
+            except ProjectionError as exc:
+                raise CatalogError(f"{exc}: nothing was changed; build the catalog again") from None
+        if projection.record() != info.projection:
+            raise CatalogError("the projection given is not the one the catalog's description records")
     info.calibration = calibrate(embedding_blocks, metadata)  # what a real match scores in this version
     if PATH_COLUMN in metadata:  # uploads kept below the image folder by earlier versions move into DIR
         paths, copied = adopt_legacy_uploads(folder, info.root, metadata[PATH_COLUMN])
@@ -361,6 +374,8 @@ def commit_catalog(folder: Path, embedding_blocks: Sequence[np.ndarray], metadat
         write_embeddings(staging / EMBEDDINGS_FILE, embedding_blocks, info.feature_dim)
         write_metadata(staging / METADATA_FILE, metadata)
         write_index(staging / INDEX_FILE, index, info.index["factory"], info.feature_dim)
+        if projection is not None:
+            projection.save(staging)
     return commit_version(folder, write, info, previous)
 
 

@@ -44,6 +44,7 @@ from embedder.images import decode_image
 from embedder.regions import Box, BoxError, check_box
 from index.search.calibration import MatchConfidence, assess
 from index.catalog.loaded import Catalog
+from index.catalog.projection import projecting_embedder
 from index.search.category_guess import CategoryGuess, CategoryPredictor
 from index.search.query_confidence import QueryConfidenceModel, judged, neighbour_features
 from index.search.filters import FilterError, FilterPool, MetadataFilter, filter_pool, metadata_filter as checked_filter
@@ -172,6 +173,7 @@ class SearchService:
         self.categories = CategoryPredictor.from_checkpoint(checkpoint_path, self.embedder)
         # Confidence fitted on shopper photos for this model (index.search.query_confidence), where it ships one.
         self.query_confidence = QueryConfidenceModel.load_for(checkpoint_path, self.embedder.fingerprint)
+        self._project_queries()
 
     @classmethod
     def from_parts(cls, catalog: Catalog, embedder: Embedder, categories: CategoryPredictor | None = None,
@@ -181,7 +183,17 @@ class SearchService:
         check_model(catalog.info, embedder.fingerprint)
         service.catalog, service.embedder, service.categories = catalog, embedder, categories
         service.query_confidence = query_confidence
+        service._project_queries()
         return service
+
+    def _project_queries(self) -> None:
+        """A catalog of projected vectors (index.catalog.projection): queries go through its projection.
+        The model's query-confidence fit read the model's own cosines, not the projected ones, so such a
+        catalog's weak-match notice comes from its own calibration (measured at every commit)."""
+        if self.catalog.projection is None:
+            return
+        self.embedder = projecting_embedder(self.embedder, self.catalog.projection)
+        self.query_confidence = None
 
     def embed(self, image: ImageInput, box: Box | None = None) -> np.ndarray:
         """The query's feature vector (d,), L2-normalised. Raises embedder.images.ImageError."""
