@@ -15,6 +15,7 @@ import streamlit as st
 from app import components as ui
 from app.settings import Settings
 from embedder.embed import Embedder
+from index.catalog.projection import projecting_embedder
 from training.shopper_recall import BACKDROP_KINDS, SHOPPER_ITEMS, ShopperRecall, shopper_recall
 
 
@@ -39,7 +40,8 @@ def catalog_embedder(folder: Path, cfg: Settings) -> Embedder | None:
     if not model or not Path(model).is_file():
         return None
     embedder = _embedder(str(model), cfg.device)
-    return embedder if embedder.fingerprint == catalog.fingerprint else None
+    # a catalog of projected vectors: the photos go through its projection (index.catalog.projection)
+    return projecting_embedder(embedder, catalog.projection) if embedder.fingerprint == catalog.fingerprint else None
 
 
 def shopper_table(result: ShopperRecall) -> pd.DataFrame:

@@ -204,3 +204,13 @@ def test_pca_is_the_same_on_every_run_and_a_projecting_embedder_keeps_the_raw_fe
     features = embedder.features_uint8(torch.from_numpy(batch))
     assert np.array_equal(projected.features_uint8(torch.from_numpy(batch)).numpy(), features.numpy())
     assert np.allclose(projected.embed_uint8(torch.from_numpy(batch)), projection.apply(embedder.vectors(features)))
+
+
+def test_shopper_recall_runs_on_a_projected_catalog_through_its_projection(shop, models):
+    from training.shopper_recall import shopper_recall
+
+    _, folder = shop
+    catalog = Catalog.load(folder)
+    embedder = projecting_embedder(Embedder.from_checkpoint(models[0]), catalog.projection)
+    result = shopper_recall(catalog, embedder, items=6, seed=0)
+    assert int(result.table.loc["catalog photos", "queries"]) == 6 and len(result.per_photo) == 12
