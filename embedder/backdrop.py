@@ -9,14 +9,15 @@ similar backdrop, not the product's. Here the product found by the same analysis
 (embedder.domain.analyse: the learned product mask, the hand rules on a plain backdrop) is cut out
 with its soft edge and laid on one neutral grey, trimmed and centred in the model's square; catalog
 photos and queries take the same path, so both sides agree. A photo without a clear product (a
-texture, a product filling the frame) is searched as normalise gives it (fitted, its own colours).
+texture, a product filling the frame) is searched as it is: the photo (or the shopper's region) fitted
+into the square on the same grey, its own colours kept; the photo is analysed once either way.
 """
 from __future__ import annotations
 
 import numpy as np
 from PIL import Image
 
-from embedder.domain import analyse, mask_at, normalise, shrink, with_context
+from embedder.domain import analyse, mask_at, shrink, with_context
 from embedder.domain_settings import DomainSettings
 from embedder.images import as_rgb
 from embedder.mask import ProductMask
@@ -26,6 +27,7 @@ NEUTRAL_GREY = 0.5  # the product's backdrop level (0..1), chosen on validation 
 # The mask's product share mapped linearly from EDGE[0] (none of the photo kept) to EDGE[1] (all of it): the
 # mask's soft rim, read off a 64-px photo, holds a ring of the old backdrop; a steeper ramp leaves less of it.
 EDGE = (0.3, 0.7)
+WHOLE = (0.0, 0.0, 1.0, 1.0)
 
 
 def product_mask(image: Image.Image, settings: DomainSettings = DomainSettings(),
@@ -55,15 +57,14 @@ def on_backdrop(image: Image.Image, *, size: int, grey: float = NEUTRAL_GREY, ma
                 mask_model: ProductMask | None = None, edge: tuple[float, float] = EDGE) -> np.ndarray:
     """RGB photo -> uint8 (3, size, size): the product cut out, trimmed, centred with its aspect kept and
     laid on the grey level `grey` (0..1). region: the shopper's query region in whole pixels, as
-    normalise takes it. A photo without a clear product: normalise's view of it (polarity "keep")."""
-    original = as_rgb(image)
-    image, within = original, None
+    normalise takes it. A photo without a clear product: the photo (or the region) as it is, fitted on
+    the grey (for a square photo, or a region without margin, normalise's view of it)."""
+    image, within = as_rgb(image), None
     if region is not None:
-        image, within = with_context(original, region, settings.context)
+        image, within = with_context(image, region, settings.context)
     found = product_mask(image, settings, within, mask_model)
-    if found is None:
-        return normalise(original, size=size, channels=3, polarity="keep", margin=margin, settings=settings,
-                         region=region, mask_model=mask_model)
+    if found is None:  # all of it kept: a mask of one pixel that is all product
+        found = (within or WHOLE), np.ones((1, 1), np.float32)
     return compose(image, *found, size=size, grey=grey, margin=margin, edge=edge)
 
 

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from embedder.backdrop import NEUTRAL_GREY, on_backdrop
-from embedder.domain import normalise
+from embedder.domain import analyse, normalise
 from embedder.preprocess import Preprocessing
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -46,9 +46,23 @@ def test_a_query_region_selects_the_product_inside_it():
     assert np.abs(whole.astype(int) - boxed.astype(int)).mean() < 6
 
 
-def test_a_photo_without_a_clear_product_gets_normalise_s_view():
-    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8))
+def test_a_square_photo_without_a_clear_product_gets_normalise_s_view():
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (120, 120, 3), dtype=np.uint8))
     assert np.array_equal(on_backdrop(noise, size=48), normalise(noise, size=48, channels=3, polarity="keep"))
+
+
+def test_a_photo_without_a_clear_product_is_fitted_on_the_grey_and_analysed_once(monkeypatch):
+    import embedder.backdrop as backdrop
+
+    calls = []
+    monkeypatch.setattr(backdrop, "analyse", lambda *a, **k: calls.append(1) or analyse(*a, **k))
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8))
+    view = on_backdrop(noise, size=48)
+    assert len(calls) == 1
+    level = round(255 * NEUTRAL_GREY)
+    assert np.all(view[:, :6] == level) and np.all(view[:, -6:] == level)  # 160 x 120 fitted: 36 rows of photo
+    own = normalise(noise, size=48, channels=3, polarity="keep")
+    assert np.array_equal(view[:, 6:42], own[:, 6:42])  # the photo itself, as normalise fits it
 
 
 def test_the_backdrop_is_opt_in_and_stored_only_when_set():
