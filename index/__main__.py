@@ -145,6 +145,12 @@ def cmd_ensure(args) -> int:
     if not (args.out / INFO_FILE).exists():
         return cmd_build(argparse.Namespace(**vars(args), overwrite=False))
     info = read_info(args.out)
+    stored_dims = None if info.projection is None else int(info.projection["dims"])
+    if args.project_dims != stored_dims:
+        def vectors(dims):
+            return "the model's own vectors" if dims is None else f"vectors projected to {dims} dims"
+        raise CatalogError(f"{args.out} holds {vectors(stored_dims)}, not {vectors(args.project_dims)}: build it "
+                           "again with `python -m index build ... --overwrite` at the size wanted")
     payload = load_checkpoint(args.model)
     changed = why_reembed(info.model_fingerprint, info.preprocessing, payload["fingerprint"],
                           preprocessing_from_checkpoint(payload))

@@ -81,6 +81,12 @@ def _wait_option(p: argparse.ArgumentParser) -> None:
                    help="wait this long for another process changing the catalog (default: refuse at once)")
 
 
+def _project_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--project-dims", type=_positive_int, default=None, metavar="N",
+                   help="store the vectors projected to N dims by the PCA of the catalog's own vectors "
+                        "(kept with the catalog; queries go through it); default: the model's own vectors")
+
+
 def _catalog_writes(sub) -> None:
     """Commands that write a catalog: build, add, remove, rebuild, restore, ensure."""
     p = sub.add_parser("build", help="embed a manifest's images into a new catalog")
@@ -91,9 +97,7 @@ def _catalog_writes(sub) -> None:
     p.add_argument("--memory-budget", type=_size, default=None, help="memory the index may use (default 4GB)")
     precision_option(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing catalog in --out")
-    p.add_argument("--project-dims", type=_positive_int, default=None, metavar="N",
-                   help="store the vectors projected to N dims by the PCA of the catalog's own vectors "
-                        "(kept with the catalog; queries go through it); default: the model's own vectors")
+    _project_option(p)
     _wait_option(p)
 
     p = sub.add_parser("add", help="add the images a catalog does not hold yet")
@@ -133,6 +137,7 @@ def _catalog_writes(sub) -> None:
     p.add_argument("--index")
     p.add_argument("--memory-budget", type=_size, default=None)
     precision_option(p)
+    _project_option(p)
     _wait_option(p)
 
 

@@ -214,3 +214,17 @@ def test_shopper_recall_runs_on_a_projected_catalog_through_its_projection(shop,
     embedder = projecting_embedder(Embedder.from_checkpoint(models[0]), catalog.projection)
     result = shopper_recall(catalog, embedder, items=6, seed=0)
     assert int(result.table.loc["catalog photos", "queries"]) == 6 and len(result.per_photo) == 12
+
+
+def test_ensure_keeps_the_size_it_was_asked_for_and_refuses_another(tmp_path, models, capsys):
+    manifest = write_shop(tmp_path / "shop", products=2)
+    out = tmp_path / "ensured"
+    args = ["-q", "ensure", "--manifest", str(manifest), "--model", str(models[0]), "--out", str(out)]
+    assert index_main(args + ["--project-dims", "4"]) == 0 and read_info(out).feature_dim == 4
+    assert index_main(args + ["--project-dims", "4"]) == 0  # up to date
+    assert index_main(args + ["--model", str(models[1]), "--project-dims", "4"]) == 0  # re-embedded, fitted again
+    assert read_info(out).feature_dim == 4
+    assert read_info(out).model_fingerprint == Embedder.from_checkpoint(models[1]).fingerprint
+    capsys.readouterr()
+    assert index_main(args) == 2
+    assert "holds vectors projected to 4 dims, not the model's own vectors" in capsys.readouterr().err
