@@ -49,7 +49,7 @@ from embedder.embed import Embedder
 from embedder.mask import default_mask
 from embedder.preprocess import Preprocessing
 from index.importers import load_fashion_mnist_arrays
-from training.cached_features import EARLIER_AUGMENTATIONS, ViewSettings, cached_or_built
+from training.cached_features import ViewSettings, cached_or_built
 from training.head_training import HeadSettings, recall, train_head, whitened_head
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,6 +62,9 @@ ROWS = (("Cos*", "cos"), ("CoInsP**", "coinsp"), ("Opt* (product labels, referen
 OPT, OPT_CLOSED = "Opt* (product labels, reference)", "Product whitening (product labels, closed form, reference)"
 RENDER_VERSION = "families-3"  # part of the photos' folder name: a changed renderer never reuses old photos
 VALIDATION_SHARE = 0.25  # of the training families, held out by --validate
+# A shopper photo is searched as the product searches a photo (index/search/service.py, mirror=True): the photo
+# and its mirror image, each catalog photo scored by the better of the two.
+SEARCH_VIEWS = ViewSettings(views=2, augmentations=("mirror",))
 OWN = "own backdrop (domain.normalise, polarity keep)"
 # --backdrops: (name, grey level or None for the photo's own backdrop, the mask's edge ramp)
 BACKDROP_CANDIDATES = ((OWN, None, None), ("white", 1.0, (0.0, 1.0)), ("grey 0.8", 0.8, (0.0, 1.0)),
@@ -153,6 +156,21 @@ def candidate_settings(base: HeadSettings) -> dict[str, HeadSettings]:
     }
 
 
+def best_view_recall(query_views: list[np.ndarray], labels: np.ndarray, gallery: np.ndarray,
+                     gallery_labels: np.ndarray, ks=(1, 5)) -> dict[int, float]:
+    """Recall@k of queries searched by several views each (unit vectors, one array a view), each gallery
+    photo scored by its best view's cosine (index.search.algorithm.best_of_views); ties keep gallery order."""
+    scores = np.max(np.stack([q @ gallery.T for q in query_views]), axis=0)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :max(ks)]
+    hits = np.asarray(gallery_labels)[order] == np.asarray(labels)[:, None]
+    return {int(k): float(hits[:, :k].any(1).mean()) for k in ks}
+
+
+def search_views(cache) -> list[torch.Tensor]:
+    """A query cache's views (SEARCH_VIEWS: the photo, its mirror) as float32 trunk features."""
+    return [torch.from_numpy(np.asarray(cache.features[:, v], np.float32)) for v in range(cache.features.shape[1])]
+
+
 def first_hits(vectors: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Per photo, leave-one-out: whether its nearest other photo (cosine) shows the same product."""
     similarity = vectors @ vectors.T
@@ -190,6 +208,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=HeadSettings.epochs)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--precision", default=None, help="fp32, bf16 or auto (default: measured here)")
+    parser.add_argument("--compare-views", type=lambda text: tuple(tuple(k.split("+")) for k in text.split(",") if k),
+                        default=(), help="--validate: caches of other views compared with the default's, e.g. "
+                                         "shopper+strong,photo+phone (each is made once: a cache of every training photo)")
+    parser.add_argument("--candidates", type=lambda text: [k.strip() for k in text.split(",") if k.strip()],
+                        default=[], help="--validate: only these of the head's candidate settings (names as in "
+                                         "validation.md, e.g. defaults), and no Cos*/Opt* rows (default: all)")
+    parser.add_argument("--more-views", type=lambda text: tuple(tuple(k.split("+")) for k in text.split(",") if k),
+                        default=(), help="train on more views of each photo: those of caches made with these "
+                                         "augmentations (e.g. shopper+strong) added to the default cache's")
     parser.add_argument("--validate", action="store_true",
                         help="compare the head's settings on validation families held out of training (no test products)")
     parser.add_argument("--backdrop", type=parse_backdrop, default=None,
@@ -232,16 +259,31 @@ def main(argv: list[str] | None = None) -> int:
                                                                          args.backdrop), views, progress=True)
     cache_s = train_cache.build_seconds  # when it was made (by this run or an earlier one); None: not recorded
     features = np.asarray(train_cache.features)
+    for kinds in args.more_views:  # more views of each training photo, from a cache of other augmentations
+        more = ViewSettings(views=args.views, augmentations=kinds)
+        features = np.concatenate([features, np.asarray(cached_or_built(
+            train_paths, trunk, train_cache_folder(args.work, len(train_paths), more, args.backdrop), more,
+            progress=True).features)[:, 1:]], axis=1)
     categories = sorted(set(train_categories))
     codes = np.asarray([categories.index(c) for c in train_categories])
     fine = np.unique(np.asarray(train_products), return_inverse=True)[1]
     base = HeadSettings(epochs=args.epochs, precision=args.precision)
     if args.validate:
-        other_views = ViewSettings(views=args.views, augmentations=EARLIER_AUGMENTATIONS)
-        other = cached_or_built(train_paths, trunk, train_cache_folder(args.work, len(train_paths), other_views,
-                                                                       args.backdrop), other_views, progress=True)
-        return validate(args, command, features, np.asarray(other.features), codes, np.asarray(train_products),
-                        np.asarray(train_families), base, started, load_before)
+        others = {}
+        for kinds in args.compare_views:
+            other_views = ViewSettings(views=args.views, augmentations=kinds)
+            others["+".join(kinds)] = np.asarray(cached_or_built(
+                train_paths, trunk, train_cache_folder(args.work, len(train_paths), other_views, args.backdrop),
+                other_views, progress=True).features)
+        families = np.asarray(train_families)
+        held_items = np.asarray(sorted(set(int(f) for f in families[validation_split(families)])))
+        shopper_paths, shopper_products, _, _ = make_photos(photos_folder / "shopper-validation", held_items, shapes,
+                                                            labels, args.variants, 1, args.side, 4, True)
+        shopper = search_views(cached_or_built(
+            shopper_paths, trunk, args.work / f"cache-shopper-validation-{len(shopper_paths)}-mirror"
+                                              f"{backdrop_tag(args.backdrop)}", SEARCH_VIEWS, progress=True))
+        return validate(args, command, features, others, codes, np.asarray(train_products), families, base,
+                        shopper, np.asarray(shopper_products), started, load_before)
 
     at = time.perf_counter()
     test_paths, test_products, _, _ = make_photos(photos_folder / "test", test_items, shapes, labels, args.variants,
@@ -251,15 +293,15 @@ def main(argv: list[str] | None = None) -> int:
     render_s += time.perf_counter() - at
     test_cache = cached_or_built(test_paths, trunk, args.work / f"cache-test-{len(test_paths)}{backdrop_tag(args.backdrop)}", ViewSettings(views=1),
                                  progress=True)
-    shopper_cache = cached_or_built(shopper_paths, trunk, args.work / f"cache-shopper-{len(shopper_paths)}{backdrop_tag(args.backdrop)}",
-                                    ViewSettings(views=1), progress=True)
-    test_plain, shopper_plain = test_cache.plain(), shopper_cache.plain()
+    shopper_cache = cached_or_built(shopper_paths, trunk, args.work / f"cache-shopper-{len(shopper_paths)}-mirror"
+                                    f"{backdrop_tag(args.backdrop)}", SEARCH_VIEWS, progress=True)
+    test_plain, shopper_plain = test_cache.plain(), search_views(shopper_cache)
     test_labels, shopper_labels = np.asarray(test_products), np.asarray(shopper_products)
 
     def scores(vectors) -> dict:
         gallery = vectors(test_plain)
         catalog = recall(gallery, test_labels, ks=(1, 5))
-        shopper = recall(vectors(shopper_plain), shopper_labels, ks=(1, 5), gallery=gallery, gallery_labels=test_labels)
+        shopper = best_view_recall([vectors(v) for v in shopper_plain], shopper_labels, gallery, test_labels)
         return {"R@1": catalog[1], "R@5": catalog[5], "shopper_R@1": shopper[1], "shopper_R@5": shopper[5]}
 
     frozen_vectors = torch.nn.functional.normalize(test_plain, dim=1).numpy()
@@ -292,7 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "command": command,
         "settings": vars(args) | {"work": str(args.work), "out": str(args.out)},
-        "head": asdict(base), "views": asdict(views), "render": RENDER_VERSION, "subtlety": asdict(Subtlety()),
+        "head": asdict(base), "views": asdict(views),
+        "more_views": ["+".join(k) for k in args.more_views], "training_views": int(features.shape[1]), "render": RENDER_VERSION, "subtlety": asdict(Subtlety()),
         "backdrop": None if args.backdrop is None else {"grey": args.backdrop, "edge": list(EDGE)},
         "trunk_precision": trunk.precision, "trunk_fingerprint": trunk.fingerprint,
         "train_products": len(set(train_products)), "test_products": len(set(test_products)),
@@ -323,7 +366,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"the product laid on grey {args.backdrop:g} (edge {EDGE[0]:g}-{EDGE[1]:g}), catalog photos and queries "
                 "alike (embedder/backdrop.py; chosen on validation families: backdrops.md)")
              + "; every row trains "
-             f"the same head on the same cached features ({args.views} views per training photo), {args.epochs} "
+             f"the same head on the same cached features ({features.shape[1]} views per training photo: "
+             f"{'+'.join(views.augmentations)}" + "".join(f" and {'+'.join(k)}" for k in args.more_views)
+             + f"), {args.epochs} "
              f"epochs, batch {base.batch_size}, the settings of `python -m training.store` (chosen on validation "
              "families of the training products: validation.md).  ",
              f"Load average before {report['load_average_before']}, after {report['load_average_after']} on "
@@ -357,51 +402,73 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def validate(args, command: str, features: np.ndarray, other_views: np.ndarray, codes: np.ndarray,
-             products: np.ndarray, families: np.ndarray, base: HeadSettings, started: float, load_before) -> int:
-    """CoInsP**'s candidate settings, and Cos* and Opt* at three learning rates, trained on three quarters of the
-    training families; product R@1 (leave-one-out) over the held-out quarter's photos (view 0). Never reads a
-    test product."""
+def validate(args, command: str, features: np.ndarray, other_views: dict[str, np.ndarray], codes: np.ndarray,
+             products: np.ndarray, families: np.ndarray, base: HeadSettings, shopper: list[torch.Tensor],
+             shopper_products: np.ndarray, started: float, load_before) -> int:
+    """CoInsP**'s candidate settings (and on each cache of other views, --compare-views), and Cos* and Opt* at
+    three learning rates, trained on three quarters of the training families; product R@1 (leave-one-out) over
+    the held-out quarter's photos (view 0), and shopper R@1 of the validation products' shopper-style photos
+    (seed 4, the photo and its mirror) querying those photos. Never reads a test product."""
     held = validation_split(families)
     fit, val = np.flatnonzero(~held), np.flatnonzero(held)
     plain = torch.from_numpy(np.asarray(features[val, 0], np.float32))
     labels = products[val]
     fine = np.unique(products[fit], return_inverse=True)[1]
+    shopper_rows: dict[str, float] = {}
 
-    def score(vectors) -> float:
-        return recall(vectors(plain), labels, ks=(1,))[1]
+    def score(vectors, label: str) -> float:
+        gallery = vectors(plain)
+        shopper_rows[label] = best_view_recall([vectors(v) for v in shopper], shopper_products, gallery, labels,
+                                               ks=(1,))[1]
+        return recall(gallery, labels, ks=(1,))[1]
 
-    rows = {FROZEN: score(lambda t: torch.nn.functional.normalize(t, dim=1).numpy())}
-    rows[WHITENED] = score(whitened_head(features[fit], base).vectors)
-    rows[OPT_CLOSED] = score(whitened_head(features[fit], base, groups=products[fit]).vectors)
+    rows = {FROZEN: score(lambda t: torch.nn.functional.normalize(t, dim=1).numpy(), FROZEN)}
+    rows[WHITENED] = score(whitened_head(features[fit], base).vectors, WHITENED)
+    rows[OPT_CLOSED] = score(whitened_head(features[fit], base, groups=products[fit]).vectors, OPT_CLOSED)
     print(rows, flush=True)
+    candidates = candidate_settings(base)
     runs = [(f"CoInsP**, {name}", replace(settings, preset="coinsp"), features)
-            for name, settings in candidate_settings(base).items()]
-    runs.append((f"CoInsP**, defaults, views {'+'.join(EARLIER_AUGMENTATIONS)} (the earlier cache)",
-                 replace(base, preset="coinsp"), other_views))
-    runs += [(f"{label}, lr {lr:g}", replace(base, preset=preset, lr=lr), features)
-             for label, preset in ROWS if preset != "coinsp" for lr in (base.lr, 3e-4, 1e-3)]
+            for name, settings in candidates.items() if not args.candidates or name in args.candidates]
+    for kinds, cached in other_views.items():  # their views alone, and added to the default cache's
+        more = np.concatenate([features, cached[:, 1:]], axis=1)
+        runs += [(f"CoInsP**, defaults, views {kinds}", replace(base, preset="coinsp"), cached),
+                 (f"Instance whitening alone, views {kinds}", None, cached),
+                 (f"CoInsP**, defaults, views {'+'.join(ViewSettings().augmentations)} and {kinds} "
+                  f"({more.shape[1]} views)", replace(base, preset="coinsp"), more),
+                 (f"Instance whitening alone, views {'+'.join(ViewSettings().augmentations)} and {kinds} "
+                  f"({more.shape[1]} views)", None, more)]
+    if not args.candidates:
+        runs += [(f"{label}, lr {lr:g}", replace(base, preset=preset, lr=lr), features)
+                 for label, preset in ROWS if preset != "coinsp" for lr in (base.lr, 3e-4, 1e-3)]
     for label, settings, cached in runs:
+        if settings is None:
+            rows[label] = score(whitened_head(cached[fit], base).vectors, label)
+            continue
         trained = train_head(cached[fit], codes[fit], settings, fine_labels=fine)
-        rows[label] = score(trained.vectors)
-        print(label, round(rows[label], 4), f"{trained.seconds:.0f} s", flush=True)
+        rows[label] = score(trained.vectors, label)
+        print(label, round(rows[label], 4), round(shopper_rows[label], 4), f"{trained.seconds:.0f} s", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     backdrop = None if args.backdrop is None else {"grey": args.backdrop, "edge": list(EDGE)}
     (args.out / "validation.json").write_text(json.dumps({"command": command, "head": asdict(base), "rows": rows,
-                                                          "backdrop": backdrop},
+                                                          "shopper_rows": shopper_rows, "backdrop": backdrop,
+                                                          "size": args.size, "views": args.views},
                                                          indent=1) + "\n")
     lines = [f"# Colour products: the head's settings compared on validation families ({len(set(families[held]))} of the "
              f"{len(set(families))} training families held out; the test families are not read)", "",
              f"Command: `{command}`  ",
              f"Trained on {len(fit)} photos of {len(set(products[fit]))} products, product R@1 leave-one-out over "
-             f"{len(val)} photos of {len(set(labels))} validation products; {args.views} cached views "
+             f"{len(val)} photos of {len(set(labels))} validation products; frozen Lite0 at {args.size} px, "
+             + ("each photo on its own backdrop" if args.backdrop is None else f"the product on grey {args.backdrop:g}")
+             + f"; {args.views} cached views "
              f"({'+'.join(ViewSettings().augmentations)} unless named), {base.epochs} epochs, batch {base.batch_size}; "
              f"defaults: lr {base.lr:g}, temperature {base.temperature}, instance whitening {base.whiten}, "
              f"proxies {base.proxies_per_photo} x photos, hidden {base.hidden}, head_dim {base.head_dim}.  ",
              f"Load average before {[round(x, 2) for x in load_before]}, after {[round(x, 2) for x in os.getloadavg()]}; "
              f"{time.perf_counter() - started:.0f} s.", "",
-             "| head | validation product R@1 |", "|---|---:|"]
-    lines += [f"| {k} | {v:.3f} |" for k, v in rows.items()] + [""]
+             f"Shopper R@1: {len(shopper_products)} shopper-style photos of the validation products (seed 4; the photo and "
+             "its mirror, as a search by photo) querying those photos.", "",
+             "| head | validation product R@1 | shopper R@1 |", "|---|---:|---:|"]
+    lines += [f"| {k} | {v:.3f} | {shopper_rows[k]:.3f} |" for k, v in rows.items()] + [""]
     (args.out / "validation.md").write_text("\n".join(lines))
     print("\n".join(lines))
     return 0
@@ -440,15 +507,15 @@ def compare_trunks(args, base: HeadSettings, views: ViewSettings, train_paths, c
                                      args.work / f"{prefix}cache-test-{len(test_paths)}{backdrop_tag(args.backdrop)}",
                                      ViewSettings(views=1), progress=True)
         test, test_cache_s = test_cache.plain(), test_cache.build_seconds
-        shopper = cached_or_built(shopper_paths, trunk,
-                                  args.work / f"{prefix}cache-shopper-{len(shopper_paths)}{backdrop_tag(args.backdrop)}",
-                                  ViewSettings(views=1), progress=True).plain()
+        shopper = search_views(cached_or_built(
+            shopper_paths, trunk, args.work / f"{prefix}cache-shopper-{len(shopper_paths)}-mirror"
+                                              f"{backdrop_tag(args.backdrop)}", SEARCH_VIEWS, progress=True))
         trained = train_head(features, codes[subset], replace(base, preset="coinsp"), progress=True) if heads else None
 
         def both(vectors) -> tuple[float, float]:
             gallery = vectors(test)
             return (recall(gallery, test_labels, ks=(1,))[1],
-                    recall(vectors(shopper), shopper_labels, ks=(1,), gallery=gallery, gallery_labels=test_labels)[1])
+                    best_view_recall([vectors(v) for v in shopper], shopper_labels, gallery, test_labels, ks=(1,))[1])
         frozen = both(lambda t: torch.nn.functional.normalize(t, dim=1).numpy())
         coinsp = both(trained.vectors) if heads else (None, None)
         batch = torch.zeros(32, 3, args.size, args.size, dtype=torch.uint8)

@@ -197,10 +197,14 @@ def backdrop(rng: np.random.Generator, side: int, shopper: bool, scene_images: l
 
 
 def photograph(drawn: Image.Image, rng: np.random.Generator, *, shopper: bool, side: int,
-               scene_images: list[np.ndarray]) -> Image.Image:
-    """One photo of a drawn product: pose, scale, crop, backdrop, light; a shopper's is rougher."""
+               scene_images: list[np.ndarray], record: dict | None = None) -> Image.Image:
+    """One photo of a drawn product: pose, scale, crop, backdrop, light; a shopper's is rougher.
+    record: given a dict, it receives "alpha", the product's true share of each pixel of the photo
+    (float32, side x side): what a perfect crop would cut out (the same draws, the same photo); "mirrored";
+    "light", (mean, contrast, brightness, tint): pixels became ((p - mean) * contrast + mean) * brightness * tint."""
     # A store shows a product the right way round; a shopper's photo may be mirrored (a selfie camera).
-    product = drawn.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if shopper and rng.random() < 0.3 else drawn
+    mirrored = shopper and rng.random() < 0.3
+    product = drawn.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if mirrored else drawn
     product = product.rotate(float(rng.uniform(-15, 15) if shopper else rng.uniform(-8, 8)),
                              resample=Image.Resampling.BILINEAR, expand=True)
     scale = rng.uniform(0.45, 0.8) if shopper else rng.uniform(0.6, 0.95)
@@ -211,12 +215,19 @@ def photograph(drawn: Image.Image, rng: np.random.Generator, *, shopper: bool, s
     cut = 0.12 * size if rng.random() < (0.25 if shopper else 0.15) else 0  # now and then the product runs off an edge
     x, y = (int(rng.uniform(-cut, slack + cut)) for _ in range(2))
     canvas.paste(product, (x, y), product)
+    if record is not None:
+        alpha = Image.new("L", canvas.size, 0)
+        alpha.paste(product.getchannel("A"), (x, y))
+        record["alpha"] = np.asarray(alpha, np.float32) / 255
     pixels = np.asarray(canvas, np.float32) / 255
     brightness = rng.uniform(0.55, 1.0) if shopper else rng.uniform(0.85, 1.15)
     contrast = rng.uniform(0.7, 1.1) if shopper else rng.uniform(0.9, 1.1)
     tint = rng.uniform(0.82, 1.18, 3) if shopper else rng.uniform(0.96, 1.04, 3)
     mean = pixels.mean()
     pixels = np.clip(((pixels - mean) * contrast + mean) * brightness * tint, 0, 1)
+    if record is not None:
+        record.update(mirrored=bool(mirrored), light=(float(mean), float(contrast), float(brightness),
+                                                     tuple(float(t) for t in tint)))
     pixels += rng.normal(0, 0.02 if shopper else 0.006, pixels.shape)
     image = Image.fromarray((np.clip(pixels, 0, 1) * 255).astype(np.uint8))
     if shopper:

@@ -18,7 +18,7 @@ from tests.support.models import random_model
 from embedder.embed import Embedder
 from embedder.preprocess import Preprocessing
 from training.cached_features import (EARLIER_AUGMENTATIONS, CachedFeaturesError, ViewSettings, another_photo,
-                                      build_cache, load_cache)
+                                      build_cache, load_cache, trunk_views)
 from training.head_training import HeadSettings, instance_whitening, whitened_head
 
 
@@ -194,3 +194,40 @@ def test_the_own_backdrop_keeps_the_earlier_cache_names_and_a_grey_backdrop_gets
     assert grey.startswith("cache-train-10-4-photo-backdrop0.5-edge") and grey != bench.train_cache_folder(
         Path("w"), 10, ViewSettings(), 0.8).name
     assert bench.parse_backdrop("none") is None and bench.parse_backdrop("0.5") == 0.5
+
+
+# ---------------------------------------------------------------- shopper photos searched as the product searches
+
+def test_a_shopper_photo_is_searched_by_its_better_view_as_a_search_by_photo_is():
+    gallery = np.asarray([[1, 0, 0], [0, 1, 0], [0, 0, 1]], np.float32)
+    labels = np.asarray([10, 20, 30])
+    photo = np.asarray([[0.6, 0.8, 0], [0, 0, 1]], np.float32)  # the first is nearer product 20 ...
+    mirrored = np.asarray([[1, 0, 0], [0, 0.6, 0.8]], np.float32)  # ... its mirror image finds product 10
+    found = bench.best_view_recall([photo, mirrored], np.asarray([10, 30]), gallery, labels, ks=(1, 2))
+    assert found == {1: 1.0, 2: 1.0}
+    assert bench.best_view_recall([photo], np.asarray([10, 30]), gallery, labels, ks=(1, 2)) == {1: 0.5, 2: 1.0}
+    tied = np.asarray([[0.6, 0.6, 0]], np.float32)  # a tie keeps the gallery's order
+    assert bench.best_view_recall([tied], np.asarray([20]), gallery, labels, ks=(1, 2)) == {1: 0.0, 2: 1.0}
+
+
+def test_the_mirror_view_is_the_trunks_feature_of_the_mirrored_photo(tmp_path):
+    model = random_model(tmp_path / "trunk.pt", ("a", "b"), channels=3, width=8, grid=1,
+                         preprocessing=Preprocessing(size=32, channels=3))
+    trunk = Embedder.from_checkpoint(model, precision="fp32")
+    batch = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (4, 3, 32, 32), dtype=np.uint8))
+    views = trunk_views(trunk, batch, bench.SEARCH_VIEWS, torch.Generator().manual_seed(0))
+    expected = torch.nn.functional.normalize(trunk.features_uint8(batch.flip(-1)), dim=1)
+    assert views.shape[1] == 2 and torch.allclose(views[:, 1], expected, atol=1e-5)
+
+
+def test_the_renderers_record_is_the_photos_product_and_changes_no_photo():
+    from benchmarks.colour_products_render import photograph
+
+    drawn = draw_product(family_products(3, 3, 1)[0], silhouettes(1)[0])
+    record: dict = {}
+    seen = [photograph(drawn, np.random.default_rng(5), shopper=True, side=96, scene_images=[], record=record),
+            photograph(drawn, np.random.default_rng(5), shopper=True, side=96, scene_images=[])]
+    assert np.array_equal(np.asarray(seen[0]), np.asarray(seen[1]))
+    alpha = record["alpha"]
+    assert alpha.shape == (96, 96) and 0.03 < float((alpha > 0.5).mean()) < 0.8
+    assert isinstance(record["mirrored"], bool) and len(record["light"][3]) == 3

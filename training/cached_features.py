@@ -4,7 +4,8 @@ Training a store's head (training/head_training.py) never runs the trunk: each p
 brought to the model's input once, its views are made from that (view 0: the photo as the catalog sees
 it; the others augmented in turn by ViewSettings.augmentations: `photo`, as another photo of the same
 product in a store differs: another backdrop, tilt, scale, light, a slight tint; `shopper`,
-training/augment.py's shopper view; or `strong`, a random crop), and the trunk's pooled feature of
+training/augment.py's shopper view; `strong`, a random crop; or `mirror`, the photo mirrored, the
+second view of a search by photo), and the trunk's pooled feature of
 every view is stored as a unit vector in float16 (features.npy, photos x views x d). meta.json records
 the trunk's fingerprint (the model checkpoint's), the views and the photos; a cache made by another
 trunk is refused, never silently used.
@@ -114,8 +115,14 @@ def another_photo(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return x.clamp(0, 1)
 
 
+def mirror_image(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The photo mirrored left to right: what a search by photo also embeds (SearchService, mirror=True), so
+    a query set's cache holds both of a search's views."""
+    return x.flip(-1)
+
+
 VIEW_MAKERS = {"photo": another_photo, "shopper": lambda x, g: augment(x, "shopper", g),
-               "strong": lambda x, g: augment(x, "strong", g)}
+               "strong": lambda x, g: augment(x, "strong", g), "mirror": mirror_image}
 
 
 def trunk_views(embedder: Embedder, batch_uint8: torch.Tensor, settings: ViewSettings,
