@@ -16,7 +16,8 @@ the connections (app/connections.py: idle and half-sent ones are closed).
 
 Here: the app, its routes and the command line. What one search request becomes (the body's limit,
 the photo slots, the form's box, the bounded search, the JSON answer) is app/search_request.py; the
-catalog served, followed as new versions are committed, app/live_catalog.py.
+catalog served, followed as new versions are committed, app/live_catalog.py; the catalog and model
+pair, followed as the Quality page's "Serve this one" switches it (serving.json), app/served_catalog.py.
 
 FastAPI and uvicorn are an optional extra (`pip install -r requirements-distributed.txt`).
 Several processes may serve one catalog folder: they only read it and never take its writer lock
@@ -36,7 +37,8 @@ from pathlib import Path
 from typing import Annotated
 
 from app.limits import MAX_K, ClientShare
-from app.live_catalog import DEFAULT_RELOAD_INTERVAL, LiveCatalog
+from app.live_catalog import DEFAULT_RELOAD_INTERVAL
+from app.served_catalog import ServedCatalog
 from app.search_request import (DECODE_SLOTS, DEFAULT_MAX_UPLOAD, FORM_OVERHEAD, MAX_ID, BodyLimit, answer_search,
                                 query_box, validation_problem)
 from app.settings import DEFAULT_CATALOG, DEFAULT_DEVICE, DEFAULT_MODEL, ENV
@@ -111,10 +113,12 @@ def _embedding_problem(service: SearchService) -> str | None:
 
 
 def create_app(catalog: str | os.PathLike, model: str | os.PathLike, *, device: str = DEFAULT_DEVICE,
-               max_upload_bytes: int = DEFAULT_MAX_UPLOAD, reload_interval: float = DEFAULT_RELOAD_INTERVAL):
-    """The FastAPI app serving one catalog folder with its model (raises ModelMismatchError, CatalogError)."""
+               max_upload_bytes: int = DEFAULT_MAX_UPLOAD, reload_interval: float = DEFAULT_RELOAD_INTERVAL,
+               catalogs_dir: str | os.PathLike | None = None):
+    """The FastAPI app serving one catalog folder with its model, or the pair the serving.json of
+    `catalogs_dir` (default: the folder holding `catalog`) names (raises ModelMismatchError, CatalogError)."""
     fastapi = _require_fastapi()
-    live = LiveCatalog(catalog, model, device=device, reload_interval=reload_interval)
+    live = ServedCatalog(catalog, model, catalogs_dir, device=device, reload_interval=reload_interval)
     api = fastapi.FastAPI(title="Visual search", version="1",
                           description="Search a product catalog by photo or by catalog item.")
     api.state.live = live
@@ -140,7 +144,7 @@ def _add_error_handlers(api, fastapi) -> None:
         return JSONResponse({"detail": f"internal error ({type(exc).__name__}); see the server log"}, 500)
 
 
-def _add_status_routes(api, live: LiveCatalog) -> None:
+def _add_status_routes(api, live: ServedCatalog) -> None:
     """GET /health (503 when the model cannot embed a photo) and GET /catalog."""
     from fastapi.responses import JSONResponse
 
@@ -160,7 +164,7 @@ def _add_status_routes(api, live: LiveCatalog) -> None:
         return _catalog_summary(service.catalog.info, service.catalog.categories())
 
 
-def _add_search_route(api, live: LiveCatalog, decoding: threading.BoundedSemaphore, max_upload_bytes: int) -> None:
+def _add_search_route(api, live: ServedCatalog, decoding: threading.BoundedSemaphore, max_upload_bytes: int) -> None:
     """POST /search: its form fields, checked, then answer_search."""
     from fastapi import File, Form, HTTPException, UploadFile
 
@@ -238,7 +242,8 @@ def create_app_from_env():
     return create_app(os.environ.get(ENV["catalog"], DEFAULT_CATALOG), os.environ.get(ENV["model"], DEFAULT_MODEL),
                       device=os.environ.get(ENV["device"], DEFAULT_DEVICE),
                       max_upload_bytes=int(os.environ.get(ENV_MAX_UPLOAD, DEFAULT_MAX_UPLOAD)),
-                      reload_interval=float(os.environ.get(ENV_RELOAD_INTERVAL, DEFAULT_RELOAD_INTERVAL)))
+                      reload_interval=float(os.environ.get(ENV_RELOAD_INTERVAL, DEFAULT_RELOAD_INTERVAL)),
+                      catalogs_dir=os.environ.get(ENV["catalogs_dir"]) or None)
 
 
 def is_loopback(host: str) -> bool:
@@ -270,7 +275,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default=DEFAULT_DEVICE)
     parser.add_argument("--max-upload", default=format_size(DEFAULT_MAX_UPLOAD), help="largest photo accepted (default 20MB)")
     parser.add_argument("--reload-interval", type=float, default=DEFAULT_RELOAD_INTERVAL,
-                        help="seconds between checks for a new catalog version")
+                        help="seconds between checks for a new catalog version or a switch in serving.json")
+    parser.add_argument("--catalogs-dir", type=Path, help="the folder whose serving.json (the Quality page's switch) "
+                                                         "is followed (default: the folder holding --catalog)")
     parser.add_argument("--no-access-log", action="store_true", help="do not log every request")
     add_backend_option(parser)  # the index in the catalog folder (FAISS) or a Milvus collection
     return parser
@@ -303,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     # The workers build the app from the environment (uvicorn starts them as fresh processes).
     os.environ.update({ENV["catalog"]: str(args.catalog.absolute()), ENV["model"]: str(args.model.absolute()),
                        ENV["device"]: args.device, ENV_MAX_UPLOAD: str(max_upload),
-                       ENV_RELOAD_INTERVAL: str(args.reload_interval)})
+                       ENV_RELOAD_INTERVAL: str(args.reload_interval),
+                       **({ENV["catalogs_dir"]: str(args.catalogs_dir.absolute())} if args.catalogs_dir else {})})
     from app.connections import server_options
 
     uvicorn.run("app.api:create_app_from_env", factory=True, host=args.host, port=args.port, workers=args.workers,

@@ -5,8 +5,9 @@ The choice is one small record in the catalogs folder, SERVING_FILE (the catalog
 file, when, and the pair that served before), replaced atomically (embedder.files.atomic_path): a
 reader sees the old record or the new one, never half of one. app.components.settings lays it over
 the start-up settings at every run, so every session's Search, Catalog and Quality pages follow at
-their next run; the JSON API keeps the pair it was started with until it is restarted. Undo writes
-the previous pair back (and keeps the undone one as its own previous: undo again re-does it).
+their next run; the HTTP API follows it too, without a restart (app.served_catalog: it loads the
+new pair in the background and swaps it in). Undo writes the previous pair back (and keeps the
+undone one as its own previous: undo again re-does it).
 
 A switch is refused unless the model file is the one the catalog was built with (same fingerprint):
 a catalog searched with another model's vectors would return noise.
