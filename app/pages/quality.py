@@ -18,7 +18,7 @@ import altair as alt
 from app import components as ui
 from app.item_actions import item_actions, last_outcome, selected_ids
 from app.roles import is_catalog_manager
-from app.serving import ServingError, read_serving, switch_serving, undo_serving
+from app.model_choice import compared_default, show_model_build, show_serving
 from app.shopper_view import show_shopper_recall
 from app.embedding_map import thumbnail_url
 from app.map_view import show_map
@@ -390,40 +390,6 @@ def show_compare(folder_a: Path, folder_b: Path) -> None:
             query_row(folder_a, int(query), other=folder_b)
 
 
-SERVING_OUTCOME = "serving_outcome"
-
-
-def show_serving(other: Path, cfg) -> None:
-    """Catalog managers: serve the compared catalog with its model, or undo the last switch."""
-    st.subheader("Serve a model")
-    if outcome := st.session_state.pop(SERVING_OUTCOME, None):
-        st.success(outcome, icon=":material/check_circle:")
-    st.caption(f"Serving now: **{cfg.catalog.name}** with `{cfg.model.name}`. A switch takes effect at the next "
-               "run of every page; the API keeps what it was started with until it is restarted.")
-    info = ui.load_catalog(other).info
-    if other.resolve() != cfg.catalog.resolve():
-        if st.button(f"Serve {other.name}", icon=":material/published_with_changes:", key="serve_other",
-                     help=f"Search serves {other.name} with the model it was built with ({info.model_path})."):
-            try:
-                switch_serving(cfg, other, info.model_path or "")
-            except ServingError as exc:
-                st.error(f"Not switched: {exc}", icon=":material/error:")
-            else:
-                st.session_state[SERVING_OUTCOME] = f"{other.name} is served now. Undo serves {cfg.catalog.name} again."
-                st.rerun()
-    previous = (read_serving(cfg.catalogs_dir) or {}).get("previous") or {}
-    if previous.get("catalog"):
-        name = Path(previous["catalog"]).name
-        if st.button(f"Undo: serve {name} again", icon=":material/undo:", key="serve_undo"):
-            try:
-                undo_serving(cfg)
-            except ServingError as exc:
-                st.error(str(exc), icon=":material/error:")
-            else:
-                st.session_state[SERVING_OUTCOME] = f"{name} is served again."
-                st.rerun()
-
-
 def page() -> None:
     st.title("Retrieval quality")
     cfg = ui.settings()
@@ -460,14 +426,17 @@ def page() -> None:
     with compare_tab:
         others = [c for c in catalogs if c != folder and has_products(c)]
         if not others:
-            where = f" into `{cfg.catalogs_dir}`" if manager else ""
-            st.info(f"Build a second catalog from the same manifest with another model{where} to compare the two "
+            how = " (below)" if manager else ""
+            st.info(f"Build a second catalog from the same manifest with another model{how} to compare the two "
                     "models here.")
         else:
+            compared_default(others)
             other = st.selectbox(f"Compare **{folder.name}** with", others, format_func=lambda p: p.name,
                                  key="compare_other")
             show_compare(folder, other)
-            if manager:
+        if manager:
+            show_model_build(folder, cfg)
+            if others:
                 show_serving(other, cfg)
 
 
