@@ -8,11 +8,14 @@ measured on one thread at 2048-d: 5.4 s at 10^4 items, 30.5 s at 10^5
 (reports/hygiene/embedding-map.md), computed once per catalog version (cached). t-SNE
 (scikit-learn, Barnes-Hut, seeded, started from PCA) runs on the points drawn only (at most
 MAP_POINTS, first reduced to TSNE_DIMS principal axes): neighbourhoods kept, distances between
-clusters not. Vega-Lite draws no free-hand lasso: the selection is a box.
+clusters not. UMAP (umap-learn, an optional package: `pip install umap-learn`, not in requirements.txt
+for its numba/llvmlite weight) places the same points the same way when it is installed
+(`umap_available`). Vega-Lite draws no free-hand lasso: the selection is a box.
 """
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 
 import altair as alt
@@ -63,11 +66,7 @@ def tsne_2d(vectors, rows: np.ndarray, seed: int = 0) -> np.ndarray:
     from sklearn.manifold import TSNE
 
     n = len(vectors)
-    x = np.asarray(vectors[rows], np.float64)
-    x -= x.mean(axis=0)
-    if x.shape[1] > TSNE_DIMS and len(rows) > TSNE_DIMS:
-        _, _, axes = np.linalg.svd(x, full_matrices=False)
-        x = x @ axes[:TSNE_DIMS].T
+    x = _principal_axes(vectors, rows)
     out = np.full((n, 2), np.nan, np.float32)
     if len(rows) < 3:
         out[rows] = 0.0
@@ -75,6 +74,40 @@ def tsne_2d(vectors, rows: np.ndarray, seed: int = 0) -> np.ndarray:
     perplexity = min(TSNE_PERPLEXITY, (len(rows) - 1) / 3)
     out[rows] = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
                      learning_rate="auto").fit_transform(x).astype(np.float32)
+    return out
+
+
+UMAP_NEIGHBOURS = 15
+UMAP_PACKAGE = "umap-learn"
+
+
+def umap_available() -> bool:
+    """Whether umap-learn is installed (its module is `umap`)."""
+    return importlib.util.find_spec("umap") is not None
+
+
+def _principal_axes(vectors, rows: np.ndarray) -> np.ndarray:
+    """The rows drawn, centred and reduced to TSNE_DIMS principal axes (float64)."""
+    x = np.asarray(vectors[rows], np.float64)
+    x -= x.mean(axis=0)
+    if x.shape[1] > TSNE_DIMS and len(rows) > TSNE_DIMS:
+        _, _, axes = np.linalg.svd(x, full_matrices=False)
+        x = x @ axes[:TSNE_DIMS].T
+    return x
+
+
+def umap_2d(vectors, rows: np.ndarray, seed: int = 0) -> np.ndarray:
+    """(n, 2) float32: UMAP coordinates of `rows` (the points drawn, on the same principal axes as
+    t-SNE's, seeded), NaN for the other rows; needs umap-learn."""
+    import umap
+
+    out = np.full((len(vectors), 2), np.nan, np.float32)
+    if len(rows) < 4:
+        out[rows] = 0.0
+        return out
+    x = _principal_axes(vectors, rows)
+    reducer = umap.UMAP(n_components=2, n_neighbors=min(UMAP_NEIGHBOURS, len(rows) - 1), random_state=seed)
+    out[rows] = np.asarray(reducer.fit_transform(x), np.float32)
     return out
 
 

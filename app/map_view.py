@@ -1,5 +1,5 @@
 """The Quality page's embedding map: the catalog drawn in two dimensions (PCA of every vector, or
-t-SNE of the points drawn; app.embedding_map), hover for a photo, click to open an item, drag a box
+t-SNE of the points drawn, or UMAP where umap-learn is installed; app.embedding_map), hover for a photo, click to open an item, drag a box
 to select several: listed for everyone, fixed there (app.item_actions) or selected in the Catalog
 page's browser by a catalog manager on the served catalog.
 
@@ -17,10 +17,11 @@ import streamlit as st
 
 from app import components as ui
 from app.browse import CATALOG_BROWSER, select_items
-from app.embedding_map import in_box, map_chart, map_points, map_rows, pca_2d, tsne_2d
+from app.embedding_map import (UMAP_PACKAGE, in_box, map_chart, map_points, map_rows, pca_2d, tsne_2d, umap_2d,
+                                umap_available)
 from app.item_actions import item_actions
 
-MAP_VIEWS = {"PCA": "principal axis", "t-SNE": "t-SNE axis"}
+MAP_VIEWS = {"PCA": "principal axis", "t-SNE": "t-SNE axis", "UMAP": "UMAP axis"}
 
 
 @st.cache_resource(max_entries=4, show_spinner="Projecting the catalog to two dimensions…")
@@ -39,12 +40,18 @@ def _tsne(folder: str, stamp: str) -> np.ndarray:
     return tsne_2d(embeddings, map_rows(len(embeddings)))
 
 
+@st.cache_resource(max_entries=4, show_spinner="Running UMAP on the points drawn…")
+def _umap(folder: str, stamp: str) -> np.ndarray:
+    embeddings = ui.load_catalog(folder).embeddings
+    return umap_2d(embeddings, map_rows(len(embeddings)))
+
+
 def map_of(folder: Path, view: str) -> pd.DataFrame:
-    """The points drawn with their thumbnails, placed by PCA or by t-SNE."""
+    """The points drawn with their thumbnails, placed by PCA, t-SNE or UMAP."""
     stamp = ui.catalog_stamp(folder)
     points = _map_points(str(folder), stamp)
-    if view == "t-SNE":
-        xy = _tsne(str(folder), stamp)[map_rows(len(ui.load_catalog(folder)))]
+    if view in ("t-SNE", "UMAP"):
+        xy = (_tsne if view == "t-SNE" else _umap)(str(folder), stamp)[map_rows(len(ui.load_catalog(folder)))]
         points = points.assign(x=xy[:, 0], y=xy[:, 1])
     return points
 
@@ -73,12 +80,16 @@ def show_map(folder: Path, open_item: Callable[[Path, int], None], editable: boo
     catalog = ui.load_catalog(folder)
     left, middle, right = st.columns([2, 1, 1])
     view = middle.radio("Map", list(MAP_VIEWS), horizontal=True, key="map_view")
+    if view == "UMAP" and not umap_available():
+        st.info(f"UMAP needs the optional package {UMAP_PACKAGE} (`pip install {UMAP_PACKAGE}` on the server, then "
+                "restart the app); t-SNE is drawn instead.", icon=":material/info:")
+        view = "t-SNE"
     points = map_of(folder, view)
     colours = [c for c in ("category", "product_id") if c in points]
     colour = left.radio("Colour by", colours, horizontal=True, key="map_colour") if colours else None
     sampled = f" ({len(points):,} drawn, a seeded sample)" if len(points) < len(catalog) else ""
     how = (f"PCA of all {len(catalog):,} vectors{sampled}" if view == "PCA" else
-           f"t-SNE of the {len(points):,} points drawn{sampled and ' (a seeded sample)'}: neighbourhoods are kept, "
+           f"{view} of the {len(points):,} points drawn{sampled and ' (a seeded sample)'}: neighbourhoods are kept, "
            "distances between clusters are not")
     st.caption(f"{how}. Hover a point for its photo; click it to open it; drag a box to select several.")
     event = st.altair_chart(map_chart(points, colour or "id", MAP_VIEWS[view]), key="map_chart", on_select="rerun",
