@@ -18,14 +18,21 @@ APP = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
 
 
 def test_a_catalog_photo_becomes_a_light_product_on_black():
-    photo = np.full((40, 80, 3), 250, np.uint8)  # a dark product on a white, wide photo
-    photo[10:30, 30:50] = 20
+    photo = np.full((40, 80, 3), 250, np.uint8)  # a dark product, taller than wide, on a white, wide photo
+    photo[10:30, 35:45] = 20
     item = item_of_photo(Image.fromarray(photo))
     assert item.dtype == np.uint8 and item.shape[0] == item.shape[1] <= ITEM_SIDE
     middle = item.shape[0] // 2
     assert item[middle, middle] >= 240 and item[0, 0] == 0 and item[middle, 2] == 0
-    big = item_of_photo(Image.fromarray(np.full((300, 200, 3), 10, np.uint8)))  # already dark: nothing to invert
-    assert big.shape == (ITEM_SIDE, ITEM_SIDE) and big.max() == 0
+    assert item[1, middle] >= 240 and item[-2, middle] >= 240  # trimmed to the product: it spans the square's height
+    assert item_of_photo(Image.fromarray(photo), side=16).shape == (16, 16)
+    # Nothing stands out: nothing to trim, invert or stretch, only fitted (as the normalisation leaves it).
+    big = item_of_photo(Image.fromarray(np.full((300, 200, 3), 10, np.uint8)))
+    assert big.shape == (ITEM_SIDE, ITEM_SIDE) and big.max() <= 10
+    small = np.zeros((28, 28), np.uint8)  # a catalog image already in the domain (trimmed, on black) is kept
+    small[:, 9:19] = 200
+    small[:, 12] = 255
+    assert np.array_equal(item_of_photo(Image.fromarray(small).convert("RGB")), small)
 
 
 def test_shopper_photos_are_the_same_for_a_seed_and_differ_by_backdrop():

@@ -13,8 +13,9 @@ product's one Recall@k (index.quality.evaluation.recall_of_rankings). The catalo
 same items, searched the same way (leave-one-out, index.quality.evaluation.recall_at_k), give the
 catalog-to-catalog figure beside it.
 
-The rendering starts from the catalog photo in grey, light product on dark (a photo with a light
-background is inverted), padded square: what a Fashion-MNIST item is. For catalogs of colour photos
+The rendering starts from the catalog photo brought into Fashion-MNIST's domain by the normalisation
+every photo goes through (embedder.domain.normalise: trimmed to the product, square, in grey, a light
+product on black at full scale): what a Fashion-MNIST item is. For catalogs of colour photos
 the product's own colours are not kept (composite paints it), so the figure is a floor there.
 The backdrops are the ones the query path was trained on, not held-out families
 (benchmarks/shopper_families.py measures those): the figure says what shoppers get on familiar
@@ -29,6 +30,7 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from embedder.domain import normalise
 from embedder.images import ImageError, decode_image
 from embedder.progress import ProgressOption, as_callback
 from index.catalog.store import IMAGE_PATH_COLUMN
@@ -62,23 +64,12 @@ class ShopperRecall:
 
 
 def item_of_photo(image: Image.Image, side: int = ITEM_SIDE) -> np.ndarray:
-    """A catalog photo as composite's item: uint8 grey, square, light product on black (inverted when
-    the photo's border is light), at most `side` pixels a side."""
-    grey = image.convert("L")
-    grey.thumbnail((side, side), Image.Resampling.LANCZOS)
-    pixels = np.asarray(grey, np.float32)
-    border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    background = float(np.median(border))
-    if background > 127:
-        pixels, background = 255 - pixels, 255 - background
-    pixels = np.clip(pixels - background, 0, None)
-    peak = float(pixels.max())
-    if peak > 0:
-        pixels *= 255.0 / peak
-    h, w = pixels.shape
-    square = np.zeros((max(h, w), max(h, w)), np.float32)
-    square[(len(square) - h) // 2:(len(square) - h) // 2 + h, (len(square) - w) // 2:(len(square) - w) // 2 + w] = pixels
-    return np.clip(np.rint(square), 0, 255).astype(np.uint8)
+    """A catalog photo as composite's item: uint8 grey (H, W), square, at most `side` pixels a side and
+    never more than the photo's long side. The normalisation's own light-on-dark view of the photo
+    (embedder.domain.normalise): the background measured from the border and levelled to black, the
+    product trimmed, centred and at full scale; a photo in which nothing stands out is only fitted."""
+    size = max(1, min(side, max(image.size)))
+    return normalise(image, size=size, channels=1, polarity="light-on-dark")[0]
 
 
 def sample_rows(n: int, count: int, seed: int) -> np.ndarray:
