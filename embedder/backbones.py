@@ -10,7 +10,6 @@ import importlib
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models import resnet18
 
 
 def _conv_bn(cin: int, cout: int) -> nn.Sequential:
@@ -52,6 +51,9 @@ class ResNet18(nn.Module):
 
     def __init__(self, in_channels: int = 3, stem: str = "imagenet", grid: int = 1):
         super().__init__()
+        from torchvision.models import resnet18  # here, not at the top: torchvision's models pull in torch._dynamo,
+        # about 1.5 s of CPU in every process that loads the default model (API workers, Ray workers, the CLI)
+
         net = resnet18(weights=None)
         if stem == "cifar":
             net.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
@@ -193,9 +195,9 @@ def load_imagenet_weights(backbone: nn.Module, weights: str = "imagenet") -> Non
         return
     if not isinstance(backbone, ResNet18):
         raise ValueError("ImageNet weights are available for the resnet18 and efficientnet_lite0/1/2 backbones")
-    if weights == "torchvision":
-        from torchvision.models import ResNet18_Weights
+    from torchvision.models import ResNet18_Weights, resnet18
 
+    if weights == "torchvision":
         try:
             state = ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=True)
         except Exception as exc:  # network errors come in many types
