@@ -1,5 +1,7 @@
 """Quality (merchandisers): Recall@k of a catalog, its failures and most-confused product pairs, a
-map of the catalog, its hygiene reports (index.quality.hygiene), and two models side by side.
+map of the catalog (app.map_view), its hygiene reports (index.quality.hygiene), and two models side by
+side, for a catalog manager with the one to serve and a picked model's catalog built in the background
+(app.model_choice).
 
 Every number comes from index.quality.evaluation (the product's one Recall@k): leave-one-out over the
 catalog, an image counting as found when another image of its product_id is among its k
@@ -435,9 +437,9 @@ def page() -> None:
                                  key="compare_other")
             show_compare(folder, other)
         if manager:
-            show_model_build(folder, cfg)
             if others:
                 show_serving(other, cfg)
+            show_model_build(folder, cfg)
 
 
 page()
