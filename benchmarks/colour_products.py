@@ -166,6 +166,13 @@ def best_view_recall(query_views: list[np.ndarray], labels: np.ndarray, gallery:
     return {int(k): float(hits[:, :k].any(1).mean()) for k in ks}
 
 
+def views_mean(vectors, cached: np.ndarray) -> np.ndarray:
+    """Each photo's vector as the normalised mean of its cached views' vectors (cached: photos x views x d)."""
+    mean = np.mean([vectors(torch.from_numpy(np.asarray(cached[:, v], np.float32))) for v in range(cached.shape[1])],
+                   axis=0)
+    return mean / np.maximum(np.linalg.norm(mean, axis=1, keepdims=True), 1e-12)
+
+
 def search_views(cache) -> list[torch.Tensor]:
     """A query cache's views (SEARCH_VIEWS: the photo, its mirror) as float32 trunk features."""
     return [torch.from_numpy(np.asarray(cache.features[:, v], np.float32)) for v in range(cache.features.shape[1])]
@@ -217,6 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--more-views", type=lambda text: tuple(tuple(k.split("+")) for k in text.split(",") if k),
                         default=(), help="train on more views of each photo: those of caches made with these "
                                          "augmentations (e.g. shopper+strong) added to the default cache's")
+    parser.add_argument("--frozen-sizes", type=lambda text: [int(k) for k in text.split(",") if k], default=[],
+                        help="the frozen trunk alone at these input sizes (px) on the validation families: catalog "
+                             "and shopper R@1 and the trunk's CPU ms a photo, no head (only the validation photos are "
+                             "cached: cheap); writes frozen-sizes.{json,md}")
     parser.add_argument("--validate", action="store_true",
                         help="compare the head's settings on validation families held out of training (no test products)")
     parser.add_argument("--backdrop", type=parse_backdrop, default=None,
@@ -253,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.trunks_only:
         return trunks_only(args, command, photos_folder, train_paths, train_categories, train_families, test_items,
                            shapes, labels, started, load_before)
+    if args.frozen_sizes:
+        return frozen_sizes(args, command, photos_folder, train_paths, train_products, train_families, shapes, labels,
+                            started, load_before)
     trunk = frozen_trunk(args.size, args.precision, args.backdrop)
     views = ViewSettings(views=args.views)
     train_cache = cached_or_built(train_paths, trunk, train_cache_folder(args.work, len(train_paths), views,
@@ -291,18 +305,25 @@ def main(argv: list[str] | None = None) -> int:
     shopper_paths, shopper_products, _, _ = make_photos(photos_folder / "shopper", test_items, shapes, labels,
                                                         args.variants, 1, args.side, 3, True)
     render_s += time.perf_counter() - at
-    test_cache = cached_or_built(test_paths, trunk, args.work / f"cache-test-{len(test_paths)}{backdrop_tag(args.backdrop)}", ViewSettings(views=1),
-                                 progress=True)
+    # The test photos' cached views (as a store's photos have them for its head): view 0 is what a catalog stores;
+    # the mean of the views' vectors is a candidate for what it could store (measured here, not served).
+    test_cache = cached_or_built(test_paths, trunk, args.work / f"cache-test-{len(test_paths)}-{views.views}-"
+                                 f"{'-'.join(views.augmentations)}{backdrop_tag(args.backdrop)}", views, progress=True)
+    test_all = np.asarray(test_cache.features)
     shopper_cache = cached_or_built(shopper_paths, trunk, args.work / f"cache-shopper-{len(shopper_paths)}-mirror"
                                     f"{backdrop_tag(args.backdrop)}", SEARCH_VIEWS, progress=True)
     test_plain, shopper_plain = test_cache.plain(), search_views(shopper_cache)
     test_labels, shopper_labels = np.asarray(test_products), np.asarray(shopper_products)
 
     def scores(vectors) -> dict:
-        gallery = vectors(test_plain)
-        catalog = recall(gallery, test_labels, ks=(1, 5))
-        shopper = best_view_recall([vectors(v) for v in shopper_plain], shopper_labels, gallery, test_labels)
-        return {"R@1": catalog[1], "R@5": catalog[5], "shopper_R@1": shopper[1], "shopper_R@5": shopper[5]}
+        gallery, mean = vectors(test_plain), views_mean(vectors, test_all)
+        catalog, catalog_mean = recall(gallery, test_labels, ks=(1, 5)), recall(mean, test_labels, ks=(1, 5))
+        queries = [vectors(v) for v in shopper_plain]
+        shopper = best_view_recall(queries, shopper_labels, gallery, test_labels)
+        shopper_mean = best_view_recall(queries, shopper_labels, mean, test_labels)
+        return {"R@1": catalog[1], "R@5": catalog[5], "shopper_R@1": shopper[1], "shopper_R@5": shopper[5],
+                "views_mean_R@1": catalog_mean[1], "views_mean_R@5": catalog_mean[5],
+                "views_mean_shopper_R@1": shopper_mean[1], "views_mean_shopper_R@5": shopper_mean[5]}
 
     frozen_vectors = torch.nn.functional.normalize(test_plain, dim=1).numpy()
     rows = {FROZEN: {**scores(lambda t: torch.nn.functional.normalize(t, dim=1).numpy()), "train_s": 0.0}}
@@ -314,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
         rows[label] = {**scores(trained.vectors), "train_s": round(trained.seconds, 1)}
         histories[label] = trained.history[-1]
         if preset == "coinsp":
-            coinsp_vectors = trained.vectors(test_plain)
+            coinsp_vectors, coinsp_mean = trained.vectors(test_plain), views_mean(trained.vectors, test_all)
         print(label, rows[label], flush=True)
     closed = whitened_head(features, base, groups=np.asarray(train_products))
     rows[OPT_CLOSED] = {**scores(closed.vectors), "train_s": round(closed.seconds, 1)}
@@ -325,6 +346,13 @@ def main(argv: list[str] | None = None) -> int:
     test_families = test_labels // 100
     gain_mean, gain_sd = family_bootstrap(first_hits(coinsp_vectors, test_labels), first_hits(frozen_vectors, test_labels),
                                           test_families)
+    frozen_mean = views_mean(lambda t: torch.nn.functional.normalize(t, dim=1).numpy(), test_all)
+    served_gain = family_bootstrap(first_hits(coinsp_mean, test_labels), first_hits(frozen_vectors, test_labels),
+                                   test_families)
+    mean_gain = family_bootstrap(first_hits(coinsp_mean, test_labels), first_hits(frozen_mean, test_labels),
+                                 test_families)
+    coinsp_served, frozen_mean_r1 = rows["CoInsP**"]["views_mean_R@1"], rows[FROZEN]["views_mean_R@1"]
+    opt_served = rows[OPT]["views_mean_R@1"]
     try:
         validation = json.loads((args.out / "validation.json").read_text())
     except (OSError, ValueError):
@@ -345,6 +373,15 @@ def main(argv: list[str] | None = None) -> int:
         "coinsp_minus_frozen_family_bootstrap_points": {"mean": round(100 * gain_mean, 1), "sd": round(100 * gain_sd, 1)},
         "share_of_frozen_to_opt_gap": round(gap_share, 3),
         "shopper_over_catalog_R@1": round(rows["CoInsP**"]["shopper_R@1"] / max(coinsp, 1e-9), 3),
+        "views_mean": {  # frozen as a catalog stores it today (view 0), the head with the views' mean stored
+            "coinsp_minus_frozen_points": round(100 * (coinsp_served - frozen), 1),
+            "family_bootstrap_points": {"mean": round(100 * served_gain[0], 1), "sd": round(100 * served_gain[1], 1)},
+            "share_of_frozen_to_opt_gap": round((coinsp_served - frozen) / (opt_served - frozen), 3)
+            if opt_served > frozen else None,
+            "shopper_over_catalog_R@1": round(rows["CoInsP**"]["views_mean_shopper_R@1"] / max(coinsp_served, 1e-9), 3),
+            "both_views_mean_coinsp_minus_frozen_points": round(100 * (coinsp_served - frozen_mean_r1), 1),
+            "both_views_mean_family_bootstrap_points": {"mean": round(100 * mean_gain[0], 1),
+                                                        "sd": round(100 * mean_gain[1], 1)}},
         "rates": {"trunk_s_per_view": None if cache_s is None else round(cache_s / (len(train_paths) * args.views), 4),
                   "head_s_per_photo_epoch": round(head_s / (len(train_paths) * args.epochs), 6)},
         "seconds": {"render": round(render_s, 1), "cache_train": None if cache_s is None else round(cache_s, 1),
@@ -373,11 +410,28 @@ def main(argv: list[str] | None = None) -> int:
              "families of the training products: validation.md).  ",
              f"Load average before {report['load_average_before']}, after {report['load_average_after']} on "
              f"{os.cpu_count()} cores (a shared machine).", "",
-             "| representation | product R@1 | R@5 | shopper photos R@1 | shopper R@5 | head training s |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "Catalog as stored: each catalog photo's vector of the photo itself (view 0: what a catalog stores "
+             f"today), or the mean of its {views.views} cached views' vectors (the views a store caches to train its "
+             "head, training/cached_features.py; a candidate, not served yet). Shopper photos: the photo and its mirror image, the better "
+             "view scoring (as a search by photo).", "",
+             "| representation | product R@1 | R@5 | shopper R@1 | shopper R@5 | product R@1, views' mean | R@5 | "
+             "shopper R@1 vs views' mean | R@5 | head training s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     lines += [f"| {k} | {v['R@1']:.3f} | {v['R@5']:.3f} | {v['shopper_R@1']:.3f} | {v['shopper_R@5']:.3f} | "
-              f"{v['train_s']:.1f} |" for k, v in rows.items()]
-    lines += ["", f"CoInsP** minus frozen: **{report['coinsp_minus_frozen_points']:+.1f} points** product R@1; share of "
+              f"{v['views_mean_R@1']:.3f} | {v['views_mean_R@5']:.3f} | {v['views_mean_shopper_R@1']:.3f} | "
+              f"{v['views_mean_shopper_R@5']:.3f} | {v['train_s']:.1f} |" for k, v in rows.items()]
+    store = report["views_mean"]
+    lines += ["", f"**Frozen as a catalog stores it today (view 0) against CoInsP** with each catalog photo stored as its "
+              "views' mean** (a candidate, not served yet): "
+              f"CoInsP** minus frozen **{store['coinsp_minus_frozen_points']:+.1f} points** product R@1 "
+              f"({store['family_bootstrap_points']['mean']:+.1f} +- {store['family_bootstrap_points']['sd']:.1f} "
+              "resampling whole test families); share of the frozen-to-Opt* gap closed (Opt* also as its views' mean): "
+              + ("-" if store["share_of_frozen_to_opt_gap"] is None else f"**{store['share_of_frozen_to_opt_gap']:.0%}**")
+              + f"; shopper photos over catalog photos: **{store['shopper_over_catalog_R@1']:.2f}x**. With the frozen "
+              f"catalog also stored as its views' mean the head adds {store['both_views_mean_coinsp_minus_frozen_points']:+.1f} "
+              f"points ({store['both_views_mean_family_bootstrap_points']['mean']:+.1f} +- "
+              f"{store['both_views_mean_family_bootstrap_points']['sd']:.1f}): most of the gain is the views' mean."]
+    lines += ["", f"Both as view 0: CoInsP** minus frozen: **{report['coinsp_minus_frozen_points']:+.1f} points** product R@1; share of "
               f"the frozen-to-Opt* gap closed: **{gap_share:.0%}**; shopper photos over catalog photos (CoInsP**): "
               f"**{report['shopper_over_catalog_R@1']:.2f}x**. The gain over frozen, resampling whole test families "
               f"(2,000 draws): {100 * gain_mean:+.1f} +- {100 * gain_sd:.1f} points (one standard deviation).", ""]
@@ -415,11 +469,15 @@ def validate(args, command: str, features: np.ndarray, other_views: dict[str, np
     labels = products[val]
     fine = np.unique(products[fit], return_inverse=True)[1]
     shopper_rows: dict[str, float] = {}
+    mean_rows: dict[str, dict] = {}  # each catalog photo stored as its default views' mean (a candidate)
+    val_views = np.asarray(features[val, :args.views])
 
     def score(vectors, label: str) -> float:
-        gallery = vectors(plain)
-        shopper_rows[label] = best_view_recall([vectors(v) for v in shopper], shopper_products, gallery, labels,
-                                               ks=(1,))[1]
+        gallery, mean = vectors(plain), views_mean(vectors, val_views)
+        queries = [vectors(v) for v in shopper]
+        shopper_rows[label] = best_view_recall(queries, shopper_products, gallery, labels, ks=(1,))[1]
+        mean_rows[label] = {"R@1": recall(mean, labels, ks=(1,))[1],
+                            "shopper_R@1": best_view_recall(queries, shopper_products, mean, labels, ks=(1,))[1]}
         return recall(gallery, labels, ks=(1,))[1]
 
     rows = {FROZEN: score(lambda t: torch.nn.functional.normalize(t, dim=1).numpy(), FROZEN)}
@@ -450,7 +508,8 @@ def validate(args, command: str, features: np.ndarray, other_views: dict[str, np
     args.out.mkdir(parents=True, exist_ok=True)
     backdrop = None if args.backdrop is None else {"grey": args.backdrop, "edge": list(EDGE)}
     (args.out / "validation.json").write_text(json.dumps({"command": command, "head": asdict(base), "rows": rows,
-                                                          "shopper_rows": shopper_rows, "backdrop": backdrop,
+                                                          "shopper_rows": shopper_rows, "views_mean_rows": mean_rows,
+                                                          "backdrop": backdrop,
                                                           "size": args.size, "views": args.views},
                                                          indent=1) + "\n")
     lines = [f"# Colour products: the head's settings compared on validation families ({len(set(families[held]))} of the "
@@ -467,9 +526,72 @@ def validate(args, command: str, features: np.ndarray, other_views: dict[str, np
              f"{time.perf_counter() - started:.0f} s.", "",
              f"Shopper R@1: {len(shopper_products)} shopper-style photos of the validation products (seed 4; the photo and "
              "its mirror, as a search by photo) querying those photos.", "",
-             "| head | validation product R@1 | shopper R@1 |", "|---|---:|---:|"]
-    lines += [f"| {k} | {v:.3f} | {shopper_rows[k]:.3f} |" for k, v in rows.items()] + [""]
+             f"Views' mean: each catalog photo stored as the mean of its {args.views} default cached views' vectors "
+             "(a candidate for what a store's catalog stores; not served yet).", "",
+             "| head | validation product R@1 | shopper R@1 | R@1, views' mean | shopper R@1 vs views' mean |",
+             "|---|---:|---:|---:|---:|"]
+    lines += [f"| {k} | {v:.3f} | {shopper_rows[k]:.3f} | {mean_rows[k]['R@1']:.3f} | {mean_rows[k]['shopper_R@1']:.3f} |"
+              for k, v in rows.items()] + [""]
     (args.out / "validation.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+def frozen_sizes(args, command: str, photos_folder: Path, train_paths, train_products, train_families, shapes,
+                 labels, started: float, load_before) -> int:
+    """--frozen-sizes: frozen Lite0 at several input sizes on the validation families (--validate's split): product
+    R@1 leave-one-out over their catalog photos, their shopper photos (the photo and its mirror) querying them, and
+    the trunk's CPU ms a photo (batch 32, this process's threads). What a larger input would give before any
+    head is trained on it (a head needs every training photo's views cached at that size)."""
+    families, products = np.asarray(train_families), np.asarray(train_products)
+    held = validation_split(families)
+    held_items = np.asarray(sorted(set(int(f) for f in families[held])))
+    shopper_paths, shopper_products, _, _ = make_photos(photos_folder / "shopper-validation", held_items, shapes, labels,
+                                                        args.variants, 1, args.side, 4, True)
+    val = np.flatnonzero(held)
+    val_paths, val_labels = [train_paths[i] for i in val], products[val]
+    rows = {}
+    for size in args.frozen_sizes:
+        trunk = frozen_trunk(size, args.precision, args.backdrop)
+        tag = backdrop_tag(args.backdrop)
+        at = time.process_time()
+        gallery = cached_or_built(val_paths, trunk, args.work / f"cache-validation-{len(val_paths)}-{size}px{tag}",
+                                  ViewSettings(views=1), progress=True).plain().numpy()
+        shopper = search_views(cached_or_built(shopper_paths, trunk, args.work / f"cache-shopper-validation-"
+                                               f"{len(shopper_paths)}-mirror-{size}px{tag}", SEARCH_VIEWS, progress=True))
+        cache_cpu = time.process_time() - at
+        batch = torch.zeros(32, 3, size, size, dtype=torch.uint8)
+        trunk.features_uint8(batch)  # warm-up
+        cpu = time.process_time()
+        trunk.features_uint8(batch)
+        rows[f"{size} px"] = {
+            "R@1": recall(gallery, val_labels, ks=(1,))[1],
+            "shopper_R@1": best_view_recall([v.numpy() for v in shopper], np.asarray(shopper_products), gallery,
+                                            val_labels, ks=(1,))[1],
+            "trunk_cpu_ms_per_photo": round(1000 * (time.process_time() - cpu) / len(batch), 1),
+            "cache_cpu_s": round(cache_cpu, 1), "precision": trunk.precision}
+        print(size, rows[f"{size} px"], flush=True)
+    record = {"command": command, "backdrop": None if args.backdrop is None else {"grey": args.backdrop, "edge": list(EDGE)},
+              "validation_photos": len(val_paths), "shopper_photos": len(shopper_paths), "rows": rows,
+              "threads": torch.get_num_threads(), "seconds": round(time.perf_counter() - started, 1),
+              "load_average_before": [round(x, 2) for x in load_before],
+              "load_average_after": [round(x, 2) for x in os.getloadavg()]}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "frozen-sizes.json").write_text(json.dumps(record, indent=1) + "\n")
+    lines = ["# Colour products: the frozen trunk's input size, on validation families (no head; the test families "
+             "are not read)", "", f"Command: `{command}`  ",
+             "Frozen EfficientNet-Lite0 (ImageNet), " + ("each photo on its own backdrop" if args.backdrop is None else
+                                                          f"the product on grey {args.backdrop:g}")
+             + f"; product R@1 leave-one-out over the {len(val_paths)} catalog photos of the validation products; "
+             f"their {len(shopper_paths)} shopper-style photos (the photo and its mirror) querying them. CPU ms: the "
+             f"trunk on a batch of 32 at {torch.get_num_threads()} thread(s), measured precision; cache CPU s: "
+             "decoding, the product found and the trunk, for those photos.  ",
+             f"Load average before {record['load_average_before']}, after {record['load_average_after']}; "
+             f"{record['seconds']:.0f} s.", "",
+             "| input | catalog R@1 | shopper R@1 | trunk CPU ms a photo | cache CPU s |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| {k} | {v['R@1']:.3f} | {v['shopper_R@1']:.3f} | {v['trunk_cpu_ms_per_photo']} ({v['precision']}) | "
+              f"{v['cache_cpu_s']} |" for k, v in rows.items()]
+    (args.out / "frozen-sizes.md").write_text("\n".join(lines + [""]))
     print("\n".join(lines))
     return 0
 

@@ -231,3 +231,10 @@ def test_the_renderers_record_is_the_photos_product_and_changes_no_photo():
     alpha = record["alpha"]
     assert alpha.shape == (96, 96) and 0.03 < float((alpha > 0.5).mean()) < 0.8
     assert isinstance(record["mirrored"], bool) and len(record["light"][3]) == 3
+
+
+def test_a_photo_stored_as_its_views_mean_is_the_normalised_mean_of_its_views_vectors():
+    cached = np.asarray([[[1, 0], [0, 1]], [[3, 4], [3, 4]]], np.float16)  # photos x views x d
+    double = lambda t: (2 * t).numpy()  # noqa: E731 - any map of the trunk features
+    mean = bench.views_mean(double, cached)
+    assert np.allclose(mean, [[2 ** -0.5, 2 ** -0.5], [0.6, 0.8]], atol=1e-6)
