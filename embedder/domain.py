@@ -28,7 +28,7 @@ from PIL import Image
 from embedder.domain_settings import DomainSettings
 from embedder.images import LUMA, ImageError, as_rgb
 from embedder.mask import ProductMask, default_mask
-from embedder.regions import dilate, fill_holes, label_regions, product_region, ranked_regions, specks
+from embedder.regions import dilate, fill_holes, ranked_regions, with_context, within_region
 
 ANALYSIS_SIDE = 128
 MAX_OTHER_OBJECTS = 3  # other things in a photo offered to the shopper besides the automatic crop
@@ -225,7 +225,7 @@ def analyse(image: Image.Image, settings: DomainSettings = DomainSettings(),
     if within is not None:  # the shopper chose: everything that stands out inside the region
         inside = np.zeros((h, w), bool)
         inside[int(within[1] * h):int(np.ceil(within[3] * h)), int(within[0] * w):int(np.ceil(within[2] * w))] = True
-        chosen = _within_region(foreground, inside, settings)
+        chosen = within_region(foreground, inside, settings)
         foreground = foreground & inside  # a new array: rules() keeps what it measured
         if settings.fill_of == "extent" and chosen.any():  # a loose box: the fill of what the product spans
             ys, xs = np.nonzero(chosen)
@@ -296,30 +296,6 @@ def _extent(pixels: np.ndarray, inset: float) -> tuple[float, float, float, floa
     return (xs.min() + inset) / w, (ys.min() + inset) / h, (xs.max() + 1 - inset) / w, (ys.max() + 1 - inset) / h
 
 
-def _within_region(foreground: np.ndarray, inside: np.ndarray, settings: DomainSettings) -> np.ndarray:
-    """What inside the shopper's region is the product (see DomainSettings.region_choice).
-    foreground: what stands out in the whole view, the region and the context around it."""
-    choice = settings.region_choice
-    candidates = foreground & inside
-    if choice.startswith("inside"):  # a shopper's box holds the product whole: what runs far out of it is clutter
-        labels = label_regions(foreground, settings.connectivity)
-        ids = labels[foreground]
-        total = np.bincount(ids, minlength=labels.size)
-        within = np.bincount(labels[candidates], minlength=labels.size)
-        clutter = (within > 0) & (within < (1.0 - settings.max_outside_share) * total)
-        candidates = candidates & ~np.isin(labels, np.nonzero(clutter)[0])
-    candidates &= ~specks(candidates, settings.min_region_share, settings.connectivity)
-    if choice.endswith("product") and candidates.any():
-        ys, xs = np.nonzero(inside)  # chosen as on a photo cropped to the region: its centre, its edges
-        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-        picked = product_region(candidates[y0:y1, x0:x1], min_share=settings.min_region_share,
-                                connectivity=settings.connectivity)
-        candidates = np.zeros_like(candidates)
-        if picked is not None:
-            candidates[y0:y1, x0:x1] = picked
-    return candidates
-
-
 def refuse_unusable(image: Image.Image, *, min_side: int = 16, min_contrast: float = 0.04) -> None:
     """Raise UnusablePhotoError for a photo that holds nothing to search for: smaller than
     min_side, or its colours spread less than min_contrast (blank or uniform). Cheap (a shrink
@@ -351,23 +327,6 @@ def _placement(box, width: int, height: int, size: int, margin: float):
         return None
     left, top = int(np.floor(x0)), int(np.floor(y0))
     return (left, top, max(left + 1, int(np.ceil(x1))), max(top + 1, int(np.ceil(y1)))), side
-
-
-def context_view(region: tuple[int, int, int, int], width: int, height: int, share: float) -> tuple[int, int, int, int]:
-    """The query region (whole pixels) grown by `share` of its size on each side, within the photo."""
-    x0, y0, x1, y1 = region
-    dx, dy = round((x1 - x0) * share), round((y1 - y0) * share)
-    return max(0, x0 - dx), max(0, y0 - dy), min(width, x1 + dx), min(height, y1 + dy)
-
-
-def with_context(image: Image.Image, region: tuple[int, int, int, int], share: float):
-    """The query region (whole pixels) with `share` of its size around it, and where the region
-    lies in that view (fractions): the background is measured on what surrounds the product."""
-    x0, y0, x1, y1 = region
-    view = context_view(region, image.width, image.height, share)
-    vw, vh = view[2] - view[0], view[3] - view[1]
-    within = ((x0 - view[0]) / vw, (y0 - view[1]) / vh, (x1 - view[0]) / vw, (y1 - view[1]) / vh)
-    return image.crop(view), within
 
 
 def normalise(image: Image.Image, *, size: int, channels: int, polarity: str, margin: float = 0.0,

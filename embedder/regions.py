@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from embedder.domain_settings import DomainSettings
 from embedder.images import ImageError
 
 Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in the photo's pixels, x1/y1 exclusive
@@ -242,3 +243,43 @@ def split_at_necks(labels: np.ndarray, candidates: list[dict], colours: np.ndarr
             fresh += 1
     return out
 
+
+def context_view(region: tuple[int, int, int, int], width: int, height: int, share: float) -> tuple[int, int, int, int]:
+    """The query region (whole pixels) grown by `share` of its size on each side, within the photo."""
+    x0, y0, x1, y1 = region
+    dx, dy = round((x1 - x0) * share), round((y1 - y0) * share)
+    return max(0, x0 - dx), max(0, y0 - dy), min(width, x1 + dx), min(height, y1 + dy)
+
+
+def with_context(image: Image.Image, region: tuple[int, int, int, int], share: float):
+    """The query region (whole pixels) with `share` of its size around it, and where the region
+    lies in that view (fractions): the background is measured on what surrounds the product."""
+    x0, y0, x1, y1 = region
+    view = context_view(region, image.width, image.height, share)
+    vw, vh = view[2] - view[0], view[3] - view[1]
+    within = ((x0 - view[0]) / vw, (y0 - view[1]) / vh, (x1 - view[0]) / vw, (y1 - view[1]) / vh)
+    return image.crop(view), within
+
+
+def within_region(foreground: np.ndarray, inside: np.ndarray, settings: DomainSettings) -> np.ndarray:
+    """What inside the shopper's region is the product (see DomainSettings.region_choice).
+    foreground: what stands out in the whole view, the region and the context around it."""
+    choice = settings.region_choice
+    candidates = foreground & inside
+    if choice.startswith("inside"):  # a shopper's box holds the product whole: what runs far out of it is clutter
+        labels = label_regions(foreground, settings.connectivity)
+        ids = labels[foreground]
+        total = np.bincount(ids, minlength=labels.size)
+        within = np.bincount(labels[candidates], minlength=labels.size)
+        clutter = (within > 0) & (within < (1.0 - settings.max_outside_share) * total)
+        candidates = candidates & ~np.isin(labels, np.nonzero(clutter)[0])
+    candidates &= ~specks(candidates, settings.min_region_share, settings.connectivity)
+    if choice.endswith("product") and candidates.any():
+        ys, xs = np.nonzero(inside)  # chosen as on a photo cropped to the region: its centre, its edges
+        y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+        picked = product_region(candidates[y0:y1, x0:x1], min_share=settings.min_region_share,
+                                connectivity=settings.connectivity)
+        candidates = np.zeros_like(candidates)
+        if picked is not None:
+            candidates[y0:y1, x0:x1] = picked
+    return candidates

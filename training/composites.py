@@ -19,7 +19,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from embedder.domain import context_view, mask_input
+from embedder.domain import mask_input
+from embedder.regions import context_view
 from embedder.domain_settings import DomainSettings
 from embedder.images import decode_image
 
@@ -314,7 +315,7 @@ def analysis_pair(item: np.ndarray, rng: np.random.Generator, side: int, kinds: 
     """A composite as the mask model sees it: (pixels (h, w, 3) float 0..1 with its longest side
     `side`, target (h, w) float: the product's share of each pixel), shrunk as a query is. A share
     of them (BOX_VIEW_SHARE) is the part of the photo a search with a shopper's box analyses: the box
-    and the context around it (embedder.domain.with_context)."""
+    and the context around it (embedder.regions.with_context)."""
     photo = composite(item, rng, long_side=(160, 520), kinds=kinds, others=others)
     image, mask = photo.image, photo.mask
     if rng.random() < BOX_VIEW_SHARE:
