@@ -228,3 +228,19 @@ def test_ensure_keeps_the_size_it_was_asked_for_and_refuses_another(tmp_path, mo
     capsys.readouterr()
     assert index_main(args) == 2
     assert "holds vectors projected to 4 dims, not the model's own vectors" in capsys.readouterr().err
+
+
+def test_a_projected_catalog_served_by_milvus_lite_gives_the_faiss_results(shop, models, tmp_path):
+    pytest.importorskip("pymilvus")
+    pytest.importorskip("milvus_lite")
+    _, folder = shop
+    on_faiss = SearchService(folder, models[0])
+    on_milvus = SearchService.from_parts(Catalog.load(folder, backend=f"milvus-lite:{tmp_path / 'served.db'}"),
+                                         on_faiss.embedder)
+    for row in (0, 9, 20):
+        photo = on_faiss.catalog.metadata["image_path"].iloc[row]
+        expected, found = on_faiss.search(photo, k=5), on_milvus.search(photo, k=5, group_by="product_id")
+        assert found.frame["id"].tolist() == on_faiss.search(photo, k=5, group_by="product_id").frame["id"].tolist()
+        found = on_milvus.search(photo, k=5)
+        assert found.frame["id"].tolist() == expected.frame["id"].tolist()
+        assert np.allclose(found.frame["score"], expected.frame["score"], atol=1e-6)
