@@ -430,7 +430,8 @@ def main(argv: list[str] | None = None) -> int:
               + f"; shopper photos over catalog photos: **{store['shopper_over_catalog_R@1']:.2f}x**. With the frozen "
               f"catalog also stored as its views' mean the head adds {store['both_views_mean_coinsp_minus_frozen_points']:+.1f} "
               f"points ({store['both_views_mean_family_bootstrap_points']['mean']:+.1f} +- "
-              f"{store['both_views_mean_family_bootstrap_points']['sd']:.1f}): most of the gain is the views' mean."]
+              f"{store['both_views_mean_family_bootstrap_points']['sd']:.1f}); the views' mean alone moves frozen by "
+              f"{100 * (frozen_mean_r1 - frozen):+.1f} points."]
     lines += ["", f"Both as view 0: CoInsP** minus frozen: **{report['coinsp_minus_frozen_points']:+.1f} points** product R@1; share of "
               f"the frozen-to-Opt* gap closed: **{gap_share:.0%}**; shopper photos over catalog photos (CoInsP**): "
               f"**{report['shopper_over_catalog_R@1']:.2f}x**. The gain over frozen, resampling whole test families "
