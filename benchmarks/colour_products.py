@@ -199,8 +199,15 @@ def family_bootstrap(better: np.ndarray, worse: np.ndarray, families: np.ndarray
     return float(np.mean(differences)), float(np.std(differences))
 
 
-def train_cache_folder(work: Path, photos: int, views: ViewSettings, backdrop: float | None = None) -> Path:
-    return work / f"cache-train-{photos}-{views.views}-{'-'.join(views.augmentations)}{backdrop_tag(backdrop)}"
+def cache_tag(backdrop: float | None, size: int = 128) -> str:
+    """What a cache folder's name adds for a neutral backdrop and an input size other than 128 px (the first caches'
+    names stay as they were)."""
+    return backdrop_tag(backdrop) + ("" if size == 128 else f"-{size}px")
+
+
+def train_cache_folder(work: Path, photos: int, views: ViewSettings, backdrop: float | None = None,
+                       size: int = 128) -> Path:
+    return work / f"cache-train-{photos}-{views.views}-{'-'.join(views.augmentations)}{cache_tag(backdrop, size)}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -270,13 +277,13 @@ def main(argv: list[str] | None = None) -> int:
     trunk = frozen_trunk(args.size, args.precision, args.backdrop)
     views = ViewSettings(views=args.views)
     train_cache = cached_or_built(train_paths, trunk, train_cache_folder(args.work, len(train_paths), views,
-                                                                         args.backdrop), views, progress=True)
+                                                                         args.backdrop, args.size), views, progress=True)
     cache_s = train_cache.build_seconds  # when it was made (by this run or an earlier one); None: not recorded
     features = np.asarray(train_cache.features)
     for kinds in args.more_views:  # more views of each training photo, from a cache of other augmentations
         more = ViewSettings(views=args.views, augmentations=kinds)
         features = np.concatenate([features, np.asarray(cached_or_built(
-            train_paths, trunk, train_cache_folder(args.work, len(train_paths), more, args.backdrop), more,
+            train_paths, trunk, train_cache_folder(args.work, len(train_paths), more, args.backdrop, args.size), more,
             progress=True).features)[:, 1:]], axis=1)
     categories = sorted(set(train_categories))
     codes = np.asarray([categories.index(c) for c in train_categories])
@@ -287,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         for kinds in args.compare_views:
             other_views = ViewSettings(views=args.views, augmentations=kinds)
             others["+".join(kinds)] = np.asarray(cached_or_built(
-                train_paths, trunk, train_cache_folder(args.work, len(train_paths), other_views, args.backdrop),
+                train_paths, trunk, train_cache_folder(args.work, len(train_paths), other_views, args.backdrop, args.size),
                 other_views, progress=True).features)
         families = np.asarray(train_families)
         held_items = np.asarray(sorted(set(int(f) for f in families[validation_split(families)])))
@@ -295,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
                                                             labels, args.variants, 1, args.side, 4, True)
         shopper = search_views(cached_or_built(
             shopper_paths, trunk, args.work / f"cache-shopper-validation-{len(shopper_paths)}-mirror"
-                                              f"{backdrop_tag(args.backdrop)}", SEARCH_VIEWS, progress=True))
+                                              f"{cache_tag(args.backdrop, args.size)}", SEARCH_VIEWS, progress=True))
         return validate(args, command, features, others, codes, np.asarray(train_products), families, base,
                         shopper, np.asarray(shopper_products), started, load_before)
 
@@ -308,10 +315,10 @@ def main(argv: list[str] | None = None) -> int:
     # The test photos' cached views (as a store's photos have them for its head): view 0 is what a catalog stores;
     # the mean of the views' vectors is a candidate for what it could store (measured here, not served).
     test_cache = cached_or_built(test_paths, trunk, args.work / f"cache-test-{len(test_paths)}-{views.views}-"
-                                 f"{'-'.join(views.augmentations)}{backdrop_tag(args.backdrop)}", views, progress=True)
+                                 f"{'-'.join(views.augmentations)}{cache_tag(args.backdrop, args.size)}", views, progress=True)
     test_all = np.asarray(test_cache.features)
     shopper_cache = cached_or_built(shopper_paths, trunk, args.work / f"cache-shopper-{len(shopper_paths)}-mirror"
-                                    f"{backdrop_tag(args.backdrop)}", SEARCH_VIEWS, progress=True)
+                                    f"{cache_tag(args.backdrop, args.size)}", SEARCH_VIEWS, progress=True)
     test_plain, shopper_plain = test_cache.plain(), search_views(shopper_cache)
     test_labels, shopper_labels = np.asarray(test_products), np.asarray(shopper_products)
 

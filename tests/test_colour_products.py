@@ -194,6 +194,10 @@ def test_the_own_backdrop_keeps_the_earlier_cache_names_and_a_grey_backdrop_gets
     assert grey.startswith("cache-train-10-4-photo-backdrop0.5-edge") and grey != bench.train_cache_folder(
         Path("w"), 10, ViewSettings(), 0.8).name
     assert bench.parse_backdrop("none") is None and bench.parse_backdrop("0.5") == 0.5
+    # Another input size gets caches of its own (128 px keeps the first caches' names).
+    assert bench.train_cache_folder(Path("w"), 10, ViewSettings(), size=128).name == "cache-train-10-4-photo"
+    assert bench.train_cache_folder(Path("w"), 10, ViewSettings(), size=160).name == "cache-train-10-4-photo-160px"
+    assert bench.cache_tag(0.5, 224).endswith("-224px") and bench.cache_tag(0.5, 224).startswith(bench.backdrop_tag(0.5))
 
 
 # ---------------------------------------------------------------- shopper photos searched as the product searches
