@@ -447,7 +447,9 @@ def main(argv: list[str] | None = None) -> int:
         val = validation["rows"]
         lines += [f"On the validation families of the training products (validation.md, `{validation['command']}`): "
                   f"frozen {val[FROZEN]:.3f}, instance whitening alone {val[WHITENED]:.3f}, CoInsP** "
-                  f"{val['CoInsP**, defaults']:.3f}, Opt* {val[OPT + ', lr ' + format(base.lr, 'g')]:.3f}"
+                  f"{val['CoInsP**, defaults']:.3f}"
+                  + ("" if OPT + ', lr ' + format(base.lr, 'g') not in val else
+                     f", Opt* {val[OPT + ', lr ' + format(base.lr, 'g')]:.3f}")
                   + ("" if validation.get("backdrop") == report["backdrop"] else
                      " (measured with " + ("each photo's own backdrop" if validation.get("backdrop") is None else
                                            f"grey {validation['backdrop']['grey']:g}") + ", not this run's)") + ".", ""]
