@@ -11,7 +11,7 @@ import threading
 import time
 
 from app.limits import search_bounds
-from app.live_catalog import LiveCatalog
+from app.served_catalog import ServedCatalog
 from embedder.files import format_size
 from embedder.images import ImageError
 from embedder.regions import BoxError, parse_box
@@ -133,7 +133,7 @@ def bounded_search(service, image, id, photo, region, options: dict):
         raise HTTPException(422, str(exc)) from None
 
 
-def answer_search(live: LiveCatalog, decoding: threading.BoundedSemaphore, max_upload_bytes: int, image, id,
+def answer_search(live: ServedCatalog, decoding: threading.BoundedSemaphore, max_upload_bytes: int, image, id,
                   region, options: dict, objects: bool, started: float) -> dict:
     """Read and decode the photo (in a photo slot), search, and the answer with its timings."""
     decode_s, queue_s, query = 0.0, 0.0, {"id": id} if id is not None else {"image": image.filename}
