@@ -2,6 +2,8 @@
 
     python -m benchmarks.colour_products [--train-families 200 --test-families 50 --variants 4 --photos 4]
     python -m benchmarks.colour_products --validate   # the head's settings, chosen on training products only
+    python -m benchmarks.colour_products --frozen-sizes 128,160,224   # the frozen trunk's input size (validation)
+    python -m benchmarks.colour_products --size 160 --precision fp32 --out reports/colour-products/size-160
 
 Products come in families whose members differ subtly (benchmarks/colour_products_render.py): one
 Fashion-MNIST silhouette, close shades of the colours, the pattern a little finer or coarser, the print
@@ -16,7 +18,9 @@ Every row trains on the same cached features of the frozen EfficientNet-Lite0 Im
 (training/cached_features.py: each training photo's views embedded once) with the same head, epochs,
 batch and views (training/head_training.py, the settings `python -m training.store` uses): frozen
 (no training), Cos, CoInsP**, Opt (product labels). Retrieval: leave-one-out product Recall@k over
-the test products' catalog photos; shopper photos query those catalog photos.
+the test products' catalog photos; shopper photos query those catalog photos as a search by photo does
+(the photo and its mirror image, the better view scoring). Each catalog photo is measured twice: as its
+own vector (what a catalog stores) and as the mean of its cached views' vectors (a candidate).
 
 --validate holds out a quarter of the TRAINING families as validation products, trains on the rest
 and compares the head's candidate settings there (the test products are not read): the store's
