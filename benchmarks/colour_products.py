@@ -45,7 +45,8 @@ import torch
 
 from benchmarks.colour_products_render import Subtlety, draw_product, family_products, photograph, save, scenes
 from embedder.backdrop import EDGE, NEUTRAL_GREY, compose, product_mask
-from embedder.domain import analyse, with_context
+from embedder.domain import analyse
+from embedder.regions import with_context
 from embedder.domain_settings import DomainSettings
 from embedder.backbones import build_backbone, load_imagenet_weights
 from embedder.images import decode_image

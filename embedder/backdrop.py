@@ -17,11 +17,11 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from embedder.domain import analyse, mask_at, shrink, with_context
+from embedder.domain import analyse, mask_at, shrink
 from embedder.domain_settings import DomainSettings
 from embedder.images import as_rgb
 from embedder.mask import ProductMask
-from embedder.regions import dilate, fill_holes
+from embedder.regions import dilate, fill_holes, with_context
 
 NEUTRAL_GREY = 0.5  # the product's backdrop level (0..1), chosen on validation products (reports/colour-products/backdrops.md)
 # The mask's product share mapped linearly from EDGE[0] (none of the photo kept) to EDGE[1] (all of it): the
