@@ -302,9 +302,7 @@ def main(argv: list[str] | None = None) -> int:
                 train_paths, trunk, train_cache_folder(args.work, len(train_paths), other_views, args.backdrop, args.size),
                 other_views, progress=True).features)
         families = np.asarray(train_families)
-        held_items = np.asarray(sorted(set(int(f) for f in families[validation_split(families)])))
-        shopper_paths, shopper_products, _, _ = make_photos(photos_folder / "shopper-validation", held_items, shapes,
-                                                            labels, args.variants, 1, args.side, 4, True)
+        shopper_paths, shopper_products = validation_shopper_photos(args, photos_folder, families, shapes, labels)
         shopper = search_views(cached_or_built(
             shopper_paths, trunk, args.work / f"cache-shopper-validation-{len(shopper_paths)}-mirror"
                                               f"{cache_tag(args.backdrop, args.size)}", SEARCH_VIEWS, progress=True))
@@ -552,6 +550,15 @@ def validate(args, command: str, features: np.ndarray, other_views: dict[str, np
     return 0
 
 
+def validation_shopper_photos(args, photos_folder: Path, families: np.ndarray, shapes, labels):
+    """Shopper-style photos (seed 4) of the products of the validation families (validation_split), rendered
+    once into photos_folder/shopper-validation: (paths, their products). What every validation step queries with."""
+    held_items = np.asarray(sorted(set(int(f) for f in families[validation_split(families)])))
+    paths, products, _, _ = make_photos(photos_folder / "shopper-validation", held_items, shapes, labels,
+                                        args.variants, 1, args.side, 4, True)
+    return paths, products
+
+
 def frozen_sizes(args, command: str, photos_folder: Path, train_paths, train_products, train_families, shapes,
                  labels, started: float, load_before) -> int:
     """--frozen-sizes: frozen Lite0 at several input sizes on the validation families (--validate's split): product
@@ -560,9 +567,7 @@ def frozen_sizes(args, command: str, photos_folder: Path, train_paths, train_pro
     head is trained on it (a head needs every training photo's views cached at that size)."""
     families, products = np.asarray(train_families), np.asarray(train_products)
     held = validation_split(families)
-    held_items = np.asarray(sorted(set(int(f) for f in families[held])))
-    shopper_paths, shopper_products, _, _ = make_photos(photos_folder / "shopper-validation", held_items, shapes, labels,
-                                                        args.variants, 1, args.side, 4, True)
+    shopper_paths, shopper_products = validation_shopper_photos(args, photos_folder, families, shapes, labels)
     val = np.flatnonzero(held)
     val_paths, val_labels = [train_paths[i] for i in val], products[val]
     rows = {}
@@ -753,9 +758,7 @@ def compare_backdrops(args, command: str, photos_folder: Path, train_paths, trai
     (rendered for them, seed 4) query their catalog photos. Every candidate through the frozen trunk."""
     families, products = np.asarray(train_families), np.asarray(train_products)
     held = validation_split(families)
-    held_items = np.asarray(sorted(set(int(f) for f in families[held])))
-    shopper_paths, shopper_products, _, _ = make_photos(photos_folder / "shopper-validation", held_items, shapes, labels,
-                                                        args.variants, 1, args.side, 4, True)
+    shopper_paths, shopper_products = validation_shopper_photos(args, photos_folder, families, shapes, labels)
     val = np.flatnonzero(held)
     val_labels, shopper_labels = products[val], np.asarray(shopper_products)
     trunk = frozen_trunk(args.size, args.precision)
@@ -805,7 +808,7 @@ def compare_backdrops(args, command: str, photos_folder: Path, train_paths, trai
               "load_average_after": [round(x, 2) for x in os.getloadavg()]}
     (args.out / "backdrops.json").write_text(json.dumps(record, indent=1) + "\n")
     lines = [f"# Colour products: the backdrop a product is searched on, chosen on validation families "
-             f"({len(held_items)} of the {len(set(families))} training families; the test families are not read)", "",
+             f"({len(set(families[held].tolist()))} of the {len(set(families))} training families; the test families are not read)", "",
              f"Command: `{command}`  ",
              f"Catalog photos: the {len(val)} photos of the {len(set(val_labels))} validation products (leave-one-out "
              f"product R@1); shopper-style photos: one of each validation product, rendered for this comparison "
