@@ -5,7 +5,6 @@ refused while the pair before keeps serving."""
 from __future__ import annotations
 
 import json
-import shutil
 import warnings
 from pathlib import Path
 
@@ -27,10 +26,7 @@ WAIT_S = 120  # only turns a switch that never loads into a failure
 @pytest.fixture
 def catalogs(tiny_shop, tmp_path) -> Path:
     """Private copies of the tiny shop's two catalogs (models a and b, the same photos)."""
-    folder = tmp_path / "catalogs"
-    for catalog in (tiny_shop.catalog, tiny_shop.catalog_b):
-        shutil.copytree(catalog, folder / catalog.name)
-    return folder
+    return tiny_shop.copied_catalogs(tmp_path / "catalogs")
 
 
 def answered_from(http) -> tuple[str, str]:

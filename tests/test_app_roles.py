@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 from app.settings import (MAX_UPLOAD_MB, OutsideDataRootError, inside_data_root, is_admin_token,
                           server_settings_problem)
 from index.catalog.store import read_info
+from tests.support.app_pages import signed_in as sign_in
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app" / "main.py")
@@ -58,11 +59,7 @@ def visit_every_page(at: AppTest) -> set[str]:
 
 
 def signed_in(at: AppTest, token: str = TOKEN) -> AppTest:
-    at.switch_page("pages/catalog.py").run()
-    at.text_input(key="manager_token").set_value(token)
-    at.button(key="manager_sign_in_submit").click().run()
-    assert not at.exception, at.exception
-    return at
+    return sign_in(at, token)
 
 
 def test_without_the_token_in_the_environment_no_page_can_change_the_catalog(shop):

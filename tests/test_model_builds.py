@@ -4,7 +4,6 @@ then compares the new catalog; builds that cannot or need not run are refused, a
 leaves nothing behind."""
 from __future__ import annotations
 
-import shutil
 import threading
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from index.catalog import operations
 from index.catalog.loaded import Catalog
 from index.quality.evaluation import recall_at_k
 from tests.support.threads import one_torch_thread
+from tests.support.app_pages import signed_in
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
 TOKEN = "a-long-enough-secret-for-tests"
@@ -25,9 +25,7 @@ WAIT_S = 300  # only turns a build that never ends into a failure
 @pytest.fixture
 def catalogs(tiny_shop, tmp_path) -> Path:
     """A catalogs folder holding a copy of the tiny shop's catalog built with model a only."""
-    folder = tmp_path / "catalogs"
-    shutil.copytree(tiny_shop.catalog, folder / "tiny-a")
-    return folder
+    return tiny_shop.copied_catalogs(tmp_path / "catalogs", with_b=False)
 
 
 def signed_in_quality_page(tiny_shop, catalogs, monkeypatch) -> AppTest:
@@ -36,9 +34,7 @@ def signed_in_quality_page(tiny_shop, catalogs, monkeypatch) -> AppTest:
     monkeypatch.setenv("COINSP_CATALOGS_DIR", str(catalogs))
     monkeypatch.setenv("COINSP_ADMIN_TOKEN", TOKEN)
     at = AppTest.from_file(APP, default_timeout=120).run()
-    at.switch_page("pages/catalog.py").run()
-    at.text_input(key="manager_token").set_value(TOKEN)
-    at.button(key="manager_sign_in_submit").click().run()
+    signed_in(at, TOKEN)
     at.switch_page("pages/quality.py").run()
     assert not at.exception, at.exception
     return at

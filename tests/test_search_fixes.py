@@ -11,6 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from index.catalog.loaded import Catalog
+from tests.support.app_pages import signed_in
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
 TOKEN = "a-long-enough-secret-for-tests"
@@ -36,9 +37,7 @@ def test_results_are_fixed_in_place_by_the_catalog_manager_only(shop):
     at = searched_item(AppTest.from_file(APP, default_timeout=120).run())
     assert not at.exception, at.exception
     assert "search_fix_ids" not in [m.key for m in at.multiselect]  # a shopper: nothing to change
-    at.switch_page("pages/catalog.py").run()
-    at.text_input(key="manager_token").set_value(TOKEN)
-    at.button(key="manager_sign_in_submit").click().run()
+    signed_in(at, TOKEN)
     at = searched_item(at)
     assert not at.exception, at.exception
     before = Catalog.load(shop)

@@ -10,6 +10,7 @@ from streamlit.testing.v1 import AppTest
 
 from app.serving import SERVING_FILE, ServingError, read_serving, served, switch_serving, undo_serving
 from app.settings import Settings
+from tests.support.app_pages import signed_in
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
 TOKEN = "a-long-enough-secret-for-tests"
@@ -18,10 +19,7 @@ TOKEN = "a-long-enough-secret-for-tests"
 @pytest.fixture
 def catalogs(tiny_shop, tmp_path) -> Path:
     """Private copies of the tiny shop's two catalogs (models a and b, the same photos)."""
-    folder = tmp_path / "catalogs"
-    for catalog in (tiny_shop.catalog, tiny_shop.catalog_b):
-        shutil.copytree(catalog, folder / catalog.name)
-    return folder
+    return tiny_shop.copied_catalogs(tmp_path / "catalogs")
 
 
 def test_a_switch_serves_the_other_catalog_and_undo_serves_the_first_again(tiny_shop, catalogs):
@@ -70,9 +68,7 @@ def test_a_catalog_manager_serves_the_compared_model_and_undoes_it(tiny_shop, ca
     at = AppTest.from_file(APP, default_timeout=120).run()
     at.switch_page("pages/quality.py").run()
     assert "serve_other" not in [b.key for b in at.button]  # shoppers and merchandisers without the token
-    at.switch_page("pages/catalog.py").run()
-    at.text_input(key="manager_token").set_value(TOKEN)
-    at.button(key="manager_sign_in_submit").click().run()
+    signed_in(at, TOKEN)
     at.switch_page("pages/quality.py").run()
     assert not at.exception, at.exception
     assert serving_line(at).startswith("Serving now: **tiny-a** with `tiny-a.pt`")

@@ -2,6 +2,7 @@
 a Fashion-MNIST shop searched with the kept model."""
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,13 @@ class TinyShop:
 
     def image_bytes(self, row: int = 0) -> bytes:
         return (self.manifest.parent / self.items.iloc[row]["path"]).read_bytes()
+
+    def copied_catalogs(self, folder: Path, *, with_b: bool = True) -> Path:
+        """Private copies of its catalogs (tiny-a, and tiny-b unless with_b is False) in a new catalogs folder:
+        a test that switches, builds or serves changes its own copies, never the shared shop."""
+        for catalog in (self.catalog, self.catalog_b) if with_b else (self.catalog,):
+            shutil.copytree(catalog, folder / catalog.name)
+        return folder
 
 
 def _tiny_shop_photo(category: int, product: int, view: int, rng: np.random.Generator) -> Image.Image:
